@@ -1,0 +1,178 @@
+//! The command line: parses arguments, calls the library, maps outcomes to exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::runbook::{self, Runbook};
+use crate::suggest::did_you_mean;
+
+/// Exit code for invalid input (a runbook or a value that fails validation).
+pub const EXIT_INVALID: u8 = 1;
+/// Exit code for bad usage (unknown flags, malformed flag values), as clap uses.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Runs planned database maintenance safely and tells everyone what is happening."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check runbook files and report every problem with its file:line:col.
+    Validate {
+        /// Runbook files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the planned timeline: step times, checkpoints, window fit, rollback paths.
+    Plan {
+        /// The runbook file.
+        file: PathBuf,
+        /// Plan from this start instead of the window's (RFC 3339, or local time in the
+        /// window's time zone).
+        #[arg(long)]
+        start: Option<String>,
+        /// Override a variable: `--var NAME=VALUE` (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the JSON Schema of the runbook format (for editors).
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got `{s}`")),
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Validate { files } => validate(&files),
+        Command::Plan {
+            file,
+            start,
+            vars,
+            format,
+        } => plan(&file, start.as_deref(), &vars, format),
+        Command::Schema => {
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&runbook::schema()).expect("schema serializes")
+            ));
+            0
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`runbook plan x | head`) is not an error worth a panic.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn eprint(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+fn validate(files: &[PathBuf]) -> u8 {
+    let mut code = 0;
+    for (i, file) in files.iter().enumerate() {
+        match runbook::load_file(file) {
+            Ok(rb) => print(&format!(
+                "{}: ok (runbook `{}`, {} step{})\n",
+                file.display(),
+                rb.id,
+                rb.steps.len(),
+                if rb.steps.len() == 1 { "" } else { "s" }
+            )),
+            Err(invalid) => {
+                if i > 0 {
+                    eprint("\n");
+                }
+                let n = invalid.diagnostics.len();
+                eprint(&format!(
+                    "{}\n{}: invalid ({n} problem{})\n",
+                    invalid.render(),
+                    file.display(),
+                    if n == 1 { "" } else { "s" }
+                ));
+                code = EXIT_INVALID;
+            }
+        }
+    }
+    code
+}
+
+/// Applies `--var` overrides; a name the runbook does not define is refused.
+fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String> {
+    for (k, v) in vars {
+        if !rb.vars.contains_key(k) {
+            let names: Vec<&str> = rb.vars.keys().map(String::as_str).collect();
+            let hint = did_you_mean(k, &names).map(|h| format!(": {h}")).unwrap_or_else(|| {
+                if names.is_empty() {
+                    " (it defines no `vars`)".into()
+                } else {
+                    format!(" (it defines {})", names.join(", "))
+                }
+            });
+            return Err(format!("--var {k}: runbook `{}` has no variable `{k}`{hint}", rb.id));
+        }
+        rb.vars.insert(k.clone(), serde_json::Value::String(v.clone()));
+    }
+    Ok(())
+}
+
+fn plan(file: &PathBuf, start: Option<&str>, vars: &[(String, String)], format: Format) -> u8 {
+    let mut rb = match runbook::load_file(file) {
+        Ok(rb) => rb,
+        Err(invalid) => {
+            eprint(&invalid.render());
+            return EXIT_INVALID;
+        }
+    };
+    if let Err(e) = apply_vars(&mut rb, vars) {
+        eprint(&format!("error: {e}\n"));
+        return EXIT_INVALID;
+    }
+    let start = match start.map(|s| runbook::parse_timestamp(s, rb.window.timezone)) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            eprint(&format!("error: --start: {e}\n"));
+            return EXIT_USAGE;
+        }
+    };
+    let p = crate::plan::plan(&rb, start, chrono::Utc::now());
+    match format {
+        Format::Text => print(&p.to_text()),
+        Format::Json => print(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&p.to_json()).expect("plan serializes")
+        )),
+    }
+    0
+}

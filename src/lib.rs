@@ -1,0 +1,7 @@
+//! runbook: runs planned database maintenance safely and tells everyone what is happening.
+
+pub mod cli;
+pub mod diagnostic;
+pub mod plan;
+pub mod runbook;
+pub mod suggest;

@@ -1,0 +1,400 @@
+//! The planned timeline of a runbook: when each step should start and end, whether the
+//! plan fits the window, and what a failure at each step would undo.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::runbook::{Action, Kind, OnFailure, Public, Runbook, Step, Target};
+
+/// Where the plan's start time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartSource {
+    Flag,
+    Window,
+    Now,
+}
+
+/// The planned timeline of a runbook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub runbook: String,
+    pub title: String,
+    pub timezone: String,
+    pub start: DateTime<Utc>,
+    pub start_source: StartSource,
+    pub end: DateTime<Utc>,
+    pub total_expected_seconds: u64,
+    /// Window length, when the runbook has one.
+    pub window_seconds: Option<u64>,
+    pub window_end: Option<DateTime<Utc>>,
+    /// Whether the expected total fits the window; absent without a window duration.
+    pub fits_window: Option<bool>,
+    /// Window length minus expected total: negative when the plan overruns.
+    pub slack_seconds: Option<i64>,
+    /// Steps without an `expected` duration (counted as zero).
+    pub unestimated: Vec<String>,
+    pub steps: Vec<PlannedStep>,
+}
+
+/// One step of the planned timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedStep {
+    /// 1-based position in execution order.
+    pub position: usize,
+    pub id: String,
+    pub kind: &'static str,
+    pub title: String,
+    pub public: bool,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub expected_seconds: Option<u64>,
+    pub checkpoint: bool,
+    pub requires: Vec<String>,
+    /// Fan-out item count, when known before the run.
+    pub items: Option<usize>,
+    pub if_it_fails: FailurePath,
+}
+
+/// What the engine would do if this step failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailurePath {
+    pub policy: &'static str,
+    /// Steps undone, most recent first (policy `rollback` only).
+    pub undo: Vec<Undo>,
+    /// The checkpoint the run returns to, if any.
+    pub back_to: Option<String>,
+    /// The checkpoint whose `restore` action replaces the per-step undos.
+    pub restore_from: Option<String>,
+    /// The service is closed at this point, and the rollback ends by reopening it.
+    pub reopen: bool,
+}
+
+/// One step undone during a rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct Undo {
+    pub step: String,
+    /// The rollback action, or `None` when the step has none and is left as it is.
+    pub action: Option<String>,
+}
+
+/// Builds the plan. `start` overrides the window's start; without either, now.
+pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Plan {
+    let (start, start_source) = match (start, rb.window.start) {
+        (Some(s), _) => (s, StartSource::Flag),
+        (None, Some(s)) => (s, StartSource::Window),
+        (None, None) => (now, StartSource::Now),
+    };
+    let data = template_data(rb, start);
+    let renderer = handlebars::Handlebars::new();
+    let render = |text: &str| {
+        renderer
+            .render_template(text, &data)
+            .unwrap_or_else(|_| text.to_owned())
+    };
+
+    let mut at = start;
+    let mut steps = Vec::with_capacity(rb.order.len());
+    let mut unestimated = Vec::new();
+    let mut total = Duration::ZERO;
+    for (pos, &i) in rb.order.iter().enumerate() {
+        let s = &rb.steps[i];
+        let expected = s.expected.unwrap_or(Duration::ZERO);
+        if s.expected.is_none() && !matches!(s.kind, Kind::Close | Kind::Reopen) {
+            unestimated.push(s.id.clone());
+        }
+        total += expected;
+        let end = at + chrono::Duration::from_std(expected).unwrap_or(chrono::Duration::MAX);
+        let title = match &s.public {
+            Public::Text(t) => render(t),
+            _ => render(s.display_title()),
+        };
+        steps.push(PlannedStep {
+            position: pos + 1,
+            id: s.id.clone(),
+            kind: s.kind.as_str(),
+            title,
+            public: s.public != Public::Hidden,
+            start: at,
+            end,
+            expected_seconds: s.expected.map(|d| d.as_secs()),
+            checkpoint: s.checkpoint,
+            requires: s.requires.clone(),
+            items: item_count(rb, s),
+            if_it_fails: failure_path(rb, pos),
+        });
+        at = end;
+    }
+    let window_seconds = rb.window.duration.map(|d| d.as_secs());
+    let window_end = rb
+        .window
+        .duration
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| start + d);
+    let slack = window_seconds.map(|w| w as i64 - total.as_secs() as i64);
+    Plan {
+        runbook: rb.id.clone(),
+        title: render(&rb.title),
+        timezone: rb.window.timezone.name().to_owned(),
+        start,
+        start_source,
+        end: at,
+        total_expected_seconds: total.as_secs(),
+        window_seconds,
+        window_end,
+        fits_window: slack.map(|s| s >= 0),
+        slack_seconds: slack,
+        unestimated,
+        steps,
+    }
+}
+
+/// Values public text can use at planning time.
+fn template_data(rb: &Runbook, start: DateTime<Utc>) -> Value {
+    json!({
+        "vars": rb.vars,
+        "run": { "id": "(planned)", "runbook": rb.id, "started_at": start.to_rfc3339() },
+        "window": {
+            "start": start.to_rfc3339(),
+            "timezone": rb.window.timezone.name(),
+            "duration": rb.window.duration.map(fmt_duration),
+        },
+    })
+}
+
+fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
+    match s.for_each.as_ref()? {
+        crate::runbook::ForEach::Items(items) => Some(items.len()),
+        crate::runbook::ForEach::Target(name) => match rb.targets.get(name)? {
+            Target::Static(items) => Some(items.len()),
+            Target::Query { .. } => None,
+        },
+    }
+}
+
+/// The rollback path for a failure of the step at `pos` in execution order: the
+/// completed steps after the most recent checkpoint, undone in reverse, or that
+/// checkpoint's `restore` action.
+fn failure_path(rb: &Runbook, pos: usize) -> FailurePath {
+    let step = &rb.steps[rb.order[pos]];
+    let mut path = FailurePath {
+        policy: step.on_failure.as_str(),
+        undo: Vec::new(),
+        back_to: None,
+        restore_from: None,
+        reopen: false,
+    };
+    if step.on_failure != OnFailure::Rollback {
+        return path;
+    }
+    let done = &rb.order[..pos];
+    path.reopen = done.iter().fold(false, |closed, &i| match rb.steps[i].kind {
+        Kind::Close => true,
+        Kind::Reopen => false,
+        _ => closed,
+    });
+    let checkpoint = done.iter().rposition(|&i| rb.steps[i].checkpoint);
+    if let Some(c) = checkpoint {
+        let cp = &rb.steps[done[c]];
+        path.back_to = Some(cp.id.clone());
+        if cp.restore.is_some() {
+            path.restore_from = Some(cp.id.clone());
+            return path;
+        }
+    }
+    let from = checkpoint.map(|c| c + 1).unwrap_or(0);
+    path.undo = done[from..]
+        .iter()
+        .rev()
+        .filter(|&&i| changes_things(&rb.steps[i]))
+        .map(|&i| {
+            let s = &rb.steps[i];
+            Undo {
+                step: s.id.clone(),
+                action: s.rollback.as_ref().map(Action::describe),
+            }
+        })
+        .collect();
+    path
+}
+
+/// Whether a step leaves something to undo. Checks, approvals, announcements and
+/// backups change nothing in the service; close and reopen are settled by the rollback
+/// itself, which always ends with the service open.
+fn changes_things(s: &Step) -> bool {
+    s.rollback.is_some()
+        || s.run.is_some()
+        || matches!(s.kind, Kind::Patch | Kind::Migrate | Kind::Install | Kind::Restore)
+}
+
+/// A duration as people write it in runbooks: `1h35m`, `20m`, `90s` → `1m30s`.
+pub fn fmt_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return if d.is_zero() {
+            "0s".into()
+        } else {
+            format!("{}ms", d.as_millis())
+        };
+    }
+    let (days, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    for (n, unit) in [(days, "d"), (h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            let _ = write!(out, "{n}{unit}");
+        }
+    }
+    out
+}
+
+impl Plan {
+    /// The plan as a stable JSON document.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("plan serializes")
+    }
+
+    /// The plan for a terminal.
+    pub fn to_text(&self) -> String {
+        let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let same_day = self.start.with_timezone(&tz).date_naive()
+            == self.end.max(self.window_end.unwrap_or(self.end)).with_timezone(&tz).date_naive();
+        let time = |t: DateTime<Utc>| {
+            let local = t.with_timezone(&tz);
+            if same_day {
+                local.format("%H:%M").to_string()
+            } else {
+                local.format("%m-%d %H:%M").to_string()
+            }
+        };
+        let full = |t: DateTime<Utc>| t.with_timezone(&tz).format("%a %d %b %Y %H:%M %Z").to_string();
+        let mut out = String::new();
+        let _ = writeln!(out, "Plan for `{}`: {}", self.runbook, self.title);
+        let source = match self.start_source {
+            StartSource::Flag => "from --start",
+            StartSource::Window => "the window's start",
+            StartSource::Now => "now: the runbook has no window start",
+        };
+        let _ = writeln!(out, "Start:  {} ({source})", full(self.start));
+        if let (Some(secs), Some(end)) = (self.window_seconds, self.window_end) {
+            let _ = writeln!(
+                out,
+                "Window: {} → {} ({}, {})",
+                full(self.start),
+                full(end),
+                fmt_duration(Duration::from_secs(secs)),
+                self.timezone
+            );
+        }
+        out.push('\n');
+
+        let id_w = self.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
+        let kind_w = self.steps.iter().map(|s| s.kind.len()).max().unwrap_or(4).max(4);
+        let t_w = time(self.start).len();
+        let _ = writeln!(
+            out,
+            "{:>3}  {:id_w$}  {:kind_w$}  {:t_w$}  {:t_w$}  {:>8}  notes",
+            "#", "step", "kind", "start", "end", "expected"
+        );
+        for s in &self.steps {
+            let mut notes = Vec::new();
+            if s.checkpoint {
+                notes.push("checkpoint".to_owned());
+            }
+            if let Some(n) = s.items {
+                notes.push(format!("{n} items"));
+            }
+            if !s.public {
+                notes.push("not public".to_owned());
+            }
+            let expected = s
+                .expected_seconds
+                .map(|e| fmt_duration(Duration::from_secs(e)))
+                .unwrap_or_else(|| "-".into());
+            let row = format!(
+                "{:>3}  {:id_w$}  {:kind_w$}  {}  {}  {:>8}  {}",
+                s.position,
+                s.id,
+                s.kind,
+                time(s.start),
+                time(s.end),
+                expected,
+                notes.join(", ")
+            );
+            let _ = writeln!(out, "{}", row.trim_end());
+        }
+        out.push('\n');
+        let total = fmt_duration(Duration::from_secs(self.total_expected_seconds));
+        let _ = match self.slack_seconds {
+            Some(slack) if slack >= 0 => writeln!(
+                out,
+                "Total expected: {total}; fits the window with {} to spare.",
+                fmt_duration(Duration::from_secs(slack as u64))
+            ),
+            Some(slack) => writeln!(
+                out,
+                "Total expected: {total}; does NOT fit the window: over by {}.",
+                fmt_duration(Duration::from_secs(slack.unsigned_abs()))
+            ),
+            None => writeln!(out, "Total expected: {total} (no window duration to check against)."),
+        };
+        if !self.unestimated.is_empty() {
+            let _ = writeln!(
+                out,
+                "No `expected` duration (counted as 0): {}.",
+                self.unestimated.join(", ")
+            );
+        }
+        out.push_str("\nIf a step fails:\n");
+        for s in &self.steps {
+            let _ = writeln!(out, "  {:id_w$}  {}", s.id, describe_failure(&s.if_it_fails));
+        }
+        out
+    }
+}
+
+fn describe_failure(f: &FailurePath) -> String {
+    match f.policy {
+        "pause" => "pause and wait for the operator".into(),
+        "abort" => "abort the run, undoing nothing".into(),
+        "continue" => "record the failure and continue".into(),
+        _ => {
+            let reopen = if f.reopen { "; reopen the service" } else { "" };
+            if let Some(cp) = &f.restore_from {
+                return format!("roll back: restore from checkpoint `{cp}`{reopen}");
+            }
+            let back = match &f.back_to {
+                Some(cp) => format!("back to checkpoint `{cp}`"),
+                None => "back to the start".into(),
+            };
+            if f.undo.is_empty() {
+                return format!("roll back: nothing to undo ({back}){reopen}");
+            }
+            let undo: Vec<String> = f
+                .undo
+                .iter()
+                .map(|u| match &u.action {
+                    Some(_) => format!("undo {}", u.step),
+                    None => format!("{} (no rollback, left as is)", u.step),
+                })
+                .collect();
+            format!("roll back: {}; {back}{reopen}", undo.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_durations_compactly() {
+        assert_eq!(fmt_duration(Duration::from_secs(5700)), "1h35m");
+        assert_eq!(fmt_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(fmt_duration(Duration::ZERO), "0s");
+        assert_eq!(fmt_duration(Duration::from_secs(90_000)), "1d1h");
+    }
+}

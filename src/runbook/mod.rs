@@ -1,0 +1,18 @@
+//! The runbook format: loading, validation and the validated model.
+
+mod load;
+mod model;
+mod raw;
+mod template;
+mod validate;
+pub mod yaml;
+
+pub use load::{Invalid, MAX_FILE_BYTES, load_bytes, load_file, load_str};
+pub use model::*;
+pub use raw::parse_duration;
+pub use validate::{RUN_FIELDS, WINDOW_FIELDS, parse_timestamp};
+
+/// The JSON Schema of the runbook format, for editors.
+pub fn schema() -> serde_json::Value {
+    raw::schema()
+}

@@ -1,0 +1,315 @@
+//! The validated runbook: the only form the rest of the program sees.
+//!
+//! Every value here has passed the loader's checks: ids are unique, references resolve,
+//! durations and timestamps are parsed, templates compile and refer to values that exist.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A maintenance runbook, ready to plan or run.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub id: String,
+    /// Public title; defaults to the id.
+    pub title: String,
+    /// Public summary shown on the status page.
+    pub summary: Option<String>,
+    pub window: Window,
+    pub status_page: StatusPage,
+    /// Template values; `--var k=v` overrides them.
+    pub vars: IndexMap<String, Value>,
+    /// Names of environment variables whose values are masked everywhere.
+    pub secrets: Vec<String>,
+    pub targets: IndexMap<String, Target>,
+    /// Steps as written in the file.
+    pub steps: Vec<Step>,
+    /// Indexes into `steps` in execution order (`requires` first, then file order).
+    pub order: Vec<usize>,
+}
+
+/// The maintenance window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub start: Option<DateTime<Utc>>,
+    pub duration: Option<Duration>,
+    /// Zone for display on the page and in reports.
+    pub timezone: Tz,
+}
+
+/// How the run appears on the status page.
+#[derive(Debug, Clone, Default)]
+pub struct StatusPage {
+    pub components: Vec<String>,
+    pub announce_before: Option<Duration>,
+}
+
+/// A list of items for fan-out.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Items written in the runbook.
+    Static(Vec<Value>),
+    /// Items returned by a query at run time, one per row.
+    Query { sql: String, database: String },
+}
+
+/// The kind of a step: what it is for, and which built-in behaviour it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Backup,
+    Patch,
+    Migrate,
+    #[serde(alias = "optimize")]
+    Optimise,
+    Install,
+    Verify,
+    Test,
+    Reopen,
+    Close,
+    Approve,
+    Wait,
+    Announce,
+    /// Restores the target from a checkpoint's backup (used in `restore:`).
+    Restore,
+}
+
+impl Kind {
+    /// The name as written in runbooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Backup => "backup",
+            Kind::Patch => "patch",
+            Kind::Migrate => "migrate",
+            Kind::Optimise => "optimise",
+            Kind::Install => "install",
+            Kind::Verify => "verify",
+            Kind::Test => "test",
+            Kind::Reopen => "reopen",
+            Kind::Close => "close",
+            Kind::Approve => "approve",
+            Kind::Wait => "wait",
+            Kind::Announce => "announce",
+            Kind::Restore => "restore",
+        }
+    }
+
+    /// Outputs the built-in behaviour of this kind records, usable as
+    /// `{{steps.ID.outputs.NAME}}` by later steps.
+    pub fn builtin_outputs(self) -> &'static [&'static str] {
+        match self {
+            Kind::Backup => &[
+                "path",
+                "size_bytes",
+                "sha256",
+                "duration",
+                "database",
+                "server_version",
+            ],
+            Kind::Migrate => &["from_version", "to_version", "applied"],
+            Kind::Optimise => &["actions", "size_before", "size_after"],
+            Kind::Verify => &["checks", "restored_from"],
+            Kind::Restore => &["restored_from", "database"],
+            Kind::Approve => &["by", "decision"],
+            _ => &[],
+        }
+    }
+}
+
+/// What the engine does when a step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Undo completed steps back to the last checkpoint, then end the run `rolled_back`.
+    #[default]
+    Rollback,
+    /// Stop and wait for the operator (`runbook resume`).
+    Pause,
+    /// Stop without undoing anything.
+    Abort,
+    /// Record the failure and carry on.
+    Continue,
+}
+
+impl OnFailure {
+    /// The name as written in runbooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Rollback => "rollback",
+            OnFailure::Pause => "pause",
+            OnFailure::Abort => "abort",
+            OnFailure::Continue => "continue",
+        }
+    }
+}
+
+/// A step state a precondition can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    #[default]
+    Succeeded,
+    Failed,
+    Skipped,
+    TimedOut,
+    RolledBack,
+}
+
+/// One step of a runbook.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub kind: Kind,
+    pub title: Option<String>,
+    pub expected: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub retries: Retries,
+    pub checkpoint: bool,
+    pub requires: Vec<String>,
+    pub preconditions: Vec<Condition>,
+    /// How long to keep re-checking failing preconditions before failing the step.
+    pub wait_for: Option<Duration>,
+    pub checks: Vec<Condition>,
+    pub until: Vec<Condition>,
+    pub interval: Option<Duration>,
+    pub with: IndexMap<String, Value>,
+    pub run: Option<Action>,
+    pub rollback: Option<Action>,
+    pub restore: Option<Action>,
+    pub on_failure: OnFailure,
+    pub reason: Option<String>,
+    pub for_each: Option<ForEach>,
+    pub concurrency: u32,
+    pub max_failures: MaxFailures,
+    pub idempotent: bool,
+    pub public: Public,
+    pub outputs: Vec<String>,
+}
+
+impl Step {
+    /// The title people read: the step's own, or its id.
+    pub fn display_title(&self) -> &str {
+        self.title.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Attempts after the first failure, with exponential backoff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retries {
+    pub max: u32,
+    pub backoff: Duration,
+}
+
+/// Where a fan-out step's items come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForEach {
+    /// `{{targets.NAME}}`.
+    Target(String),
+    /// A list written on the step.
+    Items(Vec<Value>),
+}
+
+/// How many fan-out items may fail before the step fails.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum MaxFailures {
+    #[default]
+    None,
+    Count(u64),
+    Percent(f64),
+}
+
+/// Whether and how a step appears on the status page.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Public {
+    /// Shown with its title.
+    #[default]
+    Shown,
+    /// Shown with this text instead of the title.
+    Text(String),
+    /// Never shown.
+    Hidden,
+}
+
+/// Something the engine does: a built-in kind's behaviour or a generic action.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Builtin {
+        kind: Kind,
+        with: IndexMap<String, Value>,
+    },
+    Shell {
+        command: String,
+        env: IndexMap<String, String>,
+        cwd: Option<String>,
+        timeout: Option<Duration>,
+    },
+    Sql {
+        sql: String,
+        database: String,
+        /// All statements in one transaction (default true).
+        transaction: bool,
+    },
+    Http(HttpCheck),
+}
+
+impl Action {
+    /// A short description for plans and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::Builtin { kind, .. } => format!("{} (built-in)", kind.as_str()),
+            Action::Shell { command, .. } => format!("shell: {command}"),
+            Action::Sql { .. } => "sql".to_owned(),
+            Action::Http(h) => format!("http {} {}", h.method, h.url),
+        }
+    }
+}
+
+/// An HTTP request with expectations.
+#[derive(Debug, Clone)]
+pub struct HttpCheck {
+    pub url: String,
+    pub method: String,
+    pub headers: IndexMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: u16,
+    pub expect_contains: Option<String>,
+    /// JSON pointer → expected value.
+    pub expect_json: IndexMap<String, Value>,
+    /// Latency bound.
+    pub within: Option<Duration>,
+    pub timeout: Option<Duration>,
+}
+
+/// A condition: a precondition, a test check or a `wait` condition.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub check: Check,
+    /// What the condition means, shown when it fails.
+    pub message: Option<String>,
+}
+
+/// What a condition tests.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// The first column of the first row is `true` (or equals `expect`).
+    Sql {
+        sql: String,
+        database: String,
+        expect: Option<Value>,
+    },
+    Http(HttpCheck),
+    /// Exit status 0.
+    Shell {
+        command: String,
+        env: IndexMap<String, String>,
+    },
+    /// At least this much of the window is left.
+    Window { remaining_at_least: Duration },
+    /// Another step is in this state.
+    Step { id: String, state: StepState },
+}

@@ -1,0 +1,408 @@
+//! The runbook as written: serde shapes only. These types never leave the `runbook`
+//! module; `validate` turns them into the types of `model`. The JSON Schema of the
+//! format (`runbook schema`) is derived from them, so the two cannot drift apart.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde_json::Value;
+
+use super::model::{Kind, OnFailure, StepState};
+use crate::diagnostic::{FieldPath, Seg};
+
+/// A value that failed to deserialize does not stop its siblings: the error is kept with
+/// its path (relative to this value) so every problem in a file can be reported.
+#[derive(Debug)]
+pub enum Lenient<T> {
+    Ok(T),
+    Err(FieldError),
+}
+
+/// A serde error with the path where it happened.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Lenient::Ok(t),
+            Err(e) => {
+                let path = FieldPath(
+                    e.path()
+                        .iter()
+                        .filter_map(|seg| match seg {
+                            serde_path_to_error::Segment::Seq { index } => {
+                                Some(Seg::Index(*index))
+                            }
+                            serde_path_to_error::Segment::Map { key } => {
+                                Some(Seg::Key(key.clone()))
+                            }
+                            _ => None,
+                        })
+                        .collect(),
+                );
+                Lenient::Err(FieldError {
+                    path,
+                    message: e.into_inner().to_string(),
+                })
+            }
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Lenient<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// A duration written like `20m`, `1h30m` or `90s`.
+#[derive(Debug, Clone, Copy)]
+pub struct Dur(pub Duration);
+
+/// Parses a human duration (`20m`, `1h30m`, `90s`, `2 days`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        format!("invalid duration `{text}` ({e}); write it like `20m`, `1h30m` or `90s`")
+    })
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as `20m`, `1h30m` or `90s`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration such as `20m`, `1h30m` or `90s`.",
+            "pattern": "^\\s*([0-9]+\\s*[a-zA-Z]+\\s*)+$",
+            "examples": ["20m", "1h30m", "90s"]
+        })
+    }
+}
+
+/// A scalar (string, number or boolean) taken as text, for environment values.
+#[derive(Debug, Clone)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Text(s)),
+            v @ (Value::Number(_) | Value::Bool(_)) => Ok(Text(v.to_string())),
+            _ => Err(serde::de::Error::custom(
+                "expected a string, a number or a boolean",
+            )),
+        }
+    }
+}
+
+impl JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// A runbook file (format v1).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields, title = "runbook v1")]
+pub struct RawRunbook {
+    /// The runbook id, `[a-z0-9-]+`: names its runs, lease and history.
+    #[schemars(required)]
+    pub runbook: Option<Lenient<String>>,
+    /// Public title of the maintenance (defaults to the id).
+    pub title: Option<Lenient<String>>,
+    /// Public summary shown on the status page.
+    pub summary: Option<Lenient<String>>,
+    /// The maintenance window.
+    pub window: Option<Lenient<RawWindow>>,
+    /// How the maintenance appears on the status page.
+    pub status_page: Option<Lenient<RawStatusPage>>,
+    /// Template values (`{{vars.NAME}}`), overridable with `--var NAME=VALUE`.
+    pub vars: Option<Lenient<IndexMap<String, Value>>>,
+    /// Environment variables whose values are masked in every output.
+    pub secrets: Option<Lenient<Vec<String>>>,
+    /// Lists for fan-out (`for_each: "{{targets.NAME}}"`): static or queried.
+    pub targets: Option<Lenient<IndexMap<String, RawTarget>>>,
+    /// The steps, run in order (`requires` can pull a step earlier).
+    #[schemars(required)]
+    pub steps: Option<Lenient<Vec<Lenient<RawStep>>>>,
+    /// Fields nobody asked for; each is reported as unknown.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unknown: IndexMap<String, Value>,
+}
+
+/// The maintenance window.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// Planned start, RFC 3339 (`2026-11-24T19:00:00Z`); without an offset it is read in
+    /// `timezone`.
+    pub start: Option<String>,
+    /// Length of the window; the deadline is start + duration.
+    pub duration: Option<Dur>,
+    /// IANA time zone for display (`Europe/London`); default UTC.
+    pub timezone: Option<String>,
+}
+
+/// Status page settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatusPage {
+    /// Components set to `under_maintenance` while the service is closed.
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// How long before the window the maintenance is shown as scheduled.
+    pub announce_before: Option<Dur>,
+}
+
+/// A fan-out list: items written here, or a query whose rows are the items.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged, expecting = "a list of items, or a query `{ sql, database }`")]
+pub enum RawTarget {
+    List(Vec<Value>),
+    Query(RawQuery),
+}
+
+/// A query that yields fan-out items.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuery {
+    pub sql: String,
+    pub database: String,
+}
+
+/// One step.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// Step id, unique in the runbook: `[a-z0-9][a-z0-9_-]*`.
+    pub id: String,
+    /// What the step is; database kinds have built-in behaviour.
+    pub kind: Kind,
+    /// Public text for the step (templates allowed).
+    pub title: Option<String>,
+    /// Planned duration: ETA, overrun alerts, window guard.
+    pub expected: Option<Dur>,
+    /// The step fails when an attempt runs longer.
+    pub timeout: Option<Dur>,
+    /// Retries after a failed attempt: a count, or `{ max, backoff }`.
+    pub retries: Option<RawRetries>,
+    /// A rollback point: a failure later rolls back to here.
+    #[serde(default)]
+    pub checkpoint: bool,
+    /// Steps that must have succeeded before this one starts.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Conditions checked before the step starts.
+    #[serde(default)]
+    pub preconditions: Vec<RawCondition>,
+    /// Re-check failing preconditions for this long before failing the step.
+    pub wait_for: Option<Dur>,
+    /// Checks a `test` or `verify` step runs.
+    #[serde(default)]
+    pub checks: Vec<RawCondition>,
+    /// Conditions a `wait` step polls until they all hold.
+    #[serde(default)]
+    pub until: Vec<RawCondition>,
+    /// Poll interval of a `wait` step (default 10s).
+    pub interval: Option<Dur>,
+    /// Parameters of the kind's built-in behaviour.
+    #[serde(default)]
+    pub with: IndexMap<String, Value>,
+    /// A generic action: `shell`, `sql` or `http`.
+    pub run: Option<RawAction>,
+    /// How to undo this step when the run rolls back.
+    pub rollback: Option<RawAction>,
+    /// On a checkpoint: restore from its backup instead of undoing later steps one by one.
+    pub restore: Option<RawAction>,
+    /// rollback (default) | pause | abort | continue.
+    pub on_failure: Option<OnFailure>,
+    /// Why the failure policy is what it is (required for `continue` with a `rollback`).
+    pub reason: Option<String>,
+    /// Fan-out: `"{{targets.NAME}}"` or a list; each item is `{{item}}`.
+    pub for_each: Option<RawForEach>,
+    /// How many items run at once (default 1).
+    pub concurrency: Option<u32>,
+    /// Failed items tolerated: a count or a percentage (`10%`); default 0.
+    pub max_failures: Option<RawMaxFailures>,
+    /// Safe to run again after a crash left it in doubt.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// `false` hides the step from the status page; a string replaces its title there.
+    pub public: Option<RawPublic>,
+    /// Names of the outputs the step's `run` action produces.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+}
+
+/// Retries: a count, or a policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a number of retries, or `{ max: N, backoff: DURATION }`"
+)]
+pub enum RawRetries {
+    Count(u32),
+    Policy(RawRetryPolicy),
+}
+
+/// Retry policy with exponential backoff.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryPolicy {
+    /// Attempts after the first.
+    pub max: u32,
+    /// Wait before the first retry; doubles each time (default 10s).
+    pub backoff: Option<Dur>,
+}
+
+/// Fan-out source.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a reference such as `{{targets.tenants}}`, or a list of items"
+)]
+pub enum RawForEach {
+    Reference(String),
+    Items(Vec<Value>),
+}
+
+/// Tolerated failures.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a count such as `2` or a percentage such as `10%`"
+)]
+pub enum RawMaxFailures {
+    Count(u64),
+    Percent(String),
+}
+
+/// Status page visibility.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "`false` to hide the step, or the text to show instead of its title"
+)]
+pub enum RawPublic {
+    Flag(bool),
+    Text(String),
+}
+
+/// A condition: exactly one of `sql`, `http`, `shell`, `window`, `step`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCondition {
+    /// A query whose first column of the first row must be true (or equal `expect`).
+    pub sql: Option<String>,
+    /// Database URL for `sql` (`postgres://...`, `sqlite://...`).
+    pub database: Option<String>,
+    /// Expected value of the query's first column.
+    pub expect: Option<Value>,
+    /// An HTTP request with expectations.
+    pub http: Option<RawHttp>,
+    /// A shell command that must exit 0.
+    pub shell: Option<String>,
+    /// Environment for `shell`.
+    pub env: Option<IndexMap<String, Text>>,
+    /// A window condition.
+    pub window: Option<RawWindowCondition>,
+    /// Another step that must be in `state`.
+    pub step: Option<String>,
+    /// State required of `step` (default succeeded).
+    pub state: Option<StepState>,
+    /// What the condition means, shown when it fails.
+    pub message: Option<String>,
+}
+
+/// A condition on the time left in the window.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindowCondition {
+    pub remaining_at_least: Dur,
+}
+
+/// An HTTP request and what its response must be.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub url: String,
+    /// Default GET.
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Text>,
+    pub body: Option<String>,
+    /// Default 200.
+    pub expect_status: Option<u16>,
+    /// Text the body must contain.
+    pub expect_contains: Option<String>,
+    /// JSON pointer → value the response body must have there.
+    #[serde(default)]
+    pub expect_json: IndexMap<String, Value>,
+    /// Latency bound.
+    pub within: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
+/// An action: a built-in `kind` with `with`, or exactly one of `shell`, `sql`, `http`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// A built-in behaviour (e.g. `migrate` with `to:` for a rollback).
+    pub kind: Option<Kind>,
+    /// Parameters of the built-in behaviour.
+    pub with: Option<IndexMap<String, Value>>,
+    /// A shell command (run with `sh -c` in its own process group).
+    pub shell: Option<String>,
+    /// SQL statements.
+    pub sql: Option<String>,
+    /// Database URL for `sql`.
+    pub database: Option<String>,
+    /// Run the SQL statements in one transaction (default true).
+    pub transaction: Option<bool>,
+    /// An HTTP request.
+    pub http: Option<RawHttp>,
+    /// Environment for `shell`.
+    pub env: Option<IndexMap<String, Text>>,
+    /// Working directory for `shell`.
+    pub cwd: Option<String>,
+    pub timeout: Option<Dur>,
+}
+
+/// The JSON Schema of the runbook format.
+pub fn schema() -> Value {
+    schemars::schema_for!(RawRunbook).to_value()
+}

@@ -1,0 +1,1215 @@
+//! Raw (serde) runbook → validated `Runbook`, collecting every problem with its place.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use super::model::*;
+use super::raw::*;
+use super::template;
+use super::yaml::{Node, NodeValue, Span, Style};
+use crate::diagnostic::{Diagnostic, FieldPath, Seg};
+use crate::suggest::did_you_mean;
+
+/// Top-level fields of a runbook, for unknown-field suggestions.
+const TOP_FIELDS: &[&str] = &[
+    "runbook",
+    "title",
+    "summary",
+    "window",
+    "status_page",
+    "vars",
+    "secrets",
+    "targets",
+    "steps",
+];
+
+/// Values `{{run.*}}` offers.
+pub const RUN_FIELDS: &[&str] = &["id", "runbook", "started_at", "operator"];
+/// Values `{{window.*}}` offers.
+pub const WINDOW_FIELDS: &[&str] = &["start", "end", "duration", "timezone"];
+/// Roots a template reference may start with.
+const ROOTS: &[&str] = &["vars", "targets", "secrets", "run", "window", "steps", "item"];
+
+/// Collects problems and knows where each field path was written.
+pub(super) struct Ctx<'a> {
+    root: &'a Node,
+    pub diags: Vec<Diagnostic>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(root: &'a Node) -> Self {
+        Ctx {
+            root,
+            diags: Vec::new(),
+        }
+    }
+
+    /// The node at a path, or the deepest node on the way there.
+    fn locate(&self, path: &FieldPath) -> (&'a Node, Option<&'a Node>, bool) {
+        let mut node = self.root;
+        let mut key = None;
+        for seg in &path.0 {
+            let next = match seg {
+                Seg::Key(k) => node.entry(k).map(|(kn, v)| {
+                    key = Some(kn);
+                    v
+                }),
+                Seg::Index(i) => node.item(*i).inspect(|_| key = None),
+            };
+            match next {
+                Some(n) => node = n,
+                None => return (node, None, false),
+            }
+        }
+        (node, key, true)
+    }
+
+    /// Reports a problem with the value at `path`.
+    pub fn error(&mut self, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+        let (node, _, found) = self.locate(&path);
+        let span = if found { node.span } else { node.span.at_start() };
+        self.push(Diagnostic::at(path, message).with_span(span))
+    }
+
+    /// Reports a problem with the key that names `path` (unknown or misplaced fields).
+    pub fn error_key(&mut self, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
+        let (node, key, found) = self.locate(&path);
+        let span = match (found, key) {
+            (true, Some(k)) => k.span,
+            _ => node.span.at_start(),
+        };
+        self.push(Diagnostic::at(path, message).with_span(span))
+    }
+
+    /// Reports a problem at an exact place.
+    pub fn error_at(&mut self, path: FieldPath, span: Span, message: impl Into<String>) {
+        self.push(Diagnostic::at(path, message).with_span(span));
+    }
+
+    fn push(&mut self, d: Diagnostic) -> &mut Diagnostic {
+        self.diags.push(d);
+        self.diags.last_mut().expect("just pushed")
+    }
+
+    pub fn node(&self, path: &FieldPath) -> Option<&'a Node> {
+        let (node, _, found) = self.locate(path);
+        found.then_some(node)
+    }
+
+    /// Unwraps a lenient value, reporting its serde error in terms people use.
+    fn lenient<T>(&mut self, base: FieldPath, value: Option<Lenient<T>>) -> Option<T> {
+        match value? {
+            Lenient::Ok(t) => Some(t),
+            Lenient::Err(e) => {
+                self.serde_error(base.join(&e.path), &e.message);
+                None
+            }
+        }
+    }
+
+    /// Rewrites serde's messages into ours: unknown fields and values get a suggestion.
+    fn serde_error(&mut self, path: FieldPath, message: &str) {
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let (name, expected) = split_expected(rest);
+            let label = did_you_mean(&name, &expected);
+            let d = self.error_key(path, format!("unknown field `{name}`"));
+            if let Some(l) = label {
+                d.label = Some(l);
+            }
+        } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+            let (name, expected) = split_expected(rest);
+            let field = match path.0.last() {
+                Some(Seg::Key(k)) => k.clone(),
+                _ => "value".into(),
+            };
+            let msg = if field == "kind" {
+                format!("unknown step kind `{name}`")
+            } else {
+                format!("unknown value `{name}` for `{field}`")
+            };
+            let label = did_you_mean(&name, &expected)
+                .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
+            self.error(path, msg).label = Some(label);
+        } else {
+            self.error(path, message.to_owned());
+        }
+    }
+}
+
+/// Splits serde's "x`, expected one of `a`, `b`" into the name and the list.
+fn split_expected(rest: &str) -> (String, Vec<String>) {
+    let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
+    let expected = tail
+        .split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, s)| s.to_owned())
+        .collect();
+    (name.to_owned(), expected)
+}
+
+fn is_id(s: &str, allow_underscore: bool) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_underscore && c == '_')
+        })
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Validates a deserialized runbook against the rules of the format.
+pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diagnostic>> {
+    let mut cx = Ctx::new(root);
+    let top = FieldPath::root();
+
+    for name in raw.unknown.keys() {
+        let label = did_you_mean(name, TOP_FIELDS);
+        let d = cx.error_key(top.key(name), format!("unknown field `{name}`"));
+        d.label = label;
+    }
+
+    let id = match cx.lenient(top.key("runbook"), raw.runbook) {
+        Some(id) => {
+            if !is_id(&id, false) {
+                cx.error(
+                    top.key("runbook"),
+                    format!("runbook id `{id}` must be lowercase letters, digits and `-`"),
+                );
+            }
+            id
+        }
+        None => {
+            if cx.node(&top.key("runbook")).is_none() {
+                cx.error(top.clone(), "missing field `runbook` (the runbook id)");
+            }
+            String::new()
+        }
+    };
+    let title = cx
+        .lenient(top.key("title"), raw.title)
+        .unwrap_or_else(|| id.clone());
+    let summary = cx.lenient(top.key("summary"), raw.summary);
+    let raw_window = cx_lenient(&mut cx, "window", raw.window);
+    let window = validate_window(&mut cx, raw_window);
+    let status_page = match cx_lenient(&mut cx, "status_page", raw.status_page) {
+        Some(sp) => {
+            let mut seen = HashSet::new();
+            for (i, c) in sp.components.iter().enumerate() {
+                let path = top.key("status_page").key("components").index(i);
+                if c.trim().is_empty() {
+                    cx.error(path, "a component name is empty");
+                } else if !seen.insert(c.as_str()) {
+                    cx.error(path, format!("component `{c}` is listed twice"));
+                }
+            }
+            StatusPage {
+                components: sp.components,
+                announce_before: sp.announce_before.map(|d| d.0),
+            }
+        }
+        None => StatusPage::default(),
+    };
+    let vars = cx_lenient(&mut cx, "vars", raw.vars).unwrap_or_default();
+    let secrets = cx_lenient(&mut cx, "secrets", raw.secrets).unwrap_or_default();
+    {
+        let mut seen = HashSet::new();
+        for (i, s) in secrets.iter().enumerate() {
+            let path = top.key("secrets").index(i);
+            if !is_env_name(s) {
+                cx.error(
+                    path,
+                    format!("secret `{s}` is not an environment variable name"),
+                );
+            } else if !seen.insert(s.as_str()) {
+                cx.error(path, format!("secret `{s}` is listed twice"));
+            }
+        }
+    }
+    let targets: IndexMap<String, Target> = cx_lenient(&mut cx, "targets", raw.targets)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = match t {
+                RawTarget::List(items) => Target::Static(items),
+                RawTarget::Query(q) => Target::Query {
+                    sql: q.sql,
+                    database: q.database,
+                },
+            };
+            (name, t)
+        })
+        .collect();
+    for name in targets.keys() {
+        if !is_id(name, true) {
+            cx.error_key(
+                top.key("targets").key(name),
+                format!("target name `{name}` must be lowercase letters, digits, `-` and `_`"),
+            );
+        }
+    }
+
+    // Steps: deserialize leniently, so a broken step still lends its id to references.
+    let raw_steps = match cx.lenient(top.key("steps"), raw.steps) {
+        Some(s) => s,
+        None => {
+            if cx.node(&top.key("steps")).is_none() {
+                cx.error(top.clone(), "missing field `steps`");
+            }
+            Vec::new()
+        }
+    };
+    if raw_steps.is_empty() && cx.node(&top.key("steps")).is_some() {
+        cx.error(top.key("steps"), "a runbook needs at least one step");
+    }
+    let mut all_ids: Vec<Option<String>> = Vec::with_capacity(raw_steps.len());
+    let mut parsed: Vec<Option<RawStep>> = Vec::with_capacity(raw_steps.len());
+    for (i, s) in raw_steps.into_iter().enumerate() {
+        let path = top.key("steps").index(i);
+        match s {
+            Lenient::Ok(step) => {
+                all_ids.push(Some(step.id.clone()));
+                parsed.push(Some(step));
+            }
+            Lenient::Err(e) => {
+                cx.serde_error(path.join(&e.path), &e.message);
+                let id = cx
+                    .node(&path.key("id"))
+                    .and_then(|n| n.as_str().map(str::to_owned));
+                all_ids.push(id);
+                parsed.push(None);
+            }
+        }
+    }
+
+    // Ids: well-formed and unique.
+    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(all_ids.len());
+    for (i, id) in all_ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let path = top.key("steps").index(i).key("id");
+        if !is_id(id, true) {
+            cx.error(
+                path.clone(),
+                format!("step id `{id}` must start with a lowercase letter or digit and use only lowercase letters, digits, `-` and `_`"),
+            );
+        }
+        if let Some(&first) = index_of.get(id) {
+            let line = cx
+                .node(&top.key("steps").index(first).key("id"))
+                .map(|n| n.span.start.line)
+                .unwrap_or(0);
+            cx.error(path, format!("duplicate step id `{id}`")).label =
+                Some(format!("first used on line {line}"));
+        } else {
+            index_of.insert(id.clone(), i);
+        }
+    }
+
+    let mut steps = Vec::with_capacity(parsed.len());
+    let mut good = true;
+    for (i, raw_step) in parsed.into_iter().enumerate() {
+        let path = top.key("steps").index(i);
+        match raw_step {
+            Some(rs) => {
+                let step = validate_step(&mut cx, &path, rs, &index_of, &targets);
+                steps.push(step);
+            }
+            None => good = false,
+        }
+    }
+
+    // Execution order and cycles: only meaningful when every step parsed.
+    let order = if good {
+        order_steps(&mut cx, &steps, &index_of)
+    } else {
+        None
+    };
+
+    if let Some(order) = &order {
+        let scope = Scope {
+            vars: &vars,
+            targets: &targets,
+            secrets: &secrets,
+            steps: &steps,
+            index_of: &index_of,
+            position: order
+                .iter()
+                .enumerate()
+                .map(|(pos, &i)| (i, pos))
+                .collect(),
+        };
+        check_top_templates(&mut cx, &scope);
+        for i in 0..steps.len() {
+            check_step_templates(&mut cx, &scope, i);
+        }
+    }
+
+    if cx.diags.is_empty() {
+        Ok(Runbook {
+            id,
+            title,
+            summary,
+            window,
+            status_page,
+            vars,
+            secrets,
+            targets,
+            steps,
+            order: order.unwrap_or_default(),
+        })
+    } else {
+        Err(cx.diags)
+    }
+}
+
+fn cx_lenient<T>(cx: &mut Ctx, field: &str, value: Option<Lenient<T>>) -> Option<T> {
+    cx.lenient(FieldPath::root().key(field), value)
+}
+
+fn validate_window(cx: &mut Ctx, raw: Option<RawWindow>) -> Window {
+    let path = FieldPath::root().key("window");
+    let Some(raw) = raw else {
+        return Window {
+            start: None,
+            duration: None,
+            timezone: Tz::UTC,
+        };
+    };
+    let timezone = match &raw.timezone {
+        None => Tz::UTC,
+        Some(name) => match name.parse::<Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                let label = did_you_mean(name, &names);
+                cx.error(
+                    path.key("timezone"),
+                    format!("unknown time zone `{name}`; use an IANA name such as `Europe/London`"),
+                )
+                .label = label;
+                Tz::UTC
+            }
+        },
+    };
+    let start = raw.start.as_ref().and_then(|s| match parse_timestamp(s, timezone) {
+        Ok(t) => Some(t),
+        Err(msg) => {
+            cx.error(path.key("start"), msg);
+            None
+        }
+    });
+    if let Some(d) = raw.duration
+        && d.0.is_zero()
+    {
+        cx.error(path.key("duration"), "the window duration must be more than zero");
+    }
+    Window {
+        start,
+        duration: raw.duration.map(|d| d.0),
+        timezone,
+    }
+}
+
+/// RFC 3339, or a local date-time read in `tz` (`2026-11-24T19:00:00`, `2026-11-24 19:00`).
+pub fn parse_timestamp(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let bad = || {
+        format!(
+            "invalid timestamp `{text}`; write it like `2026-11-24T19:00:00Z` (RFC 3339), or without an offset to use the window's time zone"
+        )
+    };
+    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .ok_or_else(bad)?;
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        chrono::LocalResult::Ambiguous(..) => Err(format!(
+            "`{text}` happens twice in {tz} (clocks go back); add an offset such as `+01:00`"
+        )),
+        chrono::LocalResult::None => Err(format!(
+            "`{text}` does not exist in {tz} (clocks go forward); pick another time"
+        )),
+    }
+}
+
+fn validate_step(
+    cx: &mut Ctx,
+    path: &FieldPath,
+    rs: RawStep,
+    index_of: &HashMap<String, usize>,
+    targets: &IndexMap<String, Target>,
+) -> Step {
+    let known_ids: Vec<&str> = index_of.keys().map(String::as_str).collect();
+    for (j, req) in rs.requires.iter().enumerate() {
+        let p = path.key("requires").index(j);
+        if req == &rs.id {
+            cx.error(p, format!("step `{}` requires itself", rs.id));
+        } else if !index_of.contains_key(req) {
+            let label = did_you_mean(req, &known_ids);
+            cx.error(p, format!("step `{}` requires unknown step `{req}`", rs.id))
+                .label = label;
+        }
+    }
+    if let (Some(e), Some(t)) = (rs.expected, rs.timeout)
+        && e.0 > t.0
+    {
+        cx.error(
+            path.key("expected"),
+            format!(
+                "`expected` ({}) is longer than `timeout` ({})",
+                humantime::format_duration(e.0),
+                humantime::format_duration(t.0)
+            ),
+        );
+    }
+    let retries = match rs.retries {
+        None => Retries::default(),
+        Some(RawRetries::Count(n)) => Retries {
+            max: n,
+            backoff: Duration::from_secs(10),
+        },
+        Some(RawRetries::Policy(p)) => Retries {
+            max: p.max,
+            backoff: p.backoff.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+        },
+    };
+
+    let preconditions = conditions(cx, &path.key("preconditions"), rs.preconditions, true, index_of);
+    let checks = conditions(cx, &path.key("checks"), rs.checks, false, index_of);
+    let until = conditions(cx, &path.key("until"), rs.until, false, index_of);
+    if !checks.is_empty() && !matches!(rs.kind, Kind::Test | Kind::Verify) {
+        cx.error_key(
+            path.key("checks"),
+            format!("`checks` belong to `test` and `verify` steps, not `{}`", rs.kind.as_str()),
+        );
+    }
+    if rs.kind == Kind::Wait && cx.node(&path.key("until")).is_none() {
+        cx.error(
+            path.key("kind"),
+            format!("`wait` step `{}` needs `until:` conditions to wait for", rs.id),
+        );
+    }
+    if !until.is_empty() && rs.kind != Kind::Wait {
+        cx.error_key(path.key("until"), "`until` belongs to `wait` steps");
+    }
+    if rs.interval.is_some() && rs.kind != Kind::Wait {
+        cx.error_key(path.key("interval"), "`interval` belongs to `wait` steps");
+    }
+    if rs.wait_for.is_some() && preconditions.is_empty() {
+        cx.error_key(path.key("wait_for"), "`wait_for` needs `preconditions` to re-check");
+    }
+
+    let run = rs.run.map(|a| action(cx, &path.key("run"), a, false));
+    if matches!(rs.kind, Kind::Patch | Kind::Install) && run.is_none() {
+        cx.error(
+            path.key("kind"),
+            format!(
+                "step `{}` of kind `{}` has nothing to do: give it a `run:` action",
+                rs.id,
+                rs.kind.as_str()
+            ),
+        );
+    }
+    if matches!(rs.kind, Kind::Test) && run.is_none() && checks.is_empty() {
+        cx.error(
+            path.key("kind"),
+            format!("`test` step `{}` needs `checks:` (or a `run:` action)", rs.id),
+        );
+    }
+    let rollback = rs.rollback.map(|a| action(cx, &path.key("rollback"), a, true));
+    let restore = rs.restore.map(|a| action(cx, &path.key("restore"), a, true));
+    if restore.is_some() && !rs.checkpoint {
+        cx.error_key(
+            path.key("restore"),
+            format!("`restore` is only for checkpoints: add `checkpoint: true` to step `{}`", rs.id),
+        );
+    }
+    let on_failure = rs.on_failure.unwrap_or_default();
+    if on_failure == OnFailure::Continue && rollback.is_some() && rs.reason.is_none() {
+        cx.error(
+            path.key("on_failure"),
+            format!(
+                "step `{}` has a `rollback` but `on_failure: continue` ignores its failure; say why in `reason:` or choose another policy",
+                rs.id
+            ),
+        );
+    }
+
+    // Fan-out.
+    let for_each = rs.for_each.map(|f| match f {
+        RawForEach::Items(items) => {
+            if items.is_empty() {
+                cx.error(path.key("for_each"), "`for_each` has no items");
+            }
+            ForEach::Items(items)
+        }
+        RawForEach::Reference(text) => {
+            let inner = text
+                .trim()
+                .strip_prefix("{{")
+                .and_then(|t| t.strip_suffix("}}"))
+                .map(str::trim);
+            match inner.and_then(|t| t.strip_prefix("targets.")) {
+                Some(name) if targets.contains_key(name) => ForEach::Target(name.to_owned()),
+                Some(name) => {
+                    let names: Vec<&str> = targets.keys().map(String::as_str).collect();
+                    let label = did_you_mean(name, &names);
+                    cx.error(path.key("for_each"), format!("unknown target `{name}`")).label =
+                        label;
+                    ForEach::Target(name.to_owned())
+                }
+                None => {
+                    cx.error(
+                        path.key("for_each"),
+                        format!("`for_each` must be a reference such as `{{{{targets.tenants}}}}` or a list, not `{text}`"),
+                    );
+                    ForEach::Items(Vec::new())
+                }
+            }
+        }
+    });
+    let item_count = match &for_each {
+        Some(ForEach::Items(items)) => Some(items.len() as u64),
+        Some(ForEach::Target(name)) => match targets.get(name) {
+            Some(Target::Static(items)) => Some(items.len() as u64),
+            _ => None,
+        },
+        None => None,
+    };
+    let concurrency = rs.concurrency.unwrap_or(1);
+    if rs.concurrency == Some(0) {
+        cx.error(path.key("concurrency"), "`concurrency` must be at least 1");
+    }
+    if for_each.is_none() {
+        for field in ["concurrency", "max_failures"] {
+            if cx.node(&path.key(field)).is_some() {
+                cx.error_key(path.key(field), format!("`{field}` needs `for_each`"));
+            }
+        }
+    }
+    let max_failures = match rs.max_failures {
+        None => MaxFailures::None,
+        Some(RawMaxFailures::Count(n)) => {
+            if let Some(count) = item_count
+                && n > count
+            {
+                cx.error(
+                    path.key("max_failures"),
+                    format!("`max_failures` is {n} but the step has only {count} items"),
+                );
+            }
+            MaxFailures::Count(n)
+        }
+        Some(RawMaxFailures::Percent(text)) => {
+            match text
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+            {
+                Some(p) if (0.0..=100.0).contains(&p) => MaxFailures::Percent(p),
+                _ => {
+                    cx.error(
+                        path.key("max_failures"),
+                        format!("`max_failures` must be a count or a percentage from 0% to 100%, not `{text}`"),
+                    );
+                    MaxFailures::None
+                }
+            }
+        }
+    };
+
+    let public = match rs.public {
+        None | Some(RawPublic::Flag(true)) => Public::Shown,
+        Some(RawPublic::Flag(false)) => Public::Hidden,
+        Some(RawPublic::Text(t)) => Public::Text(t),
+    };
+    if rs.kind == Kind::Announce && rs.title.is_none() && !matches!(public, Public::Text(_)) {
+        cx.error(
+            path.key("kind"),
+            format!("`announce` step `{}` needs a `title` (the text to publish)", rs.id),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (j, o) in rs.outputs.iter().enumerate() {
+        if !seen.insert(o.as_str()) {
+            cx.error(path.key("outputs").index(j), format!("output `{o}` is listed twice"));
+        }
+    }
+
+    Step {
+        id: rs.id,
+        kind: rs.kind,
+        title: rs.title,
+        expected: rs.expected.map(|d| d.0),
+        timeout: rs.timeout.map(|d| d.0),
+        retries,
+        checkpoint: rs.checkpoint,
+        requires: rs.requires,
+        preconditions,
+        wait_for: rs.wait_for.map(|d| d.0),
+        checks,
+        until,
+        interval: rs.interval.map(|d| d.0),
+        with: rs.with,
+        run,
+        rollback,
+        restore,
+        on_failure,
+        reason: rs.reason,
+        for_each,
+        concurrency,
+        max_failures,
+        idempotent: rs.idempotent,
+        public,
+        outputs: rs.outputs,
+    }
+}
+
+fn texts(m: Option<IndexMap<String, Text>>) -> IndexMap<String, String> {
+    m.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+fn http(h: RawHttp) -> HttpCheck {
+    HttpCheck {
+        url: h.url,
+        method: h.method.unwrap_or_else(|| "GET".into()).to_uppercase(),
+        headers: texts(Some(h.headers)),
+        body: h.body,
+        expect_status: h.expect_status.unwrap_or(200),
+        expect_contains: h.expect_contains,
+        expect_json: h.expect_json,
+        within: h.within.map(|d| d.0),
+        timeout: h.timeout.map(|d| d.0),
+    }
+}
+
+/// Names the fields that are set, for "exactly one of" checks.
+fn set_fields(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
+    fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect()
+}
+
+fn conditions(
+    cx: &mut Ctx,
+    path: &FieldPath,
+    raw: Vec<RawCondition>,
+    precondition: bool,
+    index_of: &HashMap<String, usize>,
+) -> Vec<Condition> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, c) in raw.into_iter().enumerate() {
+        let p = path.index(i);
+        let kinds = set_fields(&[
+            ("sql", c.sql.is_some()),
+            ("http", c.http.is_some()),
+            ("shell", c.shell.is_some()),
+            ("window", c.window.is_some()),
+            ("step", c.step.is_some()),
+        ]);
+        let allowed = if precondition {
+            "`sql`, `http`, `shell`, `window` or `step`"
+        } else {
+            "`sql`, `http` or `shell`"
+        };
+        if kinds.len() != 1 {
+            let msg = if kinds.is_empty() {
+                format!("a condition needs one of {allowed}")
+            } else {
+                format!(
+                    "a condition has one of {allowed}, this one has {}",
+                    kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                )
+            };
+            cx.error(p, msg);
+            continue;
+        }
+        let kind = kinds[0];
+        if !precondition && matches!(kind, "window" | "step") {
+            cx.error_key(p.key(kind), format!("`{kind}` conditions are only for preconditions"));
+            continue;
+        }
+        let misplaced = [
+            ("database", c.database.is_some(), "sql"),
+            ("expect", c.expect.is_some(), "sql"),
+            ("env", c.env.is_some(), "shell"),
+            ("state", c.state.is_some(), "step"),
+        ];
+        for (field, set, owner) in misplaced {
+            if set && kind != owner {
+                cx.error_key(p.key(field), format!("`{field}` goes with `{owner}`, not `{kind}`"));
+            }
+        }
+        let check = match kind {
+            "sql" => {
+                let Some(database) = c.database else {
+                    cx.error(p.clone(), "an `sql` condition needs `database`");
+                    continue;
+                };
+                Check::Sql {
+                    sql: c.sql.unwrap_or_default(),
+                    database,
+                    expect: c.expect,
+                }
+            }
+            "http" => Check::Http(http(c.http.expect("kind is http"))),
+            "shell" => Check::Shell {
+                command: c.shell.unwrap_or_default(),
+                env: texts(c.env),
+            },
+            "window" => Check::Window {
+                remaining_at_least: c.window.expect("kind is window").remaining_at_least.0,
+            },
+            _ => {
+                let id = c.step.unwrap_or_default();
+                if !index_of.contains_key(&id) {
+                    let ids: Vec<&str> = index_of.keys().map(String::as_str).collect();
+                    let label = did_you_mean(&id, &ids);
+                    cx.error(p.key("step"), format!("condition refers to unknown step `{id}`"))
+                        .label = label;
+                }
+                Check::Step {
+                    id,
+                    state: c.state.unwrap_or_default(),
+                }
+            }
+        };
+        out.push(Condition {
+            check,
+            message: c.message,
+        });
+    }
+    out
+}
+
+fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
+    let kinds = set_fields(&[
+        ("kind", a.kind.is_some()),
+        ("shell", a.shell.is_some()),
+        ("sql", a.sql.is_some()),
+        ("http", a.http.is_some()),
+    ]);
+    let allowed = if undo {
+        "`kind` (with `with`), `shell`, `sql` or `http`"
+    } else {
+        "`shell`, `sql` or `http`"
+    };
+    if kinds.len() != 1 || (!undo && kinds[0] == "kind") {
+        let msg = if kinds.is_empty() {
+            format!("an action needs one of {allowed}")
+        } else {
+            format!(
+                "an action has one of {allowed}, this one has {}",
+                kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+            )
+        };
+        cx.error(path.clone(), msg);
+        return Action::Shell {
+            command: String::new(),
+            env: IndexMap::new(),
+            cwd: None,
+            timeout: None,
+        };
+    }
+    let kind = kinds[0];
+    let misplaced = [
+        ("with", a.with.is_some(), "kind"),
+        ("database", a.database.is_some(), "sql"),
+        ("transaction", a.transaction.is_some(), "sql"),
+        ("env", a.env.is_some(), "shell"),
+        ("cwd", a.cwd.is_some(), "shell"),
+    ];
+    for (field, set, owner) in misplaced {
+        if set && kind != owner {
+            cx.error_key(path.key(field), format!("`{field}` goes with `{owner}`, not `{kind}`"));
+        }
+    }
+    match kind {
+        "kind" => Action::Builtin {
+            kind: a.kind.expect("kind is set"),
+            with: a.with.unwrap_or_default(),
+        },
+        "shell" => Action::Shell {
+            command: a.shell.unwrap_or_default(),
+            env: texts(a.env),
+            cwd: a.cwd,
+            timeout: a.timeout.map(|d| d.0),
+        },
+        "sql" => {
+            if a.database.is_none() {
+                cx.error(path.clone(), "an `sql` action needs `database`");
+            }
+            Action::Sql {
+                sql: a.sql.unwrap_or_default(),
+                database: a.database.unwrap_or_default(),
+                transaction: a.transaction.unwrap_or(true),
+            }
+        }
+        _ => Action::Http(http(a.http.expect("kind is http"))),
+    }
+}
+
+/// Orders steps: file order, with each step's `requires` placed before it. Reports cycles.
+fn order_steps(
+    cx: &mut Ctx,
+    steps: &[Step],
+    index_of: &HashMap<String, usize>,
+) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut mark = vec![Mark::New; steps.len()];
+    let mut order = Vec::with_capacity(steps.len());
+    let mut cyclic = false;
+    for start in 0..steps.len() {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search: (step, next requirement to visit).
+        let mut stack = vec![(start, 0usize)];
+        mark[start] = Mark::Active;
+        while let Some(&mut (i, ref mut next)) = stack.last_mut() {
+            let reqs = &steps[i].requires;
+            if *next < reqs.len() {
+                let r = *next;
+                *next += 1;
+                let Some(&j) = index_of.get(&reqs[r]) else { continue };
+                match mark[j] {
+                    Mark::New => {
+                        mark[j] = Mark::Active;
+                        stack.push((j, 0));
+                    }
+                    Mark::Active => {
+                        let from = stack.iter().position(|&(s, _)| s == j).unwrap_or(0);
+                        let mut names: Vec<&str> =
+                            stack[from..].iter().map(|&(s, _)| steps[s].id.as_str()).collect();
+                        names.push(&steps[j].id);
+                        let path = FieldPath::root().key("steps").index(i).key("requires").index(r);
+                        cx.error(path, format!("dependency cycle: {}", names.join(" → ")));
+                        cyclic = true;
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[i] = Mark::Done;
+                order.push(i);
+                stack.pop();
+            }
+        }
+    }
+    (!cyclic).then_some(order)
+}
+
+/// What a template in a given field may refer to.
+struct Scope<'a> {
+    vars: &'a IndexMap<String, Value>,
+    targets: &'a IndexMap<String, Target>,
+    secrets: &'a [String],
+    steps: &'a [Step],
+    index_of: &'a HashMap<String, usize>,
+    /// Step index → position in execution order.
+    position: HashMap<usize, usize>,
+}
+
+/// Where a template is written, which decides what it may refer to.
+#[derive(Clone, Copy)]
+struct Site {
+    /// Index of the step the field belongs to, if any.
+    step: Option<usize>,
+    /// Public text: shown to customers, so secrets are forbidden.
+    public: bool,
+    /// `{{item}}` is defined (inside a fan-out step's actions).
+    item: bool,
+    /// Rollback and restore run after the step: its own outputs exist.
+    own_outputs: bool,
+}
+
+fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
+    let public = Site {
+        step: None,
+        public: true,
+        item: false,
+        own_outputs: false,
+    };
+    for field in ["title", "summary"] {
+        let path = FieldPath::root().key(field);
+        if let Some(node) = cx.node(&path) {
+            check_node(cx, scope, public, path, node);
+        }
+    }
+    let internal = Site {
+        public: false,
+        ..public
+    };
+    let path = FieldPath::root().key("targets");
+    if let Some(node) = cx.node(&path) {
+        check_node(cx, scope, internal, path, node);
+    }
+}
+
+fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
+    let step = &scope.steps[i];
+    let path = FieldPath::root().key("steps").index(i);
+    let Some(node) = cx.node(&path) else { return };
+    let NodeValue::Map(entries) = &node.value else {
+        return;
+    };
+    for (key, value) in entries {
+        let field = key.as_str().unwrap_or_default();
+        let site = Site {
+            step: Some(i),
+            public: matches!(field, "title" | "public"),
+            item: step.for_each.is_some()
+                && !matches!(field, "title" | "public" | "for_each"),
+            own_outputs: matches!(field, "rollback" | "restore"),
+        };
+        match field {
+            "id" | "kind" | "requires" | "on_failure" | "outputs" | "for_each" => {}
+            _ => check_node(cx, scope, site, path.key(field), value),
+        }
+    }
+}
+
+/// Checks every string under `node` that holds a template.
+fn check_node(cx: &mut Ctx, scope: &Scope, site: Site, path: FieldPath, node: &Node) {
+    // Explicit stack: the tree is at most MAX_DEPTH deep, but there is no need to recurse.
+    let mut stack = vec![(path, node)];
+    while let Some((path, node)) = stack.pop() {
+        match &node.value {
+            NodeValue::Scalar(Value::String(s), style) => {
+                if site.public {
+                    check_public_text(cx, scope, &path, node, s);
+                }
+                if template::is_template(s) {
+                    check_string(cx, scope, site, &path, node, s, *style);
+                }
+            }
+            NodeValue::Scalar(..) => {}
+            NodeValue::Seq(items) => {
+                for (i, n) in items.iter().enumerate().rev() {
+                    stack.push((path.index(i), n));
+                }
+            }
+            NodeValue::Map(entries) => {
+                for (k, v) in entries.iter().rev() {
+                    stack.push((path.key(k.as_str().unwrap_or_default()), v));
+                }
+            }
+        }
+    }
+}
+
+/// The place in the file of a position inside a scalar's text.
+fn place_in_scalar(node: &Node, style: Style, line: usize, col: usize, len: usize) -> Span {
+    let start = node.span.start;
+    let (l, c) = match style {
+        Style::Plain if line == 1 => (start.line, start.col + col - 1),
+        Style::Quoted if line == 1 => (start.line, start.col + col),
+        _ => return node.span,
+    };
+    Span {
+        start: super::yaml::Pos { line: l, col: c },
+        end: super::yaml::Pos {
+            line: l,
+            col: c + len,
+        },
+    }
+}
+
+fn expression_len(text: &str, line: usize, col: usize) -> usize {
+    let Some(l) = text.lines().nth(line.saturating_sub(1)) else {
+        return 1;
+    };
+    let rest: String = l.chars().skip(col.saturating_sub(1)).collect();
+    rest.find("}}").map(|e| rest[..e + 2].chars().count()).unwrap_or(1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_string(
+    cx: &mut Ctx,
+    scope: &Scope,
+    site: Site,
+    path: &FieldPath,
+    node: &Node,
+    text: &str,
+    style: Style,
+) {
+    let (refs, helpers) = match template::references(text) {
+        Ok(r) => r,
+        Err(e) => {
+            let span = place_in_scalar(node, style, e.line, e.col, 1);
+            cx.error_at(path.clone(), span, format!("invalid template: {}", e.message));
+            return;
+        }
+    };
+    for h in helpers {
+        let name = h.segments.join(".");
+        if !template::HELPERS.contains(&name.as_str()) {
+            let span = place_in_scalar(node, style, h.line, h.col, expression_len(text, h.line, h.col));
+            let label = did_you_mean(&name, template::HELPERS);
+            cx.error_at(path.clone(), span, format!("unknown template helper `{name}`"));
+            cx.diags.last_mut().expect("pushed").label = label;
+        }
+    }
+    for r in refs {
+        if let Err((msg, label)) = check_reference(scope, site, &r.segments) {
+            let span = place_in_scalar(node, style, r.line, r.col, expression_len(text, r.line, r.col));
+            cx.error_at(path.clone(), span, msg);
+            cx.diags.last_mut().expect("pushed").label = label;
+        }
+    }
+}
+
+type RefError = (String, Option<String>);
+
+fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), RefError> {
+    let full = segs.join(".");
+    let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
+    let member = |kind: &str, name: Option<&String>, known: Vec<String>| -> Result<(), RefError> {
+        match name {
+            None => Err((
+                format!("`{{{{{full}}}}}` needs a name: `{kind}.NAME`"),
+                None,
+            )),
+            Some(n) if known.iter().any(|k| k == n) => Ok(()),
+            Some(n) => Err((
+                format!("`{{{{{full}}}}}` refers to unknown {kind} `{n}`"),
+                did_you_mean(n, &known),
+            )),
+        }
+    };
+    match segs[0].as_str() {
+        "vars" => {
+            member("vars", segs.get(1), names(&mut scope.vars.keys().map(String::as_str)))?;
+            let mut value = &scope.vars[segs[1].as_str()];
+            for s in &segs[2..] {
+                match value.get(s) {
+                    Some(v) => value = v,
+                    None => {
+                        return Err((format!("`{{{{{full}}}}}`: variable has no field `{s}`"), None));
+                    }
+                }
+            }
+            Ok(())
+        }
+        "targets" => member("targets", segs.get(1), names(&mut scope.targets.keys().map(String::as_str))),
+        "secrets" => {
+            if site.public {
+                return Err((
+                    format!("secret `{}` used in public text", segs.get(1).map(String::as_str).unwrap_or("?")),
+                    Some("public text is shown to customers".into()),
+                ));
+            }
+            member("secrets", segs.get(1), names(&mut scope.secrets.iter().map(String::as_str)))
+        }
+        "run" => member("run", segs.get(1), names(&mut RUN_FIELDS.iter().copied())),
+        "window" => member("window", segs.get(1), names(&mut WINDOW_FIELDS.iter().copied())),
+        "item" => {
+            if site.item {
+                Ok(())
+            } else {
+                Err((
+                    "`{{item}}` is only defined in the actions of a step with `for_each`".into(),
+                    None,
+                ))
+            }
+        }
+        "steps" => check_step_reference(scope, site, segs, &full),
+        other => Err((
+            format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
+            did_you_mean(other, ROOTS)
+                .or_else(|| Some(format!("templates can use {}", ROOTS.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")))),
+        )),
+    }
+}
+
+fn check_step_reference(scope: &Scope, site: Site, segs: &[String], full: &str) -> Result<(), RefError> {
+    let shape = || {
+        Err((
+            format!("`{{{{{full}}}}}` should look like `steps.ID.outputs.NAME`"),
+            None,
+        ))
+    };
+    let (Some(id), Some(outputs), Some(name)) = (segs.get(1), segs.get(2), segs.get(3)) else {
+        return shape();
+    };
+    if outputs != "outputs" || segs.len() > 4 {
+        return shape();
+    }
+    let Some(&target) = scope.index_of.get(id) else {
+        let ids: Vec<&str> = scope.index_of.keys().map(String::as_str).collect();
+        return Err((format!("`{{{{{full}}}}}` refers to unknown step `{id}`"), did_you_mean(id, &ids)));
+    };
+    if let Some(me) = site.step {
+        let (t, m) = (scope.position[&target], scope.position[&me]);
+        let ok = t < m || (t == m && site.own_outputs);
+        if !ok {
+            let when = if t == m { "its own outputs exist only after it has run" } else { "it runs later" };
+            return Err((
+                format!("step `{}` uses outputs of step `{id}`, but {when}", scope.steps[me].id),
+                Some("only outputs of earlier steps can be used".into()),
+            ));
+        }
+    }
+    let step = &scope.steps[target];
+    let builtin = step.kind.builtin_outputs();
+    // A `run` action's outputs are whatever it prints, unless the step declares them.
+    let open = step.run.is_some() && step.outputs.is_empty();
+    let known = builtin.iter().any(|b| *b == name) || step.outputs.iter().any(|o| o == name);
+    if open || known {
+        return Ok(());
+    }
+    let mut all: Vec<&str> = builtin.to_vec();
+    all.extend(step.outputs.iter().map(String::as_str));
+    let label = did_you_mean(name, &all).or_else(|| {
+        Some(if all.is_empty() {
+            format!("step `{id}` has no outputs")
+        } else {
+            format!("step `{id}` has outputs {}", all.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "))
+        })
+    });
+    Err((format!("step `{id}` has no output `{name}`"), label))
+}
+
+/// Public text must not mention a secret, by reference or by name.
+fn check_public_text(cx: &mut Ctx, scope: &Scope, path: &FieldPath, node: &Node, text: &str) {
+    for secret in scope.secrets {
+        let mut from = 0;
+        while let Some(found) = text[from..].find(secret.as_str()) {
+            let at = from + found;
+            let end = at + secret.len();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            let before = text[..at].chars().next_back();
+            let after = text[end..].chars().next();
+            let referenced = text[..at].ends_with("secrets.");
+            if !word(before) && !word(after) && !referenced {
+                let col = text[..at].chars().count() + 1;
+                let style = match &node.value {
+                    NodeValue::Scalar(_, s) => *s,
+                    _ => Style::Block,
+                };
+                let line = text[..at].matches('\n').count() + 1;
+                let span = place_in_scalar(node, style, line, col, secret.chars().count());
+                cx.error_at(path.clone(), span, format!("secret `{secret}` named in public text"));
+                cx.diags.last_mut().expect("pushed").label =
+                    Some("public text is shown to customers".into());
+                break;
+            }
+            from = end;
+        }
+    }
+}

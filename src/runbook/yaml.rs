@@ -1,0 +1,510 @@
+//! The only module that knows YAML: text → a tree of positioned nodes.
+//!
+//! Built on `saphyr-parser`'s event stream (no recursion, so deeply nested input cannot
+//! overflow the stack). Scalars are resolved with the YAML 1.2 core schema, so
+//! `2026-11-24T19:00:00Z` stays a string and `yes` is not a boolean.
+
+use std::collections::HashSet;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
+use serde_json::{Map, Number, Value};
+
+/// A position in the source: 1-based line, 0-based column (in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+/// A source range; `end` is exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: Pos,
+    pub end: Pos,
+}
+
+impl Span {
+    fn from_yaml(s: YSpan) -> Span {
+        Span {
+            start: Pos {
+                line: s.start.line(),
+                col: s.start.col(),
+            },
+            end: Pos {
+                line: s.end.line(),
+                col: s.end.col(),
+            },
+        }
+    }
+
+    /// A zero-width span at the start of this one.
+    pub fn at_start(self) -> Span {
+        Span {
+            start: self.start,
+            end: self.start,
+        }
+    }
+}
+
+/// How a scalar was written; templates inside quoted scalars are offset by the quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    Plain,
+    Quoted,
+    Block,
+}
+
+/// A YAML value with the place it was written.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub value: NodeValue,
+    pub span: Span,
+}
+
+/// The value of a node; scalars are already resolved to JSON types.
+#[derive(Debug, Clone)]
+pub enum NodeValue {
+    Scalar(Value, Style),
+    Seq(Vec<Node>),
+    /// Keys keep their own node for positions; they are always strings.
+    Map(Vec<(Node, Node)>),
+}
+
+/// A syntax-level problem with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YamlError {
+    pub message: String,
+    pub span: Span,
+}
+
+/// Nesting deeper than this is refused: no runbook needs it, and it bounds recursion later.
+pub const MAX_DEPTH: usize = 64;
+/// Upper bound on nodes after alias expansion (guards against "billion laughs").
+pub const MAX_NODES: usize = 4_000_000;
+
+enum Frame {
+    Seq {
+        items: Vec<Node>,
+        start: Span,
+        anchor: usize,
+    },
+    Map {
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+        seen: HashSet<String>,
+        start: Span,
+        anchor: usize,
+    },
+}
+
+struct Builder {
+    stack: Vec<Frame>,
+    anchors: Vec<Option<(Node, usize)>>,
+    nodes: usize,
+    root: Option<Node>,
+    documents: usize,
+}
+
+fn err(message: impl Into<String>, span: Span) -> YamlError {
+    YamlError {
+        message: message.into(),
+        span,
+    }
+}
+
+/// Parses one YAML document into a node tree.
+pub fn parse(source: &str) -> Result<Node, YamlError> {
+    let mut b = Builder {
+        stack: Vec::new(),
+        anchors: Vec::new(),
+        nodes: 0,
+        root: None,
+        documents: 0,
+    };
+    for event in Parser::new_from_str(source) {
+        let (event, yspan) = event.map_err(|e| {
+            let m = e.marker();
+            let pos = Pos {
+                line: m.line(),
+                col: m.col(),
+            };
+            err(
+                format!("invalid YAML: {}", e.info()),
+                Span {
+                    start: pos,
+                    end: pos,
+                },
+            )
+        })?;
+        let span = Span::from_yaml(yspan);
+        match event {
+            Event::DocumentStart(_) => {
+                b.documents += 1;
+                if b.documents > 1 {
+                    return Err(err(
+                        "a runbook file holds one YAML document, found a second one",
+                        span,
+                    ));
+                }
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                let (value, style) = resolve_scalar(&text, style, tag.as_deref(), span)?;
+                b.push(
+                    Node {
+                        value: NodeValue::Scalar(value, style),
+                        span,
+                    },
+                    anchor,
+                    1,
+                )?;
+            }
+            Event::SequenceStart(anchor, tag) => {
+                check_tag(tag.as_deref(), "seq", span)?;
+                b.open(
+                    Frame::Seq {
+                        items: Vec::new(),
+                        start: span,
+                        anchor,
+                    },
+                    span,
+                )?;
+            }
+            Event::MappingStart(anchor, tag) => {
+                check_tag(tag.as_deref(), "map", span)?;
+                b.open(
+                    Frame::Map {
+                        entries: Vec::new(),
+                        pending_key: None,
+                        seen: HashSet::new(),
+                        start: span,
+                        anchor,
+                    },
+                    span,
+                )?;
+            }
+            Event::SequenceEnd | Event::MappingEnd => b.close(span)?,
+            Event::Alias(id) => {
+                let (node, size) = b
+                    .anchors
+                    .get(id)
+                    .and_then(|a| a.clone())
+                    .ok_or_else(|| err("alias refers to an unknown anchor", span))?;
+                b.push(node, 0, size)?;
+            }
+            Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentEnd
+            | Event::Nothing => {}
+        }
+    }
+    b.root.ok_or_else(|| err("the file is empty", Span::default()))
+}
+
+impl Builder {
+    fn open(&mut self, frame: Frame, span: Span) -> Result<(), YamlError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(err(
+                format!("values are nested more than {MAX_DEPTH} levels deep"),
+                span,
+            ));
+        }
+        self.stack.push(frame);
+        Ok(())
+    }
+
+    fn close(&mut self, end: Span) -> Result<(), YamlError> {
+        let frame = self.stack.pop().expect("parser balances start and end events");
+        let (node, anchor) = match frame {
+            Frame::Seq {
+                items,
+                start,
+                anchor,
+            } => (
+                Node {
+                    value: NodeValue::Seq(items),
+                    span: Span {
+                        start: start.start,
+                        end: end.end,
+                    },
+                },
+                anchor,
+            ),
+            Frame::Map {
+                entries,
+                start,
+                anchor,
+                ..
+            } => (
+                Node {
+                    value: NodeValue::Map(entries),
+                    span: Span {
+                        start: start.start,
+                        end: end.end,
+                    },
+                },
+                anchor,
+            ),
+        };
+        // The children were counted as they were pushed; this counts the container itself.
+        self.push(node, anchor, 1)
+    }
+
+    fn count(&mut self, n: usize, span: Span) -> Result<(), YamlError> {
+        self.nodes += n;
+        if self.nodes > MAX_NODES {
+            return Err(err(
+                format!("the document expands to more than {MAX_NODES} values (aliases?)"),
+                span,
+            ));
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, node: Node, anchor: usize, counted: usize) -> Result<(), YamlError> {
+        self.count(counted, node.span)?;
+        if anchor > 0 {
+            if self.anchors.len() <= anchor {
+                self.anchors.resize(anchor + 1, None);
+            }
+            self.anchors[anchor] = Some((node.clone(), node.count()));
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                pending_key,
+                seen,
+                ..
+            }) => match pending_key.take() {
+                None => {
+                    let key = match &node.value {
+                        NodeValue::Scalar(Value::String(s), _) => s.clone(),
+                        NodeValue::Scalar(Value::Null, _) => {
+                            return Err(err("a mapping key is empty", node.span));
+                        }
+                        NodeValue::Scalar(v, _) => v.to_string(),
+                        _ => {
+                            return Err(err(
+                                "mapping keys must be plain strings, not lists or mappings",
+                                node.span,
+                            ));
+                        }
+                    };
+                    if !seen.insert(key.clone()) {
+                        return Err(err(format!("duplicate key `{key}`"), node.span));
+                    }
+                    *pending_key = Some(Node {
+                        value: NodeValue::Scalar(Value::String(key), Style::Plain),
+                        span: node.span,
+                    });
+                }
+                Some(key) => entries.push((key, node)),
+            },
+        }
+        Ok(())
+    }
+}
+
+impl Node {
+    /// Number of nodes in this subtree, for the expansion budget.
+    fn count(&self) -> usize {
+        match &self.value {
+            NodeValue::Scalar(..) => 1,
+            NodeValue::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
+            NodeValue::Map(entries) => {
+                1 + entries
+                    .iter()
+                    .map(|(_, v)| 1 + v.count())
+                    .sum::<usize>()
+            }
+        }
+    }
+
+    /// The node as a JSON value, for serde.
+    pub fn to_json(&self) -> Value {
+        match &self.value {
+            NodeValue::Scalar(v, _) => v.clone(),
+            NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeValue::Map(entries) => {
+                let mut map = Map::with_capacity(entries.len());
+                for (k, v) in entries {
+                    map.insert(k.as_str().unwrap_or_default().to_owned(), v.to_json());
+                }
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// The string value of a string scalar.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            NodeValue::Scalar(Value::String(s), _) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The value under `key` in a mapping, with the key's node.
+    pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
+        match &self.value {
+            NodeValue::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(k, v)| (k, v)),
+            _ => None,
+        }
+    }
+
+    /// The `index`-th item of a sequence.
+    pub fn item(&self, index: usize) -> Option<&Node> {
+        match &self.value {
+            NodeValue::Seq(items) => items.get(index),
+            _ => None,
+        }
+    }
+}
+
+fn check_tag(
+    tag: Option<&saphyr_parser::Tag>,
+    expected: &str,
+    span: Span,
+) -> Result<(), YamlError> {
+    match tag {
+        None => Ok(()),
+        Some(t) if t.is_yaml_core_schema() && t.suffix == expected => Ok(()),
+        Some(t) => Err(err(format!("YAML tag `{t}` is not supported here"), span)),
+    }
+}
+
+fn resolve_scalar(
+    text: &str,
+    style: ScalarStyle,
+    tag: Option<&saphyr_parser::Tag>,
+    span: Span,
+) -> Result<(Value, Style), YamlError> {
+    let style_kind = match style {
+        ScalarStyle::Plain => Style::Plain,
+        ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
+        _ => Style::Block,
+    };
+    if let Some(t) = tag {
+        if t.is_yaml_core_schema() && t.suffix == "str" {
+            return Ok((Value::String(text.to_owned()), style_kind));
+        }
+        return Err(err(format!("YAML tag `{t}` is not supported"), span));
+    }
+    if style_kind != Style::Plain {
+        return Ok((Value::String(text.to_owned()), style_kind));
+    }
+    Ok((resolve_plain(text), Style::Plain))
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn resolve_plain(text: &str) -> Value {
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    let first = text.as_bytes()[0];
+    if first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.') {
+        if let Some(hex) = text.strip_prefix("0x") {
+            if let Ok(n) = i64::from_str_radix(hex, 16) {
+                return Value::Number(n.into());
+            }
+        } else if let Some(oct) = text.strip_prefix("0o") {
+            if let Ok(n) = i64::from_str_radix(oct, 8) {
+                return Value::Number(n.into());
+            }
+        } else if text.bytes().skip(1).all(|c| c.is_ascii_digit()) && first != b'.' {
+            if let Ok(n) = text.parse::<i64>() {
+                return Value::Number(n.into());
+            }
+        } else if is_float(text) {
+            if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
+                return Value::Number(n);
+            }
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+/// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
+fn is_float(text: &str) -> bool {
+    let s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (mantissa, None),
+    };
+    let digits = |d: &str| d.bytes().all(|c| c.is_ascii_digit());
+    let mantissa_ok = match frac {
+        Some(f) => digits(int) && digits(f) && !(int.is_empty() && f.is_empty()),
+        None => !int.is_empty() && digits(int),
+    };
+    let exponent_ok = match exponent {
+        None => true,
+        Some(e) => {
+            let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+            !e.is_empty() && digits(e)
+        }
+    };
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(src: &str) -> Value {
+        parse(src).unwrap().to_json()
+    }
+
+    #[test]
+    fn resolves_core_schema_scalars() {
+        let v = json("a: 1\nb: 1.5\nc: true\nd: ~\ne: yes\nf: 2026-11-24T19:00:00Z\ng: '1'\nh: 0x1f\n");
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "yes",
+                "f": "2026-11-24T19:00:00Z", "g": "1", "h": 31})
+        );
+    }
+
+    #[test]
+    fn positions_are_one_based_lines_zero_based_columns() {
+        let n = parse("steps:\n  - id: backup\n").unwrap();
+        let (_, steps) = n.entry("steps").unwrap();
+        let (k, v) = steps.item(0).unwrap().entry("id").unwrap();
+        assert_eq!(k.span.start, Pos { line: 2, col: 4 });
+        assert_eq!(v.span.start, Pos { line: 2, col: 8 });
+        assert_eq!(v.span.end, Pos { line: 2, col: 14 });
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_and_second_documents() {
+        assert_eq!(parse("a: 1\na: 2\n").unwrap_err().message, "duplicate key `a`");
+        assert!(parse("a: 1\n---\nb: 2\n").unwrap_err().message.contains("second"));
+    }
+
+    #[test]
+    fn bounds_depth_and_alias_expansion() {
+        let deep = "[".repeat(200) + &"]".repeat(200);
+        assert!(parse(&deep).unwrap_err().message.contains("nested"));
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..9 {
+            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
+            bomb.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+        }
+        assert!(parse(&bomb).unwrap_err().message.contains("expands"));
+    }
+
+    #[test]
+    fn empty_documents_are_reported() {
+        assert_eq!(parse("").unwrap_err().message, "the file is empty");
+        assert_eq!(parse("# only a comment\n").unwrap_err().message, "the file is empty");
+    }
+}
