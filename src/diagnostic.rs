@@ -93,13 +93,25 @@ impl Diagnostic {
     /// line with carets, and the field path.
     pub fn render(&self, file: &str, source: Option<&str>) -> String {
         let mut out = format!("error: {}\n", self.message);
-        let Some(span) = self.span else {
+        let Some(mut span) = self.span else {
             out.push_str(&format!("  --> {file}\n"));
             if !self.path.0.is_empty() {
                 out.push_str(&format!("   = field: {}\n", self.path));
             }
             return out;
         };
+        // A position past the last line (the end of the file) is shown at the end of it.
+        if let Some(src) = source {
+            let last = src.lines().count();
+            if last > 0 && span.start.line > last {
+                let text = src.lines().last().unwrap_or_default();
+                let end = crate::runbook::yaml::Pos {
+                    line: last,
+                    col: text.chars().count(),
+                };
+                span = Span { start: end, end };
+            }
+        }
         let line_no = span.start.line.max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         out.push_str(&format!(
@@ -109,7 +121,8 @@ impl Diagnostic {
         ));
         if let Some(text) = source.and_then(|s| s.lines().nth(line_no - 1)) {
             let (shown, caret_start, caret_len) = caret_line(text, span);
-            out.push_str(&format!("{gutter} |\n{line_no} | {shown}\n"));
+            let w = gutter.len();
+            out.push_str(&format!("{gutter} |\n{line_no:>w$} | {shown}\n"));
             let label = self
                 .label
                 .as_deref()

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod diagnostic;
+pub mod duration;
 pub mod plan;
 pub mod runbook;
 pub mod suggest;

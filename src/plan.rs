@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::duration::fmt_duration;
 use crate::runbook::{Action, Kind, OnFailure, Public, Runbook, Step, Target};
 
 /// Where the plan's start time came from.
@@ -231,26 +232,6 @@ fn changes_things(s: &Step) -> bool {
         || matches!(s.kind, Kind::Patch | Kind::Migrate | Kind::Install | Kind::Restore)
 }
 
-/// A duration as people write it in runbooks: `1h35m`, `20m`, `90s` → `1m30s`.
-pub fn fmt_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return if d.is_zero() {
-            "0s".into()
-        } else {
-            format!("{}ms", d.as_millis())
-        };
-    }
-    let (days, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let mut out = String::new();
-    for (n, unit) in [(days, "d"), (h, "h"), (m, "m"), (s, "s")] {
-        if n > 0 {
-            let _ = write!(out, "{n}{unit}");
-        }
-    }
-    out
-}
-
 impl Plan {
     /// The plan as a stable JSON document.
     pub fn to_json(&self) -> Value {
@@ -390,11 +371,4 @@ fn describe_failure(f: &FailurePath) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn formats_durations_compactly() {
-        assert_eq!(fmt_duration(Duration::from_secs(5700)), "1h35m");
-        assert_eq!(fmt_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(fmt_duration(Duration::ZERO), "0s");
-        assert_eq!(fmt_duration(Duration::from_secs(90_000)), "1d1h");
-    }
 }

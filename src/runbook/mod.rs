@@ -9,7 +9,6 @@ pub mod yaml;
 
 pub use load::{Invalid, MAX_FILE_BYTES, load_bytes, load_file, load_str};
 pub use model::*;
-pub use raw::parse_duration;
 pub use validate::{RUN_FIELDS, WINDOW_FIELDS, parse_timestamp};
 
 /// The JSON Schema of the runbook format, for editors.

@@ -9,6 +9,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, de::DeserializeOwned};
 use serde_json::Value;
 
+use crate::duration::parse_duration;
 use super::model::{Kind, OnFailure, StepState};
 use crate::diagnostic::{FieldPath, Seg};
 
@@ -72,13 +73,6 @@ impl<T: JsonSchema> JsonSchema for Lenient<T> {
 #[derive(Debug, Clone, Copy)]
 pub struct Dur(pub Duration);
 
-/// Parses a human duration (`20m`, `1h30m`, `90s`, `2 days`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration `{text}` ({e}); write it like `20m`, `1h30m` or `90s`")
-    })
-}
-
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -90,8 +84,21 @@ impl<'de> Deserialize<'de> for Dur {
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
                 parse_duration(s).map(Dur).map_err(E::custom)
             }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "the duration `{n}` has no unit; write it like `{n}m`, `{n}s` or `{n}h`"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
+                Err(E::custom(format!("a duration cannot be `{n}`; write it like `20m`")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Dur, E> {
+                Err(E::custom(format!(
+                    "the duration `{n}` has no unit; write it like `1h30m` or `90s`"
+                )))
+            }
         }
-        d.deserialize_str(V)
+        d.deserialize_any(V)
     }
 }
 
@@ -172,7 +179,7 @@ pub struct RawWindow {
     /// `timezone`.
     pub start: Option<String>,
     /// Length of the window; the deadline is start + duration.
-    pub duration: Option<Dur>,
+    pub duration: Option<Lenient<Dur>>,
     /// IANA time zone for display (`Europe/London`); default UTC.
     pub timezone: Option<String>,
 }
@@ -185,12 +192,12 @@ pub struct RawStatusPage {
     #[serde(default)]
     pub components: Vec<String>,
     /// How long before the window the maintenance is shown as scheduled.
-    pub announce_before: Option<Dur>,
+    pub announce_before: Option<Lenient<Dur>>,
 }
 
 /// A fan-out list: items written here, or a query whose rows are the items.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "a list of items, or a query `{ sql, database }`")]
+#[serde(untagged, expecting = "expected a list of items, or a query `{ sql, database }`")]
 pub enum RawTarget {
     List(Vec<Value>),
     Query(RawQuery),
@@ -272,7 +279,7 @@ pub struct RawStep {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "a number of retries, or `{ max: N, backoff: DURATION }`"
+    expecting = "expected a number of retries, or `{ max: N, backoff: DURATION }`"
 )]
 pub enum RawRetries {
     Count(u32),
@@ -293,7 +300,7 @@ pub struct RawRetryPolicy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "a reference such as `{{targets.tenants}}`, or a list of items"
+    expecting = "expected a reference such as `{{targets.tenants}}`, or a list of items"
 )]
 pub enum RawForEach {
     Reference(String),
@@ -304,7 +311,7 @@ pub enum RawForEach {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "a count such as `2` or a percentage such as `10%`"
+    expecting = "expected a count such as `2` or a percentage such as `10%`"
 )]
 pub enum RawMaxFailures {
     Count(u64),
@@ -315,7 +322,7 @@ pub enum RawMaxFailures {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "`false` to hide the step, or the text to show instead of its title"
+    expecting = "expected `false` to hide the step, or the text to show instead of its title"
 )]
 pub enum RawPublic {
     Flag(bool),

@@ -136,7 +136,12 @@ impl<'a> Ctx<'a> {
                 .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
             self.error(path, msg).label = Some(label);
         } else {
-            self.error(path, message.to_owned());
+            // serde names Rust types; people write numbers.
+            let message = message
+                .replace("expected u16", "expected a whole number from 0 to 65535")
+                .replace("expected u32", "expected a whole number of 0 or more")
+                .replace("expected u64", "expected a whole number of 0 or more");
+            self.error(path, message);
         }
     }
 }
@@ -214,7 +219,9 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             }
             StatusPage {
                 components: sp.components,
-                announce_before: sp.announce_before.map(|d| d.0),
+                announce_before: cx
+                    .lenient(top.key("status_page").key("announce_before"), sp.announce_before)
+                    .map(|d| d.0),
             }
         }
         None => StatusPage::default(),
@@ -260,7 +267,12 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
 
     // Steps: deserialize leniently, so a broken step still lends its id to references.
     let raw_steps = match cx.lenient(top.key("steps"), raw.steps) {
-        Some(s) => s,
+        Some(s) => {
+            if s.is_empty() {
+                cx.error(top.key("steps"), "a runbook needs at least one step");
+            }
+            s
+        }
         None => {
             if cx.node(&top.key("steps")).is_none() {
                 cx.error(top.clone(), "missing field `steps`");
@@ -268,9 +280,6 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             Vec::new()
         }
     };
-    if raw_steps.is_empty() && cx.node(&top.key("steps")).is_some() {
-        cx.error(top.key("steps"), "a runbook needs at least one step");
-    }
     let mut all_ids: Vec<Option<String>> = Vec::with_capacity(raw_steps.len());
     let mut parsed: Vec<Option<RawStep>> = Vec::with_capacity(raw_steps.len());
     for (i, s) in raw_steps.into_iter().enumerate() {
@@ -314,26 +323,17 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         }
     }
 
-    let mut steps = Vec::with_capacity(parsed.len());
-    let mut good = true;
-    for (i, raw_step) in parsed.into_iter().enumerate() {
-        let path = top.key("steps").index(i);
-        match raw_step {
-            Some(rs) => {
-                let step = validate_step(&mut cx, &path, rs, &index_of, &targets);
-                steps.push(step);
-            }
-            None => good = false,
-        }
-    }
+    // Steps that did not parse stay as `None`, so indexes keep matching the file.
+    let steps: Vec<Option<Step>> = parsed
+        .into_iter()
+        .enumerate()
+        .map(|(i, rs)| {
+            let path = top.key("steps").index(i);
+            rs.map(|rs| validate_step(&mut cx, &path, rs, &index_of, &targets))
+        })
+        .collect();
 
-    // Execution order and cycles: only meaningful when every step parsed.
-    let order = if good {
-        order_steps(&mut cx, &steps, &index_of)
-    } else {
-        None
-    };
-
+    let order = order_steps(&mut cx, &steps, &index_of);
     if let Some(order) = &order {
         let scope = Scope {
             vars: &vars,
@@ -354,6 +354,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
     }
 
     if cx.diags.is_empty() {
+        let steps = steps.into_iter().flatten().collect();
         Ok(Runbook {
             id,
             title,
@@ -407,14 +408,13 @@ fn validate_window(cx: &mut Ctx, raw: Option<RawWindow>) -> Window {
             None
         }
     });
-    if let Some(d) = raw.duration
-        && d.0.is_zero()
-    {
+    let duration = cx.lenient(path.key("duration"), raw.duration).map(|d| d.0);
+    if duration.is_some_and(|d| d.is_zero()) {
         cx.error(path.key("duration"), "the window duration must be more than zero");
     }
     Window {
         start,
-        duration: raw.duration.map(|d| d.0),
+        duration,
         timezone,
     }
 }
@@ -470,8 +470,8 @@ fn validate_step(
             path.key("expected"),
             format!(
                 "`expected` ({}) is longer than `timeout` ({})",
-                humantime::format_duration(e.0),
-                humantime::format_duration(t.0)
+                crate::duration::fmt_duration(e.0),
+                crate::duration::fmt_duration(t.0)
             ),
         );
     }
@@ -863,7 +863,7 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
 /// Orders steps: file order, with each step's `requires` placed before it. Reports cycles.
 fn order_steps(
     cx: &mut Ctx,
-    steps: &[Step],
+    steps: &[Option<Step>],
     index_of: &HashMap<String, usize>,
 ) -> Option<Vec<usize>> {
     #[derive(Clone, Copy, PartialEq)]
@@ -883,11 +883,14 @@ fn order_steps(
         let mut stack = vec![(start, 0usize)];
         mark[start] = Mark::Active;
         while let Some(&mut (i, ref mut next)) = stack.last_mut() {
-            let reqs = &steps[i].requires;
+            let reqs = steps[i].as_ref().map(|s| s.requires.as_slice()).unwrap_or(&[]);
             if *next < reqs.len() {
                 let r = *next;
                 *next += 1;
-                let Some(&j) = index_of.get(&reqs[r]) else { continue };
+                // Unknown and self requirements were reported by `validate_step`.
+                let Some(&j) = index_of.get(&reqs[r]).filter(|&&j| j != i) else {
+                    continue;
+                };
                 match mark[j] {
                     Mark::New => {
                         mark[j] = Mark::Active;
@@ -895,9 +898,9 @@ fn order_steps(
                     }
                     Mark::Active => {
                         let from = stack.iter().position(|&(s, _)| s == j).unwrap_or(0);
-                        let mut names: Vec<&str> =
-                            stack[from..].iter().map(|&(s, _)| steps[s].id.as_str()).collect();
-                        names.push(&steps[j].id);
+                        let id = |s: usize| steps[s].as_ref().map(|s| s.id.as_str()).unwrap_or("?");
+                        let mut names: Vec<&str> = stack[from..].iter().map(|&(s, _)| id(s)).collect();
+                        names.push(id(j));
                         let path = FieldPath::root().key("steps").index(i).key("requires").index(r);
                         cx.error(path, format!("dependency cycle: {}", names.join(" → ")));
                         cyclic = true;
@@ -919,7 +922,7 @@ struct Scope<'a> {
     vars: &'a IndexMap<String, Value>,
     targets: &'a IndexMap<String, Target>,
     secrets: &'a [String],
-    steps: &'a [Step],
+    steps: &'a [Option<Step>],
     index_of: &'a HashMap<String, usize>,
     /// Step index → position in execution order.
     position: HashMap<usize, usize>,
@@ -962,7 +965,7 @@ fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
 }
 
 fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
-    let step = &scope.steps[i];
+    let Some(step) = &scope.steps[i] else { return };
     let path = FieldPath::root().key("steps").index(i);
     let Some(node) = cx.node(&path) else { return };
     let NodeValue::Map(entries) = &node.value else {
@@ -1052,7 +1055,12 @@ fn check_string(
         Ok(r) => r,
         Err(e) => {
             let span = place_in_scalar(node, style, e.line, e.col, 1);
-            cx.error_at(path.clone(), span, format!("invalid template: {}", e.message));
+            let why = if text.matches("{{").count() > text.matches("}}").count() {
+                "`{{` is not closed by `}}`".to_owned()
+            } else {
+                e.message.replace("invalid handlebars syntax: ", "unexpected syntax, ")
+            };
+            cx.error_at(path.clone(), span, format!("invalid template: {why}"));
             return;
         }
     };
@@ -1077,18 +1085,34 @@ fn check_string(
 type RefError = (String, Option<String>);
 
 fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), RefError> {
+    if segs.is_empty() {
+        return Ok(());
+    }
     let full = segs.join(".");
     let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
-    let member = |kind: &str, name: Option<&String>, known: Vec<String>| -> Result<(), RefError> {
+    let member = |root: &str, name: Option<&String>, known: Vec<String>| -> Result<(), RefError> {
+        let noun = match root {
+            "vars" => "variable",
+            "targets" => "target",
+            "secrets" => "secret",
+            "run" => "run value",
+            _ => "window value",
+        };
         match name {
             None => Err((
-                format!("`{{{{{full}}}}}` needs a name: `{kind}.NAME`"),
+                format!("`{{{{{full}}}}}` needs a name: `{root}.NAME`"),
                 None,
             )),
             Some(n) if known.iter().any(|k| k == n) => Ok(()),
             Some(n) => Err((
-                format!("`{{{{{full}}}}}` refers to unknown {kind} `{n}`"),
-                did_you_mean(n, &known),
+                format!("`{{{{{full}}}}}` refers to unknown {noun} `{n}`"),
+                did_you_mean(n, &known).or_else(|| {
+                    Some(if known.is_empty() {
+                        format!("no {noun}s are defined")
+                    } else {
+                        format!("known: {}", known.join(", "))
+                    })
+                }),
             )),
         }
     };
@@ -1159,13 +1183,17 @@ fn check_step_reference(scope: &Scope, site: Site, segs: &[String], full: &str) 
         let ok = t < m || (t == m && site.own_outputs);
         if !ok {
             let when = if t == m { "its own outputs exist only after it has run" } else { "it runs later" };
+            let my_id = scope.steps[me].as_ref().map(|s| s.id.as_str()).unwrap_or("?");
             return Err((
-                format!("step `{}` uses outputs of step `{id}`, but {when}", scope.steps[me].id),
+                format!("step `{my_id}` uses outputs of step `{id}`, but {when}"),
                 Some("only outputs of earlier steps can be used".into()),
             ));
         }
     }
-    let step = &scope.steps[target];
+    // A step that did not parse has already been reported; its outputs are unknown.
+    let Some(step) = &scope.steps[target] else {
+        return Ok(());
+    };
     let builtin = step.kind.builtin_outputs();
     // A `run` action's outputs are whatever it prints, unless the step declares them.
     let open = step.run.is_some() && step.outputs.is_empty();
