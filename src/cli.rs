@@ -132,21 +132,32 @@ fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String>
     for (k, v) in vars {
         if !rb.vars.contains_key(k) {
             let names: Vec<&str> = rb.vars.keys().map(String::as_str).collect();
-            let hint = did_you_mean(k, &names).map(|h| format!(": {h}")).unwrap_or_else(|| {
-                if names.is_empty() {
-                    " (it defines no `vars`)".into()
-                } else {
-                    format!(" (it defines {})", names.join(", "))
-                }
-            });
-            return Err(format!("--var {k}: runbook `{}` has no variable `{k}`{hint}", rb.id));
+            let hint = did_you_mean(k, &names)
+                .map(|h| format!(": {h}"))
+                .unwrap_or_else(|| {
+                    if names.is_empty() {
+                        " (it defines no `vars`)".into()
+                    } else {
+                        format!(" (it defines {})", names.join(", "))
+                    }
+                });
+            return Err(format!(
+                "--var {k}: runbook `{}` has no variable `{k}`{hint}",
+                rb.id
+            ));
         }
-        rb.vars.insert(k.clone(), serde_json::Value::String(v.clone()));
+        rb.vars
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     Ok(())
 }
 
-fn plan(file: &PathBuf, start: Option<&str>, vars: &[(String, String)], format: Format) -> u8 {
+fn plan(
+    file: &std::path::Path,
+    start: Option<&str>,
+    vars: &[(String, String)],
+    format: Format,
+) -> u8 {
     let mut rb = match runbook::load_file(file) {
         Ok(rb) => rb,
         Err(invalid) => {
@@ -169,10 +180,11 @@ fn plan(file: &PathBuf, start: Option<&str>, vars: &[(String, String)], format: 
     let p = crate::plan::plan(&rb, start, chrono::Utc::now());
     match format {
         Format::Text => print(&p.to_text()),
-        Format::Json => print(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&p.to_json()).expect("plan serializes")
-        )),
+        Format::Json => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let _ = p.write_json(&mut out).and_then(|_| out.flush());
+        }
     }
     0
 }

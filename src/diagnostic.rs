@@ -103,16 +103,13 @@ impl Diagnostic {
         // A position past the last line (the end of the file) is shown at the end of it.
         if let Some(src) = source {
             let last = src.lines().count();
-            if last > 0 && span.start.line > last {
+            if last > 0 && span.start.line as usize > last {
                 let text = src.lines().last().unwrap_or_default();
-                let end = crate::runbook::yaml::Pos {
-                    line: last,
-                    col: text.chars().count(),
-                };
+                let end = crate::runbook::yaml::Pos::new(last, text.chars().count());
                 span = Span { start: end, end };
             }
         }
-        let line_no = span.start.line.max(1);
+        let line_no = (span.start.line as usize).max(1);
         let gutter = " ".repeat(line_no.to_string().len());
         out.push_str(&format!(
             "{gutter}--> {file}:{}:{}\n",
@@ -158,7 +155,7 @@ fn caret_line(text: &str, span: Span) -> (String, usize, usize) {
     }
     let width = shown.chars().count();
     display_col.push(width);
-    let at = |col: usize| display_col.get(col).copied().unwrap_or(width);
+    let at = |col: u32| display_col.get(col as usize).copied().unwrap_or(width);
     let start = at(span.start.col);
     let end = if span.end.line == span.start.line && span.end.col > span.start.col {
         at(span.end.col)
@@ -180,13 +177,17 @@ mod tests {
     fn renders_like_a_compiler() {
         let src = "steps:\n  - id: migrate\n    requires: [bakup]\n";
         let d = Diagnostic::at(
-            FieldPath::root().key("steps").index(0).key("requires").index(0),
+            FieldPath::root()
+                .key("steps")
+                .index(0)
+                .key("requires")
+                .index(0),
             "step `migrate` requires unknown step `bakup`",
         )
         .with_label("did you mean `backup`?")
         .with_span(Span {
-            start: Pos { line: 3, col: 15 },
-            end: Pos { line: 3, col: 20 },
+            start: Pos::new(3, 15),
+            end: Pos::new(3, 20),
         });
         assert_eq!(
             d.render("up.yaml", Some(src)),
@@ -200,8 +201,8 @@ mod tests {
         let (shown, start, len) = caret_line(
             "\ta: b",
             Span {
-                start: Pos { line: 1, col: 1 },
-                end: Pos { line: 1, col: 2 },
+                start: Pos::new(1, 1),
+                end: Pos::new(1, 2),
             },
         );
         assert_eq!((shown.as_str(), start, len), ("    a: b", 4, 1));

@@ -39,7 +39,6 @@ pub fn fmt_duration(d: Duration) -> String {
     out
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,8 +49,16 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("20x").unwrap_err().contains("unknown unit `x`"));
-        assert!(parse_duration("20").unwrap_err().contains("unit is missing"));
+        assert!(
+            parse_duration("20x")
+                .unwrap_err()
+                .contains("unknown unit `x`")
+        );
+        assert!(
+            parse_duration("20")
+                .unwrap_err()
+                .contains("unit is missing")
+        );
     }
 
     #[test]

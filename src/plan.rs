@@ -22,10 +22,10 @@ pub enum StartSource {
 
 /// The planned timeline of a runbook.
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
-    pub runbook: String,
+pub struct Plan<'a> {
+    pub runbook: &'a str,
     pub title: String,
-    pub timezone: String,
+    pub timezone: &'static str,
     pub start: DateTime<Utc>,
     pub start_source: StartSource,
     pub end: DateTime<Utc>,
@@ -38,16 +38,16 @@ pub struct Plan {
     /// Window length minus expected total: negative when the plan overruns.
     pub slack_seconds: Option<i64>,
     /// Steps without an `expected` duration (counted as zero).
-    pub unestimated: Vec<String>,
-    pub steps: Vec<PlannedStep>,
+    pub unestimated: Vec<&'a str>,
+    pub steps: Vec<PlannedStep<'a>>,
 }
 
 /// One step of the planned timeline.
 #[derive(Debug, Clone, Serialize)]
-pub struct PlannedStep {
+pub struct PlannedStep<'a> {
     /// 1-based position in execution order.
     pub position: usize,
-    pub id: String,
+    pub id: &'a str,
     pub kind: &'static str,
     pub title: String,
     pub public: bool,
@@ -55,36 +55,30 @@ pub struct PlannedStep {
     pub end: DateTime<Utc>,
     pub expected_seconds: Option<u64>,
     pub checkpoint: bool,
-    pub requires: Vec<String>,
+    pub requires: &'a [String],
     /// Fan-out item count, when known before the run.
     pub items: Option<usize>,
-    pub if_it_fails: FailurePath,
+    /// How this step is undone when a later failure rolls the run back.
+    pub rollback: Option<String>,
+    pub if_it_fails: FailurePath<'a>,
 }
 
 /// What the engine would do if this step failed.
 #[derive(Debug, Clone, Serialize)]
-pub struct FailurePath {
+pub struct FailurePath<'a> {
     pub policy: &'static str,
-    /// Steps undone, most recent first (policy `rollback` only).
-    pub undo: Vec<Undo>,
+    /// Ids of the steps undone, most recent first (policy `rollback` only).
+    pub undo: Vec<&'a str>,
     /// The checkpoint the run returns to, if any.
-    pub back_to: Option<String>,
+    pub back_to: Option<&'a str>,
     /// The checkpoint whose `restore` action replaces the per-step undos.
-    pub restore_from: Option<String>,
+    pub restore_from: Option<&'a str>,
     /// The service is closed at this point, and the rollback ends by reopening it.
     pub reopen: bool,
 }
 
-/// One step undone during a rollback.
-#[derive(Debug, Clone, Serialize)]
-pub struct Undo {
-    pub step: String,
-    /// The rollback action, or `None` when the step has none and is left as it is.
-    pub action: Option<String>,
-}
-
 /// Builds the plan. `start` overrides the window's start; without either, now.
-pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Plan {
+pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Plan<'_> {
     let (start, start_source) = match (start, rb.window.start) {
         (Some(s), _) => (s, StartSource::Flag),
         (None, Some(s)) => (s, StartSource::Window),
@@ -93,6 +87,9 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
     let data = template_data(rb, start);
     let renderer = handlebars::Handlebars::new();
     let render = |text: &str| {
+        if !text.contains("{{") {
+            return text.to_owned();
+        }
         renderer
             .render_template(text, &data)
             .unwrap_or_else(|_| text.to_owned())
@@ -102,11 +99,13 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
     let mut steps = Vec::with_capacity(rb.order.len());
     let mut unestimated = Vec::new();
     let mut total = Duration::ZERO;
+    // Whether the service is closed when the step starts (a rollback then reopens it).
+    let mut closed = false;
     for (pos, &i) in rb.order.iter().enumerate() {
         let s = &rb.steps[i];
         let expected = s.expected.unwrap_or(Duration::ZERO);
         if s.expected.is_none() && !matches!(s.kind, Kind::Close | Kind::Reopen) {
-            unestimated.push(s.id.clone());
+            unestimated.push(s.id.as_str());
         }
         total += expected;
         let end = at + chrono::Duration::from_std(expected).unwrap_or(chrono::Duration::MAX);
@@ -116,7 +115,7 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
         };
         steps.push(PlannedStep {
             position: pos + 1,
-            id: s.id.clone(),
+            id: &s.id,
             kind: s.kind.as_str(),
             title,
             public: s.public != Public::Hidden,
@@ -124,11 +123,17 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
             end,
             expected_seconds: s.expected.map(|d| d.as_secs()),
             checkpoint: s.checkpoint,
-            requires: s.requires.clone(),
+            requires: &s.requires,
             items: item_count(rb, s),
-            if_it_fails: failure_path(rb, pos),
+            rollback: s.rollback.as_deref().map(Action::describe),
+            if_it_fails: failure_path(rb, pos, closed),
         });
         at = end;
+        match s.kind {
+            Kind::Close => closed = true,
+            Kind::Reopen => closed = false,
+            _ => {}
+        }
     }
     let window_seconds = rb.window.duration.map(|d| d.as_secs());
     let window_end = rb
@@ -138,9 +143,9 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
         .map(|d| start + d);
     let slack = window_seconds.map(|w| w as i64 - total.as_secs() as i64);
     Plan {
-        runbook: rb.id.clone(),
+        runbook: &rb.id,
         title: render(&rb.title),
-        timezone: rb.window.timezone.name().to_owned(),
+        timezone: rb.window.timezone.name(),
         start,
         start_source,
         end: at,
@@ -180,7 +185,7 @@ fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
 /// The rollback path for a failure of the step at `pos` in execution order: the
 /// completed steps after the most recent checkpoint, undone in reverse, or that
 /// checkpoint's `restore` action.
-fn failure_path(rb: &Runbook, pos: usize) -> FailurePath {
+fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
     let step = &rb.steps[rb.order[pos]];
     let mut path = FailurePath {
         policy: step.on_failure.as_str(),
@@ -193,17 +198,13 @@ fn failure_path(rb: &Runbook, pos: usize) -> FailurePath {
         return path;
     }
     let done = &rb.order[..pos];
-    path.reopen = done.iter().fold(false, |closed, &i| match rb.steps[i].kind {
-        Kind::Close => true,
-        Kind::Reopen => false,
-        _ => closed,
-    });
+    path.reopen = closed;
     let checkpoint = done.iter().rposition(|&i| rb.steps[i].checkpoint);
     if let Some(c) = checkpoint {
         let cp = &rb.steps[done[c]];
-        path.back_to = Some(cp.id.clone());
+        path.back_to = Some(&cp.id);
         if cp.restore.is_some() {
-            path.restore_from = Some(cp.id.clone());
+            path.restore_from = Some(&cp.id);
             return path;
         }
     }
@@ -212,13 +213,7 @@ fn failure_path(rb: &Runbook, pos: usize) -> FailurePath {
         .iter()
         .rev()
         .filter(|&&i| changes_things(&rb.steps[i]))
-        .map(|&i| {
-            let s = &rb.steps[i];
-            Undo {
-                step: s.id.clone(),
-                action: s.rollback.as_ref().map(Action::describe),
-            }
-        })
+        .map(|&i| rb.steps[i].id.as_str())
         .collect();
     path
 }
@@ -229,20 +224,29 @@ fn failure_path(rb: &Runbook, pos: usize) -> FailurePath {
 fn changes_things(s: &Step) -> bool {
     s.rollback.is_some()
         || s.run.is_some()
-        || matches!(s.kind, Kind::Patch | Kind::Migrate | Kind::Install | Kind::Restore)
+        || matches!(
+            s.kind,
+            Kind::Patch | Kind::Migrate | Kind::Install | Kind::Restore
+        )
 }
 
-impl Plan {
-    /// The plan as a stable JSON document.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).expect("plan serializes")
+impl Plan<'_> {
+    /// Writes the plan as a stable JSON document (streamed: a large plan is never held
+    /// twice in memory).
+    pub fn write_json(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
     }
 
     /// The plan for a terminal.
     pub fn to_text(&self) -> String {
         let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
         let same_day = self.start.with_timezone(&tz).date_naive()
-            == self.end.max(self.window_end.unwrap_or(self.end)).with_timezone(&tz).date_naive();
+            == self
+                .end
+                .max(self.window_end.unwrap_or(self.end))
+                .with_timezone(&tz)
+                .date_naive();
         let time = |t: DateTime<Utc>| {
             let local = t.with_timezone(&tz);
             if same_day {
@@ -251,7 +255,11 @@ impl Plan {
                 local.format("%m-%d %H:%M").to_string()
             }
         };
-        let full = |t: DateTime<Utc>| t.with_timezone(&tz).format("%a %d %b %Y %H:%M %Z").to_string();
+        let full = |t: DateTime<Utc>| {
+            t.with_timezone(&tz)
+                .format("%a %d %b %Y %H:%M %Z")
+                .to_string()
+        };
         let mut out = String::new();
         let _ = writeln!(out, "Plan for `{}`: {}", self.runbook, self.title);
         let source = match self.start_source {
@@ -272,8 +280,20 @@ impl Plan {
         }
         out.push('\n');
 
-        let id_w = self.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
-        let kind_w = self.steps.iter().map(|s| s.kind.len()).max().unwrap_or(4).max(4);
+        let id_w = self
+            .steps
+            .iter()
+            .map(|s| s.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let kind_w = self
+            .steps
+            .iter()
+            .map(|s| s.kind.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         let t_w = time(self.start).len();
         let _ = writeln!(
             out,
@@ -320,7 +340,10 @@ impl Plan {
                 "Total expected: {total}; does NOT fit the window: over by {}.",
                 fmt_duration(Duration::from_secs(slack.unsigned_abs()))
             ),
-            None => writeln!(out, "Total expected: {total} (no window duration to check against)."),
+            None => writeln!(
+                out,
+                "Total expected: {total} (no window duration to check against)."
+            ),
         };
         if !self.unestimated.is_empty() {
             let _ = writeln!(
@@ -330,14 +353,25 @@ impl Plan {
             );
         }
         out.push_str("\nIf a step fails:\n");
+        let undoable: std::collections::HashSet<&str> = self
+            .steps
+            .iter()
+            .filter(|s| s.rollback.is_some())
+            .map(|s| s.id)
+            .collect();
         for s in &self.steps {
-            let _ = writeln!(out, "  {:id_w$}  {}", s.id, describe_failure(&s.if_it_fails));
+            let _ = writeln!(
+                out,
+                "  {:id_w$}  {}",
+                s.id,
+                describe_failure(&s.if_it_fails, &undoable)
+            );
         }
         out
     }
 }
 
-fn describe_failure(f: &FailurePath) -> String {
+fn describe_failure(f: &FailurePath<'_>, undoable: &std::collections::HashSet<&str>) -> String {
     match f.policy {
         "pause" => "pause and wait for the operator".into(),
         "abort" => "abort the run, undoing nothing".into(),
@@ -357,9 +391,12 @@ fn describe_failure(f: &FailurePath) -> String {
             let undo: Vec<String> = f
                 .undo
                 .iter()
-                .map(|u| match &u.action {
-                    Some(_) => format!("undo {}", u.step),
-                    None => format!("{} (no rollback, left as is)", u.step),
+                .map(|id| {
+                    if undoable.contains(id) {
+                        format!("undo {id}")
+                    } else {
+                        format!("{id} (no rollback, left as is)")
+                    }
                 })
                 .collect();
             format!("roll back: {}; {back}{reopen}", undo.join(", "))
@@ -370,5 +407,54 @@ fn describe_failure(f: &FailurePath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runbook::load_str;
 
+    const RB: &str = "runbook: t
+window: { start: 2026-11-24T19:00:00Z, duration: 1h }
+steps:
+  - { id: pre, kind: patch, expected: 5m, run: { shell: 'true' } }
+  - { id: snap, kind: backup, expected: 10m, checkpoint: true }
+  - { id: close, kind: close }
+  - { id: m1, kind: migrate, expected: 10m, rollback: { shell: down1 } }
+  - { id: m2, kind: patch, expected: 10m, run: { shell: up2 } }
+  - { id: check, kind: test, expected: 5m, checks: [ { shell: 'true' } ], on_failure: pause }
+  - { id: reopen, kind: reopen }
+  - { id: after, kind: patch, run: { shell: x }, requires: [late] }
+  - { id: late, kind: patch, run: { shell: y } }
+";
+
+    #[test]
+    fn rollback_paths_undo_back_to_the_last_checkpoint() {
+        let rb = load_str("t.yaml", RB).unwrap();
+        let p = plan(&rb, None, Utc::now());
+        let step = |id: &str| p.steps.iter().find(|s| s.id == id).unwrap();
+        // Before any checkpoint: back to the start, undoing what changed things.
+        assert_eq!(step("snap").if_it_fails.undo, vec!["pre"]);
+        assert_eq!(step("snap").if_it_fails.back_to, None);
+        // After it: only the steps since the checkpoint, most recent first.
+        let f = &step("reopen").if_it_fails;
+        assert_eq!(f.undo, vec!["m2", "m1"]);
+        assert_eq!(f.back_to, Some("snap"));
+        assert!(f.reopen);
+        assert!(step("m1").if_it_fails.reopen);
+        assert!(!step("close").if_it_fails.reopen);
+        assert_eq!(step("check").if_it_fails.policy, "pause");
+        assert!(step("check").if_it_fails.undo.is_empty());
+    }
+
+    #[test]
+    fn requires_pulls_a_step_forward_and_times_accumulate() {
+        let rb = load_str("t.yaml", RB).unwrap();
+        let p = plan(&rb, None, Utc::now());
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id).collect();
+        assert_eq!(&ids[7..], &["late", "after"]);
+        assert_eq!(p.total_expected_seconds, 40 * 60);
+        assert_eq!(p.slack_seconds, Some(20 * 60));
+        assert_eq!(step_start(&p, "m1"), "2026-11-24T19:15:00Z");
+    }
+
+    fn step_start(p: &Plan<'_>, id: &str) -> String {
+        let s = p.steps.iter().find(|s| s.id == id).unwrap();
+        s.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
 }

@@ -68,7 +68,10 @@ fn a_large_file_full_of_problems_reports_them_all() {
     fs::write(dir.path().join("big.yaml"), text).unwrap();
     let out = common::run_in(dir.path(), &["validate", "big.yaml"]);
     assert_eq!(out.code, 1);
-    assert_eq!(out.stderr.matches("unknown step kind `bakup`").count(), 5000);
+    assert_eq!(
+        out.stderr.matches("unknown step kind `bakup`").count(),
+        5000
+    );
     assert!(out.stderr.ends_with("big.yaml: invalid (5000 problems)\n"));
 }
 

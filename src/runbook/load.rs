@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::model::Runbook;
 use super::raw::RawRunbook;
-use super::validate::{Ctx, validate};
+use super::validate::validate;
 use super::yaml::{self, NodeValue, Pos, Span};
 use crate::diagnostic::{Diagnostic, FieldPath};
 
@@ -48,10 +48,13 @@ impl Invalid {
 /// Loads and validates a runbook file.
 pub fn load_file(path: &Path) -> Result<Runbook, Invalid> {
     let name = path.display().to_string();
-    let file_error = |msg: String| Invalid::one(&name, None, Diagnostic::at(FieldPath::root(), msg));
+    let file_error =
+        |msg: String| Invalid::one(&name, None, Diagnostic::at(FieldPath::root(), msg));
     let meta = std::fs::metadata(path).map_err(|e| file_error(io_message(&name, &e)))?;
     if meta.is_dir() {
-        return Err(file_error(format!("`{name}` is a directory, not a runbook file")));
+        return Err(file_error(format!(
+            "`{name}` is a directory, not a runbook file"
+        )));
     }
     if meta.len() > MAX_FILE_BYTES {
         return Err(file_error(format!(
@@ -80,7 +83,7 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Runbook, Invalid> {
             let good = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
             let line = good.matches('\n').count() + 1;
             let col = good.rsplit('\n').next().unwrap_or("").chars().count();
-            let pos = Pos { line, col };
+            let pos = Pos::new(line, col);
             let text = String::from_utf8_lossy(bytes).into_owned();
             let d = Diagnostic::at(
                 FieldPath::root(),
@@ -89,7 +92,10 @@ pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Runbook, Invalid> {
                     bytes[e.valid_up_to()]
                 ),
             )
-            .with_span(Span { start: pos, end: pos });
+            .with_span(Span {
+                start: pos,
+                end: pos,
+            });
             Err(Invalid::one(name, Some(text), d))
         }
     }
@@ -104,7 +110,9 @@ pub fn load_str(name: &str, text: &str) -> Result<Runbook, Invalid> {
         diagnostics,
     };
     let root = yaml::parse(text).map_err(|e| {
-        fail(vec![Diagnostic::at(FieldPath::root(), e.message).with_span(e.span)])
+        fail(vec![
+            Diagnostic::at(FieldPath::root(), e.message).with_span(e.span),
+        ])
     })?;
     if !matches!(root.value, NodeValue::Map(_)) {
         let d = Diagnostic::at(
@@ -114,15 +122,7 @@ pub fn load_str(name: &str, text: &str) -> Result<Runbook, Invalid> {
         .with_span(root.span);
         return Err(fail(vec![d]));
     }
-    let raw: RawRunbook = match serde_path_to_error::deserialize(root.to_json()) {
-        Ok(raw) => raw,
-        Err(e) => {
-            // Every field is lenient, so this only happens for shapes serde cannot buffer.
-            let mut cx = Ctx::new(&root);
-            cx.error(FieldPath::root(), e.into_inner().to_string());
-            return Err(fail(cx.diags));
-        }
-    };
+    let raw = RawRunbook::from_node(&root);
     validate(raw, &root).map_err(|mut diagnostics| {
         diagnostics.sort_by_key(|d| d.span.map(|s| (s.start.line, s.start.col)));
         fail(diagnostics)

@@ -178,9 +178,9 @@ pub struct Step {
     pub until: Vec<Condition>,
     pub interval: Option<Duration>,
     pub with: IndexMap<String, Value>,
-    pub run: Option<Action>,
-    pub rollback: Option<Action>,
-    pub restore: Option<Action>,
+    pub run: Option<Box<Action>>,
+    pub rollback: Option<Box<Action>>,
+    pub restore: Option<Box<Action>>,
     pub on_failure: OnFailure,
     pub reason: Option<String>,
     pub for_each: Option<ForEach>,
@@ -309,7 +309,12 @@ pub enum Check {
         env: IndexMap<String, String>,
     },
     /// At least this much of the window is left.
-    Window { remaining_at_least: Duration },
+    Window {
+        remaining_at_least: Duration,
+    },
     /// Another step is in this state.
-    Step { id: String, state: StepState },
+    Step {
+        id: String,
+        state: StepState,
+    },
 }

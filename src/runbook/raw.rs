@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use crate::duration::parse_duration;
 use super::model::{Kind, OnFailure, StepState};
+use super::yaml::{Node, NodeValue, Scalar};
 use crate::diagnostic::{FieldPath, Seg};
+use crate::duration::parse_duration;
 
 /// A value that failed to deserialize does not stop its siblings: the error is kept with
 /// its path (relative to this value) so every problem in a file can be reported.
@@ -28,19 +29,41 @@ pub struct FieldError {
     pub message: String,
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
-        Ok(match serde_path_to_error::deserialize::<_, T>(value) {
+        // Tree deserializers (ours, serde_json's `Value`) hand the value over as a fresh
+        // deserializer here, so an error inside it can be kept instead of propagated.
+        d.deserialize_newtype_struct("Lenient", LenientVisitor(std::marker::PhantomData))
+    }
+}
+
+struct LenientVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for LenientVisitor<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Ok(match serde_path_to_error::deserialize::<_, T>(d) {
             Ok(t) => Lenient::Ok(t),
-            Err(e) => {
+            Err(e) => Lenient::Err(field_error(e)),
+        })
+    }
+}
+
+/// A serde error with the path where it happened.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldError {
+    {
+        {
+            {
                 let path = FieldPath(
                     e.path()
                         .iter()
                         .filter_map(|seg| match seg {
-                            serde_path_to_error::Segment::Seq { index } => {
-                                Some(Seg::Index(*index))
-                            }
+                            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
                             serde_path_to_error::Segment::Map { key } => {
                                 Some(Seg::Key(key.clone()))
                             }
@@ -48,12 +71,77 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
                         })
                         .collect(),
                 );
-                Lenient::Err(FieldError {
+                FieldError {
                     path,
                     message: e.into_inner().to_string(),
-                })
+                }
             }
-        })
+        }
+    }
+}
+
+/// Deserializes one node, keeping an error (with its path) instead of failing. The
+/// path-tracking deserializer only runs again when there is an error to locate, which
+/// keeps large runbooks fast.
+pub(super) fn lenient<'de, T: Deserialize<'de>>(node: &'de Node) -> Lenient<T> {
+    match T::deserialize(node) {
+        Ok(t) => Lenient::Ok(t),
+        Err(_) => match serde_path_to_error::deserialize::<_, T>(node) {
+            Ok(t) => Lenient::Ok(t),
+            Err(e) => Lenient::Err(field_error(e)),
+        },
+    }
+}
+
+/// A top-level field, absent when missing or null.
+fn field<'de, T: Deserialize<'de>>(root: &'de Node, name: &str) -> Option<Lenient<T>> {
+    let (_, node) = root.entry(name)?;
+    match &node.value {
+        NodeValue::Scalar(Scalar::Null, _) => None,
+        _ => Some(lenient(node)),
+    }
+}
+
+/// The step nodes, each read into a `RawStep` only when it is validated: a large
+/// runbook never holds all its raw steps at once.
+#[derive(Debug)]
+pub struct StepList<'a>(pub &'a [Node]);
+
+impl JsonSchema for StepList<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Steps".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        <Vec<RawStep>>::json_schema(generator)
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+impl<'a> RawRunbook<'a> {
+    /// Reads the top level field by field, so one bad value does not hide the problems
+    /// in the others.
+    pub fn from_node(root: &'a Node) -> RawRunbook<'a> {
+        let steps = root.entry("steps").and_then(|(_, node)| match &node.value {
+            NodeValue::Scalar(Scalar::Null, _) => None,
+            NodeValue::Seq(items) => Some(Lenient::Ok(StepList(items))),
+            _ => match lenient::<Vec<serde::de::IgnoredAny>>(node) {
+                Lenient::Err(e) => Some(Lenient::Err(e)),
+                Lenient::Ok(_) => None,
+            },
+        });
+        RawRunbook {
+            runbook: field(root, "runbook"),
+            title: field(root, "title"),
+            summary: field(root, "summary"),
+            window: field(root, "window"),
+            status_page: field(root, "status_page"),
+            vars: field(root, "vars"),
+            secrets: field(root, "secrets"),
+            targets: field(root, "targets"),
+            steps,
+        }
     }
 }
 
@@ -90,7 +178,12 @@ impl<'de> Deserialize<'de> for Dur {
                 )))
             }
             fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
-                Err(E::custom(format!("a duration cannot be `{n}`; write it like `20m`")))
+                match u64::try_from(n) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!(
+                        "a duration cannot be negative (`{n}`); write it like `20m`"
+                    ))),
+                }
             }
             fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Dur, E> {
                 Err(E::custom(format!(
@@ -110,7 +203,7 @@ impl JsonSchema for Dur {
         json_schema!({
             "type": "string",
             "description": "A duration such as `20m`, `1h30m` or `90s`.",
-            "pattern": "^\\s*([0-9]+\\s*[a-zA-Z]+\\s*)+$",
+            "pattern": "^\\s*([0-9]+\\s*(nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\\s*)+$",
             "examples": ["20m", "1h30m", "90s"]
         })
     }
@@ -142,9 +235,9 @@ impl JsonSchema for Text {
 }
 
 /// A runbook file (format v1).
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, JsonSchema)]
 #[schemars(deny_unknown_fields, title = "runbook v1")]
-pub struct RawRunbook {
+pub struct RawRunbook<'a> {
     /// The runbook id, `[a-z0-9-]+`: names its runs, lease and history.
     #[schemars(required)]
     pub runbook: Option<Lenient<String>>,
@@ -164,11 +257,9 @@ pub struct RawRunbook {
     pub targets: Option<Lenient<IndexMap<String, RawTarget>>>,
     /// The steps, run in order (`requires` can pull a step earlier).
     #[schemars(required)]
-    pub steps: Option<Lenient<Vec<Lenient<RawStep>>>>,
-    /// Fields nobody asked for; each is reported as unknown.
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub unknown: IndexMap<String, Value>,
+    pub steps: Option<Lenient<StepList<'a>>>,
+    // Unknown top-level fields are reported by `validate` from the node tree, so that one
+    // of them does not hide the problems in the rest of the file.
 }
 
 /// The maintenance window.
@@ -197,7 +288,10 @@ pub struct RawStatusPage {
 
 /// A fan-out list: items written here, or a query whose rows are the items.
 #[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged, expecting = "expected a list of items, or a query `{ sql, database }`")]
+#[serde(
+    untagged,
+    expecting = "expected a list of items, or a query `{ sql, database }`"
+)]
 pub enum RawTarget {
     List(Vec<Value>),
     Query(RawQuery),

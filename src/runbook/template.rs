@@ -25,8 +25,8 @@ pub struct SyntaxError {
 
 /// Helpers a template may call: the ones handlebars has built in.
 pub const HELPERS: &[&str] = &[
-    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt",
-    "lte", "and", "or", "not", "len",
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len",
 ];
 
 /// Whether a string holds template syntax at all (most fields do not).
@@ -36,6 +36,9 @@ pub fn is_template(text: &str) -> bool {
 
 /// Compiles a template and lists the values and helpers it uses.
 pub fn references(text: &str) -> Result<(Vec<Reference>, Vec<Reference>), SyntaxError> {
+    if let Some(refs) = plain_references(text) {
+        return Ok((refs, Vec::new()));
+    }
     let template = Template::compile(text).map_err(|e| {
         let (line, col) = e.pos().unwrap_or((1, 1));
         SyntaxError {
@@ -48,6 +51,55 @@ pub fn references(text: &str) -> Result<(Vec<Reference>, Vec<Reference>), Syntax
     let mut helpers = Vec::new();
     collect(&template, (1, 1), &mut refs, &mut helpers);
     Ok((refs, helpers))
+}
+
+/// The common case, without the full parser: every expression is a plain path such as
+/// `{{vars.app_db}}`. Anything else (helpers, blocks, escapes, literals, comments) returns
+/// `None` and goes through handlebars. Whatever this accepts, handlebars accepts alike.
+fn plain_references(text: &str) -> Option<Vec<Reference>> {
+    let mut refs = Vec::new();
+    let (mut line, mut line_start) = (1, 0);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => {
+                line += 1;
+                line_start = i + 1;
+                i += 1;
+            }
+            b'\\' if text[i..].starts_with("\\{{") => return None,
+            b'{' if text[i..].starts_with("{{") => {
+                let inner_start = i + 2;
+                let close = text[inner_start..].find("}}")? + inner_start;
+                let inner = text[inner_start..close].trim();
+                let simple = !inner.is_empty()
+                    && inner.split('.').all(|seg| {
+                        !seg.is_empty()
+                            && seg
+                                .bytes()
+                                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+                            && !seg.as_bytes()[0].is_ascii_digit()
+                            && !matches!(
+                                seg,
+                                "this" | "else" | "true" | "false" | "null" | "undefined"
+                            )
+                    });
+                if !simple || text[close + 2..].starts_with('}') {
+                    return None;
+                }
+                refs.push(Reference {
+                    segments: inner.split('.').map(str::to_owned).collect(),
+                    line,
+                    col: text[line_start..i].chars().count() + 1,
+                    raw: inner.to_owned(),
+                });
+                i = close + 2;
+            }
+            _ => i += 1,
+        }
+    }
+    Some(refs)
 }
 
 fn collect(
@@ -101,7 +153,8 @@ fn element(
                 }
                 // `each` and `with` change the context inside their body; only `if` and
                 // `unless` bodies see the same values as the field itself.
-                let same_context = matches!(&h.name, Parameter::Name(n) if n == "if" || n == "unless");
+                let same_context =
+                    matches!(&h.name, Parameter::Name(n) if n == "if" || n == "unless");
                 if same_context {
                     for body in h.template.iter().chain(h.inverse.iter()) {
                         collect(body, pos, refs, helpers);
@@ -158,7 +211,12 @@ mod tests {
     use super::*;
 
     fn paths(text: &str) -> Vec<String> {
-        references(text).unwrap().0.into_iter().map(|r| r.segments.join(".")).collect()
+        references(text)
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|r| r.segments.join("."))
+            .collect()
     }
 
     #[test]
@@ -176,10 +234,45 @@ mod tests {
             paths("{{#if vars.a}}{{vars.b}}{{else}}{{item}}{{/if}}"),
             vec!["vars.a", "vars.b", "item"]
         );
-        assert_eq!(paths("{{#each targets.t}}{{this}}{{/each}}"), vec!["targets.t"]);
-        assert_eq!(paths("{{steps.go-no-go.outputs.by}}"), vec!["steps.go-no-go.outputs.by"]);
+        assert_eq!(
+            paths("{{#each targets.t}}{{this}}{{/each}}"),
+            vec!["targets.t"]
+        );
+        assert_eq!(
+            paths("{{steps.go-no-go.outputs.by}}"),
+            vec!["steps.go-no-go.outputs.by"]
+        );
         let (_, helpers) = references("{{upper vars.a}}").unwrap();
         assert_eq!(helpers[0].segments, vec!["upper"]);
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_handlebars() {
+        for text in [
+            "plain text",
+            "{{vars.a}}",
+            "x {{ vars.a }} y\n  {{run.id}}/{{steps.go-no-go.outputs.by}}",
+            "é {{vars.a}}",
+            "{{item}}",
+        ] {
+            let fast = plain_references(text).expect("simple");
+            let template = Template::compile(text).unwrap();
+            let (mut refs, mut helpers) = (Vec::new(), Vec::new());
+            collect(&template, (1, 1), &mut refs, &mut helpers);
+            assert_eq!(fast, refs, "{text}");
+        }
+        for text in [
+            "{{{vars.a}}}",
+            "\\{{x}}",
+            "{{#if a}}b{{/if}}",
+            "{{upper a}}",
+            "{{1}}",
+            "{{a",
+            "{{this}}",
+            "{{!c}}",
+        ] {
+            assert!(plain_references(text).is_none(), "{text}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::model::*;
 use super::raw::*;
 use super::template;
-use super::yaml::{Node, NodeValue, Span, Style};
+use super::yaml::{Node, NodeValue, Pos, Scalar, Span, Style};
 use crate::diagnostic::{Diagnostic, FieldPath, Seg};
 use crate::suggest::did_you_mean;
 
@@ -33,7 +33,9 @@ pub const RUN_FIELDS: &[&str] = &["id", "runbook", "started_at", "operator"];
 /// Values `{{window.*}}` offers.
 pub const WINDOW_FIELDS: &[&str] = &["start", "end", "duration", "timezone"];
 /// Roots a template reference may start with.
-const ROOTS: &[&str] = &["vars", "targets", "secrets", "run", "window", "steps", "item"];
+const ROOTS: &[&str] = &[
+    "vars", "targets", "secrets", "run", "window", "steps", "item",
+];
 
 /// Collects problems and knows where each field path was written.
 pub(super) struct Ctx<'a> {
@@ -72,7 +74,11 @@ impl<'a> Ctx<'a> {
     /// Reports a problem with the value at `path`.
     pub fn error(&mut self, path: FieldPath, message: impl Into<String>) -> &mut Diagnostic {
         let (node, _, found) = self.locate(&path);
-        let span = if found { node.span } else { node.span.at_start() };
+        let span = if found {
+            node.span
+        } else {
+            node.span.at_start()
+        };
         self.push(Diagnostic::at(path, message).with_span(span))
     }
 
@@ -162,7 +168,10 @@ fn is_id(s: &str, allow_underscore: bool) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
         && chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_underscore && c == '_')
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || (allow_underscore && c == '_')
         })
 }
 
@@ -177,10 +186,15 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
     let mut cx = Ctx::new(root);
     let top = FieldPath::root();
 
-    for name in raw.unknown.keys() {
-        let label = did_you_mean(name, TOP_FIELDS);
-        let d = cx.error_key(top.key(name), format!("unknown field `{name}`"));
-        d.label = label;
+    if let NodeValue::Map(entries) = &root.value {
+        for (key, _) in entries {
+            let name = key.as_str().unwrap_or_default();
+            if !TOP_FIELDS.contains(&name) {
+                let label = did_you_mean(name, TOP_FIELDS);
+                cx.error_key(top.key(name), format!("unknown field `{name}`"))
+                    .label = label;
+            }
+        }
     }
 
     let id = match cx.lenient(top.key("runbook"), raw.runbook) {
@@ -220,7 +234,10 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             StatusPage {
                 components: sp.components,
                 announce_before: cx
-                    .lenient(top.key("status_page").key("announce_before"), sp.announce_before)
+                    .lenient(
+                        top.key("status_page").key("announce_before"),
+                        sp.announce_before,
+                    )
                     .map(|d| d.0),
             }
         }
@@ -265,40 +282,26 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         }
     }
 
-    // Steps: deserialize leniently, so a broken step still lends its id to references.
-    let raw_steps = match cx.lenient(top.key("steps"), raw.steps) {
-        Some(s) => {
-            if s.is_empty() {
+    // Steps: ids first (from the nodes, so a broken step still lends its id to
+    // references), then each step read and validated on its own.
+    let step_nodes: &[Node] = match cx.lenient(top.key("steps"), raw.steps) {
+        Some(StepList(nodes)) => {
+            if nodes.is_empty() {
                 cx.error(top.key("steps"), "a runbook needs at least one step");
             }
-            s
+            nodes
         }
         None => {
             if cx.node(&top.key("steps")).is_none() {
                 cx.error(top.clone(), "missing field `steps`");
             }
-            Vec::new()
+            &[]
         }
     };
-    let mut all_ids: Vec<Option<String>> = Vec::with_capacity(raw_steps.len());
-    let mut parsed: Vec<Option<RawStep>> = Vec::with_capacity(raw_steps.len());
-    for (i, s) in raw_steps.into_iter().enumerate() {
-        let path = top.key("steps").index(i);
-        match s {
-            Lenient::Ok(step) => {
-                all_ids.push(Some(step.id.clone()));
-                parsed.push(Some(step));
-            }
-            Lenient::Err(e) => {
-                cx.serde_error(path.join(&e.path), &e.message);
-                let id = cx
-                    .node(&path.key("id"))
-                    .and_then(|n| n.as_str().map(str::to_owned));
-                all_ids.push(id);
-                parsed.push(None);
-            }
-        }
-    }
+    let all_ids: Vec<Option<&str>> = step_nodes
+        .iter()
+        .map(|n| n.entry("id").and_then(|(_, v)| v.as_str()))
+        .collect();
 
     // Ids: well-formed and unique.
     let mut index_of: HashMap<String, usize> = HashMap::with_capacity(all_ids.len());
@@ -311,7 +314,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
                 format!("step id `{id}` must start with a lowercase letter or digit and use only lowercase letters, digits, `-` and `_`"),
             );
         }
-        if let Some(&first) = index_of.get(id) {
+        if let Some(&first) = index_of.get(*id) {
             let line = cx
                 .node(&top.key("steps").index(first).key("id"))
                 .map(|n| n.span.start.line)
@@ -319,17 +322,23 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             cx.error(path, format!("duplicate step id `{id}`")).label =
                 Some(format!("first used on line {line}"));
         } else {
-            index_of.insert(id.clone(), i);
+            index_of.insert((*id).to_owned(), i);
         }
     }
 
     // Steps that did not parse stay as `None`, so indexes keep matching the file.
-    let steps: Vec<Option<Step>> = parsed
-        .into_iter()
+    let steps: Vec<Option<Step>> = step_nodes
+        .iter()
         .enumerate()
-        .map(|(i, rs)| {
+        .map(|(i, node)| {
             let path = top.key("steps").index(i);
-            rs.map(|rs| validate_step(&mut cx, &path, rs, &index_of, &targets))
+            match lenient::<Box<RawStep>>(node) {
+                Lenient::Ok(rs) => Some(validate_step(&mut cx, &path, *rs, &index_of, &targets)),
+                Lenient::Err(e) => {
+                    cx.serde_error(path.join(&e.path), &e.message);
+                    None
+                }
+            }
         })
         .collect();
 
@@ -341,11 +350,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             secrets: &secrets,
             steps: &steps,
             index_of: &index_of,
-            position: order
-                .iter()
-                .enumerate()
-                .map(|(pos, &i)| (i, pos))
-                .collect(),
+            position: order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect(),
         };
         check_top_templates(&mut cx, &scope);
         for i in 0..steps.len() {
@@ -401,16 +406,22 @@ fn validate_window(cx: &mut Ctx, raw: Option<RawWindow>) -> Window {
             }
         },
     };
-    let start = raw.start.as_ref().and_then(|s| match parse_timestamp(s, timezone) {
-        Ok(t) => Some(t),
-        Err(msg) => {
-            cx.error(path.key("start"), msg);
-            None
-        }
-    });
+    let start = raw
+        .start
+        .as_ref()
+        .and_then(|s| match parse_timestamp(s, timezone) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                cx.error(path.key("start"), msg);
+                None
+            }
+        });
     let duration = cx.lenient(path.key("duration"), raw.duration).map(|d| d.0);
     if duration.is_some_and(|d| d.is_zero()) {
-        cx.error(path.key("duration"), "the window duration must be more than zero");
+        cx.error(
+            path.key("duration"),
+            "the window duration must be more than zero",
+        );
     }
     Window {
         start,
@@ -430,10 +441,15 @@ pub fn parse_timestamp(text: &str, tz: Tz) -> Result<DateTime<Utc>, String> {
             "invalid timestamp `{text}`; write it like `2026-11-24T19:00:00Z` (RFC 3339), or without an offset to use the window's time zone"
         )
     };
-    let naive = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .ok_or_else(bad)?;
+    let naive = [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+    .ok_or_else(bad)?;
     match tz.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         chrono::LocalResult::Ambiguous(..) => Err(format!(
@@ -452,12 +468,12 @@ fn validate_step(
     index_of: &HashMap<String, usize>,
     targets: &IndexMap<String, Target>,
 ) -> Step {
-    let known_ids: Vec<&str> = index_of.keys().map(String::as_str).collect();
     for (j, req) in rs.requires.iter().enumerate() {
         let p = path.key("requires").index(j);
         if req == &rs.id {
             cx.error(p, format!("step `{}` requires itself", rs.id));
         } else if !index_of.contains_key(req) {
+            let known_ids: Vec<&str> = index_of.keys().map(String::as_str).collect();
             let label = did_you_mean(req, &known_ids);
             cx.error(p, format!("step `{}` requires unknown step `{req}`", rs.id))
                 .label = label;
@@ -487,19 +503,31 @@ fn validate_step(
         },
     };
 
-    let preconditions = conditions(cx, &path.key("preconditions"), rs.preconditions, true, index_of);
+    let preconditions = conditions(
+        cx,
+        &path.key("preconditions"),
+        rs.preconditions,
+        true,
+        index_of,
+    );
     let checks = conditions(cx, &path.key("checks"), rs.checks, false, index_of);
     let until = conditions(cx, &path.key("until"), rs.until, false, index_of);
     if !checks.is_empty() && !matches!(rs.kind, Kind::Test | Kind::Verify) {
         cx.error_key(
             path.key("checks"),
-            format!("`checks` belong to `test` and `verify` steps, not `{}`", rs.kind.as_str()),
+            format!(
+                "`checks` belong to `test` and `verify` steps, not `{}`",
+                rs.kind.as_str()
+            ),
         );
     }
     if rs.kind == Kind::Wait && cx.node(&path.key("until")).is_none() {
         cx.error(
             path.key("kind"),
-            format!("`wait` step `{}` needs `until:` conditions to wait for", rs.id),
+            format!(
+                "`wait` step `{}` needs `until:` conditions to wait for",
+                rs.id
+            ),
         );
     }
     if !until.is_empty() && rs.kind != Kind::Wait {
@@ -509,10 +537,15 @@ fn validate_step(
         cx.error_key(path.key("interval"), "`interval` belongs to `wait` steps");
     }
     if rs.wait_for.is_some() && preconditions.is_empty() {
-        cx.error_key(path.key("wait_for"), "`wait_for` needs `preconditions` to re-check");
+        cx.error_key(
+            path.key("wait_for"),
+            "`wait_for` needs `preconditions` to re-check",
+        );
     }
 
-    let run = rs.run.map(|a| action(cx, &path.key("run"), a, false));
+    let run = rs
+        .run
+        .map(|a| Box::new(action(cx, &path.key("run"), a, false)));
     if matches!(rs.kind, Kind::Patch | Kind::Install) && run.is_none() {
         cx.error(
             path.key("kind"),
@@ -526,15 +559,25 @@ fn validate_step(
     if matches!(rs.kind, Kind::Test) && run.is_none() && checks.is_empty() {
         cx.error(
             path.key("kind"),
-            format!("`test` step `{}` needs `checks:` (or a `run:` action)", rs.id),
+            format!(
+                "`test` step `{}` needs `checks:` (or a `run:` action)",
+                rs.id
+            ),
         );
     }
-    let rollback = rs.rollback.map(|a| action(cx, &path.key("rollback"), a, true));
-    let restore = rs.restore.map(|a| action(cx, &path.key("restore"), a, true));
+    let rollback = rs
+        .rollback
+        .map(|a| Box::new(action(cx, &path.key("rollback"), a, true)));
+    let restore = rs
+        .restore
+        .map(|a| Box::new(action(cx, &path.key("restore"), a, true)));
     if restore.is_some() && !rs.checkpoint {
         cx.error_key(
             path.key("restore"),
-            format!("`restore` is only for checkpoints: add `checkpoint: true` to step `{}`", rs.id),
+            format!(
+                "`restore` is only for checkpoints: add `checkpoint: true` to step `{}`",
+                rs.id
+            ),
         );
     }
     let on_failure = rs.on_failure.unwrap_or_default();
@@ -639,13 +682,19 @@ fn validate_step(
     if rs.kind == Kind::Announce && rs.title.is_none() && !matches!(public, Public::Text(_)) {
         cx.error(
             path.key("kind"),
-            format!("`announce` step `{}` needs a `title` (the text to publish)", rs.id),
+            format!(
+                "`announce` step `{}` needs a `title` (the text to publish)",
+                rs.id
+            ),
         );
     }
     let mut seen = HashSet::new();
     for (j, o) in rs.outputs.iter().enumerate() {
         if !seen.insert(o.as_str()) {
-            cx.error(path.key("outputs").index(j), format!("output `{o}` is listed twice"));
+            cx.error(
+                path.key("outputs").index(j),
+                format!("output `{o}` is listed twice"),
+            );
         }
     }
 
@@ -679,7 +728,10 @@ fn validate_step(
 }
 
 fn texts(m: Option<IndexMap<String, Text>>) -> IndexMap<String, String> {
-    m.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+    m.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
 }
 
 fn http(h: RawHttp) -> HttpCheck {
@@ -698,7 +750,11 @@ fn http(h: RawHttp) -> HttpCheck {
 
 /// Names the fields that are set, for "exactly one of" checks.
 fn set_fields(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
-    fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect()
+    fields
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(n, _)| *n)
+        .collect()
 }
 
 fn conditions(
@@ -729,7 +785,11 @@ fn conditions(
             } else {
                 format!(
                     "a condition has one of {allowed}, this one has {}",
-                    kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                    kinds
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 )
             };
             cx.error(p, msg);
@@ -737,7 +797,10 @@ fn conditions(
         }
         let kind = kinds[0];
         if !precondition && matches!(kind, "window" | "step") {
-            cx.error_key(p.key(kind), format!("`{kind}` conditions are only for preconditions"));
+            cx.error_key(
+                p.key(kind),
+                format!("`{kind}` conditions are only for preconditions"),
+            );
             continue;
         }
         let misplaced = [
@@ -748,7 +811,10 @@ fn conditions(
         ];
         for (field, set, owner) in misplaced {
             if set && kind != owner {
-                cx.error_key(p.key(field), format!("`{field}` goes with `{owner}`, not `{kind}`"));
+                cx.error_key(
+                    p.key(field),
+                    format!("`{field}` goes with `{owner}`, not `{kind}`"),
+                );
             }
         }
         let check = match kind {
@@ -776,8 +842,11 @@ fn conditions(
                 if !index_of.contains_key(&id) {
                     let ids: Vec<&str> = index_of.keys().map(String::as_str).collect();
                     let label = did_you_mean(&id, &ids);
-                    cx.error(p.key("step"), format!("condition refers to unknown step `{id}`"))
-                        .label = label;
+                    cx.error(
+                        p.key("step"),
+                        format!("condition refers to unknown step `{id}`"),
+                    )
+                    .label = label;
                 }
                 Check::Step {
                     id,
@@ -811,7 +880,11 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
         } else {
             format!(
                 "an action has one of {allowed}, this one has {}",
-                kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" and ")
+                kinds
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )
         };
         cx.error(path.clone(), msg);
@@ -832,7 +905,10 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
     ];
     for (field, set, owner) in misplaced {
         if set && kind != owner {
-            cx.error_key(path.key(field), format!("`{field}` goes with `{owner}`, not `{kind}`"));
+            cx.error_key(
+                path.key(field),
+                format!("`{field}` goes with `{owner}`, not `{kind}`"),
+            );
         }
     }
     match kind {
@@ -883,7 +959,10 @@ fn order_steps(
         let mut stack = vec![(start, 0usize)];
         mark[start] = Mark::Active;
         while let Some(&mut (i, ref mut next)) = stack.last_mut() {
-            let reqs = steps[i].as_ref().map(|s| s.requires.as_slice()).unwrap_or(&[]);
+            let reqs = steps[i]
+                .as_ref()
+                .map(|s| s.requires.as_slice())
+                .unwrap_or(&[]);
             if *next < reqs.len() {
                 let r = *next;
                 *next += 1;
@@ -899,9 +978,14 @@ fn order_steps(
                     Mark::Active => {
                         let from = stack.iter().position(|&(s, _)| s == j).unwrap_or(0);
                         let id = |s: usize| steps[s].as_ref().map(|s| s.id.as_str()).unwrap_or("?");
-                        let mut names: Vec<&str> = stack[from..].iter().map(|&(s, _)| id(s)).collect();
+                        let mut names: Vec<&str> =
+                            stack[from..].iter().map(|&(s, _)| id(s)).collect();
                         names.push(id(j));
-                        let path = FieldPath::root().key("steps").index(i).key("requires").index(r);
+                        let path = FieldPath::root()
+                            .key("steps")
+                            .index(i)
+                            .key("requires")
+                            .index(r);
                         cx.error(path, format!("dependency cycle: {}", names.join(" → ")));
                         cyclic = true;
                     }
@@ -976,8 +1060,7 @@ fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
         let site = Site {
             step: Some(i),
             public: matches!(field, "title" | "public"),
-            item: step.for_each.is_some()
-                && !matches!(field, "title" | "public" | "for_each"),
+            item: step.for_each.is_some() && !matches!(field, "title" | "public" | "for_each"),
             own_outputs: matches!(field, "rollback" | "restore"),
         };
         match field {
@@ -987,30 +1070,58 @@ fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
     }
 }
 
-/// Checks every string under `node` that holds a template.
-fn check_node(cx: &mut Ctx, scope: &Scope, site: Site, path: FieldPath, node: &Node) {
-    // Explicit stack: the tree is at most MAX_DEPTH deep, but there is no need to recurse.
-    let mut stack = vec![(path, node)];
-    while let Some((path, node)) = stack.pop() {
-        match &node.value {
-            NodeValue::Scalar(Value::String(s), style) => {
-                if site.public {
-                    check_public_text(cx, scope, &path, node, s);
-                }
-                if template::is_template(s) {
-                    check_string(cx, scope, site, &path, node, s, *style);
-                }
+/// Checks every string under `node` that holds a template. The path below `base` is
+/// kept as borrowed segments and only turned into a `FieldPath` when a string needs it.
+fn check_node(cx: &mut Ctx, scope: &Scope, site: Site, base: FieldPath, node: &Node) {
+    let mut below = Vec::new();
+    walk(cx, scope, site, &base, &mut below, node);
+}
+
+enum Below<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn walk<'a>(
+    cx: &mut Ctx,
+    scope: &Scope,
+    site: Site,
+    base: &FieldPath,
+    below: &mut Vec<Below<'a>>,
+    node: &'a Node,
+) {
+    match &node.value {
+        NodeValue::Scalar(Scalar::Str(s), style) => {
+            let template = template::is_template(s);
+            if !site.public && !template {
+                return;
             }
-            NodeValue::Scalar(..) => {}
-            NodeValue::Seq(items) => {
-                for (i, n) in items.iter().enumerate().rev() {
-                    stack.push((path.index(i), n));
-                }
+            let mut path = base.clone();
+            path.0.extend(below.iter().map(|b| match b {
+                Below::Key(k) => Seg::Key((*k).to_owned()),
+                Below::Index(i) => Seg::Index(*i),
+            }));
+            if site.public {
+                check_public_text(cx, scope, &path, node, s);
             }
-            NodeValue::Map(entries) => {
-                for (k, v) in entries.iter().rev() {
-                    stack.push((path.key(k.as_str().unwrap_or_default()), v));
-                }
+            if template {
+                check_string(cx, scope, site, &path, node, s, *style);
+            }
+        }
+        NodeValue::Scalar(..) => {}
+        // Depth is bounded by `yaml::MAX_DEPTH`, so recursion is safe.
+        NodeValue::Seq(items) => {
+            for (i, n) in items.iter().enumerate() {
+                below.push(Below::Index(i));
+                walk(cx, scope, site, base, below, n);
+                below.pop();
+            }
+        }
+        NodeValue::Map(entries) => {
+            for (k, v) in entries {
+                below.push(Below::Key(k.as_str().unwrap_or_default()));
+                walk(cx, scope, site, base, below, v);
+                below.pop();
             }
         }
     }
@@ -1018,18 +1129,15 @@ fn check_node(cx: &mut Ctx, scope: &Scope, site: Site, path: FieldPath, node: &N
 
 /// The place in the file of a position inside a scalar's text.
 fn place_in_scalar(node: &Node, style: Style, line: usize, col: usize, len: usize) -> Span {
-    let start = node.span.start;
-    let (l, c) = match style {
-        Style::Plain if line == 1 => (start.line, start.col + col - 1),
-        Style::Quoted if line == 1 => (start.line, start.col + col),
+    let (l, c) = (node.span.start.line as usize, node.span.start.col as usize);
+    let c = match style {
+        Style::Plain if line == 1 => c + col - 1,
+        Style::Quoted if line == 1 => c + col,
         _ => return node.span,
     };
     Span {
-        start: super::yaml::Pos { line: l, col: c },
-        end: super::yaml::Pos {
-            line: l,
-            col: c + len,
-        },
+        start: Pos::new(l, c),
+        end: Pos::new(l, c + len),
     }
 }
 
@@ -1038,7 +1146,9 @@ fn expression_len(text: &str, line: usize, col: usize) -> usize {
         return 1;
     };
     let rest: String = l.chars().skip(col.saturating_sub(1)).collect();
-    rest.find("}}").map(|e| rest[..e + 2].chars().count()).unwrap_or(1)
+    rest.find("}}")
+        .map(|e| rest[..e + 2].chars().count())
+        .unwrap_or(1)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1058,7 +1168,8 @@ fn check_string(
             let why = if text.matches("{{").count() > text.matches("}}").count() {
                 "`{{` is not closed by `}}`".to_owned()
             } else {
-                e.message.replace("invalid handlebars syntax: ", "unexpected syntax, ")
+                e.message
+                    .replace("invalid handlebars syntax: ", "unexpected syntax, ")
             };
             cx.error_at(path.clone(), span, format!("invalid template: {why}"));
             return;
@@ -1067,15 +1178,31 @@ fn check_string(
     for h in helpers {
         let name = h.segments.join(".");
         if !template::HELPERS.contains(&name.as_str()) {
-            let span = place_in_scalar(node, style, h.line, h.col, expression_len(text, h.line, h.col));
+            let span = place_in_scalar(
+                node,
+                style,
+                h.line,
+                h.col,
+                expression_len(text, h.line, h.col),
+            );
             let label = did_you_mean(&name, template::HELPERS);
-            cx.error_at(path.clone(), span, format!("unknown template helper `{name}`"));
+            cx.error_at(
+                path.clone(),
+                span,
+                format!("unknown template helper `{name}`"),
+            );
             cx.diags.last_mut().expect("pushed").label = label;
         }
     }
     for r in refs {
         if let Err((msg, label)) = check_reference(scope, site, &r.segments) {
-            let span = place_in_scalar(node, style, r.line, r.col, expression_len(text, r.line, r.col));
+            let span = place_in_scalar(
+                node,
+                style,
+                r.line,
+                r.col,
+                expression_len(text, r.line, r.col),
+            );
             cx.error_at(path.clone(), span, msg);
             cx.diags.last_mut().expect("pushed").label = label;
         }
@@ -1118,30 +1245,52 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
     };
     match segs[0].as_str() {
         "vars" => {
-            member("vars", segs.get(1), names(&mut scope.vars.keys().map(String::as_str)))?;
+            member(
+                "vars",
+                segs.get(1),
+                names(&mut scope.vars.keys().map(String::as_str)),
+            )?;
             let mut value = &scope.vars[segs[1].as_str()];
             for s in &segs[2..] {
                 match value.get(s) {
                     Some(v) => value = v,
                     None => {
-                        return Err((format!("`{{{{{full}}}}}`: variable has no field `{s}`"), None));
+                        return Err((
+                            format!("`{{{{{full}}}}}`: variable has no field `{s}`"),
+                            None,
+                        ));
                     }
                 }
             }
             Ok(())
         }
-        "targets" => member("targets", segs.get(1), names(&mut scope.targets.keys().map(String::as_str))),
+        "targets" => member(
+            "targets",
+            segs.get(1),
+            names(&mut scope.targets.keys().map(String::as_str)),
+        ),
         "secrets" => {
             if site.public {
                 return Err((
-                    format!("secret `{}` used in public text", segs.get(1).map(String::as_str).unwrap_or("?")),
+                    format!(
+                        "secret `{}` used in public text",
+                        segs.get(1).map(String::as_str).unwrap_or("?")
+                    ),
                     Some("public text is shown to customers".into()),
                 ));
             }
-            member("secrets", segs.get(1), names(&mut scope.secrets.iter().map(String::as_str)))
+            member(
+                "secrets",
+                segs.get(1),
+                names(&mut scope.secrets.iter().map(String::as_str)),
+            )
         }
         "run" => member("run", segs.get(1), names(&mut RUN_FIELDS.iter().copied())),
-        "window" => member("window", segs.get(1), names(&mut WINDOW_FIELDS.iter().copied())),
+        "window" => member(
+            "window",
+            segs.get(1),
+            names(&mut WINDOW_FIELDS.iter().copied()),
+        ),
         "item" => {
             if site.item {
                 Ok(())
@@ -1155,13 +1304,26 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
         "steps" => check_step_reference(scope, site, segs, &full),
         other => Err((
             format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
-            did_you_mean(other, ROOTS)
-                .or_else(|| Some(format!("templates can use {}", ROOTS.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")))),
+            did_you_mean(other, ROOTS).or_else(|| {
+                Some(format!(
+                    "templates can use {}",
+                    ROOTS
+                        .iter()
+                        .map(|r| format!("`{r}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
         )),
     }
 }
 
-fn check_step_reference(scope: &Scope, site: Site, segs: &[String], full: &str) -> Result<(), RefError> {
+fn check_step_reference(
+    scope: &Scope,
+    site: Site,
+    segs: &[String],
+    full: &str,
+) -> Result<(), RefError> {
     let shape = || {
         Err((
             format!("`{{{{{full}}}}}` should look like `steps.ID.outputs.NAME`"),
@@ -1176,14 +1338,24 @@ fn check_step_reference(scope: &Scope, site: Site, segs: &[String], full: &str) 
     }
     let Some(&target) = scope.index_of.get(id) else {
         let ids: Vec<&str> = scope.index_of.keys().map(String::as_str).collect();
-        return Err((format!("`{{{{{full}}}}}` refers to unknown step `{id}`"), did_you_mean(id, &ids)));
+        return Err((
+            format!("`{{{{{full}}}}}` refers to unknown step `{id}`"),
+            did_you_mean(id, &ids),
+        ));
     };
     if let Some(me) = site.step {
         let (t, m) = (scope.position[&target], scope.position[&me]);
         let ok = t < m || (t == m && site.own_outputs);
         if !ok {
-            let when = if t == m { "its own outputs exist only after it has run" } else { "it runs later" };
-            let my_id = scope.steps[me].as_ref().map(|s| s.id.as_str()).unwrap_or("?");
+            let when = if t == m {
+                "its own outputs exist only after it has run"
+            } else {
+                "it runs later"
+            };
+            let my_id = scope.steps[me]
+                .as_ref()
+                .map(|s| s.id.as_str())
+                .unwrap_or("?");
             return Err((
                 format!("step `{my_id}` uses outputs of step `{id}`, but {when}"),
                 Some("only outputs of earlier steps can be used".into()),
@@ -1207,7 +1379,13 @@ fn check_step_reference(scope: &Scope, site: Site, segs: &[String], full: &str) 
         Some(if all.is_empty() {
             format!("step `{id}` has no outputs")
         } else {
-            format!("step `{id}` has outputs {}", all.iter().map(|o| format!("`{o}`")).collect::<Vec<_>>().join(", "))
+            format!(
+                "step `{id}` has outputs {}",
+                all.iter()
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         })
     });
     Err((format!("step `{id}` has no output `{name}`"), label))
@@ -1232,7 +1410,11 @@ fn check_public_text(cx: &mut Ctx, scope: &Scope, path: &FieldPath, node: &Node,
                 };
                 let line = text[..at].matches('\n').count() + 1;
                 let span = place_in_scalar(node, style, line, col, secret.chars().count());
-                cx.error_at(path.clone(), span, format!("secret `{secret}` named in public text"));
+                cx.error_at(
+                    path.clone(),
+                    span,
+                    format!("secret `{secret}` named in public text"),
+                );
                 cx.diags.last_mut().expect("pushed").label =
                     Some("public text is shown to customers".into());
                 break;

@@ -7,13 +7,25 @@
 use std::collections::HashSet;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
+use serde::de::{self, IntoDeserializer, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// A position in the source: 1-based line, 0-based column (in characters).
+/// A position in the source: 1-based line, 0-based column (in characters). Kept to 32
+/// bits each: files are limited to 16 MiB, and every node carries two of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
-    pub line: usize,
-    pub col: usize,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    /// A position from 1-based line and 0-based column.
+    pub fn new(line: usize, col: usize) -> Pos {
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// A source range; `end` is exclusive.
@@ -26,14 +38,8 @@ pub struct Span {
 impl Span {
     fn from_yaml(s: YSpan) -> Span {
         Span {
-            start: Pos {
-                line: s.start.line(),
-                col: s.start.col(),
-            },
-            end: Pos {
-                line: s.end.line(),
-                col: s.end.col(),
-            },
+            start: Pos::new(s.start.line(), s.start.col()),
+            end: Pos::new(s.end.line(), s.end.col()),
         }
     }
 
@@ -61,10 +67,20 @@ pub struct Node {
     pub span: Span,
 }
 
-/// The value of a node; scalars are already resolved to JSON types.
+/// A resolved scalar: small, so that large documents stay small in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Box<str>),
+}
+
+/// The value of a node; scalars are already resolved to their types.
 #[derive(Debug, Clone)]
 pub enum NodeValue {
-    Scalar(Value, Style),
+    Scalar(Scalar, Style),
     Seq(Vec<Node>),
     /// Keys keep their own node for positions; they are always strings.
     Map(Vec<(Node, Node)>),
@@ -80,7 +96,7 @@ pub struct YamlError {
 /// Nesting deeper than this is refused: no runbook needs it, and it bounds recursion later.
 pub const MAX_DEPTH: usize = 64;
 /// Upper bound on nodes after alias expansion (guards against "billion laughs").
-pub const MAX_NODES: usize = 4_000_000;
+pub const MAX_NODES: usize = 1_000_000;
 
 enum Frame {
     Seq {
@@ -91,6 +107,7 @@ enum Frame {
     Map {
         entries: Vec<(Node, Node)>,
         pending_key: Option<Node>,
+        /// Keys seen so far, once the mapping is too large for a linear scan.
         seen: HashSet<String>,
         start: Span,
         anchor: usize,
@@ -124,10 +141,7 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
     for event in Parser::new_from_str(source) {
         let (event, yspan) = event.map_err(|e| {
             let m = e.marker();
-            let pos = Pos {
-                line: m.line(),
-                col: m.col(),
-            };
+            let pos = Pos::new(m.line(), m.col());
             err(
                 format!("invalid YAML: {}", e.info()),
                 Span {
@@ -148,7 +162,7 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let (value, style) = resolve_scalar(&text, style, tag.as_deref(), span)?;
+                let (value, style) = resolve_scalar(text, style, tag.as_deref(), span)?;
                 b.push(
                     Node {
                         value: NodeValue::Scalar(value, style),
@@ -184,17 +198,19 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
             }
             Event::SequenceEnd | Event::MappingEnd => b.close(span)?,
             Event::Alias(id) => {
-                let (node, size) = b
-                    .anchors
-                    .get(id)
-                    .and_then(|a| a.clone())
-                    .ok_or_else(|| err("alias refers to an unknown anchor", span))?;
-                b.push(node, 0, size)?;
+                let size = match b.anchors.get(id) {
+                    Some(Some((_, size))) => *size,
+                    _ => return Err(err("alias refers to an unknown anchor", span)),
+                };
+                // Refuse before copying, so an alias bomb costs nothing.
+                b.count(size, span)?;
+                let node = b.anchors[id]
+                    .as_ref()
+                    .map(|(n, _)| n.clone())
+                    .expect("checked");
+                b.push(node, 0, 0)?;
             }
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentEnd
-            | Event::Nothing => {}
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
     b.root.ok_or_else(|| {
@@ -218,15 +234,21 @@ impl Builder {
     }
 
     fn close(&mut self, end: Span) -> Result<(), YamlError> {
-        let frame = self.stack.pop().expect("parser balances start and end events");
+        let frame = self
+            .stack
+            .pop()
+            .expect("parser balances start and end events");
         let (node, anchor) = match frame {
             Frame::Seq {
-                items,
+                mut items,
                 start,
                 anchor,
             } => (
                 Node {
-                    value: NodeValue::Seq(items),
+                    value: NodeValue::Seq({
+                        items.shrink_to_fit();
+                        items
+                    }),
                     span: Span {
                         start: start.start,
                         end: end.end,
@@ -235,13 +257,16 @@ impl Builder {
                 anchor,
             ),
             Frame::Map {
-                entries,
+                mut entries,
                 start,
                 anchor,
                 ..
             } => (
                 Node {
-                    value: NodeValue::Map(entries),
+                    value: NodeValue::Map({
+                        entries.shrink_to_fit();
+                        entries
+                    }),
                     span: Span {
                         start: start.start,
                         end: end.end,
@@ -283,12 +308,12 @@ impl Builder {
                 ..
             }) => match pending_key.take() {
                 None => {
-                    let key = match &node.value {
-                        NodeValue::Scalar(Value::String(s), _) => s.clone(),
-                        NodeValue::Scalar(Value::Null, _) => {
+                    let key = match node.value {
+                        NodeValue::Scalar(Scalar::Str(s), _) => s.into_string(),
+                        NodeValue::Scalar(Scalar::Null, _) => {
                             return Err(err("a mapping key is empty", node.span));
                         }
-                        NodeValue::Scalar(v, _) => v.to_string(),
+                        NodeValue::Scalar(ref v, _) => v.to_json().to_string(),
                         _ => {
                             return Err(err(
                                 "mapping keys must be plain strings, not lists or mappings",
@@ -296,11 +321,27 @@ impl Builder {
                             ));
                         }
                     };
-                    if !seen.insert(key.clone()) {
+                    // Small mappings (nearly all of them) are checked by scanning.
+                    const SCAN: usize = 16;
+                    let duplicate = if entries.len() < SCAN {
+                        entries
+                            .iter()
+                            .any(|(k, _)| k.as_str() == Some(key.as_str()))
+                    } else {
+                        if seen.is_empty() {
+                            seen.extend(
+                                entries
+                                    .iter()
+                                    .filter_map(|(k, _)| k.as_str().map(str::to_owned)),
+                            );
+                        }
+                        !seen.insert(key.clone())
+                    };
+                    if duplicate {
                         return Err(err(format!("duplicate key `{key}`"), node.span));
                     }
                     *pending_key = Some(Node {
-                        value: NodeValue::Scalar(Value::String(key), Style::Plain),
+                        value: NodeValue::Scalar(Scalar::Str(key.into_boxed_str()), Style::Plain),
                         span: node.span,
                     });
                 }
@@ -318,10 +359,7 @@ impl Node {
             NodeValue::Scalar(..) => 1,
             NodeValue::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
             NodeValue::Map(entries) => {
-                1 + entries
-                    .iter()
-                    .map(|(_, v)| 1 + v.count())
-                    .sum::<usize>()
+                1 + entries.iter().map(|(_, v)| 1 + v.count()).sum::<usize>()
             }
         }
     }
@@ -329,7 +367,7 @@ impl Node {
     /// The node as a JSON value, for serde.
     pub fn to_json(&self) -> Value {
         match &self.value {
-            NodeValue::Scalar(v, _) => v.clone(),
+            NodeValue::Scalar(v, _) => v.to_json(),
             NodeValue::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeValue::Map(entries) => {
                 let mut map = Map::with_capacity(entries.len());
@@ -344,7 +382,7 @@ impl Node {
     /// The string value of a string scalar.
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
-            NodeValue::Scalar(Value::String(s), _) => Some(s),
+            NodeValue::Scalar(Scalar::Str(s), _) => Some(s),
             _ => None,
         }
     }
@@ -393,11 +431,11 @@ fn check_tag(
 }
 
 fn resolve_scalar(
-    text: &str,
+    text: std::borrow::Cow<'_, str>,
     style: ScalarStyle,
     tag: Option<&saphyr_parser::Tag>,
     span: Span,
-) -> Result<(Value, Style), YamlError> {
+) -> Result<(Scalar, Style), YamlError> {
     let style_kind = match style {
         ScalarStyle::Plain => Style::Plain,
         ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted => Style::Quoted,
@@ -405,7 +443,7 @@ fn resolve_scalar(
     };
     if let Some(t) = tag {
         if t.is_yaml_core_schema() && t.suffix == "str" {
-            return Ok((Value::String(text.to_owned()), style_kind));
+            return Ok((Scalar::Str(text.into_owned().into_boxed_str()), style_kind));
         }
         return Err(err(
             format!("YAML tag `{}` is not supported", show_tag(t)),
@@ -413,40 +451,144 @@ fn resolve_scalar(
         ));
     }
     if style_kind != Style::Plain {
-        return Ok((Value::String(text.to_owned()), style_kind));
+        return Ok((Scalar::Str(text.into_owned().into_boxed_str()), style_kind));
     }
     Ok((resolve_plain(text), Style::Plain))
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_plain(text: &str) -> Value {
-    match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+fn resolve_plain(text: std::borrow::Cow<'_, str>) -> Scalar {
+    match text.as_ref() {
+        "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
+        "true" | "True" | "TRUE" => return Scalar::Bool(true),
+        "false" | "False" | "FALSE" => return Scalar::Bool(false),
         _ => {}
     }
     let first = text.as_bytes()[0];
     if first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.') {
         if let Some(hex) = text.strip_prefix("0x") {
             if let Ok(n) = i64::from_str_radix(hex, 16) {
-                return Value::Number(n.into());
+                return Scalar::Int(n);
             }
         } else if let Some(oct) = text.strip_prefix("0o") {
             if let Ok(n) = i64::from_str_radix(oct, 8) {
-                return Value::Number(n.into());
+                return Scalar::Int(n);
             }
         } else if text.bytes().skip(1).all(|c| c.is_ascii_digit()) && first != b'.' {
             if let Ok(n) = text.parse::<i64>() {
-                return Value::Number(n.into());
+                return Scalar::Int(n);
             }
-        } else if is_float(text) {
-            if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-                return Value::Number(n);
+        } else if is_float(&text)
+            && let Ok(n) = text.parse::<f64>()
+        {
+            return Scalar::Float(n);
+        }
+    }
+    Scalar::Str(text.into_owned().into_boxed_str())
+}
+
+impl Scalar {
+    /// The scalar as JSON (a float JSON cannot hold, such as `.nan`, becomes null).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Int(n) => Value::Number((*n).into()),
+            Scalar::Float(f) => Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Scalar::Str(s) => Value::String(s.to_string()),
+        }
+    }
+}
+
+/// Serde reads the raw types straight from the node tree: no intermediate copy.
+impl<'de> de::Deserializer<'de> for &'de Node {
+    type Error = serde_json::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match &self.value {
+            NodeValue::Scalar(s, _) => match s {
+                Scalar::Null => visitor.visit_unit(),
+                Scalar::Bool(b) => visitor.visit_bool(*b),
+                Scalar::Int(n) => visitor.visit_i64(*n),
+                Scalar::Float(f) => visitor.visit_f64(*f),
+                Scalar::Str(s) => visitor.visit_borrowed_str(s),
+            },
+            NodeValue::Seq(items) => {
+                let mut seq = de::value::SeqDeserializer::new(items.iter());
+                let value = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(value)
+            }
+            NodeValue::Map(entries) => {
+                let mut map = de::value::MapDeserializer::new(
+                    entries
+                        .iter()
+                        .map(|(k, v)| (k.as_str().unwrap_or_default(), v)),
+                );
+                let value = visitor.visit_map(&mut map)?;
+                map.end()?;
+                Ok(value)
             }
         }
     }
-    Value::String(text.to_owned())
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        match &self.value {
+            NodeValue::Scalar(Scalar::Null, _) => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match &self.value {
+            NodeValue::Scalar(Scalar::Str(s), _) => {
+                visitor.visit_enum(s.as_ref().into_deserializer())
+            }
+            _ => Err(de::Error::invalid_type(self.unexpected(), &"a name")),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
+        identifier ignored_any
+    }
+}
+
+impl<'de> IntoDeserializer<'de, serde_json::Error> for &'de Node {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl Node {
+    fn unexpected(&self) -> de::Unexpected<'_> {
+        match &self.value {
+            NodeValue::Scalar(Scalar::Null, _) => de::Unexpected::Unit,
+            NodeValue::Scalar(Scalar::Bool(b), _) => de::Unexpected::Bool(*b),
+            NodeValue::Scalar(Scalar::Int(n), _) => de::Unexpected::Signed(*n),
+            NodeValue::Scalar(Scalar::Float(f), _) => de::Unexpected::Float(*f),
+            NodeValue::Scalar(Scalar::Str(s), _) => de::Unexpected::Str(s),
+            NodeValue::Seq(_) => de::Unexpected::Seq,
+            NodeValue::Map(_) => de::Unexpected::Map,
+        }
+    }
 }
 
 /// `[-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?`
@@ -485,7 +627,8 @@ mod tests {
 
     #[test]
     fn resolves_core_schema_scalars() {
-        let v = json("a: 1\nb: 1.5\nc: true\nd: ~\ne: yes\nf: 2026-11-24T19:00:00Z\ng: '1'\nh: 0x1f\n");
+        let v =
+            json("a: 1\nb: 1.5\nc: true\nd: ~\ne: yes\nf: 2026-11-24T19:00:00Z\ng: '1'\nh: 0x1f\n");
         assert_eq!(
             v,
             serde_json::json!({"a": 1, "b": 1.5, "c": true, "d": null, "e": "yes",
@@ -498,15 +641,23 @@ mod tests {
         let n = parse("steps:\n  - id: backup\n").unwrap();
         let (_, steps) = n.entry("steps").unwrap();
         let (k, v) = steps.item(0).unwrap().entry("id").unwrap();
-        assert_eq!(k.span.start, Pos { line: 2, col: 4 });
-        assert_eq!(v.span.start, Pos { line: 2, col: 8 });
-        assert_eq!(v.span.end, Pos { line: 2, col: 14 });
+        assert_eq!(k.span.start, Pos::new(2, 4));
+        assert_eq!(v.span.start, Pos::new(2, 8));
+        assert_eq!(v.span.end, Pos::new(2, 14));
     }
 
     #[test]
     fn refuses_duplicate_keys_and_second_documents() {
-        assert_eq!(parse("a: 1\na: 2\n").unwrap_err().message, "duplicate key `a`");
-        assert!(parse("a: 1\n---\nb: 2\n").unwrap_err().message.contains("second"));
+        assert_eq!(
+            parse("a: 1\na: 2\n").unwrap_err().message,
+            "duplicate key `a`"
+        );
+        assert!(
+            parse("a: 1\n---\nb: 2\n")
+                .unwrap_err()
+                .message
+                .contains("second")
+        );
     }
 
     #[test]
@@ -515,8 +666,15 @@ mod tests {
         assert!(parse(&deep).unwrap_err().message.contains("nested"));
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..9 {
-            let prev = if i == 0 { "a".to_string() } else { format!("l{}", i - 1) };
-            bomb.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*{prev}"); 10].join(", ")));
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("l{}", i - 1)
+            };
+            bomb.push_str(&format!(
+                "l{i}: &l{i} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
         }
         assert!(parse(&bomb).unwrap_err().message.contains("expands"));
     }
@@ -524,6 +682,11 @@ mod tests {
     #[test]
     fn empty_documents_are_reported() {
         assert!(parse("").unwrap_err().message.contains("empty"));
-        assert!(parse("# only a comment\n").unwrap_err().message.contains("only comments"));
+        assert!(
+            parse("# only a comment\n")
+                .unwrap_err()
+                .message
+                .contains("only comments")
+        );
     }
 }
