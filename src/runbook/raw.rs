@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -287,14 +288,32 @@ pub struct RawStatusPage {
 }
 
 /// A fan-out list: items written here, or a query whose rows are the items.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "expected a list of items, or a query `{ sql, database }`"
-)]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 pub enum RawTarget {
     List(Vec<Value>),
     Query(RawQuery),
+}
+
+// Written by hand rather than `untagged`, so that a mistake inside the mapping keeps its
+// own message and path instead of becoming "did not match any variant".
+impl<'de> Deserialize<'de> for RawTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawTarget;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of items, or a query `{ sql, database }`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, a: A) -> Result<RawTarget, A::Error> {
+                Vec::deserialize(SeqAccessDeserializer::new(a)).map(RawTarget::List)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<RawTarget, A::Error> {
+                RawQuery::deserialize(MapAccessDeserializer::new(a)).map(RawTarget::Query)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A query that yields fan-out items.
@@ -370,14 +389,37 @@ pub struct RawStep {
 }
 
 /// Retries: a count, or a policy.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(
-    untagged,
-    expecting = "expected a number of retries, or `{ max: N, backoff: DURATION }`"
-)]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 pub enum RawRetries {
     Count(u32),
     Policy(RawRetryPolicy),
+}
+
+impl<'de> Deserialize<'de> for RawRetries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRetries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of retries, or `{ max: N, backoff: DURATION }`")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<RawRetries, E> {
+                u32::try_from(n)
+                    .map(RawRetries::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<RawRetries, E> {
+                u32::try_from(n)
+                    .map(RawRetries::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(n), &self))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<RawRetries, A::Error> {
+                RawRetryPolicy::deserialize(MapAccessDeserializer::new(a)).map(RawRetries::Policy)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Retry policy with exponential backoff.

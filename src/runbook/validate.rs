@@ -122,11 +122,11 @@ impl<'a> Ctx<'a> {
     fn serde_error(&mut self, path: FieldPath, message: &str) {
         if let Some(rest) = message.strip_prefix("unknown field `") {
             let (name, expected) = split_expected(rest);
-            let label = did_you_mean(&name, &expected);
-            let d = self.error_key(path, format!("unknown field `{name}`"));
-            if let Some(l) = label {
-                d.label = Some(l);
-            }
+            let label = did_you_mean(&name, &expected).or_else(|| {
+                (!expected.is_empty() && expected.len() <= 8)
+                    .then(|| format!("known fields: {}", expected.join(", ")))
+            });
+            self.error_key(path, format!("unknown field `{name}`")).label = label;
         } else if let Some(rest) = message.strip_prefix("unknown variant `") {
             let (name, expected) = split_expected(rest);
             let field = match path.0.last() {
@@ -143,10 +143,14 @@ impl<'a> Ctx<'a> {
             self.error(path, msg).label = Some(label);
         } else {
             // serde names Rust types; people write numbers.
-            let message = message
+            let mut message = message
                 .replace("expected u16", "expected a whole number from 0 to 65535")
                 .replace("expected u32", "expected a whole number of 0 or more")
                 .replace("expected u64", "expected a whole number of 0 or more");
+            // ... and name mappings by what they are, not by their Rust type.
+            if let Some(at) = message.find("expected struct Raw") {
+                message.replace_range(at.., "expected a mapping");
+            }
             self.error(path, message);
         }
     }
