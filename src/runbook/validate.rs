@@ -126,7 +126,8 @@ impl<'a> Ctx<'a> {
                 (!expected.is_empty() && expected.len() <= 8)
                     .then(|| format!("known fields: {}", expected.join(", ")))
             });
-            self.error_key(path, format!("unknown field `{name}`")).label = label;
+            self.error_key(path, format!("unknown field `{name}`"))
+                .label = label;
         } else if let Some(rest) = message.strip_prefix("unknown variant `") {
             let (name, expected) = split_expected(rest);
             let field = match path.0.last() {

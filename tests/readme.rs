@@ -1,0 +1,100 @@
+//! The README is the user's manual: its examples must be true.
+
+mod common;
+
+use std::fs;
+
+fn readme() -> String {
+    fs::read_to_string(common::root().join("README.md")).unwrap()
+}
+
+/// The fenced blocks of a given language, in order.
+fn blocks(text: &str, lang: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match &mut current {
+            None if line.trim_start() == format!("```{lang}") => current = Some(String::new()),
+            Some(block) if line.trim_start() == "```" => {
+                out.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_yaml_block_in_the_readme_validates() {
+    let yaml = blocks(&readme(), "yaml");
+    assert!(!yaml.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in yaml.iter().enumerate() {
+        let name = format!("readme-{i}.yaml");
+        fs::write(dir.path().join(&name), block).unwrap();
+        let out = common::run_in(dir.path(), &["validate", &name]);
+        assert_eq!(out.code, 0, "README yaml block {i}:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn the_error_example_is_what_validate_prints() {
+    let text = blocks(&readme(), "text");
+    let example = text
+        .iter()
+        .find(|b| b.starts_with("error: step `migrate` requires unknown step `bakup`"))
+        .expect("the README shows the requires error");
+    let out = common::run(&["validate", "tests/invalid/requires-unknown.yaml"]);
+    assert_eq!(&out.stderr, example);
+}
+
+#[test]
+fn the_plan_example_matches_the_real_output() {
+    let text = blocks(&readme(), "text");
+    let example = text
+        .iter()
+        .find(|b| b.starts_with("$ runbook plan runbooks/demo.yaml"))
+        .expect("the README shows a plan");
+    let out = common::run(&["plan", "runbooks/demo.yaml"]);
+    // The README elides lines with `...`; every line it does show must be real.
+    for line in example.lines().skip(1).filter(|l| l.trim() != "...") {
+        assert!(
+            out.stdout.lines().any(|l| l == line),
+            "not in the output: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn the_committed_schema_is_current() {
+    let committed = fs::read_to_string(common::root().join("runbook.schema.json")).unwrap();
+    let out = common::run(&["schema"]);
+    assert_eq!(
+        committed, out.stdout,
+        "runbook.schema.json is stale: run `cargo run -- schema > runbook.schema.json`"
+    );
+}
+
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let ci = fs::read_to_string(common::root().join(".ci/run")).unwrap();
+    let setup = blocks(&readme(), "sh")
+        .into_iter()
+        .next()
+        .expect("set-up commands");
+    let test_command = setup
+        .lines()
+        .find(|l| l.contains("# the tests"))
+        .and_then(|l| l.split('#').next())
+        .map(str::trim)
+        .expect("a test command");
+    assert!(
+        ci.lines().any(|l| l.trim() == test_command),
+        ".ci/run must run `{test_command}`"
+    );
+}
