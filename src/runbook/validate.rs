@@ -515,6 +515,7 @@ fn validate_step(
         true,
         index_of,
     );
+    let checks_written = !rs.checks.is_empty();
     let checks = conditions(cx, &path.key("checks"), rs.checks, false, index_of);
     let until = conditions(cx, &path.key("until"), rs.until, false, index_of);
     if !checks.is_empty() && !matches!(rs.kind, Kind::Test | Kind::Verify) {
@@ -561,7 +562,7 @@ fn validate_step(
             ),
         );
     }
-    if matches!(rs.kind, Kind::Test) && run.is_none() && checks.is_empty() {
+    if rs.kind == Kind::Test && run.is_none() && !checks_written {
         cx.error(
             path.key("kind"),
             format!(
@@ -753,13 +754,45 @@ fn http(h: RawHttp) -> HttpCheck {
     }
 }
 
-/// Names the fields that are set, for "exactly one of" checks.
-fn set_fields(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
-    fields
-        .iter()
-        .filter(|(_, set)| *set)
-        .map(|(n, _)| *n)
-        .collect()
+/// The one field of `fields` that is set, or a problem reported at `path` when none or
+/// several are. `what` names the thing ("a condition"), `allowed` the choices.
+fn exactly_one(
+    cx: &mut Ctx,
+    path: &FieldPath,
+    fields: &[(&'static str, bool)],
+    what: &str,
+    allowed: &str,
+) -> Option<&'static str> {
+    let set: Vec<&'static str> = fields.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+    match set.as_slice() {
+        [one] => return Some(one),
+        [] => {
+            cx.error(path.clone(), format!("{what} needs one of {allowed}"));
+        }
+        many => {
+            let listed: Vec<String> = many.iter().map(|k| format!("`{k}`")).collect();
+            cx.error(
+                path.clone(),
+                format!(
+                    "{what} has one of {allowed}, this one has {}",
+                    listed.join(" and ")
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// Reports fields that belong with another kind than the one chosen.
+fn misplaced(cx: &mut Ctx, path: &FieldPath, kind: &str, fields: &[(&str, bool, &str)]) {
+    for (field, set, owner) in fields {
+        if *set && kind != *owner {
+            cx.error_key(
+                path.key(field),
+                format!("`{field}` goes with `{owner}`, not `{kind}`"),
+            );
+        }
+    }
 }
 
 fn conditions(
@@ -772,35 +805,21 @@ fn conditions(
     let mut out = Vec::with_capacity(raw.len());
     for (i, c) in raw.into_iter().enumerate() {
         let p = path.index(i);
-        let kinds = set_fields(&[
-            ("sql", c.sql.is_some()),
-            ("http", c.http.is_some()),
-            ("shell", c.shell.is_some()),
-            ("window", c.window.is_some()),
-            ("step", c.step.is_some()),
-        ]);
         let allowed = if precondition {
             "`sql`, `http`, `shell`, `window` or `step`"
         } else {
             "`sql`, `http` or `shell`"
         };
-        if kinds.len() != 1 {
-            let msg = if kinds.is_empty() {
-                format!("a condition needs one of {allowed}")
-            } else {
-                format!(
-                    "a condition has one of {allowed}, this one has {}",
-                    kinds
-                        .iter()
-                        .map(|k| format!("`{k}`"))
-                        .collect::<Vec<_>>()
-                        .join(" and ")
-                )
-            };
-            cx.error(p, msg);
+        let fields = [
+            ("sql", c.sql.is_some()),
+            ("http", c.http.is_some()),
+            ("shell", c.shell.is_some()),
+            ("window", c.window.is_some()),
+            ("step", c.step.is_some()),
+        ];
+        let Some(kind) = exactly_one(cx, &p, &fields, "a condition", allowed) else {
             continue;
-        }
-        let kind = kinds[0];
+        };
         if !precondition && matches!(kind, "window" | "step") {
             cx.error_key(
                 p.key(kind),
@@ -808,20 +827,17 @@ fn conditions(
             );
             continue;
         }
-        let misplaced = [
-            ("database", c.database.is_some(), "sql"),
-            ("expect", c.expect.is_some(), "sql"),
-            ("env", c.env.is_some(), "shell"),
-            ("state", c.state.is_some(), "step"),
-        ];
-        for (field, set, owner) in misplaced {
-            if set && kind != owner {
-                cx.error_key(
-                    p.key(field),
-                    format!("`{field}` goes with `{owner}`, not `{kind}`"),
-                );
-            }
-        }
+        misplaced(
+            cx,
+            &p,
+            kind,
+            &[
+                ("database", c.database.is_some(), "sql"),
+                ("expect", c.expect.is_some(), "sql"),
+                ("env", c.env.is_some(), "shell"),
+                ("state", c.state.is_some(), "step"),
+            ],
+        );
         let check = match kind {
             "sql" => {
                 let Some(database) = c.database else {
@@ -868,54 +884,48 @@ fn conditions(
 }
 
 fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
-    let kinds = set_fields(&[
-        ("kind", a.kind.is_some()),
-        ("shell", a.shell.is_some()),
-        ("sql", a.sql.is_some()),
-        ("http", a.http.is_some()),
-    ]);
     let allowed = if undo {
         "`kind` (with `with`), `shell`, `sql` or `http`"
     } else {
         "`shell`, `sql` or `http`"
     };
-    if kinds.len() != 1 || (!undo && kinds[0] == "kind") {
-        let msg = if kinds.is_empty() {
-            format!("an action needs one of {allowed}")
-        } else {
-            format!(
-                "an action has one of {allowed}, this one has {}",
-                kinds
-                    .iter()
-                    .map(|k| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )
-        };
-        cx.error(path.clone(), msg);
+    let fields = [
+        ("kind", a.kind.is_some()),
+        ("shell", a.shell.is_some()),
+        ("sql", a.sql.is_some()),
+        ("http", a.http.is_some()),
+    ];
+    let kind = exactly_one(cx, path, &fields, "an action", allowed);
+    let kind = match kind {
+        Some("kind") if !undo => {
+            cx.error_key(
+                path.key("kind"),
+                "`run` takes `shell`, `sql` or `http`; the step's own `kind` gives its built-in behaviour",
+            );
+            None
+        }
+        k => k,
+    };
+    let Some(kind) = kind else {
         return Action::Shell {
             command: String::new(),
             env: IndexMap::new(),
             cwd: None,
             timeout: None,
         };
-    }
-    let kind = kinds[0];
-    let misplaced = [
-        ("with", a.with.is_some(), "kind"),
-        ("database", a.database.is_some(), "sql"),
-        ("transaction", a.transaction.is_some(), "sql"),
-        ("env", a.env.is_some(), "shell"),
-        ("cwd", a.cwd.is_some(), "shell"),
-    ];
-    for (field, set, owner) in misplaced {
-        if set && kind != owner {
-            cx.error_key(
-                path.key(field),
-                format!("`{field}` goes with `{owner}`, not `{kind}`"),
-            );
-        }
-    }
+    };
+    misplaced(
+        cx,
+        path,
+        kind,
+        &[
+            ("with", a.with.is_some(), "kind"),
+            ("database", a.database.is_some(), "sql"),
+            ("transaction", a.transaction.is_some(), "sql"),
+            ("env", a.env.is_some(), "shell"),
+            ("cwd", a.cwd.is_some(), "shell"),
+        ],
+    );
     match kind {
         "kind" => Action::Builtin {
             kind: a.kind.expect("kind is set"),
