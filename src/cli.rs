@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::engine::report::LogFormat;
 use crate::runbook::{self, Runbook};
 use crate::suggest::did_you_mean;
 
@@ -50,6 +51,95 @@ enum Command {
     },
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
+    /// Run a runbook to the end; prints the run id first. Exit 0 completed, 1 invalid
+    /// input, 3 rolled back, 4 failed, aborted or waiting for a person.
+    Execute {
+        /// The runbook file.
+        file: PathBuf,
+        /// Override a variable: `--var NAME=VALUE` (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        /// The run's id (default: RUNBOOK-YYYYMMDD-HHMMSS-mmm).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Start now instead of waiting for the window's start.
+        #[arg(long)]
+        now: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Validate, evaluate read-only preconditions and show the plan; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Journal store: sqlite://PATH or postgres://... (default: RUNBOOK_STORE, else
+        /// sqlite://.runbook/state.db).
+        #[arg(long)]
+        store: Option<String>,
+        /// Progress output.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Continue a run that stopped: after a crash, a pause or a step in doubt.
+    Resume {
+        /// The run id.
+        run: String,
+        /// Run the step in doubt (or the failed one) again.
+        #[arg(long, group = "decision")]
+        retry: bool,
+        /// Mark it skipped and go on.
+        #[arg(long, group = "decision")]
+        skip: bool,
+        /// Roll back to the last checkpoint.
+        #[arg(long, group = "decision")]
+        rollback: bool,
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Stop a run for good, undoing nothing.
+    Abort {
+        run: String,
+        /// Who aborts (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Approve a step that waits for approval.
+    Approve {
+        run: String,
+        step: String,
+        /// Who approves (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Reject a step that waits for approval (the step fails).
+    Reject {
+        run: String,
+        step: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// The state of a run (default: the latest): every step, attempts, durations, output.
+    Status {
+        run: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// The runs in the store, newest first.
+    Runs {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long)]
+        store: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,8 +173,96 @@ pub fn main() -> ExitCode {
             ));
             0
         }
+        run_command => block_on(run(run_command)),
     };
     ExitCode::from(code)
+}
+
+fn block_on(work: impl std::future::Future<Output = u8>) -> u8 {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(work),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            EXIT_INVALID
+        }
+    }
+}
+
+async fn run(command: Command) -> u8 {
+    use crate::engine::event::Decision;
+    use crate::engine::session;
+    match command {
+        Command::Execute {
+            file,
+            vars,
+            run_id,
+            now,
+            yes,
+            dry_run,
+            store,
+            log_format,
+        } => {
+            session::execute(session::ExecuteArgs {
+                file,
+                vars,
+                run_id,
+                now,
+                yes,
+                dry_run,
+                store,
+                log_format,
+            })
+            .await
+        }
+        Command::Resume {
+            run,
+            retry,
+            skip,
+            rollback,
+            store,
+            log_format,
+        } => {
+            let decision = match (retry, skip, rollback) {
+                (true, _, _) => Some(Decision::Retry),
+                (_, true, _) => Some(Decision::Skip),
+                (_, _, true) => Some(Decision::Rollback),
+                _ => None,
+            };
+            session::resume(&run, decision, store.as_deref(), log_format).await
+        }
+        Command::Abort { run, by, store } => {
+            session::abort(&run, by.as_deref(), store.as_deref()).await
+        }
+        Command::Approve {
+            run,
+            step,
+            by,
+            store,
+        } => session::decide_approval(&run, &step, by.as_deref(), true, store.as_deref()).await,
+        Command::Reject {
+            run,
+            step,
+            by,
+            store,
+        } => session::decide_approval(&run, &step, by.as_deref(), false, store.as_deref()).await,
+        Command::Status { run, format, store } => {
+            session::status(
+                run.as_deref(),
+                matches!(format, Format::Json),
+                store.as_deref(),
+            )
+            .await
+        }
+        Command::Runs { format, store } => {
+            session::runs(matches!(format, Format::Json), store.as_deref()).await
+        }
+        Command::Validate { .. } | Command::Plan { .. } | Command::Schema => {
+            unreachable!("handled above")
+        }
+    }
 }
 
 fn print(text: &str) {
@@ -128,7 +306,7 @@ fn validate(files: &[PathBuf]) -> u8 {
 }
 
 /// Applies `--var` overrides; a name the runbook does not define is refused.
-fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String> {
+pub fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String> {
     for (k, v) in vars {
         if !rb.vars.contains_key(k) {
             let names: Vec<&str> = rb.vars.keys().map(String::as_str).collect();

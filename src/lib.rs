@@ -3,6 +3,8 @@
 pub mod cli;
 pub mod diagnostic;
 pub mod duration;
+pub mod engine;
 pub mod plan;
 pub mod runbook;
+pub mod store;
 pub mod suggest;

@@ -1,0 +1,207 @@
+//! What the engine does next: a pure function of the runbook, the run state and the time.
+
+use std::time::Duration;
+
+use super::state::{ItemStatus, RunState, RunStatus, StepRun, StepStatus};
+use crate::runbook::{Kind, OnFailure, Runbook, Step};
+
+/// The next thing to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Check the preconditions of the step (index into `runbook.steps`) and run it, not
+    /// before `not_before_ms`.
+    Start {
+        step: usize,
+        attempt: u32,
+        not_before_ms: Option<i64>,
+    },
+    /// Wait for `runbook approve` / `reject` of this step.
+    AwaitApproval { step: usize },
+    /// Schedule another attempt of a failed step.
+    Retry {
+        step: usize,
+        next_attempt: u32,
+        at_ms: i64,
+    },
+    /// The step cannot run: a step it requires did not succeed.
+    Skip { step: usize, reason: String },
+    /// Record that a failure is tolerated and go on.
+    IgnoreFailure { step: usize },
+    /// Stop for an operator.
+    Pause { reason: String },
+    /// A step started before a crash and never finished. When `rerun` is false (it is
+    /// not idempotent), an operator must choose `--retry`, `--skip` or `--rollback`.
+    InDoubt { step: usize, rerun: bool },
+    /// Begin rolling back.
+    StartRollback { reason: String },
+    /// Undo one completed step with its `rollback` action.
+    RollbackStep { step: usize },
+    /// Restore the checkpoint (its `restore` action) instead of per-step undos.
+    Restore { step: usize },
+    /// The rollback is done; reopen the service before ending.
+    Reopen,
+    /// End the run.
+    Finish(Outcome),
+    /// Nothing to do until an operator acts (the run is paused).
+    Wait,
+    /// The run has ended.
+    Done(RunStatus),
+}
+
+/// How a run ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed,
+    RolledBack,
+    Failed(String),
+    Aborted(String),
+}
+
+/// Delay before attempt `next_attempt` (2 or more): `backoff`, doubling each time.
+pub fn backoff_delay(backoff: Duration, next_attempt: u32) -> Duration {
+    let doublings = next_attempt.saturating_sub(2).min(16);
+    backoff.saturating_mul(1u32 << doublings)
+}
+
+/// Decides the next action.
+pub fn decide(rb: &Runbook, state: &RunState) -> Next {
+    match state.status {
+        s if s.is_terminal() => return Next::Done(s),
+        RunStatus::Scheduled => {
+            return Next::Pause {
+                reason: "the run has not started".into(),
+            };
+        }
+        RunStatus::Paused => return Next::Wait,
+        RunStatus::RollingBack => return decide_rollback(rb, state),
+        _ => {}
+    }
+    for &i in &rb.order {
+        let step = &rb.steps[i];
+        let run = state.step(&step.id);
+        match run.status {
+            StepStatus::Succeeded | StepStatus::Skipped => continue,
+            StepStatus::Failed | StepStatus::TimedOut if run.failure_ignored => continue,
+            StepStatus::Failed | StepStatus::TimedOut => return on_failure(step, i, &run),
+            StepStatus::Checking | StepStatus::Running if run.awaiting_approval => {
+                return Next::AwaitApproval { step: i };
+            }
+            StepStatus::Checking | StepStatus::Running => {
+                // In doubt: the journal says it started, not how it ended. Still checking
+                // preconditions changes nothing, so that is as safe to redo as an
+                // idempotent step; so is a fan-out whose every started item finished.
+                let items_in_doubt = run.items.values().any(|s| *s == ItemStatus::Running);
+                let rerun = step.idempotent
+                    || run.status == StepStatus::Checking
+                    || (step.for_each.is_some() && !items_in_doubt);
+                return Next::InDoubt { step: i, rerun };
+            }
+            StepStatus::Pending => {
+                if let Some(reason) = unmet_requirement(step, state) {
+                    return Next::Skip { step: i, reason };
+                }
+                return Next::Start {
+                    step: i,
+                    attempt: run.attempts + 1,
+                    not_before_ms: run.retry_at_ms,
+                };
+            }
+            StepStatus::RollingBack | StepStatus::RolledBack | StepStatus::RollbackFailed => {
+                // Only reachable if a rollback was interrupted by a retry decision.
+                continue;
+            }
+        }
+    }
+    Next::Finish(Outcome::Completed)
+}
+
+fn unmet_requirement(step: &Step, state: &RunState) -> Option<String> {
+    step.requires.iter().find_map(|r| {
+        let req = state.step(r);
+        match req.status {
+            StepStatus::Succeeded => None,
+            s => Some(format!(
+                "required step `{r}` {}",
+                s.as_str().replace('_', " ")
+            )),
+        }
+    })
+}
+
+fn on_failure(step: &Step, i: usize, run: &StepRun) -> Next {
+    let rejected = step.kind == Kind::Approve;
+    if !rejected && run.attempts < step.retries.max + 1 {
+        let next_attempt = run.attempts + 1;
+        let delay = backoff_delay(step.retries.backoff, next_attempt);
+        let at_ms = run.ended_ms.unwrap_or(0) + delay.as_millis() as i64;
+        return Next::Retry {
+            step: i,
+            next_attempt,
+            at_ms,
+        };
+    }
+    let why = run.error.clone().unwrap_or_else(|| "failed".into());
+    let reason = format!("step `{}` failed: {why}", step.id);
+    match step.on_failure {
+        OnFailure::Rollback => Next::StartRollback { reason },
+        OnFailure::Pause => Next::Pause { reason },
+        OnFailure::Abort => Next::Finish(Outcome::Aborted(reason)),
+        OnFailure::Continue => Next::IgnoreFailure { step: i },
+    }
+}
+
+/// Rolling back: undo the completed steps after the most recent completed checkpoint,
+/// most recent first, or restore the checkpoint; then reopen; then end.
+fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
+    if let Some((id, _)) = state
+        .steps
+        .iter()
+        .find(|(_, s)| s.status == StepStatus::RollbackFailed)
+    {
+        let error = state.step(id).error.unwrap_or_default();
+        return Next::Finish(Outcome::Failed(format!(
+            "rollback of step `{id}` failed: {error}"
+        )));
+    }
+    // An undo that started but has no outcome (crash): run it again; undo actions must
+    // be safe to repeat.
+    let order = &rb.order;
+    let checkpoint = order.iter().rposition(|&i| {
+        let s = state.step(&rb.steps[i].id).status;
+        rb.steps[i].checkpoint
+            && matches!(
+                s,
+                StepStatus::Succeeded | StepStatus::RollingBack | StepStatus::RolledBack
+            )
+    });
+    if let Some(c) = checkpoint {
+        let cp = &rb.steps[order[c]];
+        if cp.restore.is_some() {
+            match state.step(&cp.id).status {
+                StepStatus::Succeeded | StepStatus::RollingBack => {
+                    return Next::Restore { step: order[c] };
+                }
+                _ => return finish_rollback(state),
+            }
+        }
+    }
+    let from = checkpoint.map(|c| c + 1).unwrap_or(0);
+    for &i in order[from..].iter().rev() {
+        let step = &rb.steps[i];
+        let status = state.step(&step.id).status;
+        if step.rollback.is_some()
+            && matches!(status, StepStatus::Succeeded | StepStatus::RollingBack)
+        {
+            return Next::RollbackStep { step: i };
+        }
+    }
+    finish_rollback(state)
+}
+
+fn finish_rollback(state: &RunState) -> Next {
+    if state.closed {
+        Next::Reopen
+    } else {
+        Next::Finish(Outcome::RolledBack)
+    }
+}

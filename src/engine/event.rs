@@ -1,0 +1,189 @@
+//! Journal events: every transition of a run, appended before the engine acts on it.
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What happened. Serialized as JSON with a `type` tag; the journal stores one per row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The run began: which runbook, from which file (and its hash), with which values.
+    RunStarted {
+        runbook: String,
+        title: String,
+        file: String,
+        file_sha256: String,
+        vars: IndexMap<String, Value>,
+        operator: String,
+        host: String,
+        pid: u32,
+    },
+    /// Preconditions of an attempt are being checked.
+    StepChecking { step: String, attempt: u32 },
+    /// A precondition did not hold.
+    PreconditionFailed {
+        step: String,
+        attempt: u32,
+        message: String,
+    },
+    /// The action of an attempt starts; committed before anything runs. `verifying` marks
+    /// a `test` or `verify` step (the run shows as verifying while it runs).
+    StepStarted {
+        step: String,
+        attempt: u32,
+        #[serde(default)]
+        verifying: bool,
+    },
+    /// The attempt succeeded, with what it produced.
+    StepSucceeded {
+        step: String,
+        attempt: u32,
+        #[serde(default)]
+        outputs: IndexMap<String, Value>,
+    },
+    /// The attempt failed.
+    StepFailed {
+        step: String,
+        attempt: u32,
+        error: String,
+    },
+    /// The attempt ran past the step's `timeout` and was stopped.
+    StepTimedOut { step: String, attempt: u32 },
+    /// Another attempt will start at `at_ms` (Unix milliseconds).
+    RetryScheduled {
+        step: String,
+        next_attempt: u32,
+        at_ms: i64,
+    },
+    /// The step will not run (operator's `--skip`, or a required step did not succeed).
+    StepSkipped { step: String, reason: String },
+    /// A failure the runbook tolerates (`on_failure: continue`); the run goes on.
+    FailureIgnored { step: String },
+    /// One fan-out item started.
+    ItemStarted { step: String, index: usize },
+    /// One fan-out item succeeded.
+    ItemSucceeded { step: String, index: usize },
+    /// One fan-out item failed.
+    ItemFailed {
+        step: String,
+        index: usize,
+        error: String,
+    },
+    /// An `approve` step is waiting for a person.
+    ApprovalRequested { step: String },
+    /// A person approved the waiting step.
+    Approved { step: String, by: String },
+    /// A person rejected the waiting step.
+    Rejected { step: String, by: String },
+    /// Maintenance mode is on: the service is closed to customers.
+    ServiceClosed,
+    /// Maintenance mode is off.
+    ServiceReopened,
+    /// The run stopped for an operator's decision.
+    RunPaused { reason: String },
+    /// An operator resumed the run.
+    RunResumed { decision: Decision, by: String },
+    /// The run undoes completed steps back to the last checkpoint.
+    RollbackStarted { reason: String },
+    /// Undoing one step.
+    StepRollbackStarted { step: String },
+    /// One step undone.
+    StepRolledBack { step: String },
+    /// Undoing one step failed; the run will end `failed`.
+    StepRollbackFailed { step: String, error: String },
+    /// All steps done.
+    RunCompleted,
+    /// Rolled back to the checkpoint; the service is restored.
+    RunRolledBack,
+    /// The run needs a person: a rollback failed, or a step failed with no way back.
+    RunFailed { reason: String },
+    /// Stopped by an operator, or by the runbook's `on_failure: abort`.
+    RunAborted { by: String, reason: String },
+}
+
+/// How an operator resumes a run stopped at a step in doubt or a pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Go on (a pause for a decision that is not about one step).
+    Continue,
+    /// Run the step in doubt (or failed) again.
+    Retry,
+    /// Mark it skipped and go on.
+    Skip,
+    /// Roll back to the last checkpoint.
+    Rollback,
+}
+
+impl Event {
+    /// The step an event is about, if any.
+    pub fn step(&self) -> Option<&str> {
+        use Event::*;
+        match self {
+            StepChecking { step, .. }
+            | PreconditionFailed { step, .. }
+            | StepStarted { step, .. }
+            | StepSucceeded { step, .. }
+            | StepFailed { step, .. }
+            | StepTimedOut { step, .. }
+            | RetryScheduled { step, .. }
+            | StepSkipped { step, .. }
+            | FailureIgnored { step }
+            | ItemStarted { step, .. }
+            | ItemSucceeded { step, .. }
+            | ItemFailed { step, .. }
+            | ApprovalRequested { step }
+            | Approved { step, .. }
+            | Rejected { step, .. }
+            | StepRollbackStarted { step }
+            | StepRolledBack { step }
+            | StepRollbackFailed { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+
+    /// The `type` tag, as stored in the journal's `kind` column.
+    pub fn kind(&self) -> &'static str {
+        use Event::*;
+        match self {
+            RunStarted { .. } => "run_started",
+            StepChecking { .. } => "step_checking",
+            PreconditionFailed { .. } => "precondition_failed",
+            StepStarted { .. } => "step_started",
+            StepSucceeded { .. } => "step_succeeded",
+            StepFailed { .. } => "step_failed",
+            StepTimedOut { .. } => "step_timed_out",
+            RetryScheduled { .. } => "retry_scheduled",
+            StepSkipped { .. } => "step_skipped",
+            FailureIgnored { .. } => "failure_ignored",
+            ItemStarted { .. } => "item_started",
+            ItemSucceeded { .. } => "item_succeeded",
+            ItemFailed { .. } => "item_failed",
+            ApprovalRequested { .. } => "approval_requested",
+            Approved { .. } => "approved",
+            Rejected { .. } => "rejected",
+            ServiceClosed => "service_closed",
+            ServiceReopened => "service_reopened",
+            RunPaused { .. } => "run_paused",
+            RunResumed { .. } => "run_resumed",
+            RollbackStarted { .. } => "rollback_started",
+            StepRollbackStarted { .. } => "step_rollback_started",
+            StepRolledBack { .. } => "step_rolled_back",
+            StepRollbackFailed { .. } => "step_rollback_failed",
+            RunCompleted => "run_completed",
+            RunRolledBack => "run_rolled_back",
+            RunFailed { .. } => "run_failed",
+            RunAborted { .. } => "run_aborted",
+        }
+    }
+}
+
+/// An event as stored: its place in the run's journal and when it was appended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub event: Event,
+}

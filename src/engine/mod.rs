@@ -1,0 +1,10 @@
+//! The engine: events (the journal's vocabulary), the run state as a fold over them,
+//! `decide` (pure), and the runner that records each event before acting on it.
+
+pub mod action;
+pub mod decide;
+pub mod event;
+pub mod report;
+pub mod run;
+pub mod session;
+pub mod state;

@@ -1,0 +1,845 @@
+//! The imperative shell around `decide`: records each event before acting on it, runs
+//! the actions, and follows events other processes append (approvals, aborts).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::action::{self, Masker, Outcome, StepLog};
+use super::decide::{self, Next};
+use super::event::{Decision, Event};
+use super::report::Reporter;
+use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
+use crate::runbook::{Action, Check, Condition, ForEach, Kind, MaxFailures, Runbook, Step, Target};
+use crate::store::{Store, StoreError, now_ms};
+
+/// Why the engine stopped before the run ended.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Illegal(#[from] Illegal),
+}
+
+/// Where a drive of the engine stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stop {
+    /// The run ended with this status.
+    Ended(RunStatus),
+    /// The run is paused; an operator resumes it.
+    Paused(String),
+    /// A step is in doubt after a crash; an operator decides.
+    InDoubt(String),
+}
+
+/// Runs one run of a runbook.
+pub struct Runner<'a> {
+    pub rb: &'a Runbook,
+    pub store: Store,
+    pub run_id: String,
+    pub state: RunState,
+    /// Highest journal sequence number folded into `state`.
+    pub seq: i64,
+    pub masker: Masker,
+    pub secrets: IndexMap<String, String>,
+    pub log_dir: PathBuf,
+    pub out: Reporter,
+    templates: handlebars::Handlebars<'static>,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner for a run whose journal (possibly empty) is `state` up to `seq`.
+    pub fn new(
+        rb: &'a Runbook,
+        store: Store,
+        run_id: String,
+        state: RunState,
+        seq: i64,
+        log_dir: PathBuf,
+        out: Reporter,
+    ) -> Self {
+        let secrets: IndexMap<String, String> = rb
+            .secrets
+            .iter()
+            .map(|name| (name.clone(), std::env::var(name).unwrap_or_default()))
+            .collect();
+        let masker = Masker::new(secrets.values().cloned());
+        let mut templates = handlebars::Handlebars::new();
+        templates.set_strict_mode(true);
+        templates.register_escape_fn(handlebars::no_escape);
+        Runner {
+            rb,
+            store,
+            run_id,
+            state,
+            seq,
+            masker,
+            secrets,
+            log_dir,
+            out,
+            templates,
+        }
+    }
+
+    /// Checks the event against the state, commits it to the journal, then applies it.
+    pub async fn record(&mut self, event: Event) -> Result<(), EngineError> {
+        let event = self.mask_event(event);
+        let at_ms = now_ms();
+        let mut next = self.state.clone();
+        next.apply(&event, at_ms)?;
+        let recorded = self.store.append(&self.run_id, &event, at_ms).await?;
+        if recorded.seq != self.seq + 1 {
+            // Someone else appended in between: fold theirs first, then ours.
+            self.sync().await?;
+            return Ok(());
+        }
+        self.seq = recorded.seq;
+        self.state = next;
+        self.out.event(&self.run_id, &recorded);
+        Ok(())
+    }
+
+    /// Folds events other processes appended (approvals, aborts).
+    pub async fn sync(&mut self) -> Result<(), EngineError> {
+        for r in self.store.load_after(&self.run_id, self.seq).await? {
+            self.state.apply(&r.event, r.at_ms)?;
+            self.seq = r.seq;
+            self.out.event(&self.run_id, &r);
+        }
+        Ok(())
+    }
+
+    fn mask_event(&self, event: Event) -> Event {
+        match event {
+            Event::StepFailed {
+                step,
+                attempt,
+                error,
+            } => Event::StepFailed {
+                step,
+                attempt,
+                error: self.masker.mask(&error),
+            },
+            Event::PreconditionFailed {
+                step,
+                attempt,
+                message,
+            } => Event::PreconditionFailed {
+                step,
+                attempt,
+                message: self.masker.mask(&message),
+            },
+            Event::ItemFailed { step, index, error } => Event::ItemFailed {
+                step,
+                index,
+                error: self.masker.mask(&error),
+            },
+            Event::StepSucceeded {
+                step,
+                attempt,
+                outputs,
+            } => Event::StepSucceeded {
+                step,
+                attempt,
+                outputs: outputs
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let masked = self.masker.mask(&v.to_string());
+                        let v = serde_json::from_str(&masked).unwrap_or(Value::String(masked));
+                        (k, v)
+                    })
+                    .collect(),
+            },
+            Event::StepRollbackFailed { step, error } => Event::StepRollbackFailed {
+                step,
+                error: self.masker.mask(&error),
+            },
+            other => other,
+        }
+    }
+
+    /// Drives the run until it ends or needs a person.
+    pub async fn drive(&mut self) -> Result<Stop, EngineError> {
+        loop {
+            self.sync().await?;
+            match decide::decide(self.rb, &self.state) {
+                Next::Done(status) => return Ok(Stop::Ended(status)),
+                Next::Wait => {
+                    return Ok(Stop::Paused(
+                        self.state.reason.clone().unwrap_or_else(|| "paused".into()),
+                    ));
+                }
+                Next::Pause { reason } => {
+                    self.record(Event::RunPaused {
+                        reason: reason.clone(),
+                    })
+                    .await?;
+                    return Ok(Stop::Paused(reason));
+                }
+                Next::InDoubt { step, rerun } => {
+                    let id = self.rb.steps[step].id.clone();
+                    if !rerun {
+                        return Ok(Stop::InDoubt(id));
+                    }
+                    self.record(Event::RunResumed {
+                        decision: Decision::Retry,
+                        by: "runbook (safe to repeat)".into(),
+                    })
+                    .await?;
+                }
+                Next::Skip { step, reason } => {
+                    let step = self.rb.steps[step].id.clone();
+                    self.record(Event::StepSkipped { step, reason }).await?;
+                }
+                Next::IgnoreFailure { step } => {
+                    let step = self.rb.steps[step].id.clone();
+                    self.record(Event::FailureIgnored { step }).await?;
+                }
+                Next::Retry {
+                    step,
+                    next_attempt,
+                    at_ms,
+                } => {
+                    let step = self.rb.steps[step].id.clone();
+                    self.record(Event::RetryScheduled {
+                        step,
+                        next_attempt,
+                        at_ms,
+                    })
+                    .await?;
+                }
+                Next::StartRollback { reason } => {
+                    self.record(Event::RollbackStarted { reason }).await?;
+                }
+                Next::RollbackStep { step } | Next::Restore { step } => self.undo(step).await?,
+                Next::Reopen => self.record(Event::ServiceReopened).await?,
+                Next::Finish(outcome) => {
+                    let event = match outcome {
+                        decide::Outcome::Completed => Event::RunCompleted,
+                        decide::Outcome::RolledBack => Event::RunRolledBack,
+                        decide::Outcome::Failed(reason) => Event::RunFailed { reason },
+                        decide::Outcome::Aborted(reason) => Event::RunAborted {
+                            by: "runbook (on_failure: abort)".into(),
+                            reason,
+                        },
+                    };
+                    self.record(event).await?;
+                }
+                Next::AwaitApproval { step } => self.await_approval(step).await?,
+                Next::Start {
+                    step,
+                    attempt,
+                    not_before_ms,
+                } => {
+                    if let Some(at) = not_before_ms {
+                        let wait = at - now_ms();
+                        if wait > 0 {
+                            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                        }
+                    }
+                    self.run_step(step, attempt).await?;
+                }
+            }
+        }
+    }
+
+    /// The values templates can use at this point of the run.
+    fn context(&self, item: Option<&Value>) -> Value {
+        let steps: serde_json::Map<String, Value> = self
+            .state
+            .steps
+            .iter()
+            .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
+            .collect();
+        let window = &self.rb.window;
+        let start = window.start.or_else(|| {
+            self.state
+                .started_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        });
+        json!({
+            "vars": self.state.vars,
+            "targets": {},
+            "secrets": self.secrets,
+            "run": {
+                "id": self.run_id,
+                "runbook": self.rb.id,
+                "operator": self.state.operator,
+                "started_at": self.state.started_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339()),
+            },
+            "window": {
+                "start": start.map(|t| t.to_rfc3339()),
+                "end": start.zip(window.duration).map(|(s, d)| (s + chrono::Duration::from_std(d).unwrap_or_default()).to_rfc3339()),
+                "duration": window.duration.map(crate::duration::fmt_duration),
+                "timezone": window.timezone.name(),
+            },
+            "steps": steps,
+            "item": item,
+        })
+    }
+
+    fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        if !text.contains("{{") {
+            return Ok(text.to_owned());
+        }
+        self.templates
+            .render_template(text, ctx)
+            .map_err(|e| format!("template `{text}`: {}", e.reason()))
+    }
+
+    fn log(&self, step: &str) -> StepLog {
+        let path = self.log_dir.join(format!("{step}.log"));
+        StepLog::open(&path, self.masker.clone())
+            .unwrap_or_else(|_| StepLog::memory(self.masker.clone()))
+    }
+
+    async fn run_step(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
+        let step = &self.rb.steps[i];
+        let id = step.id.clone();
+        self.record(Event::StepChecking {
+            step: id.clone(),
+            attempt,
+        })
+        .await?;
+        if let Err(message) = self.preconditions(step).await {
+            self.record(Event::PreconditionFailed {
+                step: id,
+                attempt,
+                message,
+            })
+            .await?;
+            return Ok(());
+        }
+        self.record(Event::StepStarted {
+            step: id.clone(),
+            attempt,
+            verifying: matches!(step.kind, Kind::Test | Kind::Verify),
+        })
+        .await?;
+        let outcome = match step.kind {
+            Kind::Close if step.run.is_none() => {
+                if !self.state.closed {
+                    self.record(Event::ServiceClosed).await?;
+                }
+                Outcome::Succeeded(IndexMap::new())
+            }
+            Kind::Reopen if step.run.is_none() => {
+                if self.state.closed {
+                    self.record(Event::ServiceReopened).await?;
+                }
+                Outcome::Succeeded(IndexMap::new())
+            }
+            Kind::Approve => {
+                self.record(Event::ApprovalRequested { step: id.clone() })
+                    .await?;
+                return self.await_approval(i).await;
+            }
+            Kind::Wait => self.wait_until(step).await,
+            _ if step.for_each.is_some() => return self.fan_out(i, attempt).await,
+            _ => {
+                let ctx = self.context(None);
+                let mut log = self.log(&id);
+                let timed = self.timed(step, self.act(step, &ctx, &mut log));
+                match timed.await {
+                    Outcome::Succeeded(mut outputs) => {
+                        match self.checks(&step.checks, &ctx).await {
+                            Ok(()) => {
+                                outputs.insert("output".into(), Value::from(log.tail.join("\n")));
+                                Outcome::Succeeded(outputs)
+                            }
+                            Err(e) => Outcome::Failed(e),
+                        }
+                    }
+                    other => other,
+                }
+            }
+        };
+        self.finish_attempt(&id, attempt, outcome).await
+    }
+
+    async fn timed(
+        &self,
+        step: &Step,
+        work: impl std::future::Future<Output = Outcome>,
+    ) -> Outcome {
+        match step.timeout {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .unwrap_or(Outcome::TimedOut),
+            None => work.await,
+        }
+    }
+
+    async fn finish_attempt(
+        &mut self,
+        id: &str,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<(), EngineError> {
+        let step = id.to_owned();
+        let event = match outcome {
+            Outcome::Succeeded(mut outputs) => {
+                outputs.shift_remove("output");
+                Event::StepSucceeded {
+                    step,
+                    attempt,
+                    outputs,
+                }
+            }
+            Outcome::Failed(error) => Event::StepFailed {
+                step,
+                attempt,
+                error,
+            },
+            Outcome::TimedOut => Event::StepTimedOut { step, attempt },
+        };
+        self.record(event).await
+    }
+
+    /// The step's own action: its `run`, or nothing (a kind whose work is its checks).
+    async fn act(&self, step: &Step, ctx: &Value, log: &mut StepLog) -> Outcome {
+        match &step.run {
+            Some(a) => self.action(a, ctx, log).await,
+            None => Outcome::Succeeded(IndexMap::new()),
+        }
+    }
+
+    async fn action(&self, a: &Action, ctx: &Value, log: &mut StepLog) -> Outcome {
+        match a {
+            Action::Shell {
+                command,
+                env,
+                cwd,
+                timeout,
+            } => {
+                let rendered = (|| {
+                    let command = self.render(command, ctx)?;
+                    let env = env
+                        .iter()
+                        .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                        .collect::<Result<IndexMap<_, _>, String>>()?;
+                    let cwd = cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?;
+                    Ok::<_, String>((command, env, cwd))
+                })();
+                match rendered {
+                    Ok((command, env, cwd)) => {
+                        action::shell(
+                            &command,
+                            &env,
+                            cwd.as_deref().map(std::path::Path::new),
+                            *timeout,
+                            log,
+                        )
+                        .await
+                    }
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            Action::Sql {
+                sql,
+                database,
+                transaction,
+            } => match (self.render(sql, ctx), self.render(database, ctx)) {
+                (Ok(sql), Ok(db)) => action::sql(&db, &sql, *transaction, None).await,
+                (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
+            },
+            Action::Http(_) => {
+                Outcome::Failed("`http` actions are not available in this version".into())
+            }
+            Action::Builtin { kind, .. } => Outcome::Failed(format!(
+                "the built-in `{}` behaviour is not available in this version",
+                kind.as_str()
+            )),
+        }
+    }
+
+    async fn preconditions(&self, step: &Step) -> Result<(), String> {
+        if step.preconditions.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.context(None);
+        let deadline = step.wait_for.map(|w| Instant::now() + w);
+        loop {
+            let result = self.conditions(&step.preconditions, &ctx).await;
+            match (result, deadline) {
+                (Ok(()), _) => return Ok(()),
+                (Err(e), Some(d)) if Instant::now() < d => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_secs(1).min(d - Instant::now())).await;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+    }
+
+    async fn checks(&self, checks: &[Condition], ctx: &Value) -> Result<(), String> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        self.conditions(checks, ctx).await
+    }
+
+    /// Every condition, in order; the first that does not hold fails with its message.
+    async fn conditions(&self, conditions: &[Condition], ctx: &Value) -> Result<(), String> {
+        for c in conditions {
+            if let Err(why) = self.condition(&c.check, ctx).await {
+                return Err(match &c.message {
+                    Some(m) => format!("{m}: {why}"),
+                    None => why,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn condition(&self, check: &Check, ctx: &Value) -> Result<(), String> {
+        match check {
+            Check::Sql {
+                sql,
+                database,
+                expect,
+            } => {
+                let sql = self.render(sql, ctx)?;
+                let db = self.render(database, ctx)?;
+                action::sql_check(&db, &sql, expect.as_ref()).await
+            }
+            Check::Shell { command, env } => {
+                let command = self.render(command, ctx)?;
+                let env = env
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                    .collect::<Result<IndexMap<_, _>, String>>()?;
+                let mut log = StepLog::memory(self.masker.clone());
+                match action::shell(
+                    &command,
+                    &env,
+                    None,
+                    Some(Duration::from_secs(300)),
+                    &mut log,
+                )
+                .await
+                {
+                    Outcome::Succeeded(_) => Ok(()),
+                    Outcome::Failed(e) => Err(e),
+                    Outcome::TimedOut => Err(format!("`{command}` timed out")),
+                }
+            }
+            Check::Window { remaining_at_least } => {
+                let (Some(start), Some(duration)) = (
+                    self.rb.window.start.or_else(|| {
+                        self.state
+                            .started_ms
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                    }),
+                    self.rb.window.duration,
+                ) else {
+                    return Ok(());
+                };
+                let end = start + chrono::Duration::from_std(duration).unwrap_or_default();
+                let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
+                if left >= *remaining_at_least {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "only {} of the window is left, {} needed",
+                        crate::duration::fmt_duration(left),
+                        crate::duration::fmt_duration(*remaining_at_least)
+                    ))
+                }
+            }
+            Check::Step { id, state } => {
+                let got = self.state.step(id).status;
+                let want = match state {
+                    crate::runbook::StepState::Succeeded => StepStatus::Succeeded,
+                    crate::runbook::StepState::Failed => StepStatus::Failed,
+                    crate::runbook::StepState::Skipped => StepStatus::Skipped,
+                    crate::runbook::StepState::TimedOut => StepStatus::TimedOut,
+                    crate::runbook::StepState::RolledBack => StepStatus::RolledBack,
+                };
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "step `{id}` is {}, not {}",
+                        got.as_str(),
+                        want.as_str()
+                    ))
+                }
+            }
+            Check::Http(_) => Err("`http` checks are not available in this version".into()),
+        }
+    }
+
+    async fn wait_until(&self, step: &Step) -> Outcome {
+        let ctx = self.context(None);
+        let interval = step.interval.unwrap_or(Duration::from_secs(10));
+        let deadline = step.timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.conditions(&step.until, &ctx).await {
+                Ok(()) => return Outcome::Succeeded(IndexMap::new()),
+                Err(_) if deadline.is_some_and(|d| Instant::now() + interval > d) => {
+                    return Outcome::TimedOut;
+                }
+                Err(_) => tokio::time::sleep(interval).await,
+            }
+        }
+    }
+
+    async fn await_approval(&mut self, i: usize) -> Result<(), EngineError> {
+        let step = &self.rb.steps[i];
+        let id = step.id.clone();
+        let attempt = self.state.step(&id).attempts;
+        let started = self.state.step(&id).started_ms.unwrap_or_else(now_ms);
+        self.out.note(&format!(
+            "step {id}: waiting for approval: runbook approve {} {id} (or reject)",
+            self.run_id
+        ));
+        loop {
+            self.sync().await?;
+            let s = self.state.step(&id);
+            if !s.awaiting_approval || self.state.status.is_terminal() {
+                return Ok(());
+            }
+            if let Some(t) = step.timeout
+                && now_ms() - started >= t.as_millis() as i64
+            {
+                return self.record(Event::StepTimedOut { step: id, attempt }).await;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Runs the items of a fan-out step not yet done, `concurrency` at a time.
+    async fn fan_out(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
+        let step = &self.rb.steps[i];
+        let id = step.id.clone();
+        let items = match self.items(step).await {
+            Ok(items) => items,
+            Err(e) => {
+                return self
+                    .record(Event::StepFailed {
+                        step: id,
+                        attempt,
+                        error: e,
+                    })
+                    .await;
+            }
+        };
+        let total = items.len();
+        let allowed = match step.max_failures {
+            MaxFailures::None => 0,
+            MaxFailures::Count(n) => n as usize,
+            MaxFailures::Percent(p) => ((p / 100.0) * total as f64).floor() as usize,
+        };
+        let done = self.state.step(&id).items;
+        let mut failed = done.values().filter(|s| **s == ItemStatus::Failed).count();
+        let mut todo: std::collections::VecDeque<usize> = (0..total)
+            .filter(|ix| {
+                !matches!(
+                    done.get(ix),
+                    Some(ItemStatus::Succeeded | ItemStatus::Failed)
+                )
+            })
+            .collect();
+        let mut running = tokio::task::JoinSet::new();
+        let concurrency = step.concurrency.max(1) as usize;
+        let started = Instant::now();
+        let mut timed_out = false;
+        loop {
+            while running.len() < concurrency && failed <= allowed && !timed_out {
+                let Some(ix) = todo.pop_front() else { break };
+                self.record(Event::ItemStarted {
+                    step: id.clone(),
+                    index: ix,
+                })
+                .await?;
+                let ctx = self.context(Some(&items[ix]));
+                let prepared = self.prepare_item(step, &ctx);
+                let mut log = self.log(&format!("{id}.{ix}"));
+                let masker = self.masker.clone();
+                running.spawn(async move {
+                    let outcome = match prepared {
+                        Ok(p) => p.run(&mut log).await,
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    (ix, outcome, masker)
+                });
+            }
+            let remaining = step.timeout.map(|t| t.saturating_sub(started.elapsed()));
+            let next = match remaining {
+                Some(r) => match tokio::time::timeout(r, running.join_next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        timed_out = true;
+                        running.abort_all();
+                        break;
+                    }
+                },
+                None => running.join_next().await,
+            };
+            let Some(joined) = next else { break };
+            let (ix, outcome, masker) = joined.expect("item tasks do not panic");
+            match outcome {
+                Outcome::Succeeded(_) => {
+                    self.record(Event::ItemSucceeded {
+                        step: id.clone(),
+                        index: ix,
+                    })
+                    .await?
+                }
+                Outcome::Failed(e) => {
+                    failed += 1;
+                    self.record(Event::ItemFailed {
+                        step: id.clone(),
+                        index: ix,
+                        error: masker.mask(&e),
+                    })
+                    .await?
+                }
+                Outcome::TimedOut => {
+                    failed += 1;
+                    self.record(Event::ItemFailed {
+                        step: id.clone(),
+                        index: ix,
+                        error: "timed out".into(),
+                    })
+                    .await?
+                }
+            }
+        }
+        let outcome = if timed_out {
+            Outcome::TimedOut
+        } else if failed > allowed {
+            Outcome::Failed(format!(
+                "{failed} of {total} items failed (at most {allowed} may)"
+            ))
+        } else {
+            let mut o = IndexMap::new();
+            o.insert("items".into(), Value::from(total));
+            o.insert("failed".into(), Value::from(failed));
+            Outcome::Succeeded(o)
+        };
+        self.finish_attempt(&id, attempt, outcome).await
+    }
+
+    async fn items(&self, step: &Step) -> Result<Vec<Value>, String> {
+        match step.for_each.as_ref().expect("fan-out step") {
+            ForEach::Items(items) => Ok(items.clone()),
+            ForEach::Target(name) => match self.rb.targets.get(name) {
+                Some(Target::Static(items)) => Ok(items.clone()),
+                Some(Target::Query { sql, database }) => {
+                    let ctx = self.context(None);
+                    let sql = self.render(sql, &ctx)?;
+                    let db = self.render(database, &ctx)?;
+                    action::query_items(&db, &sql).await
+                }
+                None => Err(format!("unknown target `{name}`")),
+            },
+        }
+    }
+
+    fn prepare_item(&self, step: &Step, ctx: &Value) -> Result<Prepared, String> {
+        match step.run.as_deref() {
+            Some(Action::Shell {
+                command, env, cwd, ..
+            }) => Ok(Prepared::Shell {
+                command: self.render(command, ctx)?,
+                env: env
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+                cwd: cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?,
+            }),
+            Some(Action::Sql {
+                sql,
+                database,
+                transaction,
+            }) => Ok(Prepared::Sql {
+                sql: self.render(sql, ctx)?,
+                database: self.render(database, ctx)?,
+                transaction: *transaction,
+            }),
+            Some(other) => Err(format!(
+                "`{}` cannot fan out in this version",
+                other.describe()
+            )),
+            None => Ok(Prepared::Nothing),
+        }
+    }
+
+    /// Undoes one step (its `rollback`), or restores a checkpoint (its `restore`).
+    async fn undo(&mut self, i: usize) -> Result<(), EngineError> {
+        let step = &self.rb.steps[i];
+        let id = step.id.clone();
+        if self.state.step(&id).status == StepStatus::Succeeded {
+            self.record(Event::StepRollbackStarted { step: id.clone() })
+                .await?;
+        }
+        let action = step
+            .restore
+            .as_deref()
+            .filter(|_| step.checkpoint)
+            .or(step.rollback.as_deref())
+            .expect("decide only undoes steps with an action");
+        let ctx = self.context(None);
+        let mut log = self.log(&format!("{id}.rollback"));
+        let outcome = match step.timeout {
+            Some(t) => tokio::time::timeout(t, self.action(action, &ctx, &mut log))
+                .await
+                .unwrap_or(Outcome::TimedOut),
+            None => self.action(action, &ctx, &mut log).await,
+        };
+        let event = match outcome {
+            Outcome::Succeeded(_) => Event::StepRolledBack { step: id },
+            Outcome::Failed(error) => Event::StepRollbackFailed { step: id, error },
+            Outcome::TimedOut => Event::StepRollbackFailed {
+                step: id,
+                error: "timed out".into(),
+            },
+        };
+        self.record(event).await
+    }
+}
+
+/// A fan-out item's action with its templates rendered, ready to run on its own task.
+enum Prepared {
+    Shell {
+        command: String,
+        env: IndexMap<String, String>,
+        cwd: Option<String>,
+    },
+    Sql {
+        sql: String,
+        database: String,
+        transaction: bool,
+    },
+    Nothing,
+}
+
+impl Prepared {
+    async fn run(self, log: &mut StepLog) -> Outcome {
+        match self {
+            Prepared::Shell { command, env, cwd } => {
+                action::shell(
+                    &command,
+                    &env,
+                    cwd.as_deref().map(std::path::Path::new),
+                    None,
+                    log,
+                )
+                .await
+            }
+            Prepared::Sql {
+                sql,
+                database,
+                transaction,
+            } => action::sql(&database, &sql, transaction, None).await,
+            Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
+        }
+    }
+}

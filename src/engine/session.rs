@@ -1,0 +1,834 @@
+//! The run commands: execute, resume, abort, approve/reject, status, runs. Each opens the
+//! store, checks what it is asked against the journal, and only then writes.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::decide::{self, Next};
+use super::event::{Decision, Event};
+use super::report::{LogFormat, Reporter};
+use super::run::{EngineError, Runner, Stop};
+use super::state::{RunState, RunStatus, StepStatus};
+use crate::runbook::{self, Action, Check, Runbook};
+use crate::store::{DEFAULT_URL, Lease, Store, now_ms};
+
+/// Exit codes of the run commands.
+pub mod exit {
+    pub const COMPLETED: u8 = 0;
+    pub const INVALID: u8 = 1;
+    pub const ROLLED_BACK: u8 = 3;
+    pub const NEEDS_A_PERSON: u8 = 4;
+}
+
+/// A lease whose heartbeat is older than this belongs to a runner that died.
+pub const STALE_AFTER: Duration = Duration::from_secs(15);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
+
+fn fail(message: impl std::fmt::Display) -> u8 {
+    eprintln!("error: {message}");
+    exit::INVALID
+}
+
+/// The store URL: `--store`, else `RUNBOOK_STORE`, else the default.
+pub fn store_url(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| {
+            std::env::var("RUNBOOK_STORE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
+
+/// Where step logs go: beside a SQLite store, or `.runbook/` for PostgreSQL.
+fn state_dir(url: &str) -> PathBuf {
+    match url.strip_prefix("sqlite://") {
+        Some(path) => Path::new(path.split('?').next().unwrap_or(path))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        None => PathBuf::from(".runbook"),
+    }
+}
+
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "operator".into())
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What this version cannot run yet, so that a run never starts only to stop half-way.
+pub fn unsupported(rb: &Runbook) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &rb.steps {
+        let builtin = matches!(
+            s.kind,
+            runbook::Kind::Backup
+                | runbook::Kind::Migrate
+                | runbook::Kind::Optimise
+                | runbook::Kind::Restore
+        ) || (s.kind == runbook::Kind::Verify && s.checks.is_empty());
+        if builtin && s.run.is_none() {
+            out.push(format!(
+                "step `{}`: the built-in `{}` behaviour is not available in this version; give the step a `run:` action",
+                s.id,
+                s.kind.as_str()
+            ));
+        }
+        let actions = [&s.run, &s.rollback, &s.restore];
+        for a in actions.into_iter().flatten() {
+            match a.as_ref() {
+                Action::Http(_) => out.push(format!(
+                    "step `{}`: `http` actions are not available in this version",
+                    s.id
+                )),
+                Action::Builtin { kind, .. } => out.push(format!(
+                    "step `{}`: the built-in `{}` behaviour is not available in this version",
+                    s.id,
+                    kind.as_str()
+                )),
+                _ => {}
+            }
+        }
+        for c in s.preconditions.iter().chain(&s.checks).chain(&s.until) {
+            if matches!(c.check, Check::Http(_)) {
+                out.push(format!(
+                    "step `{}`: `http` checks are not available in this version",
+                    s.id
+                ));
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// Options of `runbook execute`.
+pub struct ExecuteArgs {
+    pub file: PathBuf,
+    pub vars: Vec<(String, String)>,
+    pub run_id: Option<String>,
+    pub now: bool,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub store: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// `runbook execute`.
+pub async fn execute(args: ExecuteArgs) -> u8 {
+    let mut rb = match runbook::load_file(&args.file) {
+        Ok(rb) => rb,
+        Err(invalid) => {
+            eprint!("{}", invalid.render());
+            return exit::INVALID;
+        }
+    };
+    if let Err(e) = crate::cli::apply_vars(&mut rb, &args.vars) {
+        return fail(e);
+    }
+    let missing = unsupported(&rb);
+    if !missing.is_empty() {
+        return fail(format!(
+            "`{}` cannot run with this version:\n  {}",
+            args.file.display(),
+            missing.join("\n  ")
+        ));
+    }
+    let bytes = std::fs::read(&args.file).unwrap_or_default();
+    let out = Reporter {
+        format: args.log_format,
+    };
+    if args.dry_run {
+        return dry_run(&rb).await;
+    }
+    let url = store_url(args.store.as_deref());
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let run_id = args.run_id.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            rb.id,
+            chrono::Utc::now().format("%Y%m%d-%H%M%S-%3f")
+        )
+    });
+    if !run_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        || run_id.is_empty()
+    {
+        return fail(format!(
+            "--run-id `{run_id}`: use letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    match store.run_exists(&run_id).await {
+        Ok(true) => {
+            return fail(format!(
+                "run `{run_id}` already exists; choose another --run-id"
+            ));
+        }
+        Ok(false) => {}
+        Err(e) => return fail(e),
+    }
+    println!("run {run_id}");
+    if !args.yes && std::io::stdin().is_terminal() {
+        print!(
+            "{}",
+            crate::plan::plan(&rb, None, chrono::Utc::now()).to_text()
+        );
+        print!("Start run `{run_id}` of `{}`? [y/N] ", rb.id);
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not started");
+            return exit::INVALID;
+        }
+    }
+    if !args.now
+        && let Some(start) = rb.window.start
+    {
+        let wait = (start - chrono::Utc::now()).to_std().unwrap_or_default();
+        if !wait.is_zero() {
+            out.note(&format!(
+                "waiting for the window to open at {} (use --now to start at once)",
+                start
+                    .with_timezone(&rb.window.timezone)
+                    .format("%Y-%m-%d %H:%M %Z")
+            ));
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let lease = Lease {
+        runbook: rb.id.clone(),
+        run_id: run_id.clone(),
+        host: host(),
+        pid: std::process::id() as i64,
+        heartbeat_ms: now_ms(),
+    };
+    match store.acquire(&lease, None).await {
+        Ok(Ok(())) => {}
+        Ok(Err(holder)) => return refuse_lease(&holder),
+        Err(e) => return fail(e),
+    }
+    let mut runner = Runner::new(
+        &rb,
+        store.clone(),
+        run_id.clone(),
+        RunState::default(),
+        0,
+        state_dir(&url).join("logs").join(&run_id),
+        out,
+    );
+    let started = runner
+        .record(Event::RunStarted {
+            runbook: rb.id.clone(),
+            title: rb.title.clone(),
+            file: std::fs::canonicalize(&args.file)
+                .unwrap_or(args.file.clone())
+                .display()
+                .to_string(),
+            file_sha256: sha256(&bytes),
+            vars: rb.vars.clone(),
+            operator: operator(),
+            host: lease.host.clone(),
+            pid: std::process::id(),
+        })
+        .await;
+    if let Err(e) = started {
+        let _ = store.release(&rb.id, &run_id).await;
+        return fail(e);
+    }
+    finish(runner, &rb.id).await
+}
+
+fn refuse_lease(holder: &Lease) -> u8 {
+    let age = (now_ms() - holder.heartbeat_ms) / 1000;
+    let alive = age < STALE_AFTER.as_secs() as i64;
+    fail(if alive {
+        format!(
+            "runbook `{}` is already being run: run `{}` on host {} (pid {}), last heartbeat {age}s ago",
+            holder.runbook, holder.run_id, holder.host, holder.pid
+        )
+    } else {
+        format!(
+            "run `{}` of runbook `{}` on host {} (pid {}) stopped without finishing (last heartbeat {age}s ago): resume it with `runbook resume {}` or end it with `runbook abort {}`",
+            holder.run_id, holder.runbook, holder.host, holder.pid, holder.run_id, holder.run_id
+        )
+    })
+}
+
+/// Drives the run with a heartbeat, then says how it ended and returns the exit code.
+async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
+    let store = runner.store.clone();
+    let run_id = runner.run_id.clone();
+    let beat = {
+        let (store, rb, run) = (store.clone(), runbook_id.to_owned(), run_id.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+                let _ = store.heartbeat(&rb, &run).await;
+            }
+        })
+    };
+    let result = runner.drive().await;
+    beat.abort();
+    let result = match result {
+        // Someone ended the run from outside (abort) while a step ran.
+        Err(EngineError::Illegal(_)) => match runner.sync().await {
+            Ok(()) if runner.state.status.is_terminal() => Ok(Stop::Ended(runner.state.status)),
+            _ => result,
+        },
+        other => other,
+    };
+    let code = match result {
+        Ok(Stop::Ended(status)) => {
+            let _ = store.release(runbook_id, &run_id).await;
+            match status {
+                RunStatus::Completed => exit::COMPLETED,
+                RunStatus::RolledBack => exit::ROLLED_BACK,
+                _ => exit::NEEDS_A_PERSON,
+            }
+        }
+        Ok(Stop::Paused(reason)) => {
+            runner.out.note(&format!(
+                "paused: {reason}. Decide with `runbook resume {run_id} --retry | --skip | --rollback`"
+            ));
+            exit::NEEDS_A_PERSON
+        }
+        Ok(Stop::InDoubt(step)) => {
+            runner.out.note(&format!(
+                "step `{step}` started before the runner stopped and may or may not have finished; it is not marked idempotent. Decide with `runbook resume {run_id} --retry | --skip | --rollback`"
+            ));
+            exit::NEEDS_A_PERSON
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::NEEDS_A_PERSON
+        }
+    };
+    store.close().await;
+    code
+}
+
+async fn dry_run(rb: &Runbook) -> u8 {
+    let plan = crate::plan::plan(rb, None, chrono::Utc::now());
+    print!("{}", plan.to_text());
+    println!("\nPreconditions (read-only checks only; nothing was changed):");
+    let store_less = RunState::default();
+    for &i in &rb.order {
+        let s = &rb.steps[i];
+        for c in &s.preconditions {
+            let what = match &c.check {
+                Check::Sql { sql, .. } => format!("sql: {sql}"),
+                Check::Window { remaining_at_least } => {
+                    format!(
+                        "window: at least {} left",
+                        crate::duration::fmt_duration(*remaining_at_least)
+                    )
+                }
+                Check::Step { id, .. } => format!("step `{id}`"),
+                Check::Shell { command, .. } => format!("shell: {command}"),
+                Check::Http(h) => format!("http {} {}", h.method, h.url),
+            };
+            let result = match &c.check {
+                Check::Sql {
+                    sql,
+                    database,
+                    expect,
+                } if is_read_only(sql) => {
+                    let ctx =
+                        json!({ "vars": rb.vars, "run": { "id": "(dry run)", "runbook": rb.id } });
+                    let hb = {
+                        let mut h = handlebars::Handlebars::new();
+                        h.register_escape_fn(handlebars::no_escape);
+                        h
+                    };
+                    match (
+                        hb.render_template(sql, &ctx),
+                        hb.render_template(database, &ctx),
+                    ) {
+                        (Ok(q), Ok(db)) => {
+                            match super::action::sql_check(&db, &q, expect.as_ref()).await {
+                                Ok(()) => "holds".to_owned(),
+                                Err(e) => format!("does NOT hold: {e}"),
+                            }
+                        }
+                        _ => "not evaluated: it uses values known only during the run".to_owned(),
+                    }
+                }
+                Check::Window { remaining_at_least } => match (rb.window.start, rb.window.duration)
+                {
+                    (Some(_), Some(d)) if d >= *remaining_at_least => {
+                        "holds at the window's start".to_owned()
+                    }
+                    (Some(_), Some(_)) => "does NOT hold even at the window's start".to_owned(),
+                    _ => "holds (no window end)".to_owned(),
+                },
+                _ => "not evaluated (not read-only, or depends on the run)".to_owned(),
+            };
+            let _ = &store_less;
+            println!("  {:<16} {what}: {result}", s.id);
+        }
+    }
+    exit::COMPLETED
+}
+
+fn is_read_only(sql: &str) -> bool {
+    let s = sql.trim_start().to_ascii_lowercase();
+    (s.starts_with("select") || s.starts_with("with") || s.starts_with("pragma integrity_check"))
+        && !s.contains(';')
+}
+
+/// Loads a run's journal and folds it.
+async fn load_run(store: &Store, run_id: &str) -> Result<(RunState, i64), String> {
+    let events = store.load(run_id).await.map_err(|e| e.to_string())?;
+    let seq = events.last().map(|r| r.seq).unwrap_or(0);
+    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
+        .map_err(|e| format!("the journal of run `{run_id}` does not fold: {e}"))?;
+    Ok((state, seq))
+}
+
+/// `runbook resume`.
+pub async fn resume(
+    run_id: &str,
+    decision: Option<Decision>,
+    store_flag: Option<&str>,
+    log_format: LogFormat,
+) -> u8 {
+    let url = store_url(store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (state, seq) = match load_run(&store, run_id).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if state.status.is_terminal() {
+        return fail(format!(
+            "run `{run_id}` has already ended ({}); nothing to resume",
+            state.status.as_str()
+        ));
+    }
+    let bytes = match std::fs::read(&state.file) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(format!(
+                "cannot read the runbook of run `{run_id}`, `{}`: {e}",
+                state.file
+            ));
+        }
+    };
+    if sha256(&bytes) != state.file_sha256 {
+        return fail(format!(
+            "the runbook `{}` has changed since run `{run_id}` started; resuming would run a different plan. Restore the file as it was, or abort the run",
+            state.file
+        ));
+    }
+    let mut rb = match runbook::load_bytes(&state.file, &bytes) {
+        Ok(rb) => rb,
+        Err(invalid) => {
+            eprint!("{}", invalid.render());
+            return exit::INVALID;
+        }
+    };
+    rb.vars = state.vars.clone();
+    // The lease: ours if free or left by a dead runner of this run.
+    let lease = Lease {
+        runbook: rb.id.clone(),
+        run_id: run_id.to_owned(),
+        host: host(),
+        pid: std::process::id() as i64,
+        heartbeat_ms: now_ms(),
+    };
+    match store.lease(&rb.id).await {
+        Err(e) => return fail(e),
+        Ok(None) => match store.acquire(&lease, None).await {
+            Ok(Ok(())) => {}
+            Ok(Err(holder)) => return refuse_lease(&holder),
+            Err(e) => return fail(e),
+        },
+        Ok(Some(holder)) => {
+            let stale = now_ms() - holder.heartbeat_ms >= STALE_AFTER.as_millis() as i64;
+            if holder.run_id != run_id || !stale {
+                if holder.run_id == run_id {
+                    return fail(format!(
+                        "run `{run_id}` is being run on host {} (pid {}), last heartbeat {}s ago",
+                        holder.host,
+                        holder.pid,
+                        (now_ms() - holder.heartbeat_ms) / 1000
+                    ));
+                }
+                return refuse_lease(&holder);
+            }
+            match store.acquire(&lease, Some(&holder)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(holder)) => return refuse_lease(&holder),
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    let out = Reporter { format: log_format };
+    println!("run {run_id}");
+    let mut runner = Runner::new(
+        &rb,
+        store.clone(),
+        run_id.to_owned(),
+        state,
+        seq,
+        state_dir(&url).join("logs").join(run_id),
+        out,
+    );
+    // The step the decision is about: in doubt, or failed and paused.
+    let pending = decide::decide(&rb, &runner.state);
+    let subject = match &pending {
+        Next::InDoubt { step, rerun: false } => Some(*step),
+        Next::Wait => rb.order.iter().copied().find(|&i| {
+            let s = runner.state.step(&rb.steps[i].id);
+            matches!(s.status, StepStatus::Failed | StepStatus::TimedOut) && !s.failure_ignored
+        }),
+        _ => None,
+    };
+    let by = operator();
+    let applied = async {
+        match (decision, subject) {
+            (None, Some(i)) => {
+                let id = &rb.steps[i].id;
+                let why = match pending {
+                    Next::InDoubt { .. } => "started before the runner stopped and may or may not have finished",
+                    _ => "failed and the run paused",
+                };
+                return Err(format!(
+                    "step `{id}` {why}; choose `runbook resume {run_id} --retry`, `--skip` or `--rollback`"
+                ));
+            }
+            (None, None) if matches!(pending, Next::Wait) => {
+                runner
+                    .record(Event::RunResumed { decision: Decision::Continue, by })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (None, None) => {}
+            (Some(Decision::Skip), subject) => {
+                let Some(i) = subject else {
+                    return Err("there is no failed or in-doubt step to skip".into());
+                };
+                let step = rb.steps[i].id.clone();
+                runner
+                    .record(Event::RunResumed { decision: Decision::Skip, by: by.clone() })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                runner
+                    .record(Event::StepSkipped { step, reason: format!("skipped by {by}") })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            (Some(Decision::Rollback), _) => {
+                if runner.state.status != RunStatus::RollingBack {
+                    runner
+                        .record(Event::RollbackStarted { reason: format!("rollback chosen by {by}") })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            (Some(d), _) => {
+                runner
+                    .record(Event::RunResumed { decision: d, by })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = applied {
+        let _ = store.release(&rb.id, run_id).await;
+        return fail(e);
+    }
+    finish(runner, &rb.id).await
+}
+
+/// `runbook abort`.
+pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> u8 {
+    let url = store_url(store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (state, _) = match load_run(&store, run_id).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    if state.status.is_terminal() {
+        return fail(format!(
+            "run `{run_id}` has already ended ({})",
+            state.status.as_str()
+        ));
+    }
+    let by = by.map(str::to_owned).unwrap_or_else(operator);
+    let event = Event::RunAborted {
+        by: by.clone(),
+        reason: format!("aborted by {by}"),
+    };
+    if let Err(e) = store.append(run_id, &event, now_ms()).await {
+        return fail(e);
+    }
+    let _ = store.release(&state.runbook, run_id).await;
+    println!("run {run_id} aborted");
+    exit::COMPLETED
+}
+
+/// `runbook approve` / `runbook reject`.
+pub async fn decide_approval(
+    run_id: &str,
+    step: &str,
+    by: Option<&str>,
+    approve: bool,
+    store_flag: Option<&str>,
+) -> u8 {
+    let url = store_url(store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let (state, _) = match load_run(&store, run_id).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let Some(s) = state.steps.get(step) else {
+        return fail(format!(
+            "step `{step}` of run `{run_id}` is not waiting for approval (it has not started)"
+        ));
+    };
+    if !s.awaiting_approval || state.status.is_terminal() {
+        return fail(format!(
+            "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
+            s.status.as_str()
+        ));
+    }
+    let by = by.map(str::to_owned).unwrap_or_else(operator);
+    let event = if approve {
+        Event::Approved {
+            step: step.to_owned(),
+            by: by.clone(),
+        }
+    } else {
+        Event::Rejected {
+            step: step.to_owned(),
+            by: by.clone(),
+        }
+    };
+    if let Err(e) = store.append(run_id, &event, now_ms()).await {
+        return fail(e);
+    }
+    println!(
+        "step {step} of run {run_id} {} by {by}",
+        if approve { "approved" } else { "rejected" }
+    );
+    exit::COMPLETED
+}
+
+fn fmt_ms(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn duration_ms(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    Some(b.unwrap_or_else(now_ms) - a?)
+}
+
+fn tail(path: &Path, n: usize) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(n)..]
+                .iter()
+                .map(|l| l.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `runbook status`.
+pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> u8 {
+    let url = store_url(store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let run_id = match run {
+        Some(r) => r.to_owned(),
+        None => match store.runs().await {
+            Ok(runs) if !runs.is_empty() => runs[0].run_id.clone(),
+            Ok(_) => return fail("no runs in this store yet"),
+            Err(e) => return fail(e),
+        },
+    };
+    let (state, _) = match load_run(&store, &run_id).await {
+        Ok(x) => x,
+        Err(e) => return fail(e),
+    };
+    let logs = state_dir(&url).join("logs").join(&run_id);
+    let steps: IndexMap<String, Value> = state
+        .steps
+        .iter()
+        .map(|(id, s)| {
+            (
+                id.clone(),
+                json!({
+                    "status": s.status.as_str(),
+                    "attempts": s.attempts,
+                    "started_ms": s.started_ms,
+                    "ended_ms": s.ended_ms,
+                    "duration_ms": duration_ms(s.started_ms, s.ended_ms),
+                    "error": s.error,
+                    "outputs": s.outputs,
+                    "items": { "done": s.items.values().filter(|i| **i != super::state::ItemStatus::Running).count(), "failed": s.items.values().filter(|i| **i == super::state::ItemStatus::Failed).count() },
+                    "output": tail(&logs.join(format!("{id}.log")), 5),
+                }),
+            )
+        })
+        .collect();
+    if json_out {
+        let doc = json!({
+            "run": run_id,
+            "runbook": state.runbook,
+            "title": state.title,
+            "status": state.status.as_str(),
+            "closed": state.closed,
+            "reason": state.reason,
+            "started_ms": state.started_ms,
+            "ended_ms": state.ended_ms,
+            "steps": steps,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serializes")
+        );
+        return exit::COMPLETED;
+    }
+    println!(
+        "run {run_id} of `{}`: {}",
+        state.runbook,
+        state.status.as_str()
+    );
+    println!("started {}", fmt_ms(state.started_ms));
+    if state.ended_ms.is_some() {
+        println!("ended   {}", fmt_ms(state.ended_ms));
+    }
+    if state.closed {
+        println!("the service is CLOSED (maintenance mode on)");
+    }
+    if let Some(r) = &state.reason {
+        println!("reason: {r}");
+    }
+    println!();
+    for (id, s) in &state.steps {
+        let d = duration_ms(s.started_ms, s.ended_ms)
+            .map(|ms| crate::duration::fmt_duration(Duration::from_millis(ms.max(0) as u64)))
+            .unwrap_or_default();
+        let items = if s.items.is_empty() {
+            String::new()
+        } else {
+            let done = s
+                .items
+                .values()
+                .filter(|i| **i != super::state::ItemStatus::Running)
+                .count();
+            let failed = s
+                .items
+                .values()
+                .filter(|i| **i == super::state::ItemStatus::Failed)
+                .count();
+            format!("  {done} items done, {failed} failed")
+        };
+        println!(
+            "  {id:<20} {:<14} attempt {}  {d}{items}",
+            s.status.as_str(),
+            s.attempts
+        );
+        if let Some(e) = &s.error {
+            println!("      {e}");
+        }
+        for line in tail(&logs.join(format!("{id}.log")), 3) {
+            println!("      | {line}");
+        }
+    }
+    exit::COMPLETED
+}
+
+/// `runbook runs`.
+pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
+    let url = store_url(store_flag);
+    let store = match Store::open(&url).await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let rows = match store.runs().await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut list = Vec::new();
+    for r in rows {
+        let state = load_run(&store, &r.run_id).await.map(|(s, _)| s).ok();
+        list.push((r, state));
+    }
+    if json_out {
+        let doc: Vec<Value> = list
+            .iter()
+            .map(|(r, s)| {
+                json!({
+                    "run": r.run_id,
+                    "runbook": r.runbook,
+                    "status": s.as_ref().map(|s| s.status.as_str()),
+                    "started_ms": r.started_ms,
+                    "ended_ms": s.as_ref().and_then(|s| s.ended_ms),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serializes")
+        );
+        return exit::COMPLETED;
+    }
+    if list.is_empty() {
+        println!("no runs yet");
+    }
+    for (r, s) in list {
+        let status = s
+            .as_ref()
+            .map(|s| s.status.as_str())
+            .unwrap_or("unreadable");
+        println!(
+            "{:<40} {:<20} {:<18} {}",
+            r.run_id,
+            r.runbook,
+            status,
+            fmt_ms(Some(r.started_ms))
+        );
+    }
+    exit::COMPLETED
+}

@@ -1,0 +1,498 @@
+//! The state of a run: a pure fold over its journal. Illegal transitions are errors, so
+//! the engine can never record an event that makes no sense.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::event::{Decision, Event};
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Scheduled,
+    Running,
+    Paused,
+    AwaitingApproval,
+    Verifying,
+    Completed,
+    RollingBack,
+    RolledBack,
+    Failed,
+    Aborted,
+}
+
+impl RunStatus {
+    /// The run has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::RolledBack | RunStatus::Failed | RunStatus::Aborted
+        )
+    }
+
+    /// The name used in output and the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Scheduled => "scheduled",
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::AwaitingApproval => "awaiting_approval",
+            RunStatus::Verifying => "verifying",
+            RunStatus::Completed => "completed",
+            RunStatus::RollingBack => "rolling_back",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::Failed => "failed",
+            RunStatus::Aborted => "aborted",
+        }
+    }
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    #[default]
+    Pending,
+    Checking,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Skipped,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+}
+
+impl StepStatus {
+    /// The name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Checking => "checking",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::TimedOut => "timed_out",
+            StepStatus::Skipped => "skipped",
+            StepStatus::RollingBack => "rolling_back",
+            StepStatus::RolledBack => "rolled_back",
+            StepStatus::RollbackFailed => "rollback_failed",
+        }
+    }
+}
+
+/// Where one fan-out item is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What the journal says about one step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepRun {
+    pub status: StepStatus,
+    /// Attempts started so far (1 after the first `StepChecking`).
+    pub attempts: u32,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub outputs: IndexMap<String, Value>,
+    pub error: Option<String>,
+    /// When the next attempt may start.
+    pub retry_at_ms: Option<i64>,
+    /// A failure the runbook tolerates (`on_failure: continue`).
+    pub failure_ignored: bool,
+    /// Waiting for `runbook approve` / `reject`.
+    pub awaiting_approval: bool,
+    pub decided_by: Option<String>,
+    /// Fan-out items by index.
+    pub items: BTreeMap<usize, ItemStatus>,
+}
+
+impl StepRun {
+    /// Started and with no outcome recorded: after a crash, nobody knows how far it got.
+    pub fn in_doubt(&self) -> bool {
+        matches!(self.status, StepStatus::Checking | StepStatus::Running) && !self.awaiting_approval
+    }
+}
+
+/// A run, as the fold of its events.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunState {
+    pub status: RunStatus,
+    pub runbook: String,
+    pub title: String,
+    pub file: String,
+    pub file_sha256: String,
+    pub vars: IndexMap<String, Value>,
+    pub operator: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    /// Steps by id, in the order they first appeared in the journal.
+    pub steps: IndexMap<String, StepRun>,
+    /// The service is closed to customers (maintenance mode on).
+    pub closed: bool,
+    /// Why the run paused, rolled back, failed or was aborted.
+    pub reason: Option<String>,
+    /// Events folded so far.
+    pub events: usize,
+}
+
+/// An event that cannot happen in the current state.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{event}` cannot happen while {what} is {state}")]
+pub struct Illegal {
+    pub event: &'static str,
+    pub what: String,
+    pub state: &'static str,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            status: RunStatus::Scheduled,
+            runbook: String::new(),
+            title: String::new(),
+            file: String::new(),
+            file_sha256: String::new(),
+            vars: IndexMap::new(),
+            operator: String::new(),
+            host: String::new(),
+            pid: 0,
+            started_ms: None,
+            ended_ms: None,
+            steps: IndexMap::new(),
+            closed: false,
+            reason: None,
+            events: 0,
+        }
+    }
+}
+
+impl RunState {
+    /// The state after all `events`, or the first illegal one.
+    pub fn from_events<'a>(
+        events: impl IntoIterator<Item = (&'a Event, i64)>,
+    ) -> Result<RunState, Illegal> {
+        events
+            .into_iter()
+            .try_fold(RunState::default(), |s, (e, at)| s.fold(e, at))
+    }
+
+    /// The step's record (a step never mentioned is pending).
+    pub fn step(&self, id: &str) -> StepRun {
+        self.steps.get(id).cloned().unwrap_or_default()
+    }
+
+    /// The state after one more event recorded at `at_ms`.
+    pub fn fold(mut self, event: &Event, at_ms: i64) -> Result<RunState, Illegal> {
+        self.apply(event, at_ms)?;
+        Ok(self)
+    }
+
+    /// Applies one event in place. On an illegal event nothing changes: every check
+    /// comes before any change.
+    pub fn apply(&mut self, event: &Event, at_ms: i64) -> Result<(), Illegal> {
+        use Event as E;
+        use RunStatus as R;
+        use StepStatus as S;
+        let run_illegal = |s: &RunState| Illegal {
+            event: event.kind(),
+            what: "the run".into(),
+            state: s.status.as_str(),
+        };
+        // Nothing happens before the start or after the end.
+        match event {
+            E::RunStarted { .. } if self.status != R::Scheduled => return Err(run_illegal(self)),
+            E::RunStarted { .. } => {}
+            _ if self.status == R::Scheduled || self.status.is_terminal() => {
+                return Err(run_illegal(self));
+            }
+            _ => {}
+        }
+        let active = matches!(self.status, R::Running | R::Verifying);
+        let status = self.status;
+        if let Some(id) = event.step() {
+            let step = self.steps.entry(id.to_owned()).or_default();
+            let illegal = |st: StepStatus| Illegal {
+                event: event.kind(),
+                what: format!("step `{id}`"),
+                state: st.as_str(),
+            };
+            let rolling = status == R::RollingBack;
+            match event {
+                E::StepChecking { attempt, .. } => {
+                    if !active || step.status != S::Pending || *attempt != step.attempts + 1 {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Checking;
+                    step.attempts = *attempt;
+                    step.started_ms.get_or_insert(at_ms);
+                    step.error = None;
+                    step.retry_at_ms = None;
+                }
+                E::PreconditionFailed { message, .. } => {
+                    if step.status != S::Checking {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Failed;
+                    step.error = Some(message.clone());
+                    step.ended_ms = Some(at_ms);
+                }
+                E::StepStarted { verifying, .. } => {
+                    if !active || step.status != S::Checking {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Running;
+                    self.status = if *verifying { R::Verifying } else { R::Running };
+                }
+                E::StepSucceeded { outputs, .. } => {
+                    if step.status != S::Running || step.awaiting_approval {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Succeeded;
+                    step.outputs.extend(outputs.clone());
+                    step.ended_ms = Some(at_ms);
+                }
+                E::StepFailed { error, .. } => {
+                    if !matches!(step.status, S::Running | S::Checking) {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Failed;
+                    step.awaiting_approval = false;
+                    step.error = Some(error.clone());
+                    step.ended_ms = Some(at_ms);
+                }
+                E::StepTimedOut { .. } => {
+                    if step.status != S::Running {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::TimedOut;
+                    step.error = Some("timed out".into());
+                    step.ended_ms = Some(at_ms);
+                    if step.awaiting_approval {
+                        step.awaiting_approval = false;
+                        self.status = R::Running;
+                    }
+                }
+                E::RetryScheduled {
+                    next_attempt,
+                    at_ms: when,
+                    ..
+                } => {
+                    if !matches!(step.status, S::Failed | S::TimedOut)
+                        || *next_attempt != step.attempts + 1
+                    {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Pending;
+                    step.retry_at_ms = Some(*when);
+                }
+                E::StepSkipped { reason, .. } => {
+                    if !matches!(
+                        step.status,
+                        S::Pending | S::Checking | S::Running | S::Failed | S::TimedOut
+                    ) || rolling
+                    {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::Skipped;
+                    step.awaiting_approval = false;
+                    step.error = Some(reason.clone());
+                    step.ended_ms = Some(at_ms);
+                    if status == R::AwaitingApproval {
+                        self.status = R::Running;
+                    }
+                }
+                E::FailureIgnored { .. } => {
+                    if !matches!(step.status, S::Failed | S::TimedOut) || step.failure_ignored {
+                        return Err(illegal(step.status));
+                    }
+                    step.failure_ignored = true;
+                }
+                E::ItemStarted { index, .. } => {
+                    if step.status != S::Running {
+                        return Err(illegal(step.status));
+                    }
+                    step.items.insert(*index, ItemStatus::Running);
+                }
+                E::ItemSucceeded { index, .. } | E::ItemFailed { index, .. } => {
+                    if step.status != S::Running
+                        || step.items.get(index) != Some(&ItemStatus::Running)
+                    {
+                        return Err(illegal(step.status));
+                    }
+                    let outcome = if matches!(event, E::ItemSucceeded { .. }) {
+                        ItemStatus::Succeeded
+                    } else {
+                        ItemStatus::Failed
+                    };
+                    step.items.insert(*index, outcome);
+                }
+                E::ApprovalRequested { .. } => {
+                    if step.status != S::Running || step.awaiting_approval {
+                        return Err(illegal(step.status));
+                    }
+                    step.awaiting_approval = true;
+                    self.status = R::AwaitingApproval;
+                }
+                E::Approved { by, .. } | E::Rejected { by, .. } => {
+                    if step.status != S::Running || !step.awaiting_approval {
+                        return Err(illegal(step.status));
+                    }
+                    let approved = matches!(event, E::Approved { .. });
+                    step.awaiting_approval = false;
+                    step.decided_by = Some(by.clone());
+                    step.ended_ms = Some(at_ms);
+                    step.outputs.insert("by".into(), Value::String(by.clone()));
+                    step.outputs.insert(
+                        "decision".into(),
+                        Value::String(if approved { "approved" } else { "rejected" }.into()),
+                    );
+                    if approved {
+                        step.status = S::Succeeded;
+                    } else {
+                        step.status = S::Failed;
+                        step.error = Some(format!("rejected by {by}"));
+                    }
+                    self.status = R::Running;
+                }
+                E::StepRollbackStarted { .. } => {
+                    if !rolling || step.status != S::Succeeded {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::RollingBack;
+                }
+                E::StepRolledBack { .. } => {
+                    if step.status != S::RollingBack {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::RolledBack;
+                }
+                E::StepRollbackFailed { error, .. } => {
+                    if step.status != S::RollingBack {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::RollbackFailed;
+                    step.error = Some(error.clone());
+                }
+                _ => unreachable!("every step event is handled above"),
+            }
+            self.events += 1;
+            return Ok(());
+        }
+        match event {
+            E::RunStarted {
+                runbook,
+                title,
+                file,
+                file_sha256,
+                vars,
+                operator,
+                host,
+                pid,
+            } => {
+                self.status = R::Running;
+                self.runbook = runbook.clone();
+                self.title = title.clone();
+                self.file = file.clone();
+                self.file_sha256 = file_sha256.clone();
+                self.vars = vars.clone();
+                self.operator = operator.clone();
+                self.host = host.clone();
+                self.pid = *pid;
+                self.started_ms = Some(at_ms);
+            }
+            E::ServiceClosed | E::ServiceReopened => {
+                let open = matches!(event, E::ServiceReopened);
+                if self.closed != open || !(active || status == R::RollingBack) {
+                    return Err(run_illegal(self));
+                }
+                self.closed = !open;
+            }
+            E::RunPaused { reason } => {
+                if !matches!(status, R::Running | R::Verifying | R::AwaitingApproval) {
+                    return Err(run_illegal(self));
+                }
+                self.status = R::Paused;
+                self.reason = Some(reason.clone());
+            }
+            E::RunResumed { decision, .. } => {
+                if matches!(status, R::RollingBack) && *decision != Decision::Retry {
+                    return Err(run_illegal(self));
+                }
+                if status != R::RollingBack {
+                    self.status = R::Running;
+                }
+                self.reason = None;
+                if *decision == Decision::Retry {
+                    // The step in doubt, or the failed one, goes back to pending; its
+                    // finished fan-out items stay finished.
+                    for step in self.steps.values_mut() {
+                        let retry = step.in_doubt()
+                            || (matches!(step.status, StepStatus::Failed | StepStatus::TimedOut)
+                                && !step.failure_ignored)
+                            || step.status == StepStatus::RollingBack;
+                        if retry {
+                            step.status = if step.status == StepStatus::RollingBack {
+                                StepStatus::Succeeded
+                            } else {
+                                StepStatus::Pending
+                            };
+                            step.items.retain(|_, s| *s == ItemStatus::Succeeded);
+                            step.retry_at_ms = None;
+                        }
+                    }
+                }
+            }
+            E::RollbackStarted { reason } => {
+                if !matches!(
+                    status,
+                    R::Running | R::Verifying | R::Paused | R::AwaitingApproval
+                ) {
+                    return Err(run_illegal(self));
+                }
+                self.status = R::RollingBack;
+                self.reason = Some(reason.clone());
+                for step in self.steps.values_mut() {
+                    step.awaiting_approval = false;
+                }
+            }
+            E::RunCompleted => {
+                if !active {
+                    return Err(run_illegal(self));
+                }
+                self.status = R::Completed;
+                self.ended_ms = Some(at_ms);
+            }
+            E::RunRolledBack => {
+                if status != R::RollingBack {
+                    return Err(run_illegal(self));
+                }
+                self.status = R::RolledBack;
+                self.ended_ms = Some(at_ms);
+            }
+            E::RunFailed { reason } | E::RunAborted { reason, .. } => {
+                self.status = if matches!(event, E::RunFailed { .. }) {
+                    R::Failed
+                } else {
+                    R::Aborted
+                };
+                self.reason = Some(reason.clone());
+                self.ended_ms = Some(at_ms);
+            }
+            _ => unreachable!("step events are handled above"),
+        }
+        self.events += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,372 @@
+//! The journal: append-only events per run, the runs, and one lease per runbook, kept
+//! in SQLite (the default, WAL mode) or PostgreSQL through sqlx. The SQL is written once
+//! for both; the schema migrations are embedded and run on open.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::engine::event::{Event, Recorded};
+
+/// The default store: `.runbook/state.db` in the current directory.
+pub const DEFAULT_URL: &str = "sqlite://.runbook/state.db";
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT PRIMARY KEY,
+        runbook TEXT NOT NULL,
+        started_ms BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS events (
+        run_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE IF NOT EXISTS leases (
+        runbook TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        host TEXT NOT NULL,
+        pid BIGINT NOT NULL,
+        heartbeat_ms BIGINT NOT NULL
+    );"];
+
+/// A store problem, said for people.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store `{url}`: {reason}")]
+    Open { url: String, reason: String },
+    #[error("store error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("the journal of run `{run}` is damaged at event {seq}: {reason}")]
+    Corrupt {
+        run: String,
+        seq: i64,
+        reason: String,
+    },
+    #[error("no run `{0}` in this store")]
+    UnknownRun(String),
+}
+
+/// Who holds a runbook's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub runbook: String,
+    pub run_id: String,
+    pub host: String,
+    pub pid: i64,
+    pub heartbeat_ms: i64,
+}
+
+/// A run as listed by `runbook runs`.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub run_id: String,
+    pub runbook: String,
+    pub started_ms: i64,
+}
+
+/// The journal store.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    pub url: String,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (and creates or migrates) the store at `url`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let open_err = |reason: String| StoreError::Open {
+            url: url.to_owned(),
+            reason,
+        };
+        let connect_url = if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(open_err("no file name".into()));
+            }
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| open_err(format!("cannot create `{}`: {e}", dir.display())))?;
+            }
+            format!("sqlite://{path}?mode=rwc")
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.to_owned()
+        } else {
+            return Err(open_err(
+                "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+            ));
+        };
+        let sqlite = connect_url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 4 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&connect_url)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = Store {
+            pool,
+            url: url.to_owned(),
+        };
+        if sqlite {
+            // WAL lets readers (`status`, the status page) run while a run writes;
+            // `synchronous=FULL` makes each committed event survive a power cut.
+            for pragma in [
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=FULL",
+                "PRAGMA busy_timeout=10000",
+            ] {
+                sqlx::query(pragma)
+                    .execute(&store.pool)
+                    .await
+                    .map_err(|e| open_err(e.to_string()))?;
+            }
+        }
+        store.migrate().await.map_err(|e| open_err(e.to_string()))?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM runbook_schema")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let mut tx = self.pool.begin().await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO runbook_schema (version) VALUES ($1)")
+                .bind(i as i64 + 1)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends an event to a run's journal and returns it as recorded. The event is
+    /// committed when this returns.
+    pub async fn append(
+        &self,
+        run_id: &str,
+        event: &Event,
+        at_ms: i64,
+    ) -> Result<Recorded, StoreError> {
+        let body = serde_json::to_string(event).expect("events serialize");
+        let mut tries = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            if let Event::RunStarted { runbook, .. } = event {
+                sqlx::query("INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)")
+                    .bind(run_id)
+                    .bind(runbook.as_str())
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let seq: i64 = sqlx::query(
+                "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events WHERE run_id = $1",
+            )
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("next")?;
+            let inserted = sqlx::query(
+                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(run_id)
+            .bind(seq)
+            .bind(at_ms)
+            .bind(event.kind())
+            .bind(body.as_str())
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {
+                    tx.commit().await?;
+                    return Ok(Recorded {
+                        seq,
+                        at_ms,
+                        event: event.clone(),
+                    });
+                }
+                // Another process (an approval, say) took this sequence number first.
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 20 => {
+                    tries += 1;
+                    drop(tx);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Every event of a run, in order.
+    pub async fn load(&self, run_id: &str) -> Result<Vec<Recorded>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, at_ms, body FROM events WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        if rows.is_empty() {
+            return Err(StoreError::UnknownRun(run_id.to_owned()));
+        }
+        rows.iter().map(|r| decode(run_id, r)).collect()
+    }
+
+    /// Events after `seq` (for followers that already have the earlier ones).
+    pub async fn load_after(&self, run_id: &str, seq: i64) -> Result<Vec<Recorded>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| decode(run_id, r)).collect()
+    }
+
+    /// All runs, newest first.
+    pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT run_id, runbook, started_ms FROM runs ORDER BY started_ms DESC, run_id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunRow {
+                    run_id: r.try_get("run_id")?,
+                    runbook: r.try_get("runbook")?,
+                    started_ms: r.try_get("started_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Whether a run id is taken.
+    pub async fn run_exists(&self, run_id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok(n > 0)
+    }
+
+    /// The lease on a runbook, if anyone holds it.
+    pub async fn lease(&self, runbook: &str) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query(
+            "SELECT runbook, run_id, host, pid, heartbeat_ms FROM leases WHERE runbook = $1",
+        )
+        .bind(runbook)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => Some(Lease {
+                runbook: r.try_get("runbook")?,
+                run_id: r.try_get("run_id")?,
+                host: r.try_get("host")?,
+                pid: r.try_get("pid")?,
+                heartbeat_ms: r.try_get("heartbeat_ms")?,
+            }),
+        })
+    }
+
+    /// Takes the lease on `lease.runbook` if it is free, or held by `expected` (the
+    /// lease as last seen: a crashed runner's, being taken over). Returns the holder
+    /// when someone else has it.
+    pub async fn acquire(
+        &self,
+        lease: &Lease,
+        expected: Option<&Lease>,
+    ) -> Result<Result<(), Lease>, StoreError> {
+        let done = match expected {
+            None => sqlx::query(
+                "INSERT INTO leases (runbook, run_id, host, pid, heartbeat_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (runbook) DO NOTHING",
+            )
+            .bind(lease.runbook.as_str())
+            .bind(lease.run_id.as_str())
+            .bind(lease.host.as_str())
+            .bind(lease.pid)
+            .bind(lease.heartbeat_ms)
+            .execute(&self.pool)
+            .await?,
+            Some(old) => sqlx::query(
+                "UPDATE leases SET run_id = $1, host = $2, pid = $3, heartbeat_ms = $4 WHERE runbook = $5 AND run_id = $6 AND heartbeat_ms = $7",
+            )
+            .bind(lease.run_id.as_str())
+            .bind(lease.host.as_str())
+            .bind(lease.pid)
+            .bind(lease.heartbeat_ms)
+            .bind(lease.runbook.as_str())
+            .bind(old.run_id.as_str())
+            .bind(old.heartbeat_ms)
+            .execute(&self.pool)
+            .await?,
+        };
+        if done.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        match self.lease(&lease.runbook).await? {
+            Some(holder) => Ok(Err(holder)),
+            // Released in between: try again from scratch.
+            None => Box::pin(self.acquire(lease, None)).await,
+        }
+    }
+
+    /// Refreshes the heartbeat of a lease we hold.
+    pub async fn heartbeat(&self, runbook: &str, run_id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3")
+                .bind(now_ms())
+                .bind(runbook)
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives the lease back.
+    pub async fn release(&self, runbook: &str, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM leases WHERE runbook = $1 AND run_id = $2")
+            .bind(runbook)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes the pool, flushing SQLite's WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn decode(run_id: &str, r: &AnyRow) -> Result<Recorded, StoreError> {
+    let seq: i64 = r.try_get("seq")?;
+    let at_ms: i64 = r.try_get("at_ms")?;
+    let body: String = r.try_get("body")?;
+    let event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        run: run_id.to_owned(),
+        seq,
+        reason: e.to_string(),
+    })?;
+    Ok(Recorded { seq, at_ms, event })
+}
