@@ -8,3 +8,6 @@ pub mod report;
 pub mod run;
 pub mod session;
 pub mod state;
+
+#[cfg(test)]
+mod fold_tests;

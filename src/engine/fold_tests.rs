@@ -1,0 +1,1 @@
+//! Unit tests of `RunState::apply` (every legal and illegal transition) and `decide`.
