@@ -135,28 +135,38 @@ impl Store {
                     .map_err(|e| open_err(e.to_string()))?;
             }
         }
-        store.migrate().await.map_err(|e| open_err(e.to_string()))?;
+        store
+            .migrate(!sqlite)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
         Ok(store)
     }
 
-    async fn migrate(&self) -> Result<(), sqlx::Error> {
+    /// Applies the migrations this store lacks, all in one transaction. On PostgreSQL a
+    /// transaction-scoped advisory lock keeps two processes opening a new store at the
+    /// same moment from creating the same tables twice.
+    async fn migrate(&self, postgres: bool) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7210563001)")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL)")
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM runbook_schema")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?
             .try_get("v")?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let mut tx = self.pool.begin().await?;
             sqlx::raw_sql(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO runbook_schema (version) VALUES ($1)")
                 .bind(i as i64 + 1)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
         }
-        Ok(())
+        tx.commit().await
     }
 
     /// Appends an event to a run's journal and returns it as recorded. The event is

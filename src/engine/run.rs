@@ -99,6 +99,7 @@ impl<'a> Runner<'a> {
         self.seq = recorded.seq;
         self.state = next;
         self.out.event(&self.run_id, &recorded);
+        crash_point(recorded.seq);
         Ok(())
     }
 
@@ -803,6 +804,22 @@ impl<'a> Runner<'a> {
             },
         };
         self.record(event).await
+    }
+}
+
+/// Fault injection for the crash tests: with `RUNBOOK_TEST_KILL_AFTER_EVENT=N` the
+/// runner kills itself with SIGKILL right after committing journal event N, as a power
+/// cut or an OOM kill would.
+fn crash_point(seq: i64) {
+    static AT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        std::env::var("RUNBOOK_TEST_KILL_AFTER_EVENT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if *at == Some(seq) {
+        // SAFETY: sending a signal to ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
 

@@ -262,9 +262,21 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     finish(runner, &rb.id).await
 }
 
+/// Whether a process of this host is still running (a runner on this machine that died
+/// need not wait for its heartbeat to go stale).
+fn pid_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 fn refuse_lease(holder: &Lease) -> u8 {
     let age = (now_ms() - holder.heartbeat_ms) / 1000;
-    let alive = age < STALE_AFTER.as_secs() as i64;
+    let alive =
+        age < STALE_AFTER.as_secs() as i64 && (holder.host != host() || pid_alive(holder.pid));
     fail(if alive {
         format!(
             "runbook `{}` is already being run: run `{}` on host {} (pid {}), last heartbeat {age}s ago",
@@ -470,7 +482,8 @@ pub async fn resume(
             Err(e) => return fail(e),
         },
         Ok(Some(holder)) => {
-            let stale = now_ms() - holder.heartbeat_ms >= STALE_AFTER.as_millis() as i64;
+            let stale = now_ms() - holder.heartbeat_ms >= STALE_AFTER.as_millis() as i64
+                || (holder.host == lease.host && !pid_alive(holder.pid));
             if holder.run_id != run_id || !stale {
                 if holder.run_id == run_id {
                     return fail(format!(

@@ -1,0 +1,672 @@
+//! The engine through the real binary, against both stores: a SQLite file and a real
+//! PostgreSQL server (a fresh database per test). Crashes are real SIGKILLs.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::Output;
+
+/// A test's world: a directory with runbooks and markers, and a store.
+struct World {
+    dir: tempfile::TempDir,
+    store: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl World {
+    fn sqlite() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/state/state.db", dir.path().display());
+        World { dir, store }
+    }
+
+    /// A fresh PostgreSQL database on the local server.
+    fn postgres() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!(
+            "runbook_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let status = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .status()
+            .expect("psql runs (PostgreSQL client installed)");
+        assert!(
+            status.success(),
+            "cannot create database {name}: is PostgreSQL running on 127.0.0.1:5432?"
+        );
+        World {
+            dir,
+            store: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    fn markers(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("markers"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn count(&self, marker: &str) -> usize {
+        self.markers().iter().filter(|m| *m == marker).count()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("RUNBOOK_STORE", &self.store)
+            .env_remove("RUNBOOK_TEST_KILL_AFTER_EVENT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        let o = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !o.stderr.contains("panicked"),
+            "{args:?} panicked:\n{}",
+            o.stderr
+        );
+        o
+    }
+
+    fn execute(&self, file: &str, run_id: &str) -> Output {
+        self.run(&["execute", file, "--yes", "--now", "--run-id", run_id])
+    }
+
+    fn status_json(&self, run: &str) -> serde_json::Value {
+        let o = self.run(&["status", run, "--format", "json"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap()
+    }
+}
+
+/// Generates one test per store from `fn name(w: &World)`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::World::sqlite()); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&super::World::postgres()); } )*
+        }
+    };
+}
+
+both_stores!(
+    completes_and_records_every_step,
+    survives_sigkill_at_every_point,
+    rolls_back_to_the_checkpoint,
+    a_failing_rollback_ends_the_run_failed,
+    pause_then_skip,
+    abort_policy_stops_without_undoing,
+    continue_policy_goes_on,
+    fan_out_failure_over_max_rolls_back,
+    retries_with_backoff,
+    approval_from_another_terminal,
+    rejection_rolls_back,
+    a_second_execute_is_refused,
+    bad_input_is_refused_and_writes_nothing,
+    a_changed_runbook_is_not_resumed,
+);
+
+const STEPS: usize = 6;
+
+/// Six shell steps that each append their marker; step 3 closes the service.
+fn crash_runbook() -> String {
+    let mut y = String::from("runbook: crash\nsteps:\n");
+    for i in 1..=STEPS {
+        if i == 3 {
+            y.push_str("  - id: close\n    kind: close\n");
+        }
+        y.push_str(&format!(
+            "  - id: s{i}\n    kind: patch\n    run: {{ shell: \"echo s{i} >> markers; sleep 0.2\" }}\n"
+        ));
+    }
+    y.push_str("  - id: reopen\n    kind: reopen\n");
+    y
+}
+
+fn completes_and_records_every_step(w: &World) {
+    w.write("rb.yaml", &crash_runbook());
+    let out = w.execute("rb.yaml", "r1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.starts_with("run r1\n"), "{}", out.stdout);
+    for i in 1..=STEPS {
+        assert_eq!(w.count(&format!("s{i}")), 1);
+    }
+    let s = w.status_json("r1");
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["closed"], false);
+    assert_eq!(s["steps"]["s1"]["status"], "succeeded");
+    let runs = w.run(&["runs", "--format", "json"]);
+    let runs: serde_json::Value = serde_json::from_str(&runs.stdout).unwrap();
+    assert_eq!(runs[0]["run"], "r1");
+    assert_eq!(runs[0]["status"], "completed");
+}
+
+/// Resumes until the run ends; `--retry` when a step is in doubt. Returns whether
+/// `--retry` was needed.
+fn resume_to_the_end(w: &World, run: &str) -> bool {
+    let mut retried = false;
+    for _ in 0..6 {
+        let o = w.run(&["resume", run]);
+        match o.code {
+            0 => return retried,
+            4 | 1 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
+                retried = true;
+                let o = w.run(&["resume", run, "--retry"]);
+                if o.code == 0 {
+                    return retried;
+                }
+                assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
+            }
+            1 if o.stderr.contains("has already ended") => return retried,
+            _ => panic!("resume {run}: exit {}\n{}\n{}", o.code, o.stdout, o.stderr),
+        }
+    }
+    panic!("run {run} did not finish");
+}
+
+fn survives_sigkill_at_every_point(w: &World) {
+    w.write("rb.yaml", &crash_runbook());
+    // A clean run says how many events there are.
+    let clean = w.execute("rb.yaml", "clean");
+    assert_eq!(clean.code, 0, "{}", clean.stderr);
+    let events = clean.stdout.lines().filter(|l| l.contains("  ")).count();
+    assert!(events >= 20, "{events} events");
+    std::fs::remove_file(w.path("markers")).unwrap();
+    let mut kill_points = 0;
+    // At every event boundary: right after each journal commit.
+    for n in 1..events as i64 {
+        let run = format!("kill-at-{n}");
+        let status = w
+            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", &run])
+            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", n.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "kill point {n}"
+        );
+        kill_points += 1;
+        let retried = resume_to_the_end(w, &run);
+        let s = w.status_json(&run);
+        assert_eq!(s["status"], "completed", "kill point {n}");
+        for i in 1..=STEPS {
+            let c = w.count(&format!("s{i}"));
+            // Killed between commit of `step_started` and the command: never ran, once.
+            assert_eq!(
+                c, 1,
+                "kill point {n}: marker s{i} seen {c} times (retried: {retried})"
+            );
+        }
+        std::fs::remove_file(w.path("markers")).unwrap();
+    }
+    // In the middle of steps: while the command sleeps after writing its marker.
+    for i in [1, 3, 5, 6] {
+        let run = format!("mid-{i}");
+        let mut child = w
+            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", &run])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.count(&format!("s{i}")) == 0 {
+            assert!(Instant::now() < deadline, "step s{i} never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kill_points += 1;
+        let retried = resume_to_the_end(w, &run);
+        assert!(retried, "mid-step kill of s{i} must leave it in doubt");
+        assert_eq!(w.status_json(&run)["status"], "completed");
+        for j in 1..=STEPS {
+            let c = w.count(&format!("s{j}"));
+            // The step in doubt ran twice (resumed with --retry); every other once.
+            let want = if j == i { 2 } else { 1 };
+            assert_eq!(c, want, "mid-step kill of s{i}: marker s{j} seen {c} times");
+        }
+        std::fs::remove_file(w.path("markers")).unwrap();
+    }
+    assert!(kill_points >= 20, "{kill_points} kill points");
+}
+
+fn policy_runbook(policy: &str, fail: &str) -> String {
+    format!(
+        "runbook: policy
+steps:
+  - id: backup
+    kind: patch
+    checkpoint: true
+    run: {{ shell: \"echo backup >> markers\" }}
+    rollback: {{ shell: \"echo undo-backup >> markers\" }}
+  - id: close
+    kind: close
+  - id: a
+    kind: patch
+    run: {{ shell: \"echo a >> markers\" }}
+    rollback: {{ shell: \"echo undo-a >> markers\" }}
+  - id: b
+    kind: patch
+    run: {{ shell: \"echo b >> markers\" }}
+  - id: c
+    kind: patch
+    run: {{ shell: \"echo c >> markers\" }}
+    rollback: {{ shell: \"echo undo-c >> markers\" }}
+  - id: bad
+    kind: patch
+    on_failure: {policy}
+    {reason}
+    run: {{ shell: \"{fail}\" }}
+  - id: after
+    kind: patch
+    run: {{ shell: \"echo after >> markers\" }}
+  - id: reopen
+    kind: reopen
+",
+        reason = if policy == "continue" {
+            "reason: best effort"
+        } else {
+            ""
+        },
+    )
+}
+
+fn rolls_back_to_the_checkpoint(w: &World) {
+    w.write("rb.yaml", &policy_runbook("rollback", "exit 7"));
+    let out = w.execute("rb.yaml", "rb");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    // Most recent first, back to (not including) the checkpoint; `b` has no rollback.
+    assert_eq!(w.markers(), ["backup", "a", "b", "c", "undo-c", "undo-a"]);
+    let s = w.status_json("rb");
+    assert_eq!(s["status"], "rolled_back");
+    assert_eq!(s["closed"], false, "the rollback reopens the service");
+    assert_eq!(s["steps"]["c"]["status"], "rolled_back");
+    assert_eq!(s["steps"]["backup"]["status"], "succeeded");
+    assert!(
+        s["steps"]["bad"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("status 7")
+    );
+}
+
+fn a_failing_rollback_ends_the_run_failed(w: &World) {
+    let y = policy_runbook("rollback", "exit 7").replace("echo undo-a >> markers", "exit 9");
+    w.write("rb.yaml", &y);
+    let out = w.execute("rb.yaml", "rf");
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("RUN FAILED: rollback of step `a` failed"),
+        "{}",
+        out.stdout
+    );
+    let s = w.status_json("rf");
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["steps"]["a"]["status"], "rollback_failed");
+    assert_eq!(
+        s["closed"], true,
+        "a failed rollback leaves the service closed for a person"
+    );
+}
+
+fn pause_then_skip(w: &World) {
+    w.write("rb.yaml", &policy_runbook("pause", "exit 7"));
+    let out = w.execute("rb.yaml", "p");
+    assert_eq!(out.code, 4);
+    assert!(out.stdout.contains("paused"), "{}", out.stdout);
+    assert_eq!(w.status_json("p")["status"], "paused");
+    let plain = w.run(&["resume", "p"]);
+    assert_eq!(plain.code, 1);
+    assert!(
+        plain.stderr.contains("choose `runbook resume p --retry`"),
+        "{}",
+        plain.stderr
+    );
+    let out = w.run(&["resume", "p", "--skip"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.markers(), ["backup", "a", "b", "c", "after"]);
+    assert_eq!(w.status_json("p")["steps"]["bad"]["status"], "skipped");
+}
+
+fn abort_policy_stops_without_undoing(w: &World) {
+    w.write("rb.yaml", &policy_runbook("abort", "exit 7"));
+    let out = w.execute("rb.yaml", "ab");
+    assert_eq!(out.code, 4);
+    assert_eq!(w.markers(), ["backup", "a", "b", "c"]);
+    assert_eq!(w.status_json("ab")["status"], "aborted");
+}
+
+fn continue_policy_goes_on(w: &World) {
+    w.write("rb.yaml", &policy_runbook("continue", "exit 7"));
+    let out = w.execute("rb.yaml", "co");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.markers(), ["backup", "a", "b", "c", "after"]);
+    let s = w.status_json("co");
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["steps"]["bad"]["status"], "failed");
+}
+
+fn fan_out_failure_over_max_rolls_back(w: &World) {
+    w.write(
+        "rb.yaml",
+        "runbook: fan
+targets:
+  tenants: [t1, t2, t3, t4, t5, t6]
+steps:
+  - id: snap
+    kind: patch
+    checkpoint: true
+    run: { shell: \"echo snap >> markers\" }
+  - id: deploy
+    kind: install
+    for_each: \"{{targets.tenants}}\"
+    concurrency: 2
+    max_failures: 1
+    run: { shell: \"echo {{item}} >> markers; case {{item}} in t2|t4) exit 1;; esac\" }
+    rollback: { shell: \"echo undo-deploy >> markers\" }
+  - id: never
+    kind: patch
+    run: { shell: \"echo never >> markers\" }
+",
+    );
+    let out = w.execute("rb.yaml", "fan");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("fan");
+    assert_eq!(s["status"], "rolled_back");
+    assert_eq!(s["steps"]["deploy"]["status"], "failed");
+    assert!(
+        s["steps"]["deploy"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("items failed")
+    );
+    assert_eq!(w.count("never"), 0);
+    // The failed step itself is not undone: only completed steps are.
+    assert_eq!(w.count("undo-deploy"), 0);
+}
+
+fn retries_with_backoff(w: &World) {
+    w.write(
+        "rb.yaml",
+        "runbook: retry
+steps:
+  - id: flaky
+    kind: patch
+    retries: { max: 2, backoff: 200ms }
+    run: { shell: \"echo try >> markers; test $(grep -c try markers) -ge 3\" }
+",
+    );
+    let out = w.execute("rb.yaml", "re");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.count("try"), 3);
+    assert_eq!(w.status_json("re")["steps"]["flaky"]["attempts"], 3);
+}
+
+fn approval_runbook() -> &'static str {
+    "runbook: approve
+steps:
+  - id: snap
+    kind: patch
+    checkpoint: true
+    run: { shell: \"echo snap >> markers\" }
+  - id: change
+    kind: patch
+    run: { shell: \"echo change >> markers\" }
+    rollback: { shell: \"echo undo-change >> markers\" }
+  - id: go
+    kind: approve
+    timeout: 1m
+  - id: after
+    kind: patch
+    run: { shell: \"echo after >> markers\" }
+"
+}
+
+fn wait_for_status(w: &World, run: &str, status: &str, runner: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = w.run(&["status", run, "--format", "json"]);
+        if o.code == 0 {
+            let s: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+            if s["status"] == status {
+                return;
+            }
+        }
+        if Instant::now() > deadline || runner.try_wait().unwrap().is_some() {
+            let _ = runner.kill();
+            let mut out = String::new();
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = runner.stdout.take().map(|mut s| s.read_to_string(&mut out));
+            let _ = runner.stderr.take().map(|mut s| s.read_to_string(&mut err));
+            panic!(
+                "run {run} never became {status}; last status: {}\nrunner: {out}\n{err}",
+                o.stdout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn approval_from_another_terminal(w: &World) {
+    w.write("rb.yaml", approval_runbook());
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "ap"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_status(w, "ap", "awaiting_approval", &mut runner);
+    let early = w.run(&["approve", "ap", "after"]);
+    assert_eq!(early.code, 1);
+    assert!(
+        early.stderr.contains("is not waiting for approval"),
+        "{}",
+        early.stderr
+    );
+    let ok = w.run(&["approve", "ap", "go", "--by", "alice"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(w.markers(), ["snap", "change", "after"]);
+    let s = w.status_json("ap");
+    assert_eq!(s["steps"]["go"]["outputs"]["by"], "alice");
+    assert_eq!(s["steps"]["go"]["outputs"]["decision"], "approved");
+}
+
+fn rejection_rolls_back(w: &World) {
+    w.write("rb.yaml", approval_runbook());
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "rj"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_status(w, "rj", "awaiting_approval", &mut runner);
+    let no = w.run(&["reject", "rj", "go", "--by", "bob"]);
+    assert_eq!(no.code, 0, "{}", no.stderr);
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(w.markers(), ["snap", "change", "undo-change"]);
+}
+
+fn a_second_execute_is_refused(w: &World) {
+    w.write(
+        "rb.yaml",
+        "runbook: lease\nsteps:\n  - { id: slow, kind: patch, run: { shell: 'echo slow >> markers; sleep 3' } }\n",
+    );
+    let first = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "first"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.count("slow") == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = w.execute("rb.yaml", "second");
+    assert_eq!(second.code, 1);
+    assert!(
+        second.stderr.contains("is already being run: run `first`")
+            && second.stderr.contains(&format!("(pid {pid})")),
+        "{}",
+        second.stderr
+    );
+    let mut first = first;
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert_eq!(w.count("slow"), 1);
+    // Once the first has finished, the runbook can run again.
+    assert_eq!(w.execute("rb.yaml", "third").code, 0);
+}
+
+fn bad_input_is_refused_and_writes_nothing(w: &World) {
+    w.write(
+        "rb.yaml",
+        "runbook: bad\nsteps:\n  - { id: one, kind: patch, run: { shell: 'echo one >> markers' } }\n",
+    );
+    for args in [
+        vec!["status", "nope"],
+        vec!["resume", "nope"],
+        vec!["abort", "nope"],
+        vec!["approve", "nope", "one"],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.code, 1, "{args:?}");
+        assert_eq!(o.stderr, "error: no run `nope` in this store\n", "{args:?}");
+    }
+    assert_eq!(w.execute("rb.yaml", "done").code, 0);
+    let o = w.run(&["resume", "done"]);
+    assert_eq!(o.code, 1);
+    assert_eq!(
+        o.stderr,
+        "error: run `done` has already ended (completed); nothing to resume\n"
+    );
+    let o = w.run(&["approve", "done", "one"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("is not waiting for approval"),
+        "{}",
+        o.stderr
+    );
+    let o = w.execute("rb.yaml", "done");
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("run `done` already exists"),
+        "{}",
+        o.stderr
+    );
+    let o = w.run(&[
+        "execute",
+        "rb.yaml",
+        "--yes",
+        "--now",
+        "--store",
+        "postgres://postgres@127.0.0.1:1/none",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr
+            .starts_with("error: cannot open the store `postgres://postgres@127.0.0.1:1/none`"),
+        "{}",
+        o.stderr
+    );
+    let o = w.run(&[
+        "execute",
+        "rb.yaml",
+        "--yes",
+        "--now",
+        "--store",
+        "mysql://x",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("use sqlite://PATH or postgres://"),
+        "{}",
+        o.stderr
+    );
+    // Only the one good run touched the markers.
+    assert_eq!(w.markers(), ["one"]);
+}
+
+fn a_changed_runbook_is_not_resumed(w: &World) {
+    w.write("rb.yaml", &policy_runbook("pause", "exit 7"));
+    assert_eq!(w.execute("rb.yaml", "ch").code, 4);
+    w.write("rb.yaml", &policy_runbook("pause", "true"));
+    let o = w.run(&["resume", "ch", "--retry"]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stderr.contains("has changed since run `ch` started"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(
+        w.status_json("ch")["status"],
+        "paused",
+        "nothing was written"
+    );
+}
+
+#[test]
+fn an_unusable_state_directory_is_a_clear_error() {
+    let w = World::sqlite();
+    // A file where the state directory should be: it cannot be created, even by root
+    // (for whom permission bits would not stop anything).
+    w.write("blocked", "not a directory");
+    w.write("rb.yaml", "runbook: ro\nsteps:\n  - { id: one, kind: patch, run: { shell: 'echo one >> markers' } }\n");
+    let store = format!("sqlite://{}/state/state.db", w.path("blocked").display());
+    let o = w.run(&["execute", "rb.yaml", "--yes", "--now", "--store", &store]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr.starts_with(&format!(
+            "error: cannot open the store `{store}`: cannot create"
+        )),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(o.stdout, "");
+    assert!(w.markers().is_empty());
+}
