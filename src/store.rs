@@ -177,51 +177,78 @@ impl Store {
         event: &Event,
         at_ms: i64,
     ) -> Result<Recorded, StoreError> {
-        let body = serde_json::to_string(event).expect("events serialize");
+        let mut recorded = self
+            .append_all(run_id, std::slice::from_ref(event), at_ms)
+            .await?;
+        Ok(recorded.pop().expect("one event in, one out"))
+    }
+
+    /// Appends events to a run's journal in one transaction, with consecutive sequence
+    /// numbers: all are committed when this returns, or none.
+    pub async fn append_all(
+        &self,
+        run_id: &str,
+        events: &[Event],
+        at_ms: i64,
+    ) -> Result<Vec<Recorded>, StoreError> {
+        let bodies: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("events serialize"))
+            .collect();
         let mut tries = 0;
-        loop {
+        'again: loop {
             let mut tx = self.pool.begin().await?;
-            if let Event::RunStarted { runbook, .. } = event {
-                sqlx::query("INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)")
+            for event in events {
+                if let Event::RunStarted { runbook, .. } = event {
+                    sqlx::query(
+                        "INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)",
+                    )
                     .bind(run_id)
                     .bind(runbook.as_str())
                     .bind(at_ms)
                     .execute(&mut *tx)
                     .await?;
+                }
             }
-            let seq: i64 = sqlx::query(
+            let first: i64 = sqlx::query(
                 "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events WHERE run_id = $1",
             )
             .bind(run_id)
             .fetch_one(&mut *tx)
             .await?
             .try_get("next")?;
-            let inserted = sqlx::query(
-                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(run_id)
-            .bind(seq)
-            .bind(at_ms)
-            .bind(event.kind())
-            .bind(body.as_str())
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Ok(_) => {
-                    tx.commit().await?;
-                    return Ok(Recorded {
-                        seq,
-                        at_ms,
-                        event: event.clone(),
-                    });
+            for (i, (event, body)) in events.iter().zip(&bodies).enumerate() {
+                let inserted = sqlx::query(
+                    "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(run_id)
+                .bind(first + i as i64)
+                .bind(at_ms)
+                .bind(event.kind())
+                .bind(body.as_str())
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    // Another process (an approval, say) took this sequence number first.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 20 => {
+                        tries += 1;
+                        drop(tx);
+                        continue 'again;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                // Another process (an approval, say) took this sequence number first.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 20 => {
-                    tries += 1;
-                    drop(tx);
-                }
-                Err(e) => return Err(e.into()),
             }
+            tx.commit().await?;
+            return Ok(events
+                .iter()
+                .enumerate()
+                .map(|(i, event)| Recorded {
+                    seq: first + i as i64,
+                    at_ms,
+                    event: event.clone(),
+                })
+                .collect());
         }
     }
 

@@ -25,8 +25,16 @@ impl World {
         World { dir, store }
     }
 
-    /// A fresh PostgreSQL database on the local server.
+    /// A fresh PostgreSQL database on the local server (started first if it is down).
     fn postgres() -> World {
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let status = Command::new(common::root().join(".ci/start-postgres")).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "PostgreSQL is not running on 127.0.0.1:5432 and .ci/start-postgres could not start it"
+            );
+        });
         let dir = tempfile::tempdir().unwrap();
         let name = format!(
             "runbook_test_{}_{}_{}",

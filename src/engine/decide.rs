@@ -82,7 +82,7 @@ pub fn decide(rb: &Runbook, state: &RunState) -> Next {
         match run.status {
             StepStatus::Succeeded | StepStatus::Skipped => continue,
             StepStatus::Failed | StepStatus::TimedOut if run.failure_ignored => continue,
-            StepStatus::Failed | StepStatus::TimedOut => return on_failure(step, i, &run),
+            StepStatus::Failed | StepStatus::TimedOut => return on_failure(step, i, run),
             StepStatus::Checking | StepStatus::Running if run.awaiting_approval => {
                 return Next::AwaitApproval { step: i };
             }
@@ -158,7 +158,7 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
         .iter()
         .find(|(_, s)| s.status == StepStatus::RollbackFailed)
     {
-        let error = state.step(id).error.unwrap_or_default();
+        let error = state.step(id).error.clone().unwrap_or_default();
         return Next::Finish(Outcome::Failed(format!(
             "rollback of step `{id}` failed: {error}"
         )));

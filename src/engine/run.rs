@@ -86,20 +86,51 @@ impl<'a> Runner<'a> {
 
     /// Checks the event against the state, commits it to the journal, then applies it.
     pub async fn record(&mut self, event: Event) -> Result<(), EngineError> {
-        let event = self.mask_event(event);
+        self.record_all(vec![event]).await
+    }
+
+    /// Records several events that all come before the next action, in one commit
+    /// (one transaction: all or none).
+    pub async fn record_all(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
+        let events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
         let at_ms = now_ms();
-        let mut next = self.state.clone();
-        next.apply(&event, at_ms)?;
-        let recorded = self.store.append(&self.run_id, &event, at_ms).await?;
-        if recorded.seq != self.seq + 1 {
-            // Someone else appended in between: fold theirs first, then ours.
-            self.sync().await?;
-            return Ok(());
+        // `apply` changes nothing when an event is illegal, so the state only runs ahead
+        // of the journal between here and the commit.
+        for (n, event) in events.iter().enumerate() {
+            if let Err(e) = self.state.apply(event, at_ms) {
+                if n > 0 {
+                    self.reload().await?;
+                }
+                return Err(e.into());
+            }
         }
-        self.seq = recorded.seq;
-        self.state = next;
-        self.out.event(&self.run_id, &recorded);
-        crash_point(recorded.seq);
+        let recorded = match self.store.append_all(&self.run_id, &events, at_ms).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.reload().await;
+                return Err(e.into());
+            }
+        };
+        if recorded[0].seq != self.seq + 1 {
+            // Someone else appended in between: fold the journal again, theirs first.
+            return self.reload().await;
+        }
+        for r in &recorded {
+            self.seq = r.seq;
+            self.out.event(&self.run_id, r);
+            crash_point(r.seq);
+        }
+        Ok(())
+    }
+
+    /// Folds the whole journal again (after a conflicting or failed append).
+    async fn reload(&mut self) -> Result<(), EngineError> {
+        let events = self.store.load(&self.run_id).await?;
+        self.state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))?;
+        for r in events.iter().filter(|r| r.seq > self.seq) {
+            self.out.event(&self.run_id, r);
+        }
+        self.seq = events.last().map_or(0, |r| r.seq);
         Ok(())
     }
 
@@ -637,7 +668,7 @@ impl<'a> Runner<'a> {
             MaxFailures::Count(n) => n as usize,
             MaxFailures::Percent(p) => ((p / 100.0) * total as f64).floor() as usize,
         };
-        let done = self.state.step(&id).items;
+        let done = self.state.step(&id).items.clone();
         let mut failed = done.values().filter(|s| **s == ItemStatus::Failed).count();
         let mut todo: std::collections::VecDeque<usize> = (0..total)
             .filter(|ix| {

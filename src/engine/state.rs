@@ -189,8 +189,9 @@ impl RunState {
     }
 
     /// The step's record (a step never mentioned is pending).
-    pub fn step(&self, id: &str) -> StepRun {
-        self.steps.get(id).cloned().unwrap_or_default()
+    pub fn step(&self, id: &str) -> &StepRun {
+        static PENDING: std::sync::LazyLock<StepRun> = std::sync::LazyLock::new(StepRun::default);
+        self.steps.get(id).unwrap_or(&PENDING)
     }
 
     /// The state after one more event recorded at `at_ms`.
