@@ -142,6 +142,27 @@ impl Store {
         Ok(store)
     }
 
+    /// A store in memory that vanishes with the process: for a dry run, which evaluates
+    /// conditions through the engine but must leave no trace.
+    pub async fn memory() -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = "sqlite::memory:";
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Open {
+                url: url.into(),
+                reason: e.to_string(),
+            })?;
+        let store = Store {
+            pool,
+            url: url.into(),
+        };
+        store.migrate(false).await?;
+        Ok(store)
+    }
+
     /// Applies the migrations this store lacks, all in one transaction. On PostgreSQL a
     /// transaction-scoped advisory lock keeps two processes opening a new store at the
     /// same moment from creating the same tables twice.

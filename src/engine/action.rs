@@ -11,6 +11,8 @@ use serde_json::Value;
 use sqlx::{Column, Row};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::runbook::HttpCheck;
+
 /// How an action ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -122,6 +124,9 @@ pub async fn shell(
         Err(e) => return Outcome::Failed(format!("cannot start `sh`: {e}")),
     };
     let pgid = child.id().map(|id| id as i32);
+    // Whoever stops waiting for the command (the step's timeout, an aborted fan-out)
+    // drops this future; the guard then kills the whole group, not just `sh`.
+    let mut group = GroupGuard(pgid);
     let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut stdout = String::new();
@@ -149,15 +154,14 @@ pub async fn shell(
             },
             status = child.wait(), if !out_open && !err_open => break status,
             _ = sleep => {
-                if let Some(pgid) = pgid {
-                    // SAFETY: signalling a process group we created.
-                    unsafe { libc::killpg(pgid, libc::SIGKILL) };
-                }
+                group.kill();
                 let _ = child.wait().await;
                 return Outcome::TimedOut;
             }
         }
     };
+    // It ended by itself: what it left running in the background may go on.
+    group.0 = None;
     match status {
         Ok(s) if s.success() => Outcome::Succeeded(json_outputs(&stdout)),
         Ok(s) => match s.code() {
@@ -171,6 +175,24 @@ pub async fn shell(
             )),
         },
         Err(e) => Outcome::Failed(format!("waiting for the command failed: {e}")),
+    }
+}
+
+/// Kills a command's process group when dropped while armed.
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: signalling a process group we created.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
@@ -193,8 +215,18 @@ fn json_outputs(stdout: &str) -> IndexMap<String, Value> {
 
 /// A database URL as sqlx's Any driver wants it.
 fn connect_url(database: &str) -> Result<String, String> {
-    if let Some(path) = database.strip_prefix("sqlite://") {
-        Ok(format!("sqlite://{path}"))
+    if let Some(rest) = database.strip_prefix("sqlite://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let creates = query
+            .split('&')
+            .any(|p| p == "mode=rwc" || p == "mode=memory");
+        if !creates && path != ":memory:" && !Path::new(path).exists() {
+            return Err(format!(
+                "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
+                if query.is_empty() { "?" } else { "&" }
+            ));
+        }
+        Ok(format!("sqlite://{rest}"))
     } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
         Ok(database.to_owned())
     } else {
@@ -324,6 +356,139 @@ fn same(got: &Value, want: &Value) -> bool {
         },
         (g, w) => g == w,
     }
+}
+
+/// The process's HTTP client: rustls (with *ring*) and the system's root certificates,
+/// built once so connections are reused across checks.
+fn client() -> Result<&'static reqwest::Client, String> {
+    static CLIENT: std::sync::OnceLock<Result<reqwest::Client, String>> =
+        std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            // Another part of the process may have installed one already; either will do.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::Client::builder()
+                .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// An error with its causes, `outer: inner: root`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Requests used when a check gives no `timeout` of its own.
+const HTTP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends the request (its templates already rendered) and checks the response: status,
+/// latency bound, body text, JSON pointers. The fields of a JSON object body become
+/// outputs, with `http_status` and `latency_ms`.
+pub async fn http(h: &HttpCheck, log: &mut StepLog) -> Outcome {
+    let what = format!("{} {}", h.method, h.url);
+    let fail = |why: String| Outcome::Failed(format!("{what}: {why}"));
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let method = match reqwest::Method::from_bytes(h.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return fail(format!("`{}` is not an HTTP method", h.method)),
+    };
+    let timeout = h.timeout.unwrap_or(HTTP_DEFAULT_TIMEOUT);
+    let mut req = client.request(method, &h.url).timeout(timeout);
+    for (k, v) in &h.headers {
+        req = req.header(k, v);
+    }
+    if let Some(b) = &h.body {
+        req = req.body(b.clone());
+    }
+    let start = Instant::now();
+    let sent = async {
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await?;
+        Ok::<_, reqwest::Error>((status, body))
+    };
+    let (status, body) = match sent.await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return fail(format!(
+                "no response within {}",
+                crate::duration::fmt_duration(timeout)
+            ));
+        }
+        Err(e) => return fail(chain(&e)),
+    };
+    let latency = start.elapsed();
+    let text = String::from_utf8_lossy(&body);
+    log.line(
+        "http",
+        &format!(
+            "{what} -> {status} in {} ms, {} bytes",
+            latency.as_millis(),
+            body.len()
+        ),
+    );
+    for line in text.lines().take(TAIL_LINES) {
+        log.line("body", line);
+    }
+    if status != h.expect_status {
+        return fail(format!("status {status}, expected {}", h.expect_status));
+    }
+    if let Some(bound) = h.within
+        && latency > bound
+    {
+        return fail(format!(
+            "answered in {} ms, more than the {} allowed",
+            latency.as_millis(),
+            crate::duration::fmt_duration(bound)
+        ));
+    }
+    if let Some(want) = &h.expect_contains
+        && !text.contains(want.as_str())
+    {
+        return fail(format!("the response does not contain `{want}`"));
+    }
+    let json: Option<Value> = serde_json::from_slice(&body).ok();
+    for (pointer, want) in &h.expect_json {
+        match json.as_ref().map(|j| j.pointer(pointer)) {
+            None => {
+                return fail(format!(
+                    "the response is not JSON, so it has no `{pointer}`"
+                ));
+            }
+            Some(None) => return fail(format!("the response has no `{pointer}`")),
+            Some(Some(got)) if !same(got, want) => {
+                return fail(format!("`{pointer}` is {got}, expected {want}"));
+            }
+            Some(Some(_)) => {}
+        }
+    }
+    let mut outputs: IndexMap<String, Value> = match json {
+        Some(Value::Object(m)) => m.into_iter().collect(),
+        _ => IndexMap::new(),
+    };
+    outputs
+        .entry("http_status".into())
+        .or_insert(Value::from(status));
+    outputs
+        .entry("latency_ms".into())
+        .or_insert(Value::from(latency.as_millis() as u64));
+    Outcome::Succeeded(outputs)
 }
 
 /// A stopwatch for durations in events and output.

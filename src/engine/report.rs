@@ -1,11 +1,17 @@
 //! What the engineer sees while a run goes on: one line per event (or one JSON object
-//! per event with `--log-format json`).
+//! per event with `--log-format json`), and on a terminal a live progress line.
 
-use std::io::Write as _;
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use super::event::{Event, Recorded};
+use crate::duration::fmt_duration;
+use crate::runbook::Runbook;
 
 /// Output format of the run's progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -14,13 +20,135 @@ pub enum LogFormat {
     Json,
 }
 
-/// Prints progress to standard output.
-#[derive(Debug, Clone, Copy)]
+/// Prints progress to standard output: one line per event, and on a terminal a live
+/// line under them with the current step, elapsed versus expected and fan-out progress.
+#[derive(Clone)]
 pub struct Reporter {
     pub format: LogFormat,
+    live: Option<Live>,
+}
+
+/// The live line of a terminal.
+#[derive(Clone)]
+struct Live {
+    bar: ProgressBar,
+    now: Arc<Mutex<Current>>,
+}
+
+/// What the live line shows.
+#[derive(Default)]
+struct Current {
+    /// Step id → (position in the run, expected duration).
+    steps: HashMap<String, (usize, Option<Duration>)>,
+    total: usize,
+    step: Option<String>,
+    started: Option<Instant>,
+    items: Option<(usize, String)>,
+    done: usize,
+    failed: usize,
+}
+
+impl Current {
+    fn line(&self) -> String {
+        let Some(step) = &self.step else {
+            return String::new();
+        };
+        let (pos, expected) = self.steps.get(step).copied().unwrap_or((0, None));
+        let elapsed = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        let took = fmt_duration(Duration::from_secs(elapsed.as_secs()));
+        let mut line = format!("[{}/{}] {step}  {took}", pos + 1, self.total);
+        if let Some(e) = expected {
+            line.push_str(&format!(" of {} expected", fmt_duration(e)));
+            if elapsed > e {
+                // Red: the step is over its expected duration.
+                line = format!("\x1b[31m{line} (over)\x1b[0m");
+            }
+        }
+        if let Some((n, noun)) = &self.items {
+            line.push_str(&format!("  {}/{n} {noun}", self.done));
+            if self.failed > 0 {
+                line.push_str(&format!(", {} failed", self.failed));
+            }
+        }
+        line
+    }
+
+    fn follow(&mut self, event: &Event) {
+        match event {
+            Event::StepStarted { step, .. } => {
+                self.step = Some(step.clone());
+                self.started = Some(Instant::now());
+                self.items = None;
+                self.done = 0;
+                self.failed = 0;
+            }
+            Event::ItemSucceeded { .. } => self.done += 1,
+            Event::ItemFailed { .. } => {
+                self.done += 1;
+                self.failed += 1;
+            }
+            Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepTimedOut { step, .. }
+            | Event::StepSkipped { step, .. }
+                if self.step.as_ref() == Some(step) =>
+            {
+                self.step = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Reporter {
+    /// A reporter for a run of `rb`; the live line only when standard output is a
+    /// terminal and the format is text.
+    pub fn new(format: LogFormat, rb: &Runbook) -> Reporter {
+        let live = (format == LogFormat::Text && std::io::stdout().is_terminal()).then(|| {
+            let now = Current {
+                steps: rb
+                    .order
+                    .iter()
+                    .enumerate()
+                    .map(|(pos, &i)| (rb.steps[i].id.clone(), (pos, rb.steps[i].expected)))
+                    .collect(),
+                total: rb.steps.len(),
+                ..Current::default()
+            };
+            let now = Arc::new(Mutex::new(now));
+            let shown = now.clone();
+            let style = ProgressStyle::with_template("{spinner} {line}")
+                .expect("the template is valid")
+                .with_key(
+                    "line",
+                    move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let line = shown.lock().map(|c| c.line()).unwrap_or_default();
+                        let _ = w.write_str(&line);
+                    },
+                );
+            let bar = ProgressBar::new_spinner().with_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            Live { bar, now }
+        });
+        Reporter { format, live }
+    }
+
+    /// A reporter with no live line (plain lines, or JSON).
+    pub fn plain(format: LogFormat) -> Reporter {
+        Reporter { format, live: None }
+    }
+
+    fn print(&self, line: &str) {
+        match &self.live {
+            Some(live) => live.bar.println(line),
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
+    }
+
     /// Prints one event.
     pub fn event(&self, run_id: &str, r: &Recorded) {
         let line = match self.format {
@@ -35,19 +163,46 @@ impl Reporter {
                 format!("{at}  {}", describe(&r.event))
             }
         };
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        // On a terminal the live line counts the items; only failures get a line.
+        let quiet = self.live.is_some()
+            && matches!(
+                r.event,
+                Event::ItemStarted { .. } | Event::ItemSucceeded { .. }
+            );
+        if !quiet {
+            self.print(&line);
+        }
+        if let Some(live) = &self.live {
+            if let Ok(mut now) = live.now.lock() {
+                now.follow(&r.event);
+            }
+            live.bar.tick();
+        }
+    }
+
+    /// A fan-out step has `total` items, called `noun` (its target's name, or "items").
+    pub fn items(&self, total: usize, noun: &str) {
+        if let Some(live) = &self.live
+            && let Ok(mut now) = live.now.lock()
+        {
+            now.items = Some((total, noun.to_owned()));
+        }
     }
 
     /// Prints a note that is not an event (what to do next, say).
     pub fn note(&self, text: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = match self.format {
-            LogFormat::Json => writeln!(out, "{}", json!({ "note": text })),
-            LogFormat::Text => writeln!(out, "          {text}"),
+        let line = match self.format {
+            LogFormat::Json => json!({ "note": text }).to_string(),
+            LogFormat::Text => format!("          {text}"),
         };
-        let _ = out.flush();
+        self.print(&line);
+    }
+
+    /// Removes the live line (before the command's last words).
+    pub fn finish(&mut self) {
+        if let Some(live) = self.live.take() {
+            live.bar.finish_and_clear();
+        }
     }
 }
 

@@ -12,7 +12,10 @@ use super::decide::{self, Next};
 use super::event::{Decision, Event};
 use super::report::Reporter;
 use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
-use crate::runbook::{Action, Check, Condition, ForEach, Kind, MaxFailures, Runbook, Step, Target};
+use crate::runbook::{
+    Action, Check, Condition, ForEach, HttpCheck, Kind, MaxFailures, OnTimeout, Runbook, Step,
+    Target,
+};
 use crate::store::{Store, StoreError, now_ms};
 
 /// Why the engine stopped before the run ended.
@@ -279,7 +282,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The values templates can use at this point of the run.
-    fn context(&self, item: Option<&Value>) -> Value {
+    pub(crate) fn context(&self, item: Option<&Value>) -> Value {
         let steps: serde_json::Map<String, Value> = self
             .state
             .steps
@@ -322,6 +325,25 @@ impl<'a> Runner<'a> {
         self.templates
             .render_template(text, ctx)
             .map_err(|e| format!("template `{text}`: {}", e.reason()))
+    }
+
+    /// The request with its URL, headers, body and expected text rendered.
+    fn render_http(&self, h: &HttpCheck, ctx: &Value) -> Result<HttpCheck, String> {
+        Ok(HttpCheck {
+            url: self.render(&h.url, ctx)?,
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                .collect::<Result<_, String>>()?,
+            body: h.body.as_ref().map(|b| self.render(b, ctx)).transpose()?,
+            expect_contains: h
+                .expect_contains
+                .as_ref()
+                .map(|c| self.render(c, ctx))
+                .transpose()?,
+            ..h.clone()
+        })
     }
 
     fn log(&self, step: &str) -> StepLog {
@@ -480,9 +502,10 @@ impl<'a> Runner<'a> {
                 (Ok(sql), Ok(db)) => action::sql(&db, &sql, *transaction, None).await,
                 (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
             },
-            Action::Http(_) => {
-                Outcome::Failed("`http` actions are not available in this version".into())
-            }
+            Action::Http(h) => match self.render_http(h, ctx) {
+                Ok(h) => action::http(&h, log).await,
+                Err(e) => Outcome::Failed(e),
+            },
             Action::Builtin { kind, .. } => Outcome::Failed(format!(
                 "the built-in `{}` behaviour is not available in this version",
                 kind.as_str()
@@ -519,14 +542,19 @@ impl<'a> Runner<'a> {
     /// Every condition, in order; the first that does not hold fails with its message.
     async fn conditions(&self, conditions: &[Condition], ctx: &Value) -> Result<(), String> {
         for c in conditions {
-            if let Err(why) = self.condition(&c.check, ctx).await {
-                return Err(match &c.message {
-                    Some(m) => format!("{m}: {why}"),
-                    None => why,
-                });
-            }
+            self.holds(c, ctx).await?;
         }
         Ok(())
+    }
+
+    /// One condition; when it does not hold, its `message` says what that means.
+    pub(crate) async fn holds(&self, c: &Condition, ctx: &Value) -> Result<(), String> {
+        self.condition(&c.check, ctx)
+            .await
+            .map_err(|why| match &c.message {
+                Some(m) => format!("{m}: {why}"),
+                None => why,
+            })
     }
 
     async fn condition(&self, check: &Check, ctx: &Value) -> Result<(), String> {
@@ -603,7 +631,15 @@ impl<'a> Runner<'a> {
                     ))
                 }
             }
-            Check::Http(_) => Err("`http` checks are not available in this version".into()),
+            Check::Http(h) => {
+                let h = self.render_http(h, ctx)?;
+                let mut log = StepLog::memory(self.masker.clone());
+                match action::http(&h, &mut log).await {
+                    Outcome::Succeeded(_) => Ok(()),
+                    Outcome::Failed(e) => Err(e),
+                    Outcome::TimedOut => Err(format!("{} {} timed out", h.method, h.url)),
+                }
+            }
         }
     }
 
@@ -640,7 +676,14 @@ impl<'a> Runner<'a> {
             if let Some(t) = step.timeout
                 && now_ms() - started >= t.as_millis() as i64
             {
-                return self.record(Event::StepTimedOut { step: id, attempt }).await;
+                let event = match step.on_timeout {
+                    OnTimeout::Reject => Event::StepTimedOut { step: id, attempt },
+                    OnTimeout::Approve => Event::Approved {
+                        step: id,
+                        by: "timeout (on_timeout: approve)".into(),
+                    },
+                };
+                return self.record(event).await;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -663,6 +706,11 @@ impl<'a> Runner<'a> {
             }
         };
         let total = items.len();
+        let noun = match step.for_each.as_ref() {
+            Some(ForEach::Target(name)) => name.as_str(),
+            _ => "items",
+        };
+        self.out.items(total, noun);
         let allowed = match step.max_failures {
             MaxFailures::None => 0,
             MaxFailures::Count(n) => n as usize,
@@ -796,9 +844,10 @@ impl<'a> Runner<'a> {
                 database: self.render(database, ctx)?,
                 transaction: *transaction,
             }),
-            Some(other) => Err(format!(
-                "`{}` cannot fan out in this version",
-                other.describe()
+            Some(Action::Http(h)) => Ok(Prepared::Http(self.render_http(h, ctx)?)),
+            Some(Action::Builtin { kind, .. }) => Err(format!(
+                "the built-in `{}` behaviour cannot fan out",
+                kind.as_str()
             )),
             None => Ok(Prepared::Nothing),
         }
@@ -866,6 +915,7 @@ enum Prepared {
         database: String,
         transaction: bool,
     },
+    Http(HttpCheck),
     Nothing,
 }
 
@@ -887,6 +937,7 @@ impl Prepared {
                 database,
                 transaction,
             } => action::sql(&database, &sql, transaction, None).await,
+            Prepared::Http(h) => action::http(&h, log).await,
             Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
         }
     }

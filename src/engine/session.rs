@@ -95,24 +95,11 @@ pub fn unsupported(rb: &Runbook) -> Vec<String> {
         }
         let actions = [&s.run, &s.rollback, &s.restore];
         for a in actions.into_iter().flatten() {
-            match a.as_ref() {
-                Action::Http(_) => out.push(format!(
-                    "step `{}`: `http` actions are not available in this version",
-                    s.id
-                )),
-                Action::Builtin { kind, .. } => out.push(format!(
+            if let Action::Builtin { kind, .. } = a.as_ref() {
+                out.push(format!(
                     "step `{}`: the built-in `{}` behaviour is not available in this version",
                     s.id,
                     kind.as_str()
-                )),
-                _ => {}
-            }
-        }
-        for c in s.preconditions.iter().chain(&s.checks).chain(&s.until) {
-            if matches!(c.check, Check::Http(_)) {
-                out.push(format!(
-                    "step `{}`: `http` checks are not available in this version",
-                    s.id
                 ));
             }
         }
@@ -154,11 +141,13 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         ));
     }
     let bytes = std::fs::read(&args.file).unwrap_or_default();
-    let out = Reporter {
-        format: args.log_format,
-    };
     if args.dry_run {
-        return dry_run(&rb).await;
+        return dry_run(
+            &rb,
+            &args.file.display().to_string(),
+            Reporter::plain(args.log_format),
+        )
+        .await;
     }
     let url = store_url(args.store.as_deref());
     let store = match Store::open(&url).await {
@@ -205,6 +194,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             return exit::INVALID;
         }
     }
+    let out = Reporter::new(args.log_format, &rb);
     if !args.now
         && let Some(start) = rb.window.start
     {
@@ -305,6 +295,7 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
     };
     let result = runner.drive().await;
     beat.abort();
+    runner.out.finish();
     let result = match result {
         // Someone ended the run from outside (abort) while a step ran.
         Err(EngineError::Illegal(_)) => match runner.sync().await {
@@ -343,73 +334,131 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
     code
 }
 
-async fn dry_run(rb: &Runbook) -> u8 {
+/// `execute --dry-run`: the plan, then every precondition that only reads (SQL `select`,
+/// HTTP `GET`/`HEAD`, the window) evaluated through the engine's own checks. Nothing is
+/// written: the journal is a store in memory, and no action runs.
+async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
     let plan = crate::plan::plan(rb, None, chrono::Utc::now());
     print!("{}", plan.to_text());
-    println!("\nPreconditions (read-only checks only; nothing was changed):");
-    let store_less = RunState::default();
+    let store = match Store::memory().await {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let started = Event::RunStarted {
+        runbook: rb.id.clone(),
+        title: rb.title.clone(),
+        file: file.to_owned(),
+        file_sha256: String::new(),
+        vars: rb.vars.clone(),
+        operator: operator(),
+        host: host(),
+        pid: std::process::id(),
+    };
+    let state = match RunState::default().fold(&started, now_ms()) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let runner = Runner::new(
+        rb,
+        store,
+        "dry-run".into(),
+        state,
+        0,
+        std::env::temp_dir(),
+        out,
+    );
+    let ctx = runner.context(None);
+    println!("\nPreconditions (read-only ones evaluated now; nothing was changed):");
+    let mut failing = 0;
+    let mut any = false;
     for &i in &rb.order {
         let s = &rb.steps[i];
         for c in &s.preconditions {
+            any = true;
             let what = match &c.check {
-                Check::Sql { sql, .. } => format!("sql: {sql}"),
-                Check::Window { remaining_at_least } => {
-                    format!(
-                        "window: at least {} left",
-                        crate::duration::fmt_duration(*remaining_at_least)
-                    )
-                }
-                Check::Step { id, .. } => format!("step `{id}`"),
-                Check::Shell { command, .. } => format!("shell: {command}"),
-                Check::Http(h) => format!("http {} {}", h.method, h.url),
+                Check::Sql { sql, .. } => format!("sql: {}", one_line(sql)),
+                Check::Window { remaining_at_least } => format!(
+                    "window: at least {} left",
+                    crate::duration::fmt_duration(*remaining_at_least)
+                ),
+                Check::Step { id, state } => format!("step `{id}` {state:?}").to_lowercase(),
+                Check::Shell { command, .. } => format!("shell: {}", one_line(command)),
+                Check::Http(h) => format!("http: {} {}", h.method, h.url),
             };
-            let result = match &c.check {
-                Check::Sql {
-                    sql,
-                    database,
-                    expect,
-                } if is_read_only(sql) => {
-                    let ctx =
-                        json!({ "vars": rb.vars, "run": { "id": "(dry run)", "runbook": rb.id } });
-                    let hb = {
-                        let mut h = handlebars::Handlebars::new();
-                        h.register_escape_fn(handlebars::no_escape);
-                        h
-                    };
-                    match (
-                        hb.render_template(sql, &ctx),
-                        hb.render_template(database, &ctx),
-                    ) {
-                        (Ok(q), Ok(db)) => {
-                            match super::action::sql_check(&db, &q, expect.as_ref()).await {
-                                Ok(()) => "holds".to_owned(),
-                                Err(e) => format!("does NOT hold: {e}"),
-                            }
-                        }
-                        _ => "not evaluated: it uses values known only during the run".to_owned(),
+            let result = match read_only(&c.check) {
+                Err(why) => format!("not evaluated ({why})"),
+                Ok(()) => match runner.holds(c, &ctx).await {
+                    Ok(()) => "holds".to_owned(),
+                    Err(e) => {
+                        failing += 1;
+                        format!("DOES NOT HOLD: {}", runner.masker.mask(&e))
                     }
-                }
-                Check::Window { remaining_at_least } => match (rb.window.start, rb.window.duration)
-                {
-                    (Some(_), Some(d)) if d >= *remaining_at_least => {
-                        "holds at the window's start".to_owned()
-                    }
-                    (Some(_), Some(_)) => "does NOT hold even at the window's start".to_owned(),
-                    _ => "holds (no window end)".to_owned(),
                 },
-                _ => "not evaluated (not read-only, or depends on the run)".to_owned(),
             };
-            let _ = &store_less;
-            println!("  {:<16} {what}: {result}", s.id);
+            println!("  {:<16} {}: {result}", s.id, runner.masker.mask(&what));
         }
+    }
+    if !any {
+        println!("  (none)");
+    }
+    if failing > 0 {
+        println!("\n{failing} precondition(s) do not hold now.");
+        return exit::NEEDS_A_PERSON;
     }
     exit::COMPLETED
 }
 
+/// A single `SELECT` / `WITH` query (or an integrity check): reads only.
 fn is_read_only(sql: &str) -> bool {
-    let s = sql.trim_start().to_ascii_lowercase();
+    let s = sql
+        .trim()
+        .trim_end_matches(';')
+        .trim_start()
+        .to_ascii_lowercase();
+    const WRITES: &[&str] = &[
+        "insert", "update", "delete", "merge", "drop", "alter", "create", "truncate", "grant",
+        "revoke", "vacuum", "reindex", "copy", "call", "lock", "nextval", "setval",
+    ];
     (s.starts_with("select") || s.starts_with("with") || s.starts_with("pragma integrity_check"))
         && !s.contains(';')
+        && !s
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| WRITES.contains(&w))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether a dry run may evaluate the condition: it only reads, and uses no value that
+/// exists only during the run (outputs of steps, fan-out items).
+fn read_only(check: &Check) -> Result<(), &'static str> {
+    let texts: Vec<&str> = match check {
+        Check::Sql { sql, database, .. } => {
+            if !is_read_only(sql) {
+                return Err("it may change data");
+            }
+            vec![sql, database]
+        }
+        Check::Http(h) => {
+            if !matches!(h.method.as_str(), "GET" | "HEAD") {
+                return Err("it is not a GET");
+            }
+            let mut t = vec![h.url.as_str()];
+            t.extend(h.headers.values().map(String::as_str));
+            t
+        }
+        Check::Window { .. } => vec![],
+        Check::Step { .. } => return Err("it depends on the run"),
+        Check::Shell { .. } => return Err("a command may change things"),
+    };
+    if texts
+        .iter()
+        .any(|t| t.contains("steps.") || t.contains("item"))
+    {
+        return Err("it uses values known only during the run");
+    }
+    Ok(())
 }
 
 /// Loads a run's journal and folds it.
@@ -502,7 +551,7 @@ pub async fn resume(
             }
         }
     }
-    let out = Reporter { format: log_format };
+    let out = Reporter::new(log_format, &rb);
     println!("run {run_id}");
     let mut runner = Runner::new(
         &rb,

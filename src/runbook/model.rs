@@ -148,6 +148,17 @@ impl OnFailure {
     }
 }
 
+/// What an `approve` step does when nobody decides within its `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// The step times out and fails; `on_failure` applies.
+    #[default]
+    Reject,
+    /// The run goes on as if approved (recorded as approved by `timeout`).
+    Approve,
+}
+
 /// A step state a precondition can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -182,6 +193,7 @@ pub struct Step {
     pub rollback: Option<Box<Action>>,
     pub restore: Option<Box<Action>>,
     pub on_failure: OnFailure,
+    pub on_timeout: OnTimeout,
     pub reason: Option<String>,
     pub for_each: Option<ForEach>,
     pub concurrency: u32,

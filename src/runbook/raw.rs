@@ -10,7 +10,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::model::{Kind, OnFailure, StepState};
+use super::model::{Kind, OnFailure, OnTimeout, StepState};
 use super::yaml::{Node, NodeValue, Scalar};
 use crate::diagnostic::{FieldPath, Seg};
 use crate::duration::parse_duration;
@@ -370,6 +370,9 @@ pub struct RawStep {
     pub restore: Option<RawAction>,
     /// rollback (default) | pause | abort | continue.
     pub on_failure: Option<OnFailure>,
+    /// An `approve` step whose `timeout` passes: `reject` (default: the step fails and
+    /// `on_failure` applies) or `approve` (the run goes on).
+    pub on_timeout: Option<OnTimeout>,
     /// Why the failure policy is what it is (required for `continue` with a `rollback`).
     pub reason: Option<String>,
     /// Fan-out: `"{{targets.NAME}}"` or a list; each item is `{{item}}`.

@@ -542,6 +542,17 @@ fn validate_step(
     if rs.interval.is_some() && rs.kind != Kind::Wait {
         cx.error_key(path.key("interval"), "`interval` belongs to `wait` steps");
     }
+    if rs.on_timeout.is_some() && rs.kind != Kind::Approve {
+        cx.error_key(
+            path.key("on_timeout"),
+            "`on_timeout` belongs to `approve` steps",
+        );
+    } else if rs.on_timeout.is_some() && rs.timeout.is_none() {
+        cx.error_key(
+            path.key("on_timeout"),
+            "`on_timeout` needs a `timeout` to wait for",
+        );
+    }
     if rs.wait_for.is_some() && preconditions.is_empty() {
         cx.error_key(
             path.key("wait_for"),
@@ -723,6 +734,7 @@ fn validate_step(
         rollback,
         restore,
         on_failure,
+        on_timeout: rs.on_timeout.unwrap_or_default(),
         reason: rs.reason,
         for_each,
         concurrency,

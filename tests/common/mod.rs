@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+pub mod world;
+
 /// What a run of the binary produced.
 #[derive(Debug)]
 pub struct Output {

@@ -1,0 +1,658 @@
+//! The engine's actions and checks through the real binary: HTTP against a real server on
+//! a loopback port, SQL against a real SQLite file, shell timeouts, `wait` steps,
+//! approval timeouts, secret masking, `--dry-run` and `--log-format json`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::world::World;
+
+/// A small HTTP/1.1 server on 127.0.0.1 for the checks to talk to. It answers:
+/// `GET /health` 200 with a JSON body, `GET /slow` after 400 ms, `GET /down` 503,
+/// `POST /echo` 200 with `{"got": BODY, "auth": AUTHORIZATION}`. Returns its base URL.
+fn http_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request = String::new();
+                reader.read_line(&mut request).unwrap();
+                let mut length = 0;
+                let mut auth = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (name, value) = line.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "authorization" => auth = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, text) = match path {
+                    "/health" => (200, r#"{"status":"ok","version":"3.2"}"#.to_owned()),
+                    "/slow" => {
+                        std::thread::sleep(Duration::from_millis(400));
+                        (200, "slow but fine".to_owned())
+                    }
+                    "/down" => (503, "down for maintenance".to_owned()),
+                    "/echo" => (
+                        200,
+                        serde_json::json!({ "got": body, "auth": auth }).to_string(),
+                    ),
+                    _ => (404, "not found".to_owned()),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            });
+        }
+    });
+    base
+}
+
+#[test]
+fn http_actions_and_checks_talk_to_a_real_server() {
+    let w = World::sqlite();
+    let base = http_server();
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: http
+vars:
+  base: {base}
+  release: \"3.2\"
+steps:
+  - id: ready
+    kind: patch
+    preconditions:
+      - http: {{ url: \"{{{{vars.base}}}}/health\", expect_json: {{ /status: ok }} }}
+        message: the application answers
+    run:
+      http:
+        url: \"{{{{vars.base}}}}/echo\"
+        method: post
+        headers: {{ Authorization: \"Bearer t-{{{{vars.release}}}}\" }}
+        body: \"release {{{{vars.release}}}}\"
+        expect_contains: release
+        expect_json: {{ /got: \"release 3.2\" }}
+  - id: use-output
+    kind: patch
+    run: {{ shell: \"echo '{{{{steps.ready.outputs.got}}}} {{{{steps.ready.outputs.auth}}}} {{{{steps.ready.outputs.http_status}}}}' >> markers\" }}
+  - id: smoke
+    kind: test
+    checks:
+      - http: {{ url: \"{{{{vars.base}}}}/health\", expect_status: 200, within: 5s, expect_json: {{ /version: \"3.2\" }} }}
+      - http: {{ url: \"{{{{vars.base}}}}/slow\", expect_contains: fine }}
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "h1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.markers(), ["release 3.2 Bearer t-3.2 200"]);
+    let s = w.status_json("h1");
+    assert_eq!(s["steps"]["ready"]["outputs"]["got"], "release 3.2");
+    assert_eq!(s["steps"]["smoke"]["status"], "succeeded");
+    // The request and response are in the step's log.
+    let log = std::fs::read_to_string(w.path("state/logs/h1/ready.log")).unwrap();
+    assert!(
+        log.contains(&format!("http: POST {base}/echo -> 200")),
+        "{log}"
+    );
+}
+
+/// Each failing expectation says what it saw.
+#[test]
+fn failing_http_checks_say_what_they_saw() {
+    let w = World::sqlite();
+    let base = http_server();
+    let closed = {
+        // A port nobody listens on: bound, then released.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cases = [
+        (
+            format!("{{ url: \"{base}/down\" }}"),
+            format!("GET {base}/down: status 503, expected 200"),
+        ),
+        (
+            format!("{{ url: \"{base}/slow\", within: 100ms }}"),
+            "more than the 100ms allowed".to_owned(),
+        ),
+        (
+            format!("{{ url: \"{base}/slow\", timeout: 100ms }}"),
+            format!("GET {base}/slow: no response within 100ms"),
+        ),
+        (
+            format!("{{ url: \"{base}/health\", expect_contains: sad }}"),
+            "the response does not contain `sad`".to_owned(),
+        ),
+        (
+            format!("{{ url: \"{base}/health\", expect_json: {{ /version: \"4.0\" }} }}"),
+            "`/version` is \"3.2\", expected \"4.0\"".to_owned(),
+        ),
+        (
+            format!("{{ url: \"{base}/health\", expect_json: {{ /missing: 1 }} }}"),
+            "the response has no `/missing`".to_owned(),
+        ),
+        (
+            format!("{{ url: \"{base}/slow\", expect_json: {{ /a: 1 }} }}"),
+            "the response is not JSON".to_owned(),
+        ),
+        (
+            format!("{{ url: \"http://127.0.0.1:{closed}/\" }}"),
+            format!("GET http://127.0.0.1:{closed}/: error sending request"),
+        ),
+    ];
+    for (n, (check, want)) in cases.iter().enumerate() {
+        w.write(
+            "rb.yaml",
+            &format!(
+                "runbook: http-fail\nsteps:\n  - id: smoke\n    kind: test\n    on_failure: abort\n    checks:\n      - http: {check}\n"
+            ),
+        );
+        let run = format!("f{n}");
+        let out = w.execute("rb.yaml", &run);
+        assert_eq!(out.code, 4, "{check}\n{}\n{}", out.stdout, out.stderr);
+        let error = w.status_json(&run)["steps"]["smoke"]["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            error.contains(want.as_str()),
+            "{check}: got `{error}`, want `{want}`"
+        );
+    }
+}
+
+#[test]
+fn sql_actions_run_in_one_transaction_and_give_outputs() {
+    let w = World::sqlite();
+    // `mode=rwc` creates the file; without it a missing database is an error.
+    let db = format!("sqlite://{}?mode=rwc", w.path("app.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: sql
+vars:
+  db: {db}
+steps:
+  - id: schema
+    kind: patch
+    run:
+      sql: |
+        CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+        INSERT INTO items (name) VALUES ('a'), ('b'), ('c');
+      database: \"{{{{vars.db}}}}\"
+  - id: count
+    kind: verify
+    run: {{ sql: \"SELECT COUNT(*) AS n, MAX(name) AS last FROM items\", database: \"{{{{vars.db}}}}\" }}
+    checks:
+      - sql: \"SELECT COUNT(*) FROM items\"
+        database: \"{{{{vars.db}}}}\"
+        expect: 3
+  - id: report
+    kind: patch
+    run: {{ shell: \"echo {{{{steps.count.outputs.n}}}} {{{{steps.count.outputs.last}}}} >> markers\" }}
+  - id: half
+    kind: patch
+    on_failure: continue
+    run:
+      sql: |
+        INSERT INTO items (name) VALUES ('d');
+        INSERT INTO items (name) VALUES (NULL);
+      database: \"{{{{vars.db}}}}\"
+  - id: after
+    kind: test
+    checks:
+      - sql: \"SELECT COUNT(*) FROM items\"
+        database: \"{{{{vars.db}}}}\"
+        expect: 3
+        message: the half-done insert was rolled back
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "s1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.markers(), ["3 c"]);
+    let s = w.status_json("s1");
+    assert_eq!(s["steps"]["count"]["outputs"]["n"], 3);
+    assert_eq!(s["steps"]["half"]["status"], "failed");
+    assert!(
+        s["steps"]["half"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("NOT NULL"),
+        "{}",
+        s["steps"]["half"]
+    );
+}
+
+#[test]
+fn a_timeout_kills_the_whole_process_group() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: timeout
+steps:
+  - id: hang
+    kind: patch
+    timeout: 1s
+    on_failure: abort
+    run: { shell: \"(sleep 2; echo orphan >> markers) & sleep 30\" }
+",
+    );
+    let t = Instant::now();
+    let out = w.execute("rb.yaml", "t1");
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the step was not stopped"
+    );
+    assert_eq!(w.status_json("t1")["steps"]["hang"]["status"], "timed_out");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        w.markers().is_empty(),
+        "a child of the timed-out step lived on"
+    );
+}
+
+#[test]
+fn a_wait_step_polls_until_its_condition_holds() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: wait
+steps:
+  - id: start-drain
+    kind: patch
+    run: { shell: \"(sleep 1; touch drained) > /dev/null 2>&1 &\" }
+  - id: drained
+    kind: wait
+    interval: 100ms
+    timeout: 30s
+    until:
+      - shell: test -f drained
+  - id: after
+    kind: patch
+    run: { shell: \"echo after >> markers\" }
+  - id: never
+    kind: wait
+    interval: 100ms
+    timeout: 500ms
+    on_failure: abort
+    until:
+      - shell: test -f never-there
+",
+    );
+    let out = w.execute("rb.yaml", "w1");
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("w1");
+    assert_eq!(s["steps"]["drained"]["status"], "succeeded");
+    assert_eq!(s["steps"]["never"]["status"], "timed_out");
+    assert_eq!(w.markers(), ["after"]);
+}
+
+#[test]
+fn preconditions_wait_then_fail_with_their_message() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: pre
+steps:
+  - id: later
+    kind: patch
+    run: { shell: \"(sleep 1; touch ready) > /dev/null 2>&1 &\" }
+  - id: waits
+    kind: patch
+    wait_for: 30s
+    preconditions:
+      - shell: test -f ready
+    run: { shell: \"echo waited >> markers\" }
+  - id: gives-up
+    kind: patch
+    on_failure: abort
+    preconditions:
+      - shell: test -f never-there
+        message: the replica has caught up
+    run: { shell: \"echo never >> markers\" }
+",
+    );
+    let out = w.execute("rb.yaml", "p1");
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.markers(), ["waited"]);
+    let s = w.status_json("p1");
+    let error = s["steps"]["gives-up"]["error"].as_str().unwrap();
+    assert!(error.starts_with("the replica has caught up: "), "{error}");
+}
+
+#[test]
+fn approval_timeouts_follow_on_timeout() {
+    let w = World::sqlite();
+    let runbook = |on_timeout: &str| {
+        format!(
+            "runbook: approve-timeout
+steps:
+  - id: snap
+    kind: patch
+    checkpoint: true
+    run: {{ shell: \"echo snap >> markers\" }}
+  - id: change
+    kind: patch
+    run: {{ shell: \"echo change >> markers\" }}
+    rollback: {{ shell: \"echo undo >> markers\" }}
+  - id: go
+    kind: approve
+    timeout: 500ms
+    {on_timeout}
+  - id: after
+    kind: patch
+    run: {{ shell: \"echo after >> markers\" }}
+"
+        )
+    };
+    w.write("rb.yaml", &runbook("on_timeout: approve"));
+    let out = w.execute("rb.yaml", "yes");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("yes");
+    assert_eq!(s["steps"]["go"]["outputs"]["decision"], "approved");
+    assert_eq!(
+        s["steps"]["go"]["outputs"]["by"],
+        "timeout (on_timeout: approve)"
+    );
+    assert_eq!(w.markers(), ["snap", "change", "after"]);
+    std::fs::remove_file(w.path("markers")).unwrap();
+
+    // The default: nobody said yes, so the step times out and the run rolls back.
+    w.write("rb.yaml", &runbook(""));
+    let out = w.execute("rb.yaml", "no");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(w.status_json("no")["steps"]["go"]["status"], "timed_out");
+    assert_eq!(w.markers(), ["snap", "change", "undo"]);
+}
+
+#[test]
+fn on_timeout_is_only_for_approve_steps_with_a_timeout() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: bad\nsteps:\n  - id: go\n    kind: approve\n    on_timeout: approve\n  - id: p\n    kind: patch\n    timeout: 1s\n    on_timeout: approve\n    run: { shell: 'true' }\n",
+    );
+    let out = w.execute("rb.yaml", "x");
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("error: `on_timeout` needs a `timeout` to wait for\n --> rb.yaml:5:5"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("error: `on_timeout` belongs to `approve` steps\n --> rb.yaml:9:5"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "", "nothing ran, not even a run id");
+}
+
+/// A secret's value appears in no output, log, journal event or error.
+#[test]
+fn secrets_are_masked_everywhere() {
+    let w = World::sqlite();
+    let secret = "hunter2-s3cr3t";
+    w.write(
+        "rb.yaml",
+        "runbook: secret
+secrets: [DB_PASSWORD]
+steps:
+  - id: uses
+    kind: patch
+    run: { shell: \"echo password is $DB_PASSWORD; echo '{\\\"token\\\": \\\"'$DB_PASSWORD'\\\"}'\", env: { DB_PASSWORD: \"{{secrets.DB_PASSWORD}}\" } }
+  - id: fails
+    kind: patch
+    on_failure: abort
+    run: { shell: \"echo {{secrets.DB_PASSWORD}} >&2; exit 3 # {{secrets.DB_PASSWORD}}\" }
+",
+    );
+    let out = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "m1"])
+        .env("DB_PASSWORD", secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let mut seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    seen += &String::from_utf8_lossy(&out.stderr);
+    let status = w.run(&["status", "m1"]);
+    seen += &status.stdout;
+    let json = w.run(&["status", "m1", "--format", "json"]);
+    seen += &json.stdout;
+    for log in ["uses.log", "fails.log"] {
+        seen += &std::fs::read_to_string(w.path(&format!("state/logs/m1/{log}"))).unwrap();
+    }
+    let journal = w
+        .command(&[
+            "execute",
+            "rb.yaml",
+            "--yes",
+            "--now",
+            "--run-id",
+            "m2",
+            "--log-format",
+            "json",
+        ])
+        .env("DB_PASSWORD", secret)
+        .output()
+        .unwrap();
+    seen += &String::from_utf8_lossy(&journal.stdout);
+    assert!(seen.contains("password is ****"), "{seen}");
+    assert!(seen.contains("\"token\": \"****\""), "{seen}");
+    assert!(!seen.contains(secret), "the secret leaked:\n{seen}");
+    let db = std::fs::read(w.path("state/state.db")).unwrap_or_default();
+    let wal = std::fs::read(w.path("state/state.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes
+                .windows(secret.len())
+                .any(|win| win == secret.as_bytes()),
+            "the secret is in the journal file"
+        );
+    }
+}
+
+#[test]
+fn log_format_json_prints_one_event_per_line() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: json\nsteps:\n  - { id: one, kind: patch, run: { shell: 'echo one >> markers' } }\n",
+    );
+    let out = w.run(&[
+        "execute",
+        "rb.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "j1",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("run j1"));
+    let events: Vec<serde_json::Value> = lines
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "step_checking",
+            "step_started",
+            "step_succeeded",
+            "run_completed"
+        ]
+    );
+    assert!(events.iter().all(|e| e["run"] == "j1"));
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn dry_run_evaluates_read_only_preconditions_and_changes_nothing() {
+    let w = World::sqlite();
+    let base = http_server();
+    let db = w.path("app.db");
+    let made = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        // No sqlite3 client: make the database through the engine instead.
+        w.write(
+            "mk.yaml",
+            &format!(
+                "runbook: mk\nsteps:\n  - id: mk\n    kind: patch\n    run: {{ sql: \"CREATE TABLE t (x); INSERT INTO t VALUES (1);\", database: \"sqlite://{}\" }}\n",
+                db.display()
+            ),
+        );
+        let o = w.run(&[
+            "execute",
+            "mk.yaml",
+            "--yes",
+            "--now",
+            "--store",
+            &format!("sqlite://{}/mk.db", w.path("").display()),
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let before = std::fs::read(&db).unwrap();
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: dry
+vars:
+  db: sqlite://{db}
+steps:
+  - id: change
+    kind: patch
+    preconditions:
+      - sql: \"select count(*) = 1 from t\"
+        database: \"{{{{vars.db}}}}\"
+      - sql: \"select count(*) = 5 from t\"
+        database: \"{{{{vars.db}}}}\"
+        message: five rows
+      - sql: \"delete from t\"
+        database: \"{{{{vars.db}}}}\"
+      - http: {{ url: \"{base}/health\" }}
+      - http: {{ url: \"{base}/down\" }}
+      - http: {{ url: \"{base}/echo\", method: POST }}
+      - shell: \"echo ran >> markers\"
+    run: {{ shell: \"echo change >> markers\" }}
+",
+            db = db.display()
+        ),
+    );
+    let out = w.run(&["execute", "rb.yaml", "--dry-run"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Preconditions"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Preconditions (read-only ones evaluated now; nothing was changed):",
+            "  change           sql: select count(*) = 1 from t: holds",
+            "  change           sql: select count(*) = 5 from t: DOES NOT HOLD: five rows: the query returned 0",
+            "  change           sql: delete from t: not evaluated (it may change data)",
+            &format!("  change           http: GET {base}/health: holds"),
+            &format!(
+                "  change           http: GET {base}/down: DOES NOT HOLD: GET {base}/down: status 503, expected 200"
+            ),
+            &format!("  change           http: POST {base}/echo: not evaluated (it is not a GET)"),
+            "  change           shell: echo ran >> markers: not evaluated (a command may change things)",
+            "",
+            "2 precondition(s) do not hold now.",
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(w.markers().is_empty());
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    assert!(!w.path("state").exists(), "a dry run opens no store");
+}
+
+/// A run started on a terminal without `--yes` asks first; the answer `n` starts nothing.
+#[test]
+fn without_yes_a_terminal_is_asked_first() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: ask\nsteps:\n  - { id: one, kind: patch, expected: 1m, run: { shell: 'echo one >> markers' } }\n",
+    );
+    if std::process::Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("`script` (util-linux) is missing: no terminal to test with");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_runbook");
+    let ask = |answer: &str, run: &str| {
+        std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{bin} execute rb.yaml --now --run-id {run}"),
+                "/dev/null",
+            ])
+            .current_dir(w.dir.path())
+            .env("RUNBOOK_STORE", &w.store)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map(|mut c| {
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(answer.as_bytes())
+                    .unwrap();
+                c.wait_with_output().unwrap()
+            })
+            .unwrap()
+    };
+    let no = ask("n\n", "no");
+    let text = String::from_utf8_lossy(&no.stdout);
+    assert!(text.contains("Start run `no` of `ask`? [y/N]"), "{text}");
+    assert!(text.contains("Plan for `ask`"), "{text}");
+    assert_eq!(no.status.code(), Some(1), "{text}");
+    assert!(w.markers().is_empty());
+    let yes = ask("y\n", "yes");
+    let text = String::from_utf8_lossy(&yes.stdout);
+    assert_eq!(yes.status.code(), Some(0), "{text}");
+    assert_eq!(w.markers(), ["one"]);
+}

@@ -1,0 +1,129 @@
+//! A test's world for the engine tests: a directory with runbooks and markers, and a
+//! store (a SQLite file, or a fresh database on the local PostgreSQL server).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Output;
+
+/// A test's world: a directory with runbooks and markers, and a store.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub store: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl World {
+    pub fn sqlite() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("sqlite://{}/state/state.db", dir.path().display());
+        World { dir, store }
+    }
+
+    /// A fresh PostgreSQL database on the local server (started first if it is down).
+    pub fn postgres() -> World {
+        static STARTED: std::sync::Once = std::sync::Once::new();
+        STARTED.call_once(|| {
+            let status = Command::new(super::root().join(".ci/start-postgres")).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "PostgreSQL is not running on 127.0.0.1:5432 and .ci/start-postgres could not start it"
+            );
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!(
+            "runbook_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        );
+        let status = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .status()
+            .expect("psql runs (PostgreSQL client installed)");
+        assert!(
+            status.success(),
+            "cannot create database {name}: is PostgreSQL running on 127.0.0.1:5432?"
+        );
+        World {
+            dir,
+            store: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    pub fn markers(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("markers"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn count(&self, marker: &str) -> usize {
+        self.markers().iter().filter(|m| *m == marker).count()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("RUNBOOK_STORE", &self.store)
+            .env_remove("RUNBOOK_TEST_KILL_AFTER_EVENT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        let o = Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !o.stderr.contains("panicked"),
+            "{args:?} panicked:\n{}",
+            o.stderr
+        );
+        o
+    }
+
+    pub fn execute(&self, file: &str, run_id: &str) -> Output {
+        self.run(&["execute", file, "--yes", "--now", "--run-id", run_id])
+    }
+
+    pub fn status_json(&self, run: &str) -> serde_json::Value {
+        let o = self.run(&["status", run, "--format", "json"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        serde_json::from_str(&o.stdout).unwrap()
+    }
+}
+
+/// Generates one test per store from `fn name(w: &World)`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&$crate::common::world::World::sqlite()); } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&$crate::common::world::World::postgres()); } )*
+        }
+    };
+}
