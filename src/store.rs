@@ -50,6 +50,19 @@ pub enum StoreError {
     },
     #[error("no run `{0}` in this store")]
     UnknownRun(String),
+    #[error("run `{0}` changed while this was being decided; try again")]
+    Conflict(String),
+}
+
+/// A unique violation on append means another writer took the sequence number (or the
+/// run id) first.
+fn conflict_or(e: sqlx::Error, run_id: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(run_id.to_owned())
+        }
+        _ => StoreError::Sql(e),
+    }
 }
 
 /// Who holds a runbook's lease.
@@ -190,87 +203,53 @@ impl Store {
         tx.commit().await
     }
 
-    /// Appends an event to a run's journal and returns it as recorded. The event is
-    /// committed when this returns.
+    /// Appends events to a run's journal in one transaction, numbered from `first`: all
+    /// are committed when this returns, or none. `first` must be the next number of the
+    /// journal as the writer last read it; if another writer got there first, nothing is
+    /// written and the answer is [`StoreError::Conflict`]: read again, decide again. So
+    /// every event is checked against the state it really follows, and the journal
+    /// always folds.
     pub async fn append(
         &self,
         run_id: &str,
-        event: &Event,
-        at_ms: i64,
-    ) -> Result<Recorded, StoreError> {
-        let mut recorded = self
-            .append_all(run_id, std::slice::from_ref(event), at_ms)
-            .await?;
-        Ok(recorded.pop().expect("one event in, one out"))
-    }
-
-    /// Appends events to a run's journal in one transaction, with consecutive sequence
-    /// numbers: all are committed when this returns, or none.
-    pub async fn append_all(
-        &self,
-        run_id: &str,
+        first: i64,
         events: &[Event],
         at_ms: i64,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let bodies: Vec<String> = events
-            .iter()
-            .map(|e| serde_json::to_string(e).expect("events serialize"))
-            .collect();
-        let mut tries = 0;
-        'again: loop {
-            let mut tx = self.pool.begin().await?;
-            for event in events {
-                if let Event::RunStarted { runbook, .. } = event {
-                    sqlx::query(
-                        "INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)",
-                    )
+        let mut tx = self.pool.begin().await?;
+        for (i, event) in events.iter().enumerate() {
+            if let Event::RunStarted { runbook, .. } = event {
+                sqlx::query("INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)")
                     .bind(run_id)
                     .bind(runbook.as_str())
                     .bind(at_ms)
                     .execute(&mut *tx)
-                    .await?;
-                }
+                    .await
+                    .map_err(|e| conflict_or(e, run_id))?;
             }
-            let first: i64 = sqlx::query(
-                "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events WHERE run_id = $1",
+            let body = serde_json::to_string(event).expect("events serialize");
+            sqlx::query(
+                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(run_id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
-            for (i, (event, body)) in events.iter().zip(&bodies).enumerate() {
-                let inserted = sqlx::query(
-                    "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(run_id)
-                .bind(first + i as i64)
-                .bind(at_ms)
-                .bind(event.kind())
-                .bind(body.as_str())
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Ok(_) => {}
-                    // Another process (an approval, say) took this sequence number first.
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < 20 => {
-                        tries += 1;
-                        drop(tx);
-                        continue 'again;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            tx.commit().await?;
-            return Ok(events
-                .iter()
-                .enumerate()
-                .map(|(i, event)| Recorded {
-                    seq: first + i as i64,
-                    at_ms,
-                    event: event.clone(),
-                })
-                .collect());
+            .bind(first + i as i64)
+            .bind(at_ms)
+            .bind(event.kind())
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, run_id))?;
         }
+        tx.commit().await.map_err(|e| conflict_or(e, run_id))?;
+        Ok(events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| Recorded {
+                seq: first + i as i64,
+                at_ms,
+                event: event.clone(),
+            })
+            .collect())
     }
 
     /// Every event of a run, in order.

@@ -48,8 +48,10 @@ impl Masker {
     }
 }
 
-/// Where a step's output goes: its log file, masked, and the last lines for `status`.
+/// Where a step's output goes: its log file (created at the first line, so a step that
+/// prints nothing costs no file), masked, and the last lines for `status`.
 pub struct StepLog {
+    path: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
     masker: Masker,
     pub tail: Vec<String>,
@@ -59,35 +61,49 @@ pub struct StepLog {
 pub const TAIL_LINES: usize = 20;
 
 impl StepLog {
-    /// Appends to `path` (created with its directory).
-    pub fn open(path: &Path, masker: Masker) -> std::io::Result<StepLog> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        Ok(StepLog {
-            file: Some(file),
-            masker,
-            tail: Vec::new(),
-        })
-    }
-
-    /// A log that only keeps the tail (for checks that need no file).
-    pub fn memory(masker: Masker) -> StepLog {
+    /// Appends to `path` (created with its directory at the first line).
+    pub fn open(path: &Path, masker: Masker) -> StepLog {
         StepLog {
+            path: Some(path.to_path_buf()),
             file: None,
             masker,
             tail: Vec::new(),
         }
     }
 
+    /// A log that only keeps the tail (for checks that need no file).
+    pub fn memory(masker: Masker) -> StepLog {
+        StepLog {
+            path: None,
+            file: None,
+            masker,
+            tail: Vec::new(),
+        }
+    }
+
+    fn file(&mut self) -> Option<&mut std::fs::File> {
+        if self.file.is_none()
+            && let Some(path) = self.path.take()
+        {
+            let opened = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                });
+            // A log that cannot be written must not stop the step; the tail stays.
+            self.file = opened.ok();
+        }
+        self.file.as_mut()
+    }
+
     /// Records one line.
     pub fn line(&mut self, stream: &str, line: &str) {
         let line = self.masker.mask(line);
-        if let Some(f) = &mut self.file {
+        if let Some(f) = self.file() {
             let _ = writeln!(f, "{stream}: {line}");
         }
         self.tail.push(line);

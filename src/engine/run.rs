@@ -1,6 +1,7 @@
 //! The imperative shell around `decide`: records each event before acting on it, runs
 //! the actions, and follows events other processes append (approvals, aborts).
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ use crate::runbook::{
 };
 use crate::store::{Store, StoreError, now_ms};
 
+/// How often a runner at work looks for an operator's `runbook abort`.
+const ABORT_POLL: Duration = Duration::from_secs(1);
+
 /// Why the engine stopped before the run ended.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -25,6 +29,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Illegal(#[from] Illegal),
+    /// Another process changed the run first; the state has been read again.
+    #[error("the run was changed by another process")]
+    Conflict,
 }
 
 /// Where a drive of the engine stopped.
@@ -92,49 +99,37 @@ impl<'a> Runner<'a> {
         self.record_all(vec![event]).await
     }
 
-    /// Records several events that all come before the next action, in one commit
-    /// (one transaction: all or none).
+    /// Records events that all come before the next action in one commit (all or none).
+    /// When another process appended first (an abort, an approval), nothing is written:
+    /// the state is read again and the answer is [`EngineError::Conflict`], so the engine
+    /// decides again from what really happened.
     pub async fn record_all(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
         let events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
         let at_ms = now_ms();
-        // `apply` changes nothing when an event is illegal, so the state only runs ahead
-        // of the journal between here and the commit.
-        for (n, event) in events.iter().enumerate() {
-            if let Err(e) = self.state.apply(event, at_ms) {
-                if n > 0 {
-                    self.reload().await?;
+        let mut next = self.state.clone();
+        for event in &events {
+            next.apply(event, at_ms)?;
+        }
+        match self
+            .store
+            .append(&self.run_id, self.seq + 1, &events, at_ms)
+            .await
+        {
+            Ok(recorded) => {
+                self.state = next;
+                for r in &recorded {
+                    self.seq = r.seq;
+                    self.out.event(&self.run_id, r);
+                    crash_point(r.seq);
                 }
-                return Err(e.into());
+                Ok(())
             }
-        }
-        let recorded = match self.store.append_all(&self.run_id, &events, at_ms).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = self.reload().await;
-                return Err(e.into());
+            Err(StoreError::Conflict(_)) => {
+                self.sync().await?;
+                Err(EngineError::Conflict)
             }
-        };
-        if recorded[0].seq != self.seq + 1 {
-            // Someone else appended in between: fold the journal again, theirs first.
-            return self.reload().await;
+            Err(e) => Err(e.into()),
         }
-        for r in &recorded {
-            self.seq = r.seq;
-            self.out.event(&self.run_id, r);
-            crash_point(r.seq);
-        }
-        Ok(())
-    }
-
-    /// Folds the whole journal again (after a conflicting or failed append).
-    async fn reload(&mut self) -> Result<(), EngineError> {
-        let events = self.store.load(&self.run_id).await?;
-        self.state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))?;
-        for r in events.iter().filter(|r| r.seq > self.seq) {
-            self.out.event(&self.run_id, r);
-        }
-        self.seq = events.last().map_or(0, |r| r.seq);
-        Ok(())
     }
 
     /// Folds events other processes appended (approvals, aborts).
@@ -198,87 +193,100 @@ impl<'a> Runner<'a> {
 
     /// Drives the run until it ends or needs a person.
     pub async fn drive(&mut self) -> Result<Stop, EngineError> {
+        self.sync().await?;
         loop {
-            self.sync().await?;
-            match decide::decide(self.rb, &self.state) {
-                Next::Done(status) => return Ok(Stop::Ended(status)),
-                Next::Wait => {
-                    return Ok(Stop::Paused(
-                        self.state.reason.clone().unwrap_or_else(|| "paused".into()),
-                    ));
+            let next = decide::decide(self.rb, &self.state);
+            match self.act_on(next).await {
+                Ok(Some(stop)) => return Ok(stop),
+                Ok(None) => {}
+                // Someone else wrote first and the state is fresh: decide again.
+                Err(EngineError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Carries out one decision; `Some` when the drive stops here.
+    async fn act_on(&mut self, next: Next) -> Result<Option<Stop>, EngineError> {
+        match next {
+            Next::Done(status) => return Ok(Some(Stop::Ended(status))),
+            Next::Wait => {
+                return Ok(Some(Stop::Paused(
+                    self.state.reason.clone().unwrap_or_else(|| "paused".into()),
+                )));
+            }
+            Next::Pause { reason } => {
+                self.record(Event::RunPaused {
+                    reason: reason.clone(),
+                })
+                .await?;
+                return Ok(Some(Stop::Paused(reason)));
+            }
+            Next::InDoubt { step, rerun } => {
+                let id = self.rb.steps[step].id.clone();
+                if !rerun {
+                    return Ok(Some(Stop::InDoubt(id)));
                 }
-                Next::Pause { reason } => {
-                    self.record(Event::RunPaused {
-                        reason: reason.clone(),
-                    })
-                    .await?;
-                    return Ok(Stop::Paused(reason));
-                }
-                Next::InDoubt { step, rerun } => {
-                    let id = self.rb.steps[step].id.clone();
-                    if !rerun {
-                        return Ok(Stop::InDoubt(id));
-                    }
-                    self.record(Event::RunResumed {
-                        decision: Decision::Retry,
-                        by: "runbook (safe to repeat)".into(),
-                    })
-                    .await?;
-                }
-                Next::Skip { step, reason } => {
-                    let step = self.rb.steps[step].id.clone();
-                    self.record(Event::StepSkipped { step, reason }).await?;
-                }
-                Next::IgnoreFailure { step } => {
-                    let step = self.rb.steps[step].id.clone();
-                    self.record(Event::FailureIgnored { step }).await?;
-                }
-                Next::Retry {
+                self.record(Event::RunResumed {
+                    decision: Decision::Retry,
+                    by: "runbook (safe to repeat)".into(),
+                })
+                .await?;
+            }
+            Next::Skip { step, reason } => {
+                let step = self.rb.steps[step].id.clone();
+                self.record(Event::StepSkipped { step, reason }).await?;
+            }
+            Next::IgnoreFailure { step } => {
+                let step = self.rb.steps[step].id.clone();
+                self.record(Event::FailureIgnored { step }).await?;
+            }
+            Next::Retry {
+                step,
+                next_attempt,
+                at_ms,
+            } => {
+                let step = self.rb.steps[step].id.clone();
+                self.record(Event::RetryScheduled {
                     step,
                     next_attempt,
                     at_ms,
-                } => {
-                    let step = self.rb.steps[step].id.clone();
-                    self.record(Event::RetryScheduled {
-                        step,
-                        next_attempt,
-                        at_ms,
-                    })
-                    .await?;
-                }
-                Next::StartRollback { reason } => {
-                    self.record(Event::RollbackStarted { reason }).await?;
-                }
-                Next::RollbackStep { step } | Next::Restore { step } => self.undo(step).await?,
-                Next::Reopen => self.record(Event::ServiceReopened).await?,
-                Next::Finish(outcome) => {
-                    let event = match outcome {
-                        decide::Outcome::Completed => Event::RunCompleted,
-                        decide::Outcome::RolledBack => Event::RunRolledBack,
-                        decide::Outcome::Failed(reason) => Event::RunFailed { reason },
-                        decide::Outcome::Aborted(reason) => Event::RunAborted {
-                            by: "runbook (on_failure: abort)".into(),
-                            reason,
-                        },
-                    };
-                    self.record(event).await?;
-                }
-                Next::AwaitApproval { step } => self.await_approval(step).await?,
-                Next::Start {
-                    step,
-                    attempt,
-                    not_before_ms,
-                } => {
-                    if let Some(at) = not_before_ms {
-                        let wait = at - now_ms();
-                        if wait > 0 {
-                            tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                        }
+                })
+                .await?;
+            }
+            Next::StartRollback { reason } => {
+                self.record(Event::RollbackStarted { reason }).await?;
+            }
+            Next::RollbackStep { step } | Next::Restore { step } => self.undo(step).await?,
+            Next::Reopen => self.record(Event::ServiceReopened).await?,
+            Next::Finish(outcome) => {
+                let event = match outcome {
+                    decide::Outcome::Completed => Event::RunCompleted,
+                    decide::Outcome::RolledBack => Event::RunRolledBack,
+                    decide::Outcome::Failed(reason) => Event::RunFailed { reason },
+                    decide::Outcome::Aborted(reason) => Event::RunAborted {
+                        by: "runbook (on_failure: abort)".into(),
+                        reason,
+                    },
+                };
+                self.record(event).await?;
+            }
+            Next::AwaitApproval { step } => self.await_approval(step).await?,
+            Next::Start {
+                step,
+                attempt,
+                not_before_ms,
+            } => {
+                if let Some(at) = not_before_ms {
+                    let wait = at - now_ms();
+                    if wait > 0 {
+                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                     }
-                    self.run_step(step, attempt).await?;
                 }
+                self.run_step(step, attempt).await?;
             }
         }
+        Ok(None)
     }
 
     /// The values templates can use at this point of the run.
@@ -349,83 +357,128 @@ impl<'a> Runner<'a> {
     fn log(&self, step: &str) -> StepLog {
         let path = self.log_dir.join(format!("{step}.log"));
         StepLog::open(&path, self.masker.clone())
-            .unwrap_or_else(|_| StepLog::memory(self.masker.clone()))
     }
 
     async fn run_step(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
         let step = &self.rb.steps[i];
         let id = step.id.clone();
-        self.record(Event::StepChecking {
+        let checking = Event::StepChecking {
             step: id.clone(),
             attempt,
-        })
-        .await?;
-        if let Err(message) = self.preconditions(step).await {
-            self.record(Event::PreconditionFailed {
-                step: id,
-                attempt,
-                message,
-            })
-            .await?;
-            return Ok(());
+        };
+        // Events with no action between them share one commit.
+        let mut batch = Vec::new();
+        if step.preconditions.is_empty() {
+            batch.push(checking);
+        } else {
+            self.record(checking).await?;
+            let checked = self
+                .unless_aborted(self.preconditions(step), Err("the run was aborted".into()))
+                .await;
+            if let Err(message) = checked {
+                self.record(Event::PreconditionFailed {
+                    step: id,
+                    attempt,
+                    message,
+                })
+                .await?;
+                return Ok(());
+            }
         }
-        self.record(Event::StepStarted {
+        batch.push(Event::StepStarted {
             step: id.clone(),
             attempt,
             verifying: matches!(step.kind, Kind::Test | Kind::Verify),
-        })
-        .await?;
-        let outcome = match step.kind {
-            Kind::Close if step.run.is_none() => {
-                if !self.state.closed {
-                    self.record(Event::ServiceClosed).await?;
+        });
+        let succeeded = Event::StepSucceeded {
+            step: id.clone(),
+            attempt,
+            outputs: IndexMap::new(),
+        };
+        match step.kind {
+            Kind::Close | Kind::Reopen if step.run.is_none() => {
+                let close = step.kind == Kind::Close;
+                if self.state.closed != close {
+                    batch.push(if close {
+                        Event::ServiceClosed
+                    } else {
+                        Event::ServiceReopened
+                    });
                 }
-                Outcome::Succeeded(IndexMap::new())
-            }
-            Kind::Reopen if step.run.is_none() => {
-                if self.state.closed {
-                    self.record(Event::ServiceReopened).await?;
-                }
-                Outcome::Succeeded(IndexMap::new())
+                batch.push(succeeded);
+                return self.record_all(batch).await;
             }
             Kind::Approve => {
-                self.record(Event::ApprovalRequested { step: id.clone() })
-                    .await?;
+                batch.push(Event::ApprovalRequested { step: id });
+                self.record_all(batch).await?;
                 return self.await_approval(i).await;
             }
-            Kind::Wait => self.wait_until(step).await,
+            // Nothing to do but say so (an announcement, a kind with no action).
+            Kind::Announce | Kind::Patch | Kind::Install | Kind::Test | Kind::Verify
+                if step.run.is_none() && step.checks.is_empty() && step.for_each.is_none() =>
+            {
+                batch.push(succeeded);
+                return self.record_all(batch).await;
+            }
+            _ => self.record_all(batch).await?,
+        }
+        let outcome = match step.kind {
+            Kind::Wait => self.timed(step, self.wait_until(step)).await,
             _ if step.for_each.is_some() => return self.fan_out(i, attempt).await,
             _ => {
                 let ctx = self.context(None);
                 let mut log = self.log(&id);
-                let timed = self.timed(step, self.act(step, &ctx, &mut log));
-                match timed.await {
-                    Outcome::Succeeded(mut outputs) => {
-                        match self.checks(&step.checks, &ctx).await {
-                            Ok(()) => {
-                                outputs.insert("output".into(), Value::from(log.tail.join("\n")));
-                                Outcome::Succeeded(outputs)
+                let work = async {
+                    match self.act(step, &ctx, &mut log).await {
+                        Outcome::Succeeded(outputs) => {
+                            match self.checks(&step.checks, &ctx).await {
+                                Ok(()) => Outcome::Succeeded(outputs),
+                                Err(e) => Outcome::Failed(e),
                             }
-                            Err(e) => Outcome::Failed(e),
                         }
+                        other => other,
                     }
-                    other => other,
-                }
+                };
+                self.timed(step, work).await
             }
         };
         self.finish_attempt(&id, attempt, outcome).await
     }
 
-    async fn timed(
-        &self,
-        step: &Step,
-        work: impl std::future::Future<Output = Outcome>,
-    ) -> Outcome {
-        match step.timeout {
-            Some(t) => tokio::time::timeout(t, work)
-                .await
-                .unwrap_or(Outcome::TimedOut),
-            None => work.await,
+    /// The step's work under its `timeout`, stopped early when an operator aborts the run.
+    async fn timed(&self, step: &Step, work: impl Future<Output = Outcome>) -> Outcome {
+        let work = async {
+            match step.timeout {
+                Some(t) => tokio::time::timeout(t, work)
+                    .await
+                    .unwrap_or(Outcome::TimedOut),
+                None => work.await,
+            }
+        };
+        self.unless_aborted(work, Outcome::Failed("stopped: the run was aborted".into()))
+            .await
+    }
+
+    /// `work`, or `stopped` as soon as another process has ended the run (`runbook
+    /// abort`). Dropping `work` kills what it started.
+    async fn unless_aborted<T>(&self, work: impl Future<Output = T>, stopped: T) -> T {
+        tokio::select! {
+            out = work => out,
+            () = self.ended_elsewhere() => stopped,
+        }
+    }
+
+    /// Returns once the journal holds an event after ours that ends the run.
+    async fn ended_elsewhere(&self) {
+        loop {
+            tokio::time::sleep(ABORT_POLL).await;
+            if let Ok(events) = self.store.load_after(&self.run_id, self.seq).await
+                && events
+                    .iter()
+                    .any(|r| matches!(r.event, Event::RunAborted { .. }))
+            {
+                return;
+            }
         }
     }
 
@@ -437,14 +490,11 @@ impl<'a> Runner<'a> {
     ) -> Result<(), EngineError> {
         let step = id.to_owned();
         let event = match outcome {
-            Outcome::Succeeded(mut outputs) => {
-                outputs.shift_remove("output");
-                Event::StepSucceeded {
-                    step,
-                    attempt,
-                    outputs,
-                }
-            }
+            Outcome::Succeeded(outputs) => Event::StepSucceeded {
+                step,
+                attempt,
+                outputs,
+            },
             Outcome::Failed(error) => Event::StepFailed {
                 step,
                 attempt,
@@ -728,69 +778,95 @@ impl<'a> Runner<'a> {
             .collect();
         let mut running = tokio::task::JoinSet::new();
         let concurrency = step.concurrency.max(1) as usize;
-        let started = Instant::now();
+        let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
+        let mut aborted = false;
         loop {
-            while running.len() < concurrency && failed <= allowed && !timed_out {
+            // Start what fits, all the starts in one commit, before any of them runs.
+            let mut launch = Vec::new();
+            while running.len() + launch.len() < concurrency && failed <= allowed {
                 let Some(ix) = todo.pop_front() else { break };
-                self.record(Event::ItemStarted {
-                    step: id.clone(),
-                    index: ix,
-                })
-                .await?;
+                launch.push(ix);
+            }
+            if !launch.is_empty() {
+                let started = launch
+                    .iter()
+                    .map(|&index| Event::ItemStarted {
+                        step: id.clone(),
+                        index,
+                    })
+                    .collect();
+                self.record_all(started).await?;
+            }
+            for ix in launch {
                 let ctx = self.context(Some(&items[ix]));
                 let prepared = self.prepare_item(step, &ctx);
                 let mut log = self.log(&format!("{id}.{ix}"));
-                let masker = self.masker.clone();
                 running.spawn(async move {
                     let outcome = match prepared {
                         Ok(p) => p.run(&mut log).await,
                         Err(e) => Outcome::Failed(e),
                     };
-                    (ix, outcome, masker)
+                    (ix, outcome)
                 });
             }
-            let remaining = step.timeout.map(|t| t.saturating_sub(started.elapsed()));
-            let next = match remaining {
-                Some(r) => match tokio::time::timeout(r, running.join_next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        timed_out = true;
-                        running.abort_all();
-                        break;
-                    }
-                },
-                None => running.join_next().await,
+            let until = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
             };
-            let Some(joined) = next else { break };
-            let (ix, outcome, masker) = joined.expect("item tasks do not panic");
-            match outcome {
-                Outcome::Succeeded(_) => {
-                    self.record(Event::ItemSucceeded {
-                        step: id.clone(),
-                        index: ix,
-                    })
-                    .await?
+            let first = tokio::select! {
+                joined = running.join_next() => joined,
+                () = until => {
+                    timed_out = true;
+                    None
                 }
-                Outcome::Failed(e) => {
-                    failed += 1;
-                    self.record(Event::ItemFailed {
-                        step: id.clone(),
-                        index: ix,
-                        error: masker.mask(&e),
-                    })
-                    .await?
+                () = self.ended_elsewhere() => {
+                    aborted = true;
+                    None
                 }
-                Outcome::TimedOut => {
-                    failed += 1;
-                    self.record(Event::ItemFailed {
-                        step: id.clone(),
-                        index: ix,
-                        error: "timed out".into(),
-                    })
-                    .await?
-                }
+            };
+            let Some(first) = first else { break };
+            // Everything that has finished by now goes into one commit.
+            let mut finished = vec![first];
+            while let Some(more) = running.try_join_next() {
+                finished.push(more);
             }
+            let outcomes = finished
+                .into_iter()
+                .map(|joined| {
+                    let (index, outcome) = joined.expect("item tasks do not panic");
+                    let step = id.clone();
+                    match outcome {
+                        Outcome::Succeeded(_) => Event::ItemSucceeded { step, index },
+                        Outcome::Failed(error) => {
+                            failed += 1;
+                            Event::ItemFailed { step, index, error }
+                        }
+                        Outcome::TimedOut => {
+                            failed += 1;
+                            Event::ItemFailed {
+                                step,
+                                index,
+                                error: "timed out".into(),
+                            }
+                        }
+                    }
+                })
+                .collect();
+            self.record_all(outcomes).await?;
+        }
+        // Items still running are stopped (their process groups killed) as the set drops.
+        running.abort_all();
+        if aborted {
+            return self
+                .finish_attempt(
+                    &id,
+                    attempt,
+                    Outcome::Failed("stopped: the run was aborted".into()),
+                )
+                .await;
         }
         let outcome = if timed_out {
             Outcome::TimedOut

@@ -15,7 +15,7 @@ use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
 use crate::runbook::{self, Action, Check, Runbook};
-use crate::store::{DEFAULT_URL, Lease, Store, now_ms};
+use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
 
 /// Exit codes of the run commands.
 pub mod exit {
@@ -263,11 +263,16 @@ fn pid_alive(pid: i64) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether the runner holding a lease is still at work: its heartbeat is fresh and, on
+/// this host, its process exists.
+fn holder_alive(holder: &Lease) -> bool {
+    now_ms() - holder.heartbeat_ms < STALE_AFTER.as_millis() as i64
+        && (holder.host != host() || pid_alive(holder.pid))
+}
+
 fn refuse_lease(holder: &Lease) -> u8 {
     let age = (now_ms() - holder.heartbeat_ms) / 1000;
-    let alive =
-        age < STALE_AFTER.as_secs() as i64 && (holder.host != host() || pid_alive(holder.pid));
-    fail(if alive {
+    fail(if holder_alive(holder) {
         format!(
             "runbook `{}` is already being run: run `{}` on host {} (pid {}), last heartbeat {age}s ago",
             holder.runbook, holder.run_id, holder.host, holder.pid
@@ -531,9 +536,7 @@ pub async fn resume(
             Err(e) => return fail(e),
         },
         Ok(Some(holder)) => {
-            let stale = now_ms() - holder.heartbeat_ms >= STALE_AFTER.as_millis() as i64
-                || (holder.host == lease.host && !pid_alive(holder.pid));
-            if holder.run_id != run_id || !stale {
+            if holder.run_id != run_id || holder_alive(&holder) {
                 if holder.run_id == run_id {
                     return fail(format!(
                         "run `{run_id}` is being run on host {} (pid {}), last heartbeat {}s ago",
@@ -631,32 +634,67 @@ pub async fn resume(
     finish(runner, &rb.id).await
 }
 
-/// `runbook abort`.
+/// Appends the event `make` draws from the run's current state, checked against that
+/// state, at the journal's next number. When another process wrote in between, reads
+/// again and decides again. Returns the state after the event.
+async fn append_checked(
+    store: &Store,
+    run_id: &str,
+    make: impl Fn(&RunState) -> Result<Event, String>,
+) -> Result<RunState, String> {
+    for _ in 0..50 {
+        let (mut state, seq) = load_run(store, run_id).await?;
+        let event = make(&state)?;
+        let at = now_ms();
+        state
+            .apply(&event, at)
+            .map_err(|e| format!("run `{run_id}`: {e}"))?;
+        match store.append(run_id, seq + 1, &[event], at).await {
+            Ok(_) => return Ok(state),
+            Err(StoreError::Conflict(_)) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!(
+        "run `{run_id}` kept changing while this was being recorded; try again"
+    ))
+}
+
+/// `runbook abort`: ends the run as `aborted`, undoing nothing. A runner still at work
+/// sees it at its next journal write and stops, killing the step it is running.
 pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> u8 {
     let url = store_url(store_flag);
     let store = match Store::open(&url).await {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let (state, _) = match load_run(&store, run_id).await {
-        Ok(x) => x,
+    let by = by.map(str::to_owned).unwrap_or_else(operator);
+    let ended = append_checked(&store, run_id, |state| {
+        if state.status.is_terminal() {
+            return Err(format!(
+                "run `{run_id}` has already ended ({})",
+                state.status.as_str()
+            ));
+        }
+        Ok(Event::RunAborted {
+            by: by.clone(),
+            reason: format!("aborted by {by}"),
+        })
+    })
+    .await;
+    let state = match ended {
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
-    if state.status.is_terminal() {
-        return fail(format!(
-            "run `{run_id}` has already ended ({})",
-            state.status.as_str()
-        ));
+    // A live runner gives the lease back itself when it stops; a dead one cannot.
+    if let Ok(Some(holder)) = store.lease(&state.runbook).await
+        && holder.run_id == run_id
+        && !holder_alive(&holder)
+    {
+        let _ = store.release(&state.runbook, run_id).await;
     }
-    let by = by.map(str::to_owned).unwrap_or_else(operator);
-    let event = Event::RunAborted {
-        by: by.clone(),
-        reason: format!("aborted by {by}"),
-    };
-    if let Err(e) = store.append(run_id, &event, now_ms()).await {
-        return fail(e);
-    }
-    let _ = store.release(&state.runbook, run_id).await;
     println!("run {run_id} aborted");
     exit::COMPLETED
 }
@@ -674,34 +712,28 @@ pub async fn decide_approval(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let (state, _) = match load_run(&store, run_id).await {
-        Ok(x) => x,
-        Err(e) => return fail(e),
-    };
-    let Some(s) = state.steps.get(step) else {
-        return fail(format!(
-            "step `{step}` of run `{run_id}` is not waiting for approval (it has not started)"
-        ));
-    };
-    if !s.awaiting_approval || state.status.is_terminal() {
-        return fail(format!(
-            "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
-            s.status.as_str()
-        ));
-    }
     let by = by.map(str::to_owned).unwrap_or_else(operator);
-    let event = if approve {
-        Event::Approved {
-            step: step.to_owned(),
-            by: by.clone(),
+    let decided = append_checked(&store, run_id, |state| {
+        let Some(s) = state.steps.get(step) else {
+            return Err(format!(
+                "step `{step}` of run `{run_id}` is not waiting for approval (it has not started)"
+            ));
+        };
+        if !s.awaiting_approval || state.status.is_terminal() {
+            return Err(format!(
+                "step `{step}` of run `{run_id}` is not waiting for approval (it is {})",
+                s.status.as_str()
+            ));
         }
-    } else {
-        Event::Rejected {
-            step: step.to_owned(),
-            by: by.clone(),
-        }
-    };
-    if let Err(e) = store.append(run_id, &event, now_ms()).await {
+        let (step, by) = (step.to_owned(), by.clone());
+        Ok(if approve {
+            Event::Approved { step, by }
+        } else {
+            Event::Rejected { step, by }
+        })
+    })
+    .await;
+    if let Err(e) = decided {
         return fail(e);
     }
     println!(
