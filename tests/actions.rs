@@ -656,3 +656,39 @@ fn without_yes_a_terminal_is_asked_first() {
     assert_eq!(yes.status.code(), Some(0), "{text}");
     assert_eq!(w.markers(), ["one"]);
 }
+
+/// `runbooks/sqlite-patch.yaml`, as the README tells a new user to run it: the failure
+/// drill rolls the migration back, and the proof is that the next run can add the
+/// column again and completes.
+#[test]
+fn the_sqlite_patch_example_rolls_back_then_completes() {
+    let w = World::sqlite();
+    let file = common::root().join("runbooks/sqlite-patch.yaml");
+    let file = file.to_str().unwrap();
+    let drill = w.run(&[
+        "execute",
+        file,
+        "--now",
+        "--yes",
+        "--run-id",
+        "drill",
+        "--var",
+        "drill=fail",
+    ]);
+    assert_eq!(drill.code, 3, "{}\n{}", drill.stdout, drill.stderr);
+    let s = w.status_json("drill");
+    assert_eq!(s["status"], "rolled_back");
+    assert_eq!(s["steps"]["migrate"]["status"], "rolled_back");
+    assert_eq!(s["closed"], false);
+    let real = w.run(&["execute", file, "--now", "--yes", "--run-id", "real"]);
+    assert_eq!(real.code, 0, "{}\n{}", real.stdout, real.stderr);
+    assert!(w.path(".runbook/example/snapshot-real.db").exists());
+    // Once patched, the precondition refuses to patch twice.
+    let again = w.run(&["execute", file, "--now", "--yes", "--run-id", "again"]);
+    assert_eq!(again.code, 3, "{}", again.stdout);
+    let error = w.status_json("again")["steps"]["migrate"]["error"].clone();
+    assert_eq!(
+        error, "the column is not there yet: the query returned 0",
+        "{error}"
+    );
+}

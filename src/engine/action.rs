@@ -229,7 +229,8 @@ fn json_outputs(stdout: &str) -> IndexMap<String, Value> {
         .unwrap_or_default()
 }
 
-/// A database URL as sqlx's Any driver wants it.
+/// A database URL as sqlx's Any driver wants it. A SQLite file must exist unless the URL
+/// says `mode=rwc`, which creates it (and its directory).
 fn connect_url(database: &str) -> Result<String, String> {
     if let Some(rest) = database.strip_prefix("sqlite://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -241,6 +242,13 @@ fn connect_url(database: &str) -> Result<String, String> {
                 "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
                 if query.is_empty() { "?" } else { "&" }
             ));
+        }
+        if creates
+            && let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create `{}` for `{database}`: {e}", dir.display()))?;
         }
         Ok(format!("sqlite://{rest}"))
     } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {

@@ -130,10 +130,11 @@ fn unmet_requirement(step: &Step, state: &RunState) -> Option<String> {
 
 fn on_failure(step: &Step, i: usize, run: &StepRun) -> Next {
     let rejected = step.kind == Kind::Approve;
-    if !rejected && run.attempts < step.retries.max + 1 {
+    if !rejected && run.attempts <= step.retries.max {
         let next_attempt = run.attempts + 1;
         let delay = backoff_delay(step.retries.backoff, next_attempt);
-        let at_ms = run.ended_ms.unwrap_or(0) + delay.as_millis() as i64;
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let at_ms = run.ended_ms.unwrap_or(0).saturating_add(delay_ms);
         return Next::Retry {
             step: i,
             next_attempt,

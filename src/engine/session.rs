@@ -568,7 +568,7 @@ pub async fn resume(
     // The step the decision is about: in doubt, or failed and paused.
     let pending = decide::decide(&rb, &runner.state);
     let subject = match &pending {
-        Next::InDoubt { step, rerun: false } => Some(*step),
+        Next::InDoubt { step, .. } => Some(*step),
         Next::Wait => rb.order.iter().copied().find(|&i| {
             let s = runner.state.step(&rb.steps[i].id);
             matches!(s.status, StepStatus::Failed | StepStatus::TimedOut) && !s.failure_ignored
@@ -578,6 +578,8 @@ pub async fn resume(
     let by = operator();
     let applied = async {
         match (decision, subject) {
+            // A step in doubt that is safe to repeat runs again by itself.
+            (None, Some(_)) if matches!(pending, Next::InDoubt { rerun: true, .. }) => {}
             (None, Some(i)) => {
                 let id = &rb.steps[i].id;
                 let why = match pending {
@@ -617,6 +619,9 @@ pub async fn resume(
                         .map_err(|e| e.to_string())?;
                 }
             }
+            // Nothing failed or in doubt and no pause: there is nothing to retry, the run
+            // simply goes on.
+            (Some(Decision::Retry), None) if !matches!(pending, Next::Wait) => {}
             (Some(d), _) => {
                 runner
                     .record(Event::RunResumed { decision: d, by })

@@ -200,9 +200,24 @@ impl RunState {
         Ok(self)
     }
 
-    /// Applies one event in place. On an illegal event nothing changes: every check
-    /// comes before any change.
+    /// Applies one event in place. On an illegal event nothing changes.
     pub fn apply(&mut self, event: &Event, at_ms: i64) -> Result<(), Illegal> {
+        // A step first named by this event gets its record here; a refusal takes it back.
+        let fresh = event.step().is_some_and(|id| !self.steps.contains_key(id));
+        let applied = self.apply_checked(event, at_ms);
+        if applied.is_err() && fresh {
+            self.steps.pop();
+        }
+        applied
+    }
+
+    /// A step is in doubt: it started and has no outcome (and is not waiting for a person).
+    pub fn any_in_doubt(&self) -> bool {
+        self.steps.values().any(StepRun::in_doubt)
+    }
+
+    /// Every check comes before any change of the step or run.
+    fn apply_checked(&mut self, event: &Event, at_ms: i64) -> Result<(), Illegal> {
         use Event as E;
         use RunStatus as R;
         use StepStatus as S;
@@ -222,6 +237,9 @@ impl RunState {
         }
         let active = matches!(self.status, R::Running | R::Verifying);
         let status = self.status;
+        // A step's own work goes on while the run runs (or is paused with it in doubt);
+        // never while rolling back.
+        let working = active || status == R::Paused;
         if let Some(id) = event.step() {
             let step = self.steps.entry(id.to_owned()).or_default();
             let illegal = |st: StepStatus| Illegal {
@@ -241,23 +259,25 @@ impl RunState {
                     step.error = None;
                     step.retry_at_ms = None;
                 }
-                E::PreconditionFailed { message, .. } => {
-                    if step.status != S::Checking {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Failed;
-                    step.error = Some(message.clone());
-                    step.ended_ms = Some(at_ms);
-                }
-                E::StepStarted { verifying, .. } => {
+                E::PreconditionFailed { .. } | E::StepStarted { .. } => {
                     if !active || step.status != S::Checking {
                         return Err(illegal(step.status));
                     }
-                    step.status = S::Running;
-                    self.status = if *verifying { R::Verifying } else { R::Running };
+                    match event {
+                        E::PreconditionFailed { message, .. } => {
+                            step.status = S::Failed;
+                            step.error = Some(message.clone());
+                            step.ended_ms = Some(at_ms);
+                        }
+                        E::StepStarted { verifying, .. } => {
+                            step.status = S::Running;
+                            self.status = if *verifying { R::Verifying } else { R::Running };
+                        }
+                        _ => unreachable!(),
+                    }
                 }
                 E::StepSucceeded { outputs, .. } => {
-                    if step.status != S::Running || step.awaiting_approval {
+                    if !working || step.status != S::Running || step.awaiting_approval {
                         return Err(illegal(step.status));
                     }
                     step.status = S::Succeeded;
@@ -265,22 +285,28 @@ impl RunState {
                     step.ended_ms = Some(at_ms);
                 }
                 E::StepFailed { error, .. } => {
-                    if !matches!(step.status, S::Running | S::Checking) {
+                    if !working
+                        || !matches!(step.status, S::Running | S::Checking)
+                        || step.awaiting_approval
+                    {
                         return Err(illegal(step.status));
                     }
                     step.status = S::Failed;
-                    step.awaiting_approval = false;
                     step.error = Some(error.clone());
                     step.ended_ms = Some(at_ms);
                 }
                 E::StepTimedOut { .. } => {
-                    if step.status != S::Running {
+                    let waiting = step.awaiting_approval;
+                    if step.status != S::Running
+                        || (waiting && status != R::AwaitingApproval)
+                        || (!waiting && !working)
+                    {
                         return Err(illegal(step.status));
                     }
                     step.status = S::TimedOut;
                     step.error = Some("timed out".into());
                     step.ended_ms = Some(at_ms);
-                    if step.awaiting_approval {
+                    if waiting {
                         step.awaiting_approval = false;
                         self.status = R::Running;
                     }
@@ -290,7 +316,9 @@ impl RunState {
                     at_ms: when,
                     ..
                 } => {
-                    if !matches!(step.status, S::Failed | S::TimedOut)
+                    if !active
+                        || !matches!(step.status, S::Failed | S::TimedOut)
+                        || step.failure_ignored
                         || *next_attempt != step.attempts + 1
                     {
                         return Err(illegal(step.status));
@@ -302,7 +330,8 @@ impl RunState {
                     if !matches!(
                         step.status,
                         S::Pending | S::Checking | S::Running | S::Failed | S::TimedOut
-                    ) || rolling
+                    ) || step.failure_ignored
+                        || rolling
                     {
                         return Err(illegal(step.status));
                     }
@@ -315,19 +344,27 @@ impl RunState {
                     }
                 }
                 E::FailureIgnored { .. } => {
-                    if !matches!(step.status, S::Failed | S::TimedOut) || step.failure_ignored {
+                    if !active
+                        || !matches!(step.status, S::Failed | S::TimedOut)
+                        || step.failure_ignored
+                    {
                         return Err(illegal(step.status));
                     }
                     step.failure_ignored = true;
                 }
                 E::ItemStarted { index, .. } => {
-                    if step.status != S::Running {
+                    if !working
+                        || step.status != S::Running
+                        || step.awaiting_approval
+                        || step.items.contains_key(index)
+                    {
                         return Err(illegal(step.status));
                     }
                     step.items.insert(*index, ItemStatus::Running);
                 }
                 E::ItemSucceeded { index, .. } | E::ItemFailed { index, .. } => {
-                    if step.status != S::Running
+                    if !working
+                        || step.status != S::Running
                         || step.items.get(index) != Some(&ItemStatus::Running)
                     {
                         return Err(illegal(step.status));
@@ -340,14 +377,17 @@ impl RunState {
                     step.items.insert(*index, outcome);
                 }
                 E::ApprovalRequested { .. } => {
-                    if step.status != S::Running || step.awaiting_approval {
+                    if !active || step.status != S::Running || step.awaiting_approval {
                         return Err(illegal(step.status));
                     }
                     step.awaiting_approval = true;
                     self.status = R::AwaitingApproval;
                 }
                 E::Approved { by, .. } | E::Rejected { by, .. } => {
-                    if step.status != S::Running || !step.awaiting_approval {
+                    if status != R::AwaitingApproval
+                        || step.status != S::Running
+                        || !step.awaiting_approval
+                    {
                         return Err(illegal(step.status));
                     }
                     let approved = matches!(event, E::Approved { .. });
@@ -373,18 +413,16 @@ impl RunState {
                     }
                     step.status = S::RollingBack;
                 }
-                E::StepRolledBack { .. } => {
-                    if step.status != S::RollingBack {
+                E::StepRolledBack { .. } | E::StepRollbackFailed { .. } => {
+                    if !rolling || step.status != S::RollingBack {
                         return Err(illegal(step.status));
                     }
-                    step.status = S::RolledBack;
-                }
-                E::StepRollbackFailed { error, .. } => {
-                    if step.status != S::RollingBack {
-                        return Err(illegal(step.status));
+                    if let E::StepRollbackFailed { error, .. } = event {
+                        step.status = S::RollbackFailed;
+                        step.error = Some(error.clone());
+                    } else {
+                        step.status = S::RolledBack;
                     }
-                    step.status = S::RollbackFailed;
-                    step.error = Some(error.clone());
                 }
                 _ => unreachable!("every step event is handled above"),
             }
@@ -413,12 +451,18 @@ impl RunState {
                 self.pid = *pid;
                 self.started_ms = Some(at_ms);
             }
-            E::ServiceClosed | E::ServiceReopened => {
-                let open = matches!(event, E::ServiceReopened);
-                if self.closed != open || !(active || status == R::RollingBack) {
+            E::ServiceClosed => {
+                // Closing is forward work; a rollback only ever reopens.
+                if self.closed || !active {
                     return Err(run_illegal(self));
                 }
-                self.closed = !open;
+                self.closed = true;
+            }
+            E::ServiceReopened => {
+                if !self.closed || !(active || status == R::RollingBack) {
+                    return Err(run_illegal(self));
+                }
+                self.closed = false;
             }
             E::RunPaused { reason } => {
                 if !matches!(status, R::Running | R::Verifying | R::AwaitingApproval) {
@@ -428,27 +472,42 @@ impl RunState {
                 self.reason = Some(reason.clone());
             }
             E::RunResumed { decision, .. } => {
-                if matches!(status, R::RollingBack) && *decision != Decision::Retry {
+                // A pause ends with any decision but a rollback (that is
+                // `rollback_started`); a running run is resumed only about a step in
+                // doubt; a rollback only to retry an undo in doubt.
+                let legal = match (status, decision) {
+                    (R::Paused, d) => *d != Decision::Rollback,
+                    (R::Running | R::Verifying, Decision::Retry | Decision::Skip) => {
+                        self.any_in_doubt()
+                    }
+                    (R::RollingBack, Decision::Retry) => true,
+                    _ => false,
+                };
+                if !legal {
                     return Err(run_illegal(self));
                 }
-                if status != R::RollingBack {
+                let rolling = status == R::RollingBack;
+                if !rolling {
                     self.status = R::Running;
                 }
                 self.reason = None;
                 if *decision == Decision::Retry {
-                    // The step in doubt, or the failed one, goes back to pending; its
-                    // finished fan-out items stay finished.
                     for step in self.steps.values_mut() {
+                        if rolling {
+                            // Only the undo in doubt runs again; the failure that
+                            // started the rollback stays on record.
+                            if step.status == StepStatus::RollingBack {
+                                step.status = StepStatus::Succeeded;
+                            }
+                            continue;
+                        }
+                        // The step in doubt, or the failed one, goes back to pending;
+                        // its finished fan-out items stay finished.
                         let retry = step.in_doubt()
                             || (matches!(step.status, StepStatus::Failed | StepStatus::TimedOut)
-                                && !step.failure_ignored)
-                            || step.status == StepStatus::RollingBack;
+                                && !step.failure_ignored);
                         if retry {
-                            step.status = if step.status == StepStatus::RollingBack {
-                                StepStatus::Succeeded
-                            } else {
-                                StepStatus::Pending
-                            };
+                            step.status = StepStatus::Pending;
                             step.items.retain(|_, s| *s == ItemStatus::Succeeded);
                             step.retry_at_ms = None;
                         }
@@ -476,7 +535,15 @@ impl RunState {
                 self.ended_ms = Some(at_ms);
             }
             E::RunRolledBack => {
-                if status != R::RollingBack {
+                // Not while an undo has no outcome, nor after one failed (that run
+                // ends `failed`).
+                let unfinished = self.steps.values().any(|s| {
+                    matches!(
+                        s.status,
+                        StepStatus::RollingBack | StepStatus::RollbackFailed
+                    )
+                });
+                if status != R::RollingBack || unfinished {
                     return Err(run_illegal(self));
                 }
                 self.status = R::RolledBack;
