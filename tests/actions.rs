@@ -692,3 +692,81 @@ fn the_sqlite_patch_example_rolls_back_then_completes() {
         "{error}"
     );
 }
+
+/// SQL on a real PostgreSQL server: every column type comes back, a failing statement
+/// undoes the whole step, and a query's rows feed a fan-out.
+#[test]
+fn sql_actions_on_postgres() {
+    let w = World::postgres();
+    // The test's own fresh database is the maintenance target too.
+    let db = w.store.clone();
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: pg
+vars:
+  db: {db}
+targets:
+  tenants: {{ sql: \"SELECT name FROM tenants ORDER BY name\", database: \"{{{{vars.db}}}}\" }}
+steps:
+  - id: schema
+    kind: patch
+    run:
+      sql: |
+        CREATE TABLE tenants (name text PRIMARY KEY, created timestamptz NOT NULL DEFAULT now());
+        INSERT INTO tenants (name) VALUES ('acme'), ('globex'), ('initech');
+      database: \"{{{{vars.db}}}}\"
+  - id: types
+    kind: verify
+    run:
+      sql: \"SELECT count(*) AS n, max(created) AS newest, 2.50::numeric AS price, true AS ok, '{{\\\"v\\\": 3}}'::jsonb AS doc, NULL::text AS none FROM tenants\"
+      database: \"{{{{vars.db}}}}\"
+  - id: half
+    kind: patch
+    on_failure: continue
+    reason: shows that a failed step leaves nothing behind
+    run:
+      sql: |
+        INSERT INTO tenants (name) VALUES ('umbrella');
+        INSERT INTO tenants (name) VALUES ('acme');
+      database: \"{{{{vars.db}}}}\"
+  - id: each
+    kind: install
+    for_each: \"{{{{targets.tenants}}}}\"
+    concurrency: 2
+    run: {{ shell: \"echo {{{{item}}}} >> markers\" }}
+  - id: count
+    kind: test
+    checks:
+      - sql: SELECT count(*) FROM tenants
+        database: \"{{{{vars.db}}}}\"
+        expect: 3
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "pg1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("pg1");
+    let o = &s["steps"]["types"]["outputs"];
+    assert_eq!(o["n"], 3);
+    assert_eq!(o["price"], 2.5);
+    assert_eq!(o["ok"], true);
+    assert_eq!(o["doc"]["v"], 3);
+    assert_eq!(o["none"], serde_json::Value::Null);
+    assert!(o["newest"].as_str().unwrap().starts_with("20"), "{o}");
+    assert!(
+        s["steps"]["half"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate key"),
+        "{}",
+        s["steps"]["half"]
+    );
+    let mut seen = w.markers();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["acme", "globex", "initech"],
+        "umbrella was rolled back"
+    );
+}

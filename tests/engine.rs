@@ -23,6 +23,7 @@ both_stores!(
     a_second_execute_is_refused,
     bad_input_is_refused_and_writes_nothing,
     a_changed_runbook_is_not_resumed,
+    abort_stops_the_running_step,
 );
 
 const STEPS: usize = 6;
@@ -555,4 +556,51 @@ fn an_unusable_state_directory_is_a_clear_error() {
     );
     assert_eq!(o.stdout, "");
     assert!(w.markers().is_empty());
+}
+
+/// `runbook abort` from another terminal stops the step that is running (its whole
+/// process group), ends the run `aborted`, and frees the runbook for the next run.
+fn abort_stops_the_running_step(w: &World) {
+    w.write(
+        "rb.yaml",
+        "runbook: long\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 30; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+    );
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "long"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.count("start") == 0 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    let abort = w.run(&["abort", "long", "--by", "carol"]);
+    assert_eq!(abort.code, 0, "{}", abort.stderr);
+    assert_eq!(abort.stdout, "run long aborted\n");
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "the runner took {:?} to stop",
+        t.elapsed()
+    );
+    let s = w.status_json("long");
+    assert_eq!(s["status"], "aborted");
+    assert_eq!(s["reason"], "aborted by carol");
+    assert_eq!(w.markers(), ["start"]);
+    let again = w.run(&["abort", "long"]);
+    assert_eq!(again.code, 1);
+    assert_eq!(
+        again.stderr,
+        "error: run `long` has already ended (aborted)\n"
+    );
+    // The lease went with the runner.
+    w.write(
+        "rb.yaml",
+        "runbook: long\nsteps:\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+    );
+    assert_eq!(w.execute("rb.yaml", "after").code, 0);
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::Value;
-use sqlx::{Column, Row};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::runbook::HttpCheck;
@@ -229,159 +228,6 @@ fn json_outputs(stdout: &str) -> IndexMap<String, Value> {
         .unwrap_or_default()
 }
 
-/// A database URL as sqlx's Any driver wants it. A SQLite file must exist unless the URL
-/// says `mode=rwc`, which creates it (and its directory).
-fn connect_url(database: &str) -> Result<String, String> {
-    if let Some(rest) = database.strip_prefix("sqlite://") {
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let creates = query
-            .split('&')
-            .any(|p| p == "mode=rwc" || p == "mode=memory");
-        if !creates && path != ":memory:" && !Path::new(path).exists() {
-            return Err(format!(
-                "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
-                if query.is_empty() { "?" } else { "&" }
-            ));
-        }
-        if creates
-            && let Some(dir) = Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create `{}` for `{database}`: {e}", dir.display()))?;
-        }
-        Ok(format!("sqlite://{rest}"))
-    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        Ok(database.to_owned())
-    } else {
-        Err(format!(
-            "unsupported database URL `{database}`: use sqlite://PATH or postgres://..."
-        ))
-    }
-}
-
-async fn connect(database: &str) -> Result<sqlx::AnyConnection, String> {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    let url = connect_url(database)?;
-    sqlx::AnyConnection::connect(&url)
-        .await
-        .map_err(|e| format!("cannot connect to `{database}`: {e}"))
-}
-
-/// Runs SQL statements (in one transaction unless `transaction` is false). The columns of
-/// the first row returned become outputs.
-pub async fn sql(
-    database: &str,
-    statements: &str,
-    transaction: bool,
-    timeout: Option<Duration>,
-) -> Outcome {
-    let work = async {
-        use sqlx::Connection;
-        let mut conn = connect(database).await?;
-        let rows = if transaction {
-            let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-            let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
-            rows
-        } else {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()))
-                .fetch_all(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?
-        };
-        let _ = conn.close().await;
-        Ok::<_, String>(rows.first().map(row_outputs).unwrap_or_default())
-    };
-    match timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(Ok(o)) => Outcome::Succeeded(o),
-            Ok(Err(e)) => Outcome::Failed(e),
-            Err(_) => Outcome::TimedOut,
-        },
-        None => match work.await {
-            Ok(o) => Outcome::Succeeded(o),
-            Err(e) => Outcome::Failed(e),
-        },
-    }
-}
-
-/// The first row's columns as JSON values.
-fn row_outputs(row: &sqlx::any::AnyRow) -> IndexMap<String, Value> {
-    row.columns()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name().to_owned(), cell(row, i)))
-        .collect()
-}
-
-fn cell(row: &sqlx::any::AnyRow, i: usize) -> Value {
-    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
-        return v.map(Value::from).unwrap_or(Value::Null);
-    }
-    if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
-        return v.map(Value::from).unwrap_or(Value::Null);
-    }
-    if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
-        return v.map(Value::from).unwrap_or(Value::Null);
-    }
-    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
-        return v.map(Value::from).unwrap_or(Value::Null);
-    }
-    Value::Null
-}
-
-/// A SQL check: the first column of the first row must be true (or equal `expect`).
-pub async fn sql_check(database: &str, query: &str, expect: Option<&Value>) -> Result<(), String> {
-    let outputs = match sql(database, query, false, Some(Duration::from_secs(60))).await {
-        Outcome::Succeeded(o) => o,
-        Outcome::Failed(e) => return Err(e),
-        Outcome::TimedOut => return Err("the query timed out".into()),
-    };
-    let Some((_, got)) = outputs.into_iter().next() else {
-        return Err("the query returned no rows".into());
-    };
-    let ok = match expect {
-        None => truthy(&got),
-        Some(want) => same(&got, want),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "the query returned {got}{}",
-            expect
-                .map(|w| format!(", expected {w}"))
-                .unwrap_or_default()
-        ))
-    }
-}
-
-fn truthy(v: &Value) -> bool {
-    match v {
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => matches!(s.as_str(), "t" | "true" | "1"),
-        _ => false,
-    }
-}
-
-fn same(got: &Value, want: &Value) -> bool {
-    match (got, want) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-        (Value::Number(_) | Value::Bool(_), Value::Bool(b)) => truthy(got) == *b,
-        (g, Value::String(w)) => match g {
-            Value::String(s) => s == w,
-            other => &other.to_string() == w,
-        },
-        (g, w) => g == w,
-    }
-}
-
 /// The process's HTTP client: rustls (with *ring*) and the system's root certificates,
 /// built once so connections are reused across checks.
 fn client() -> Result<&'static reqwest::Client, String> {
@@ -496,7 +342,7 @@ pub async fn http(h: &HttpCheck, log: &mut StepLog) -> Outcome {
                 ));
             }
             Some(None) => return fail(format!("the response has no `{pointer}`")),
-            Some(Some(got)) if !same(got, want) => {
+            Some(Some(got)) if !super::target::same(got, want) => {
                 return fail(format!("`{pointer}` is {got}, expected {want}"));
             }
             Some(Some(_)) => {}
@@ -513,32 +359,4 @@ pub async fn http(h: &HttpCheck, log: &mut StepLog) -> Outcome {
         .entry("latency_ms".into())
         .or_insert(Value::from(latency.as_millis() as u64));
     Outcome::Succeeded(outputs)
-}
-
-/// A stopwatch for durations in events and output.
-pub fn elapsed_ms(start: Instant) -> i64 {
-    start.elapsed().as_millis() as i64
-}
-
-/// The rows of a query, as fan-out items: the first column's value when there is one
-/// column, otherwise an object per row.
-pub async fn query_items(database: &str, query: &str) -> Result<Vec<Value>, String> {
-    let mut conn = connect(database).await?;
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_owned()))
-        .fetch_all(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let mut o = row_outputs(r);
-            if o.len() == 1 {
-                o.shift_remove_index(0)
-                    .map(|(_, v)| v)
-                    .unwrap_or(Value::Null)
-            } else {
-                Value::Object(o.into_iter().collect())
-            }
-        })
-        .collect())
 }

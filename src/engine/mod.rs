@@ -8,6 +8,7 @@ pub mod report;
 pub mod run;
 pub mod session;
 pub mod state;
+pub mod target;
 
 #[cfg(test)]
 mod fold_tests;

@@ -13,6 +13,7 @@ use super::decide::{self, Next};
 use super::event::{Decision, Event};
 use super::report::Reporter;
 use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
+use super::target;
 use crate::runbook::{
     Action, Check, Condition, ForEach, HttpCheck, Kind, MaxFailures, OnTimeout, Runbook, Step,
     Target,
@@ -549,7 +550,7 @@ impl<'a> Runner<'a> {
                 database,
                 transaction,
             } => match (self.render(sql, ctx), self.render(database, ctx)) {
-                (Ok(sql), Ok(db)) => action::sql(&db, &sql, *transaction, None).await,
+                (Ok(sql), Ok(db)) => target::sql(&db, &sql, *transaction, None).await,
                 (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
             },
             Action::Http(h) => match self.render_http(h, ctx) {
@@ -616,7 +617,7 @@ impl<'a> Runner<'a> {
             } => {
                 let sql = self.render(sql, ctx)?;
                 let db = self.render(database, ctx)?;
-                action::sql_check(&db, &sql, expect.as_ref()).await
+                target::sql_check(&db, &sql, expect.as_ref()).await
             }
             Check::Shell { command, env } => {
                 let command = self.render(command, ctx)?;
@@ -892,7 +893,7 @@ impl<'a> Runner<'a> {
                     let ctx = self.context(None);
                     let sql = self.render(sql, &ctx)?;
                     let db = self.render(database, &ctx)?;
-                    action::query_items(&db, &sql).await
+                    target::query_items(&db, &sql).await
                 }
                 None => Err(format!("unknown target `{name}`")),
             },
@@ -1012,7 +1013,7 @@ impl Prepared {
                 sql,
                 database,
                 transaction,
-            } => action::sql(&database, &sql, transaction, None).await,
+            } => target::sql(&database, &sql, transaction, None).await,
             Prepared::Http(h) => action::http(&h, log).await,
             Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
         }

@@ -1,0 +1,278 @@
+//! SQL against maintenance targets (PostgreSQL and SQLite), through sqlx's own drivers
+//! so that every column type comes back as a value: statements, checks and the rows of
+//! fan-out queries.
+
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use sqlx::postgres::{PgRow, PgValueFormat};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
+
+use super::action::Outcome;
+
+/// A connection to a maintenance target.
+enum Target {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+/// A row as column name → JSON value.
+type Cells = IndexMap<String, Value>;
+
+/// The URL to connect with. A SQLite file must exist unless the URL says `mode=rwc`,
+/// which creates it (and its directory): a typo must not quietly make an empty database.
+fn connect_url(database: &str) -> Result<String, String> {
+    if let Some(rest) = database.strip_prefix("sqlite://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let creates = query
+            .split('&')
+            .any(|p| p == "mode=rwc" || p == "mode=memory");
+        if !creates && path != ":memory:" && !Path::new(path).exists() {
+            return Err(format!(
+                "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
+                if query.is_empty() { "?" } else { "&" }
+            ));
+        }
+        if creates
+            && let Some(dir) = Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create `{}` for `{database}`: {e}", dir.display()))?;
+        }
+        Ok(format!("sqlite://{rest}"))
+    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+        Ok(database.to_owned())
+    } else {
+        Err(format!(
+            "unsupported database URL `{database}`: use sqlite://PATH or postgres://..."
+        ))
+    }
+}
+
+async fn connect(database: &str) -> Result<Target, String> {
+    let url = connect_url(database)?;
+    let failed = |e: sqlx::Error| format!("cannot connect to `{database}`: {e}");
+    Ok(if url.starts_with("sqlite:") {
+        Target::Sqlite(
+            sqlx::SqliteConnection::connect(&url)
+                .await
+                .map_err(failed)?,
+        )
+    } else {
+        Target::Postgres(sqlx::PgConnection::connect(&url).await.map_err(failed)?)
+    })
+}
+
+impl Target {
+    /// Runs the statements (in one transaction when asked) and returns every row.
+    async fn rows(&mut self, statements: &str, transaction: bool) -> Result<Vec<Cells>, String> {
+        match self {
+            Target::Postgres(c) => Ok(fetch::<sqlx::Postgres>(c, statements, transaction)
+                .await?
+                .iter()
+                .map(pg_cells)
+                .collect()),
+            Target::Sqlite(c) => Ok(fetch::<sqlx::Sqlite>(c, statements, transaction)
+                .await?
+                .iter()
+                .map(sqlite_cells)
+                .collect()),
+        }
+    }
+
+    async fn close(self) {
+        let _ = match self {
+            Target::Postgres(c) => c.close().await,
+            Target::Sqlite(c) => c.close().await,
+        };
+    }
+}
+
+async fn fetch<DB: sqlx::Database>(
+    conn: &mut DB::Connection,
+    statements: &str,
+    transaction: bool,
+) -> Result<Vec<DB::Row>, String>
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let query = || sqlx::raw_sql(sqlx::AssertSqlSafe(statements.to_owned()));
+    if !transaction {
+        return query()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    let rows = query()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(rows)
+}
+
+/// PostgreSQL sends the rows of a simple query as text; numbers, booleans and JSON are
+/// read back as such, every other type (timestamps, numerics, UUIDs ...) as its text.
+fn pg_cells(row: &PgRow) -> Cells {
+    row.columns()
+        .iter()
+        .map(|c| {
+            let value = row.try_get_raw(c.ordinal()).ok().and_then(|v| {
+                if v.is_null() {
+                    return None;
+                }
+                let ty = v.type_info().name().to_owned();
+                let text = match v.format() {
+                    PgValueFormat::Text => v.as_str().ok()?.to_owned(),
+                    PgValueFormat::Binary => return None,
+                };
+                Some(match ty.as_str() {
+                    "INT2" | "INT4" | "INT8" | "OID" | "FLOAT4" | "FLOAT8" | "NUMERIC" => {
+                        serde_json::from_str::<serde_json::Number>(&text)
+                            .map(Value::Number)
+                            .unwrap_or(Value::String(text))
+                    }
+                    "BOOL" => Value::Bool(text == "t"),
+                    "JSON" | "JSONB" => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                    _ => Value::String(text),
+                })
+            });
+            (c.name().to_owned(), value.unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+/// SQLite values by their storage class (blobs as lowercase hex).
+fn sqlite_cells(row: &SqliteRow) -> Cells {
+    row.columns()
+        .iter()
+        .map(|c| {
+            let i = c.ordinal();
+            let storage = row
+                .try_get_raw(i)
+                .ok()
+                .filter(|v| !v.is_null())
+                .map(|v| v.type_info().name().to_owned());
+            let value = match storage.as_deref() {
+                None => Value::Null,
+                Some("INTEGER") => row
+                    .try_get_unchecked::<i64, _>(i)
+                    .map_or(Value::Null, Value::from),
+                Some("REAL") => row
+                    .try_get_unchecked::<f64, _>(i)
+                    .map_or(Value::Null, Value::from),
+                Some("BLOB") => row
+                    .try_get_unchecked::<Vec<u8>, _>(i)
+                    .map_or(Value::Null, |b| {
+                        Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                    }),
+                Some(_) => row
+                    .try_get_unchecked::<String, _>(i)
+                    .map_or(Value::Null, Value::from),
+            };
+            (c.name().to_owned(), value)
+        })
+        .collect()
+}
+
+/// Runs SQL statements (in one transaction unless `transaction` is false). The columns of
+/// the first row returned become outputs.
+pub async fn sql(
+    database: &str,
+    statements: &str,
+    transaction: bool,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let work = async {
+        let mut conn = connect(database).await?;
+        let rows = conn.rows(statements, transaction).await;
+        conn.close().await;
+        Ok::<_, String>(rows?.into_iter().next().unwrap_or_default())
+    };
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(Ok(o)) => Outcome::Succeeded(o),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::TimedOut,
+        },
+        None => match work.await {
+            Ok(o) => Outcome::Succeeded(o),
+            Err(e) => Outcome::Failed(e),
+        },
+    }
+}
+
+/// A SQL check: the first column of the first row must be true (or equal `expect`).
+pub async fn sql_check(database: &str, query: &str, expect: Option<&Value>) -> Result<(), String> {
+    let outputs = match sql(database, query, false, Some(Duration::from_secs(60))).await {
+        Outcome::Succeeded(o) => o,
+        Outcome::Failed(e) => return Err(e),
+        Outcome::TimedOut => return Err("the query timed out".into()),
+    };
+    let Some((_, got)) = outputs.into_iter().next() else {
+        return Err("the query returned no rows".into());
+    };
+    let ok = match expect {
+        None => truthy(&got),
+        Some(want) => same(&got, want),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the query returned {got}{}",
+            expect
+                .map(|w| format!(", expected {w}"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// The rows of a query, as fan-out items: the first column's value when there is one
+/// column, otherwise an object per row.
+pub async fn query_items(database: &str, query: &str) -> Result<Vec<Value>, String> {
+    let mut conn = connect(database).await?;
+    let rows = conn.rows(query, false).await;
+    conn.close().await;
+    Ok(rows?
+        .into_iter()
+        .map(|mut row| {
+            if row.len() == 1 {
+                row.swap_remove_index(0)
+                    .map(|(_, v)| v)
+                    .unwrap_or(Value::Null)
+            } else {
+                Value::Object(row.into_iter().collect())
+            }
+        })
+        .collect())
+}
+
+/// Whether a value counts as "true" for a check without `expect`.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => matches!(s.as_str(), "t" | "true" | "1"),
+        _ => false,
+    }
+}
+
+/// Whether what a check saw equals what it expects (numbers by value, booleans by truth,
+/// anything against a string by its text).
+pub fn same(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Number(_) | Value::Bool(_), Value::Bool(b)) => truthy(got) == *b,
+        (g, Value::String(w)) => match g {
+            Value::String(s) => s == w,
+            other => &other.to_string() == w,
+        },
+        (g, w) => g == w,
+    }
+}
