@@ -565,7 +565,7 @@ fn abort_stops_the_running_step(w: &World) {
         "rb.yaml",
         "runbook: long\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 30; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
     );
-    let mut runner = w
+    let runner = w
         .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "long"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
