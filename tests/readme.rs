@@ -98,3 +98,43 @@ fn ci_runs_the_readme_test_command() {
         ".ci/run must run `{test_command}`"
     );
 }
+
+#[test]
+fn the_run_example_matches_the_real_output() {
+    let text = blocks(&readme(), "text");
+    let example = text
+        .iter()
+        .find(|b| b.starts_with("$ runbook execute runbooks/sqlite-patch.yaml"))
+        .expect("the README shows a run");
+    let command = example.lines().next().unwrap();
+    let args: Vec<&str> = command.split_whitespace().skip(2).collect();
+    // As a new user in a checkout would, but in a scratch directory.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("runbooks")).unwrap();
+    fs::copy(
+        common::root().join("runbooks/sqlite-patch.yaml"),
+        dir.path().join("runbooks/sqlite-patch.yaml"),
+    )
+    .unwrap();
+    let out = common::run_in(dir.path(), &args);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    // Times and the generated run id differ from run to run.
+    let normal = |line: &str| {
+        let line = match line.get(..10) {
+            Some(t) if t.as_bytes()[2] == b':' && t.ends_with("  ") => &line[10..],
+            _ => line,
+        };
+        match line.strip_prefix("run sqlite-patch-") {
+            Some(_) => "run sqlite-patch-ID".to_owned(),
+            None => line.to_owned(),
+        }
+    };
+    let real: Vec<String> = out.stdout.lines().map(normal).collect();
+    for line in example.lines().skip(1).filter(|l| l.trim() != "...") {
+        assert!(
+            real.contains(&normal(line)),
+            "not in the output: {line:?}\n{}",
+            out.stdout
+        );
+    }
+}
