@@ -604,3 +604,58 @@ fn abort_stops_the_running_step(w: &World) {
     );
     assert_eq!(w.execute("rb.yaml", "after").code, 0);
 }
+
+/// A lease held by a runner on another host: refused while its heartbeat is fresh,
+/// taken over by `resume` once the heartbeat has stopped.
+#[test]
+fn a_stale_lease_from_another_host_is_taken_over_by_resume() {
+    let w = World::postgres();
+    w.write("rb.yaml", &crash_runbook());
+    let status = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "k"])
+        .env("RUNBOOK_TEST_KILL_AFTER_EVENT", "4")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let db = w.store.rsplit('/').next().unwrap().to_owned();
+    let set_lease = |age_ms: i64| {
+        let sql = format!(
+            "UPDATE leases SET host = 'db-runner-2', heartbeat_ms = (extract(epoch from now()) * 1000)::bigint - {age_ms}"
+        );
+        let ok = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db, "-qc", &sql])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    set_lease(0);
+    let other = w.execute("rb.yaml", "other");
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains(
+            "error: runbook `crash` is already being run: run `k` on host db-runner-2 (pid "
+        ),
+        "{}",
+        other.stderr
+    );
+    let early = w.run(&["resume", "k"]);
+    assert_eq!(early.code, 1);
+    assert!(
+        early
+            .stderr
+            .starts_with("error: run `k` is being run on host db-runner-2 (pid "),
+        "{}",
+        early.stderr
+    );
+    set_lease(60_000);
+    let o = w.run(&["resume", "k"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(w.status_json("k")["status"], "completed");
+    for i in 1..=STEPS {
+        assert_eq!(w.count(&format!("s{i}")), 1);
+    }
+}

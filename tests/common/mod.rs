@@ -22,12 +22,14 @@ pub fn root() -> PathBuf {
 
 /// Runs `runbook ARGS...` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the runbook binary runs");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.args(args).current_dir(dir).stdin(Stdio::null());
+    output_of(&mut cmd)
+}
+
+/// Runs a prepared `runbook` command to the end; a panic is a failed test.
+pub fn output_of(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("the runbook binary runs");
     let output = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -35,7 +37,7 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
     };
     assert!(
         !output.stderr.contains("panicked"),
-        "runbook {args:?} panicked:\n{}",
+        "{cmd:?} panicked:\n{}",
         output.stderr
     );
     output

@@ -90,18 +90,7 @@ impl World {
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().unwrap();
-        let o = Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
-        assert!(
-            !o.stderr.contains("panicked"),
-            "{args:?} panicked:\n{}",
-            o.stderr
-        );
-        o
+        super::output_of(&mut self.command(args))
     }
 
     pub fn execute(&self, file: &str, run_id: &str) -> Output {
