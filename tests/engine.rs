@@ -659,3 +659,46 @@ fn a_stale_lease_from_another_host_is_taken_over_by_resume() {
         assert_eq!(w.count(&format!("s{i}")), 1);
     }
 }
+
+/// SIGTERM (or Ctrl-C) stops the runner and the step's processes with it; the step is
+/// left in doubt for `resume` to decide.
+#[test]
+fn a_terminated_runner_leaves_its_step_in_doubt() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: term\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 2; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+    );
+    let runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "t"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.count("start") == 0 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    let out = runner.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("stopped by SIGTERM; the run is unfinished"),
+        "{stdout}"
+    );
+    assert_eq!(w.status_json("t")["steps"]["long"]["status"], "running");
+    let ask = w.run(&["resume", "t"]);
+    assert_eq!(ask.code, 1, "{}", ask.stdout);
+    assert!(ask.stderr.contains("--retry"), "{}", ask.stderr);
+    let skip = w.run(&["resume", "t", "--skip"]);
+    assert_eq!(skip.code, 0, "{}\n{}", skip.stdout, skip.stderr);
+    // Had the step's shell lived on, it would have written `end` by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        w.markers(),
+        ["start", "next"],
+        "the step's shell was killed with the runner"
+    );
+}

@@ -285,6 +285,24 @@ fn refuse_lease(holder: &Lease) -> u8 {
     })
 }
 
+/// Waits for Ctrl-C or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = terminated => "SIGTERM",
+    }
+}
+
 /// Drives the run with a heartbeat, then says how it ended and returns the exit code.
 async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
     let store = runner.store.clone();
@@ -298,9 +316,24 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
             }
         })
     };
-    let result = runner.drive().await;
+    // Ctrl-C or SIGTERM drops the drive: the running step's processes are killed and
+    // the step stays in doubt in the journal, for `resume` to decide.
+    let driven = tokio::select! {
+        result = runner.drive() => Ok(result),
+        signal = interrupted() => Err(signal),
+    };
     beat.abort();
     runner.out.finish();
+    let result = match driven {
+        Ok(result) => result,
+        Err(signal) => {
+            runner.out.note(&format!(
+                "stopped by {signal}; the run is unfinished (a step that was running is in doubt). Go on with `runbook resume {run_id}`, or end it with `runbook abort {run_id}`"
+            ));
+            store.close().await;
+            return exit::NEEDS_A_PERSON;
+        }
+    };
     let result = match result {
         // Someone ended the run from outside (abort) while a step ran.
         Err(EngineError::Illegal(_)) => match runner.sync().await {
