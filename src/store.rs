@@ -155,6 +155,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store at `url` if it exists: commands that only read or act on existing
+    /// runs must not leave an empty SQLite store behind. `None`: no such file.
+    pub async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path);
+            if !path.is_empty() && !Path::new(path).exists() {
+                return Ok(None);
+            }
+        }
+        Store::open(url).await.map(Some)
+    }
+
     /// A store in memory that vanishes with the process: for a dry run, which evaluates
     /// conditions through the engine but must leave no trace.
     pub async fn memory() -> Result<Store, StoreError> {

@@ -374,10 +374,7 @@ steps:
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let s = w.status_json("yes");
     assert_eq!(s["steps"]["go"]["outputs"]["decision"], "approved");
-    assert_eq!(
-        s["steps"]["go"]["outputs"]["by"],
-        "timeout (on_timeout: approve)"
-    );
+    assert_eq!(s["steps"]["go"]["outputs"]["by"], "timeout");
     assert_eq!(w.markers(), ["snap", "change", "after"]);
     std::fs::remove_file(w.path("markers")).unwrap();
 
@@ -496,7 +493,7 @@ fn log_format_json_prints_one_event_per_line() {
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let mut lines = out.stdout.lines();
-    assert_eq!(lines.next(), Some("run j1"));
+    assert_eq!(lines.next(), Some(r#"{"run":"j1"}"#));
     let events: Vec<serde_json::Value> = lines
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
@@ -768,5 +765,270 @@ steps:
         seen,
         ["acme", "globex", "initech"],
         "umbrella was rolled back"
+    );
+}
+
+/// A step's output that holds a secret is recorded as a reference to it, and a later
+/// step's template gets the real value back.
+#[test]
+fn an_output_holding_a_secret_reaches_later_steps_intact() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: dsn
+secrets: [DB_PASSWORD]
+steps:
+  - id: make-dsn
+    kind: patch
+    run: { shell: \"printf '{\\\"dsn\\\": \\\"postgres://app:%s@db/app\\\"}\\\\n' \\\"$PW\\\"\", env: { PW: \"{{secrets.DB_PASSWORD}}\" } }
+  - id: use-dsn
+    kind: patch
+    run: { shell: \"test '{{steps.make-dsn.outputs.dsn}}' = 'postgres://app:hunter2x@db/app' && echo same >> markers\" }
+",
+    );
+    let out = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "d1"])
+        .env("DB_PASSWORD", "hunter2x")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(w.markers(), ["same"]);
+    let s = w.status_json("d1");
+    assert_eq!(
+        s["steps"]["make-dsn"]["outputs"]["dsn"],
+        "postgres://app:{{secrets.DB_PASSWORD}}@db/app"
+    );
+    let journal = std::fs::read(w.path("state/state.db")).unwrap();
+    assert!(!journal.windows(8).any(|x| x == b"hunter2x"));
+}
+
+#[test]
+fn a_secret_that_is_not_set_is_refused_before_anything_runs() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: unset\nsecrets: [NOT_SET_ANYWHERE, ALSO_NOT_SET]\nsteps:\n  - { id: one, kind: patch, run: { shell: 'echo one >> markers' } }\n",
+    );
+    let out = w.execute("rb.yaml", "u1");
+    assert_eq!(out.code, 1);
+    assert_eq!(
+        out.stderr,
+        "error: secrets `NOT_SET_ANYWHERE`, `ALSO_NOT_SET` are not set: export them in the environment of `runbook`\n"
+    );
+    assert_eq!(out.stdout, "");
+    assert!(w.markers().is_empty());
+}
+
+/// A dry run cannot write even through a function that writes, or `SELECT ... INTO`.
+#[test]
+fn a_dry_run_cannot_write_through_a_select() {
+    let w = World::postgres();
+    let db = w.store.clone();
+    let psql = |sql: &str| {
+        let name = db.rsplit('/').next().unwrap();
+        let out = std::process::Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                name,
+                "-tAqc",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    psql(
+        "CREATE TABLE audit (at timestamptz DEFAULT now());
+         CREATE FUNCTION logit() RETURNS boolean LANGUAGE sql AS 'INSERT INTO audit DEFAULT VALUES RETURNING true';",
+    );
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: dry-pg
+steps:
+  - id: s1
+    kind: patch
+    preconditions:
+      - sql: select logit()
+        database: {db}
+      - sql: select 1 as x into newtable
+        database: {db}
+      - sql: select count(*) = 0 from audit
+        database: {db}
+    run: {{ shell: \"true\" }}
+"
+        ),
+    );
+    let out = w.run(&["execute", "rb.yaml", "--dry-run"]);
+    assert_eq!(out.code, 4, "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "sql: select logit(): DOES NOT HOLD: cannot execute INSERT in a read-only transaction (SQLSTATE 25006)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("sql: select 1 as x into newtable: not evaluated (it may change data)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("sql: select count(*) = 0 from audit: holds"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(psql("SELECT count(*) FROM audit"), "0");
+    assert_eq!(psql("SELECT to_regclass('newtable') IS NULL"), "t");
+}
+
+/// `status` lists every step of the runbook, the ones still pending too, in order.
+#[test]
+fn status_lists_pending_steps_too() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: st\nsteps:\n  - { id: one, kind: patch, run: { shell: 'true' } }\n  - { id: two, kind: patch, on_failure: pause, run: { shell: 'exit 1' } }\n  - { id: three, kind: patch, run: { shell: 'true' } }\n",
+    );
+    assert_eq!(w.execute("rb.yaml", "p1").code, 4);
+    let s = w.status_json("p1");
+    let steps: Vec<(&String, &str)> = s["steps"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, v)| (id, v["status"].as_str().unwrap()))
+        .collect();
+    let want = [
+        ("one", "succeeded"),
+        ("two", "failed"),
+        ("three", "pending"),
+    ];
+    assert_eq!(steps.len(), 3);
+    for ((id, st), (wid, wst)) in steps.iter().zip(want) {
+        assert_eq!((id.as_str(), *st), (wid, wst));
+    }
+    let text = w.run(&["status", "p1"]);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.starts_with("  three") && l.contains("pending")),
+        "{}",
+        text.stdout
+    );
+}
+
+/// Commands about runs write nothing where there is no store, and a closed pipe is not
+/// a panic.
+#[test]
+fn commands_about_runs_leave_no_store_behind() {
+    let w = World::sqlite();
+    for args in [
+        vec!["status"],
+        vec!["status", "nope"],
+        vec!["abort", "nope"],
+        vec!["approve", "nope", "s"],
+        vec!["resume", "nope"],
+    ] {
+        let o = w.run(&args);
+        assert_eq!(o.code, 1, "{args:?}");
+    }
+    let runs = w.run(&["runs", "--format", "json"]);
+    assert_eq!((runs.code, runs.stdout.as_str()), (0, "[]\n"));
+    assert!(!w.path("state").exists(), "a store was created");
+    // `| head`: stdout closed before the output is written.
+    w.write(
+        "rb.yaml",
+        "runbook: pipe\nsteps:\n  - { id: one, kind: patch, run: { shell: 'seq 1 50' } }\n",
+    );
+    assert_eq!(w.execute("rb.yaml", "pipe").code, 0);
+    let mut status = w
+        .command(&["status", "pipe"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(status.stdout.take());
+    let out = status.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn run_ids_that_are_not_names_are_refused() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: ids\nsteps:\n  - { id: one, kind: patch, run: { shell: 'echo one >> markers' } }\n",
+    );
+    let long = "a".repeat(129);
+    for id in [".", "..", "_x", "a/b", "", long.as_str()] {
+        let o = w.execute("rb.yaml", id);
+        assert_eq!(o.code, 1, "{id:?}");
+        assert!(
+            o.stderr.starts_with(&format!(
+                "error: --run-id `{id}`: start with a letter or digit"
+            )),
+            "{id:?}: {}",
+            o.stderr
+        );
+    }
+    assert!(w.markers().is_empty());
+}
+
+#[test]
+fn approving_a_step_that_does_not_exist_says_so() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: ap\nsteps:\n  - { id: go-no-go, kind: approve, timeout: 1m }\n",
+    );
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "a1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w
+        .run(&["status", "a1", "--format", "json"])
+        .stdout
+        .contains("\"awaiting_approval\"")
+    {
+        assert!(Instant::now() < deadline, "never waited for approval");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = w.run(&["approve", "a1", "go-nogo"]);
+    assert_eq!(o.code, 1);
+    assert_eq!(
+        o.stderr,
+        "error: run `a1` of `ap` has no step `go-nogo`; did you mean `go-no-go`?\n"
+    );
+    assert_eq!(w.run(&["abort", "a1"]).code, 0);
+    assert_eq!(runner.wait().unwrap().code(), Some(4));
+    let late = w.run(&["approve", "a1", "go-no-go"]);
+    assert_eq!(
+        late.stderr,
+        "error: run `a1` has already ended (aborted); there is nothing to approve\n"
+    );
+    let s = w.status_json("a1");
+    assert_eq!(s["steps"]["go-no-go"]["status"], "failed");
+    assert_eq!(
+        s["steps"]["go-no-go"]["error"],
+        "stopped: the run was aborted while it waited for approval"
     );
 }

@@ -24,6 +24,7 @@ both_stores!(
     bad_input_is_refused_and_writes_nothing,
     a_changed_runbook_is_not_resumed,
     abort_stops_the_running_step,
+    an_undo_in_doubt_asks_before_it_runs_again,
 );
 
 const STEPS: usize = 6;
@@ -65,11 +66,15 @@ fn completes_and_records_every_step(w: &World) {
 /// `--retry` was needed.
 fn resume_to_the_end(w: &World, run: &str) -> bool {
     let mut retried = false;
-    for _ in 0..6 {
+    for _ in 0..50 {
         let o = w.run(&["resume", run]);
         match o.code {
             0 => return retried,
-            4 | 1 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
+            // The killed runner's command is still finishing: resume refuses until it has.
+            4 if o.stderr.contains("are still running") => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            4 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
                 retried = true;
                 let o = w.run(&["resume", run, "--retry"]);
                 if o.code == 0 {
@@ -240,7 +245,7 @@ fn pause_then_skip(w: &World) {
     assert!(out.stdout.contains("paused"), "{}", out.stdout);
     assert_eq!(w.status_json("p")["status"], "paused");
     let plain = w.run(&["resume", "p"]);
-    assert_eq!(plain.code, 1);
+    assert_eq!(plain.code, 4, "a decision is needed, not better input");
     assert!(
         plain.stderr.contains("choose `runbook resume p --retry`"),
         "{}",
@@ -474,10 +479,9 @@ fn bad_input_is_refused_and_writes_nothing(w: &World) {
     );
     let o = w.run(&["approve", "done", "one"]);
     assert_eq!(o.code, 1);
-    assert!(
-        o.stderr.contains("is not waiting for approval"),
-        "{}",
-        o.stderr
+    assert_eq!(
+        o.stderr,
+        "error: run `done` has already ended (completed); there is nothing to approve\n"
     );
     let o = w.execute("rb.yaml", "done");
     assert_eq!(o.code, 1);
@@ -690,7 +694,7 @@ fn a_terminated_runner_leaves_its_step_in_doubt() {
     );
     assert_eq!(w.status_json("t")["steps"]["long"]["status"], "running");
     let ask = w.run(&["resume", "t"]);
-    assert_eq!(ask.code, 1, "{}", ask.stdout);
+    assert_eq!(ask.code, 4, "{}", ask.stdout);
     assert!(ask.stderr.contains("--retry"), "{}", ask.stderr);
     let skip = w.run(&["resume", "t", "--skip"]);
     assert_eq!(skip.code, 0, "{}\n{}", skip.stdout, skip.stderr);
@@ -701,4 +705,102 @@ fn a_terminated_runner_leaves_its_step_in_doubt() {
         ["start", "next"],
         "the step's shell was killed with the runner"
     );
+}
+
+/// A runner killed during an undo: the undo is in doubt, and `resume` asks before it
+/// runs it again (undos are not assumed to be safe to repeat).
+fn an_undo_in_doubt_asks_before_it_runs_again(w: &World) {
+    w.write("rb.yaml", &policy_runbook("rollback", "exit 7"));
+    let clean = w.run(&[
+        "execute",
+        "rb.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "clean",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(clean.code, 3, "{}", clean.stderr);
+    // The journal number of `c`'s undo starting, from the clean run.
+    let seq = clean
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"]["type"] == "step_rollback_started" && e["event"]["step"] == "c")
+        .map(|e| e["seq"].as_i64().unwrap())
+        .expect("c is undone");
+    std::fs::remove_file(w.path("markers")).unwrap();
+    let status = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "u"])
+        .env("RUNBOOK_TEST_KILL_AFTER_EVENT", seq.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    assert_eq!(w.status_json("u")["steps"]["c"]["status"], "rolling_back");
+    let ask = w.run(&["resume", "u"]);
+    assert_eq!(ask.code, 4, "{}\n{}", ask.stdout, ask.stderr);
+    assert!(
+        ask.stderr
+            .contains("the undo of step `c` started before the runner stopped"),
+        "{}",
+        ask.stderr
+    );
+    let skip = w.run(&["resume", "u", "--skip"]);
+    assert_eq!(skip.code, 4);
+    assert!(
+        skip.stderr
+            .contains("`runbook resume u --retry` runs it again"),
+        "{}",
+        skip.stderr
+    );
+    let retry = w.run(&["resume", "u", "--retry"]);
+    assert_eq!(retry.code, 3, "{}\n{}", retry.stdout, retry.stderr);
+    assert_eq!(w.markers(), ["backup", "a", "b", "c", "undo-c", "undo-a"]);
+    assert_eq!(w.status_json("u")["status"], "rolled_back");
+}
+
+/// After a SIGKILL the step's command lives on; `resume` refuses to run or skip it
+/// again until that command has ended.
+#[test]
+fn resume_waits_for_the_dead_runners_command() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: orphan\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 2; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+    );
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "o"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.count("start") == 0 {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let early = w.run(&["resume", "o", "--retry"]);
+    assert_eq!(early.code, 4, "{}", early.stdout);
+    assert!(
+        early.stderr.starts_with(
+            "error: commands that the stopped runner started are still running: `long.log` (process group "
+        ),
+        "{}",
+        early.stderr
+    );
+    while w.count("end") == 0 {
+        assert!(Instant::now() < deadline, "the orphan never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let skip = w.run(&["resume", "o", "--skip"]);
+    assert_eq!(skip.code, 0, "{}\n{}", skip.stdout, skip.stderr);
+    assert_eq!(w.markers(), ["start", "end", "next"]);
 }

@@ -20,27 +20,65 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Replaces every secret value in `text` with `****`.
+/// Hides secret values: `****` in what people read, and `{{secrets.NAME}}` in step
+/// outputs, so that a later step's template gets the value back while the journal never
+/// holds it.
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
-    values: Vec<String>,
+    /// (name, value), longest value first so a secret that contains another is masked
+    /// whole.
+    secrets: Vec<(String, String)>,
 }
 
 impl Masker {
-    /// Masks these values (empty ones are ignored).
-    pub fn new(values: impl IntoIterator<Item = String>) -> Self {
-        let mut values: Vec<String> = values.into_iter().filter(|v| !v.is_empty()).collect();
-        // Longest first, so a secret that contains another is masked whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Masker { values }
+    /// Masks these secrets, given as (name, value); empty values are ignored.
+    pub fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut secrets: Vec<(String, String)> =
+            secrets.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        Masker { secrets }
     }
 
     /// The text with secrets masked.
     pub fn mask(&self, text: &str) -> String {
+        self.replace(text, |_| "****".to_owned())
+    }
+
+    /// The text with each secret replaced by a reference to it, `{{secrets.NAME}}`.
+    pub fn reference(&self, text: &str) -> String {
+        self.replace(text, |name| format!("{{{{secrets.{name}}}}}"))
+    }
+
+    /// A value (an output) with every string in it referenced instead of masked.
+    pub fn reference_value(&self, value: Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.reference(&s)),
+            Value::Array(a) => a.into_iter().map(|v| self.reference_value(v)).collect(),
+            Value::Object(o) => o
+                .into_iter()
+                .map(|(k, v)| (k, self.reference_value(v)))
+                .collect(),
+            other => other,
+        }
+    }
+
+    /// Text rendered from templates with the references to secrets resolved again.
+    pub fn resolve(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for v in &self.values {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), "****");
+        for (name, value) in &self.secrets {
+            let reference = format!("{{{{secrets.{name}}}}}");
+            if out.contains(&reference) {
+                out = out.replace(&reference, value);
+            }
+        }
+        out
+    }
+
+    fn replace(&self, text: &str, with: impl Fn(&str) -> String) -> String {
+        let mut out = text.to_owned();
+        for (name, value) in &self.secrets {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), &with(name));
             }
         }
         out
@@ -51,9 +89,19 @@ impl Masker {
 /// prints nothing costs no file), masked, and the last lines for `status`.
 pub struct StepLog {
     path: Option<std::path::PathBuf>,
+    /// `STEP.log.pgid`: the process group of the command running now, so that a runner
+    /// that resumes after a crash can see whether the old one is still at work.
+    pgid_path: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
     masker: Masker,
     pub tail: Vec<String>,
+}
+
+/// Where the process group of a log's running command is written.
+pub fn pgid_path(log: &Path) -> std::path::PathBuf {
+    let mut p = log.as_os_str().to_owned();
+    p.push(".pgid");
+    p.into()
 }
 
 /// Lines of output kept for `runbook status`.
@@ -64,6 +112,7 @@ impl StepLog {
     pub fn open(path: &Path, masker: Masker) -> StepLog {
         StepLog {
             path: Some(path.to_path_buf()),
+            pgid_path: Some(pgid_path(path)),
             file: None,
             masker,
             tail: Vec::new(),
@@ -74,6 +123,7 @@ impl StepLog {
     pub fn memory(masker: Masker) -> StepLog {
         StepLog {
             path: None,
+            pgid_path: None,
             file: None,
             masker,
             tail: Vec::new(),
@@ -141,7 +191,11 @@ pub async fn shell(
     let pgid = child.id().map(|id| id as i32);
     // Whoever stops waiting for the command (the step's timeout, an aborted fan-out)
     // drops this future; the guard then kills the whole group, not just `sh`.
-    let mut group = GroupGuard(pgid);
+    let mut group = GroupGuard {
+        pgid,
+        file: log.pgid_path.clone(),
+    };
+    group.record();
     let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut stdout = String::new();
@@ -176,7 +230,7 @@ pub async fn shell(
         }
     };
     // It ended by itself: what it left running in the background may go on.
-    group.0 = None;
+    group.disarm();
     match status {
         Ok(s) if s.success() => Outcome::Succeeded(json_outputs(&stdout)),
         Ok(s) => match s.code() {
@@ -193,15 +247,37 @@ pub async fn shell(
     }
 }
 
-/// Kills a command's process group when dropped while armed.
-struct GroupGuard(Option<i32>);
+/// Kills a command's process group when dropped while armed, and keeps the group's id
+/// in a file while it runs.
+struct GroupGuard {
+    pgid: Option<i32>,
+    file: Option<std::path::PathBuf>,
+}
 
 impl GroupGuard {
+    fn record(&self) {
+        if let (Some(pgid), Some(file)) = (self.pgid, &self.file) {
+            let _ = file
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(file, pgid.to_string()));
+        }
+    }
+
+    /// The command ended by itself: what it left in the background may go on.
+    fn disarm(&mut self) {
+        self.pgid = None;
+        if let Some(file) = self.file.take() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
     fn kill(&mut self) {
-        if let Some(pgid) = self.0.take() {
+        if let Some(pgid) = self.pgid {
             // SAFETY: signalling a process group we created.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
+        self.disarm();
     }
 }
 
@@ -209,6 +285,56 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether any process of the group is still running. A zombie does not count: where
+/// PID 1 does not reap (some containers), a finished command stays one.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        // SAFETY: signal 0 only asks whether the group exists.
+        return unsafe { libc::killpg(pgid, 0) } == 0;
+    };
+    procs.flatten().any(|p| {
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid pgrp ...`; the command name may hold spaces and parens.
+        let mut rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = rest.next();
+        let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
+        pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+    })
+}
+
+/// Process groups that a runner which died left running, from their `.pgid` files in
+/// `dir`: (log file name, process group). Files of groups that are gone are removed.
+pub fn orphans(dir: &Path) -> Vec<(String, i32)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(log) = name.strip_suffix(".pgid") else {
+            continue;
+        };
+        let pgid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        match pgid {
+            Some(g) if g > 1 && group_alive(g) => {
+                found.push((log.to_owned(), g));
+            }
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Outputs printed as a JSON object: the whole of stdout, or its last non-empty line.

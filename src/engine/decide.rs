@@ -164,8 +164,18 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
             "rollback of step `{id}` failed: {error}"
         )));
     }
-    // An undo that started but has no outcome (crash): run it again; undo actions must
-    // be safe to repeat.
+    // An undo that started and has no outcome (the runner died during it) is in doubt
+    // like any step: run again by itself only when the step is idempotent.
+    if let Some(&i) = rb
+        .order
+        .iter()
+        .find(|&&i| state.step(&rb.steps[i].id).status == StepStatus::RollingBack)
+    {
+        return Next::InDoubt {
+            step: i,
+            rerun: rb.steps[i].idempotent,
+        };
+    }
     let order = &rb.order;
     let checkpoint = order.iter().rposition(|&i| {
         let s = state.step(&rb.steps[i].id).status;

@@ -892,7 +892,35 @@ fn a_rollback_keeps_its_reason_and_ends_any_wait_for_approval() {
         (s.status, s.reason.as_deref()),
         (RunStatus::RollingBack, reason)
     );
-    assert!(!s.step("g").awaiting_approval && s.step("g").in_doubt());
+    let g = s.step("g");
+    assert!(!g.awaiting_approval && !g.in_doubt());
+    assert_eq!(g.status, StepStatus::Failed);
+    assert_eq!(
+        g.error.as_deref(),
+        Some(
+            "in doubt when the rollback began: it may have run in part and is not undone while it waited for approval"
+        )
+    );
+}
+
+#[test]
+fn an_ended_run_leaves_no_step_running() {
+    // Aborted while a step ran, while one waited for approval, and during an undo.
+    let running_step = fold(&and(running("a"), [run_aborted()]));
+    let a = running_step.step("a");
+    assert_eq!(a.status, StepStatus::Failed);
+    assert_eq!(a.error.as_deref(), Some("stopped: the run was aborted"));
+    assert_eq!(a.ended_ms, Some(4 * SECOND), "when the run was aborted");
+    let waiting = fold(&and(running("g"), [approval_requested("g"), run_failed()]));
+    assert_eq!(
+        waiting.step("g").error.as_deref(),
+        Some("stopped: the run failed while it waited for approval")
+    );
+    let undoing = fold(&and(
+        after(&["a"]),
+        [rollback_started(), undo_started("a"), run_aborted()],
+    ));
+    assert_eq!(undoing.step("a").status, StepStatus::RollbackFailed);
 }
 
 #[test]
@@ -1140,8 +1168,15 @@ fn decide_rolls_back_most_recent_first_to_the_checkpoint_then_reopens() {
     journal.push(Event::RollbackStarted { reason });
     assert_eq!(next(&rb, &journal), undo("c"));
     journal.push(undo_started("c"));
-    // Interrupted before its outcome: undo actions are safe to repeat.
-    assert_eq!(next(&rb, &journal), undo("c"));
+    // Interrupted before its outcome: in doubt, like a step (`c` is not idempotent).
+    let c = ix(&rb, "c");
+    assert_eq!(
+        next(&rb, &journal),
+        Next::InDoubt {
+            step: c,
+            rerun: false
+        }
+    );
     journal.push(undone("c"));
     assert_eq!(next(&rb, &journal), undo("a"));
     journal.extend([undo_started("a"), undone("a")]);
@@ -1227,7 +1262,11 @@ fn decide_restores_a_checkpoint_instead_of_undoing_each_step() {
     journal.push(rollback_started());
     assert_eq!(next(&rb, &journal), restore);
     journal.push(undo_started("snapshot"));
-    assert_eq!(next(&rb, &journal), restore);
+    let in_doubt = Next::InDoubt {
+        step: ix(&rb, "snapshot"),
+        rerun: false,
+    };
+    assert_eq!(next(&rb, &journal), in_doubt);
     journal.push(undone("snapshot"));
     assert_eq!(next(&rb, &journal), Next::Reopen);
     journal.push(Event::ServiceReopened);

@@ -58,6 +58,8 @@ pub struct Runner<'a> {
     pub secrets: IndexMap<String, String>,
     pub log_dir: PathBuf,
     pub out: Reporter,
+    /// A dry run: SQL checks run where they cannot write.
+    pub read_only: bool,
     templates: handlebars::Handlebars<'static>,
 }
 
@@ -77,7 +79,7 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|name| (name.clone(), std::env::var(name).unwrap_or_default()))
             .collect();
-        let masker = Masker::new(secrets.values().cloned());
+        let masker = Masker::new(secrets.clone());
         let mut templates = handlebars::Handlebars::new();
         templates.set_strict_mode(true);
         templates.register_escape_fn(handlebars::no_escape);
@@ -91,6 +93,7 @@ impl<'a> Runner<'a> {
             secrets,
             log_dir,
             out,
+            read_only: false,
             templates,
         }
     }
@@ -177,11 +180,7 @@ impl<'a> Runner<'a> {
                 attempt,
                 outputs: outputs
                     .into_iter()
-                    .map(|(k, v)| {
-                        let masked = self.masker.mask(&v.to_string());
-                        let v = serde_json::from_str(&masked).unwrap_or(Value::String(masked));
-                        (k, v)
-                    })
+                    .map(|(k, v)| (k, self.masker.reference_value(v)))
                     .collect(),
             },
             Event::StepRollbackFailed { step, error } => Event::StepRollbackFailed {
@@ -331,9 +330,16 @@ impl<'a> Runner<'a> {
         if !text.contains("{{") {
             return Ok(text.to_owned());
         }
-        self.templates
-            .render_template(text, ctx)
-            .map_err(|e| format!("template `{text}`: {}", e.reason()))
+        match self.templates.render_template(text, ctx) {
+            // Outputs hold secrets as references; the action gets the values.
+            Ok(rendered) => Ok(self.masker.resolve(&rendered)),
+            Err(e) => Err(match e.reason() {
+                handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
+                    format!("`{{{{{path}}}}}` has no value at this point of the run (in `{text}`)")
+                }
+                reason => format!("template `{text}`: {reason}"),
+            }),
+        }
     }
 
     /// The request with its URL, headers, body and expected text rendered.
@@ -617,7 +623,7 @@ impl<'a> Runner<'a> {
             } => {
                 let sql = self.render(sql, ctx)?;
                 let db = self.render(database, ctx)?;
-                target::sql_check(&db, &sql, expect.as_ref()).await
+                target::sql_check(&db, &sql, expect.as_ref(), self.read_only).await
             }
             Check::Shell { command, env } => {
                 let command = self.render(command, ctx)?;
@@ -731,7 +737,7 @@ impl<'a> Runner<'a> {
                     OnTimeout::Reject => Event::StepTimedOut { step: id, attempt },
                     OnTimeout::Approve => Event::Approved {
                         step: id,
-                        by: "timeout (on_timeout: approve)".into(),
+                        by: "timeout".into(),
                     },
                 };
                 return self.record(event).await;

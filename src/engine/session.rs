@@ -1,6 +1,35 @@
 //! The run commands: execute, resume, abort, approve/reject, status, runs. Each opens the
 //! store, checks what it is asked against the journal, and only then writes.
 
+/// `println!` and friends that shrug off a closed pipe (`runbook status | head`)
+/// instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        let _ = write!(o, $($t)*);
+        let _ = o.flush();
+    }};
+}
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +59,7 @@ pub const STALE_AFTER: Duration = Duration::from_secs(15);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 
 fn fail(message: impl std::fmt::Display) -> u8 {
-    eprintln!("error: {message}");
+    errln!("error: {message}");
     exit::INVALID
 }
 
@@ -108,6 +137,30 @@ pub fn unsupported(rb: &Runbook) -> Vec<String> {
     out
 }
 
+/// Every secret the runbook names must be in the environment: an unset one would be
+/// used as an empty password, a failure far from its cause.
+fn secrets_set(rb: &Runbook) -> Result<(), String> {
+    let unset: Vec<&str> = rb
+        .secrets
+        .iter()
+        .filter(|name| std::env::var_os(name).is_none_or(|v| v.is_empty()))
+        .map(String::as_str)
+        .collect();
+    match unset.as_slice() {
+        [] => Ok(()),
+        [one] => Err(format!(
+            "secret `{one}` is not set: export it in the environment of `runbook`"
+        )),
+        many => Err(format!(
+            "secrets {} are not set: export them in the environment of `runbook`",
+            many.iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// Options of `runbook execute`.
 pub struct ExecuteArgs {
     pub file: PathBuf,
@@ -125,7 +178,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     let mut rb = match runbook::load_file(&args.file) {
         Ok(rb) => rb,
         Err(invalid) => {
-            eprint!("{}", invalid.render());
+            err!("{}", invalid.render());
             return exit::INVALID;
         }
     };
@@ -139,6 +192,9 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             args.file.display(),
             missing.join("\n  ")
         ));
+    }
+    if let Err(e) = secrets_set(&rb) {
+        return fail(e);
     }
     let bytes = std::fs::read(&args.file).unwrap_or_default();
     if args.dry_run {
@@ -161,13 +217,15 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             chrono::Utc::now().format("%Y%m%d-%H%M%S-%3f")
         )
     });
-    if !run_id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        || run_id.is_empty()
-    {
+    // The id names the run's log directory: no `.`/`..`, nothing a file system refuses.
+    let well_formed = run_id.len() <= 128
+        && run_id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !well_formed {
         return fail(format!(
-            "--run-id `{run_id}`: use letters, digits, `-`, `_` and `.`"
+            "--run-id `{run_id}`: start with a letter or digit, then letters, digits, `-`, `_` and `.`, at most 128 characters"
         ));
     }
     match store.run_exists(&run_id).await {
@@ -179,18 +237,27 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         Ok(false) => {}
         Err(e) => return fail(e),
     }
-    println!("run {run_id}");
+    // Refuse before saying anything about a run that will not exist.
+    match store.lease(&rb.id).await {
+        Ok(Some(holder)) => return refuse_lease(&holder),
+        Ok(None) => {}
+        Err(e) => return fail(e),
+    }
+    match args.log_format {
+        LogFormat::Text => outln!("run {run_id}"),
+        LogFormat::Json => outln!("{}", json!({ "run": run_id })),
+    }
     if !args.yes && std::io::stdin().is_terminal() {
-        print!(
+        out!(
             "{}",
             crate::plan::plan(&rb, None, chrono::Utc::now()).to_text()
         );
-        print!("Start run `{run_id}` of `{}`? [y/N] ", rb.id);
+        out!("Start run `{run_id}` of `{}`? [y/N] ", rb.id);
         let _ = std::io::stdout().flush();
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            eprintln!("not started");
+            errln!("not started");
             return exit::INVALID;
         }
     }
@@ -357,6 +424,12 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
             ));
             exit::NEEDS_A_PERSON
         }
+        Ok(Stop::InDoubt(step)) if runner.state.status == RunStatus::RollingBack => {
+            runner.out.note(&format!(
+                "the undo of step `{step}` started before the runner stopped and may or may not have finished; it is not marked idempotent. Run it again with `runbook resume {run_id} --retry`, or end the run with `runbook abort {run_id}` and finish by hand"
+            ));
+            exit::NEEDS_A_PERSON
+        }
         Ok(Stop::InDoubt(step)) => {
             runner.out.note(&format!(
                 "step `{step}` started before the runner stopped and may or may not have finished; it is not marked idempotent. Decide with `runbook resume {run_id} --retry | --skip | --rollback`"
@@ -364,7 +437,7 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
             exit::NEEDS_A_PERSON
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::NEEDS_A_PERSON
         }
     };
@@ -377,7 +450,7 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
 /// written: the journal is a store in memory, and no action runs.
 async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
     let plan = crate::plan::plan(rb, None, chrono::Utc::now());
-    print!("{}", plan.to_text());
+    out!("{}", plan.to_text());
     let store = match Store::memory().await {
         Ok(s) => s,
         Err(e) => return fail(e),
@@ -396,7 +469,7 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let runner = Runner::new(
+    let mut runner = Runner::new(
         rb,
         store,
         "dry-run".into(),
@@ -405,8 +478,9 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
         std::env::temp_dir(),
         out,
     );
+    runner.read_only = true;
     let ctx = runner.context(None);
-    println!("\nPreconditions (read-only ones evaluated now; nothing was changed):");
+    outln!("\nPreconditions (read-only ones evaluated now; nothing was changed):");
     let mut failing = 0;
     let mut any = false;
     for &i in &rb.order {
@@ -433,14 +507,14 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
                     }
                 },
             };
-            println!("  {:<16} {}: {result}", s.id, runner.masker.mask(&what));
+            outln!("  {:<16} {}: {result}", s.id, runner.masker.mask(&what));
         }
     }
     if !any {
-        println!("  (none)");
+        outln!("  (none)");
     }
     if failing > 0 {
-        println!("\n{failing} precondition(s) do not hold now.");
+        outln!("\n{failing} precondition(s) do not hold now.");
         return exit::NEEDS_A_PERSON;
     }
     exit::COMPLETED
@@ -455,7 +529,7 @@ fn is_read_only(sql: &str) -> bool {
         .to_ascii_lowercase();
     const WRITES: &[&str] = &[
         "insert", "update", "delete", "merge", "drop", "alter", "create", "truncate", "grant",
-        "revoke", "vacuum", "reindex", "copy", "call", "lock", "nextval", "setval",
+        "revoke", "vacuum", "reindex", "copy", "call", "lock", "nextval", "setval", "into",
     ];
     (s.starts_with("select") || s.starts_with("with") || s.starts_with("pragma integrity_check"))
         && !s.contains(';')
@@ -499,6 +573,15 @@ fn read_only(check: &Check) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The runbook a run was started from, when its file is still as it was then.
+fn runbook_of(state: &RunState) -> Option<Runbook> {
+    let bytes = std::fs::read(&state.file).ok()?;
+    if sha256(&bytes) != state.file_sha256 {
+        return None;
+    }
+    runbook::load_bytes(&state.file, &bytes).ok()
+}
+
 /// Loads a run's journal and folds it.
 async fn load_run(store: &Store, run_id: &str) -> Result<(RunState, i64), String> {
     let events = store.load(run_id).await.map_err(|e| e.to_string())?;
@@ -516,8 +599,9 @@ pub async fn resume(
     log_format: LogFormat,
 ) -> u8 {
     let url = store_url(store_flag);
-    let store = match Store::open(&url).await {
-        Ok(s) => s,
+    let store = match Store::open_existing(&url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
     let (state, seq) = match load_run(&store, run_id).await {
@@ -548,11 +632,14 @@ pub async fn resume(
     let mut rb = match runbook::load_bytes(&state.file, &bytes) {
         Ok(rb) => rb,
         Err(invalid) => {
-            eprint!("{}", invalid.render());
+            err!("{}", invalid.render());
             return exit::INVALID;
         }
     };
     rb.vars = state.vars.clone();
+    if let Err(e) = secrets_set(&rb) {
+        return fail(e);
+    }
     // The lease: ours if free or left by a dead runner of this run.
     let lease = Lease {
         runbook: rb.id.clone(),
@@ -588,7 +675,10 @@ pub async fn resume(
         }
     }
     let out = Reporter::new(log_format, &rb);
-    println!("run {run_id}");
+    match log_format {
+        LogFormat::Text => outln!("run {run_id}"),
+        LogFormat::Json => outln!("{}", json!({ "run": run_id })),
+    }
     let mut runner = Runner::new(
         &rb,
         store.clone(),
@@ -598,6 +688,21 @@ pub async fn resume(
         state_dir(&url).join("logs").join(run_id),
         out,
     );
+    // A runner killed outright (SIGKILL, a power cut on a VM host) cannot stop what it
+    // started; running or skipping its step again while that still runs would do it twice.
+    let left = super::action::orphans(&state_dir(&url).join("logs").join(run_id));
+    if !left.is_empty() {
+        let _ = store.release(&rb.id, run_id).await;
+        let list = left
+            .iter()
+            .map(|(log, g)| format!("`{log}` (process group {g}: `kill -TERM -- -{g}`)"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        errln!(
+            "error: commands that the stopped runner started are still running: {list}. Wait for them to end or stop them, then resume"
+        );
+        return exit::NEEDS_A_PERSON;
+    }
     // The step the decision is about: in doubt, or failed and paused.
     let pending = decide::decide(&rb, &runner.state);
     let subject = match &pending {
@@ -613,43 +718,50 @@ pub async fn resume(
         match (decision, subject) {
             // A step in doubt that is safe to repeat runs again by itself.
             (None, Some(_)) if matches!(pending, Next::InDoubt { rerun: true, .. }) => {}
+            (d, Some(i)) if runner.state.status == RunStatus::RollingBack && d != Some(Decision::Retry) => {
+                return Err((exit::NEEDS_A_PERSON, format!(
+                    "the run is rolling back and the undo of step `{}` started before the runner stopped: it may or may not have finished. `runbook resume {run_id} --retry` runs it again; `runbook abort {run_id}` ends the run for a person to finish by hand",
+                    rb.steps[i].id
+                )));
+            }
             (None, Some(i)) => {
                 let id = &rb.steps[i].id;
                 let why = match pending {
                     Next::InDoubt { .. } => "started before the runner stopped and may or may not have finished",
                     _ => "failed and the run paused",
                 };
-                return Err(format!(
+                // Not bad input: the run needs a person's decision (exit 4).
+                return Err((exit::NEEDS_A_PERSON, format!(
                     "step `{id}` {why}; choose `runbook resume {run_id} --retry`, `--skip` or `--rollback`"
-                ));
+                )));
             }
             (None, None) if matches!(pending, Next::Wait) => {
                 runner
                     .record(Event::RunResumed { decision: Decision::Continue, by })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| (exit::INVALID, e.to_string()))?;
             }
             (None, None) => {}
             (Some(Decision::Skip), subject) => {
                 let Some(i) = subject else {
-                    return Err("there is no failed or in-doubt step to skip".into());
+                    return Err((exit::INVALID, "there is no failed or in-doubt step to skip".into()));
                 };
                 let step = rb.steps[i].id.clone();
                 runner
                     .record(Event::RunResumed { decision: Decision::Skip, by: by.clone() })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| (exit::INVALID, e.to_string()))?;
                 runner
                     .record(Event::StepSkipped { step, reason: format!("skipped by {by}") })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| (exit::INVALID, e.to_string()))?;
             }
             (Some(Decision::Rollback), _) => {
                 if runner.state.status != RunStatus::RollingBack {
                     runner
                         .record(Event::RollbackStarted { reason: format!("rollback chosen by {by}") })
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(|e| (exit::INVALID, e.to_string()))?;
                 }
             }
             // Nothing failed or in doubt and no pause: there is nothing to retry, the run
@@ -659,15 +771,16 @@ pub async fn resume(
                 runner
                     .record(Event::RunResumed { decision: d, by })
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| (exit::INVALID, e.to_string()))?;
             }
         }
         Ok(())
     }
     .await;
-    if let Err(e) = applied {
+    if let Err((code, e)) = applied {
         let _ = store.release(&rb.id, run_id).await;
-        return fail(e);
+        errln!("error: {e}");
+        return code;
     }
     finish(runner, &rb.id).await
 }
@@ -704,8 +817,9 @@ async fn append_checked(
 /// sees it at its next journal write and stops, killing the step it is running.
 pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> u8 {
     let url = store_url(store_flag);
-    let store = match Store::open(&url).await {
-        Ok(s) => s,
+    let store = match Store::open_existing(&url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
     let by = by.map(str::to_owned).unwrap_or_else(operator);
@@ -733,7 +847,7 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
     {
         let _ = store.release(&state.runbook, run_id).await;
     }
-    println!("run {run_id} aborted");
+    outln!("run {run_id} aborted");
     exit::COMPLETED
 }
 
@@ -746,12 +860,31 @@ pub async fn decide_approval(
     store_flag: Option<&str>,
 ) -> u8 {
     let url = store_url(store_flag);
-    let store = match Store::open(&url).await {
-        Ok(s) => s,
+    let store = match Store::open_existing(&url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
     let by = by.map(str::to_owned).unwrap_or_else(operator);
     let decided = append_checked(&store, run_id, |state| {
+        if state.status.is_terminal() {
+            return Err(format!(
+                "run `{run_id}` has already ended ({}); there is nothing to approve",
+                state.status.as_str()
+            ));
+        }
+        if let Some(rb) = runbook_of(state)
+            && !rb.steps.iter().any(|s| s.id == step)
+        {
+            let ids: Vec<&str> = rb.steps.iter().map(|s| s.id.as_str()).collect();
+            let hint = crate::suggest::did_you_mean(step, &ids)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "run `{run_id}` of `{}` has no step `{step}`{hint}",
+                rb.id
+            ));
+        }
         let Some(s) = state.steps.get(step) else {
             return Err(format!(
                 "step `{step}` of run `{run_id}` is not waiting for approval (it has not started)"
@@ -774,7 +907,7 @@ pub async fn decide_approval(
     if let Err(e) = decided {
         return fail(e);
     }
-    println!(
+    outln!(
         "step {step} of run {run_id} {} by {by}",
         if approve { "approved" } else { "rejected" }
     );
@@ -806,8 +939,14 @@ fn tail(path: &Path, n: usize) -> Vec<String> {
 /// `runbook status`.
 pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> u8 {
     let url = store_url(store_flag);
-    let store = match Store::open(&url).await {
-        Ok(s) => s,
+    let store = match Store::open_existing(&url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return fail(match run {
+                Some(r) => StoreError::UnknownRun(r.to_owned()).to_string(),
+                None => "no runs in this store yet".to_owned(),
+            });
+        }
         Err(e) => return fail(e),
     };
     let run_id = match run {
@@ -823,9 +962,19 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         Err(e) => return fail(e),
     };
     let logs = state_dir(&url).join("logs").join(&run_id);
-    let steps: IndexMap<String, Value> = state
-        .steps
+    // Every step of the runbook in execution order, pending ones too; the journal alone
+    // knows only the steps that started.
+    let mut ids: Vec<String> = runbook_of(&state)
+        .map(|rb| rb.order.iter().map(|&i| rb.steps[i].id.clone()).collect())
+        .unwrap_or_default();
+    for id in state.steps.keys() {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    let steps: IndexMap<String, Value> = ids
         .iter()
+        .map(|id| (id, state.step(id)))
         .map(|(id, s)| {
             (
                 id.clone(),
@@ -855,29 +1004,29 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
             "ended_ms": state.ended_ms,
             "steps": steps,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("serializes")
         );
         return exit::COMPLETED;
     }
-    println!(
+    outln!(
         "run {run_id} of `{}`: {}",
         state.runbook,
         state.status.as_str()
     );
-    println!("started {}", fmt_ms(state.started_ms));
+    outln!("started {}", fmt_ms(state.started_ms));
     if state.ended_ms.is_some() {
-        println!("ended   {}", fmt_ms(state.ended_ms));
+        outln!("ended   {}", fmt_ms(state.ended_ms));
     }
     if state.closed {
-        println!("the service is CLOSED (maintenance mode on)");
+        outln!("the service is CLOSED (maintenance mode on)");
     }
     if let Some(r) = &state.reason {
-        println!("reason: {r}");
+        outln!("reason: {r}");
     }
-    println!();
-    for (id, s) in &state.steps {
+    outln!();
+    for (id, s) in ids.iter().map(|id| (id, state.step(id))) {
         let d = duration_ms(s.started_ms, s.ended_ms)
             .map(|ms| crate::duration::fmt_duration(Duration::from_millis(ms.max(0) as u64)))
             .unwrap_or_default();
@@ -896,16 +1045,16 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
                 .count();
             format!("  {done} items done, {failed} failed")
         };
-        println!(
+        outln!(
             "  {id:<20} {:<14} attempt {}  {d}{items}",
             s.status.as_str(),
             s.attempts
         );
         if let Some(e) = &s.error {
-            println!("      {e}");
+            outln!("      {e}");
         }
         for line in tail(&logs.join(format!("{id}.log")), 3) {
-            println!("      | {line}");
+            outln!("      | {line}");
         }
     }
     exit::COMPLETED
@@ -914,8 +1063,16 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
 /// `runbook runs`.
 pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
     let url = store_url(store_flag);
-    let store = match Store::open(&url).await {
-        Ok(s) => s,
+    let store = match Store::open_existing(&url).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            if json_out {
+                outln!("[]");
+            } else {
+                outln!("no runs yet");
+            }
+            return exit::COMPLETED;
+        }
         Err(e) => return fail(e),
     };
     let rows = match store.runs().await {
@@ -940,21 +1097,21 @@ pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("serializes")
         );
         return exit::COMPLETED;
     }
     if list.is_empty() {
-        println!("no runs yet");
+        outln!("no runs yet");
     }
     for (r, s) in list {
         let status = s
             .as_ref()
             .map(|s| s.status.as_str())
             .unwrap_or("unreadable");
-        println!(
+        outln!(
             "{:<40} {:<20} {:<18} {}",
             r.run_id,
             r.runbook,

@@ -211,6 +211,32 @@ impl RunState {
         applied
     }
 
+    /// Steps that started and will get no outcome of their own (the run is ending, or
+    /// rolling back past them) end `failed`, saying why; an undo without an outcome
+    /// ends `rollback_failed`.
+    fn end_unfinished_steps(&mut self, at_ms: i64, why: &str) {
+        for step in self.steps.values_mut() {
+            match step.status {
+                StepStatus::Checking | StepStatus::Running => {
+                    step.status = StepStatus::Failed;
+                    step.error = Some(if step.awaiting_approval {
+                        format!("{why} while it waited for approval")
+                    } else {
+                        why.to_owned()
+                    });
+                    step.ended_ms = Some(at_ms);
+                    step.items.retain(|_, s| *s != ItemStatus::Running);
+                    step.awaiting_approval = false;
+                }
+                StepStatus::RollingBack if self.status.is_terminal() => {
+                    step.status = StepStatus::RollbackFailed;
+                    step.error = Some(format!("{why} during the undo"));
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// A step is in doubt: it started and has no outcome (and is not waiting for a person).
     pub fn any_in_doubt(&self) -> bool {
         self.steps.values().any(StepRun::in_doubt)
@@ -523,9 +549,10 @@ impl RunState {
                 }
                 self.status = R::RollingBack;
                 self.reason = Some(reason.clone());
-                for step in self.steps.values_mut() {
-                    step.awaiting_approval = false;
-                }
+                self.end_unfinished_steps(
+                    at_ms,
+                    "in doubt when the rollback began: it may have run in part and is not undone",
+                );
             }
             E::RunCompleted => {
                 if !active {
@@ -550,13 +577,15 @@ impl RunState {
                 self.ended_ms = Some(at_ms);
             }
             E::RunFailed { reason } | E::RunAborted { reason, .. } => {
-                self.status = if matches!(event, E::RunFailed { .. }) {
-                    R::Failed
+                let (status, why) = if matches!(event, E::RunFailed { .. }) {
+                    (R::Failed, "stopped: the run failed")
                 } else {
-                    R::Aborted
+                    (R::Aborted, "stopped: the run was aborted")
                 };
+                self.status = status;
                 self.reason = Some(reason.clone());
                 self.ended_ms = Some(at_ms);
+                self.end_unfinished_steps(at_ms, why);
             }
             _ => unreachable!("step events are handled above"),
         }

@@ -13,6 +13,9 @@ use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
 
 use super::action::Outcome;
 
+/// How long a SQL check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A connection to a maintenance target.
 enum Target {
     Postgres(sqlx::PgConnection),
@@ -55,7 +58,7 @@ fn connect_url(database: &str) -> Result<String, String> {
 
 async fn connect(database: &str) -> Result<Target, String> {
     let url = connect_url(database)?;
-    let failed = |e: sqlx::Error| format!("cannot connect to `{database}`: {e}");
+    let failed = |e: sqlx::Error| format!("cannot connect to `{database}`: {}", describe(&e));
     Ok(if url.starts_with("sqlite:") {
         Target::Sqlite(
             sqlx::SqliteConnection::connect(&url)
@@ -84,11 +87,55 @@ impl Target {
         }
     }
 
+    /// Runs a query that must not change anything: in a read-only transaction that is
+    /// rolled back (PostgreSQL), with `query_only` on (SQLite). A function that writes
+    /// fails instead of writing.
+    async fn read_only_rows(&mut self, query: &str) -> Result<Vec<Cells>, String> {
+        match self {
+            Target::Postgres(c) => {
+                let mut tx = c.begin().await.map_err(|e| describe(&e))?;
+                sqlx::raw_sql("SET TRANSACTION READ ONLY")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_owned()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                tx.rollback().await.map_err(|e| describe(&e))?;
+                Ok(rows.iter().map(pg_cells).collect())
+            }
+            Target::Sqlite(c) => {
+                sqlx::raw_sql("PRAGMA query_only = ON")
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_owned()))
+                    .fetch_all(&mut *c)
+                    .await
+                    .map_err(|e| describe(&e))?;
+                Ok(rows.iter().map(sqlite_cells).collect())
+            }
+        }
+    }
+
     async fn close(self) {
         let _ = match self {
             Target::Postgres(c) => c.close().await,
             Target::Sqlite(c) => c.close().await,
         };
+    }
+}
+
+/// A SQL error for people: the server's message and SQLSTATE, without the location in
+/// the server's source that sqlx appends.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => format!("{} (SQLSTATE {code})", d.message()),
+            None => d.message().to_owned(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -208,11 +255,26 @@ pub async fn sql(
 }
 
 /// A SQL check: the first column of the first row must be true (or equal `expect`).
-pub async fn sql_check(database: &str, query: &str, expect: Option<&Value>) -> Result<(), String> {
-    let outputs = match sql(database, query, false, Some(Duration::from_secs(60))).await {
-        Outcome::Succeeded(o) => o,
-        Outcome::Failed(e) => return Err(e),
-        Outcome::TimedOut => return Err("the query timed out".into()),
+/// `read_only` runs it where it cannot write (for a dry run).
+pub async fn sql_check(
+    database: &str,
+    query: &str,
+    expect: Option<&Value>,
+    read_only: bool,
+) -> Result<(), String> {
+    let work = async {
+        let mut conn = connect(database).await?;
+        let rows = if read_only {
+            conn.read_only_rows(query).await
+        } else {
+            conn.rows(query, false).await
+        };
+        conn.close().await;
+        rows
+    };
+    let outputs = match tokio::time::timeout(CHECK_TIMEOUT, work).await {
+        Ok(rows) => rows?.into_iter().next().unwrap_or_default(),
+        Err(_) => return Err("the query timed out".into()),
     };
     let Some((_, got)) = outputs.into_iter().next() else {
         return Err("the query returned no rows".into());
