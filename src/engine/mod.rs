@@ -2,6 +2,7 @@
 //! `decide` (pure), and the runner that records each event before acting on it.
 
 pub mod action;
+pub mod builtin;
 pub mod decide;
 pub mod event;
 pub mod report;

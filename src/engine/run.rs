@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::action::{self, Masker, Outcome, StepLog};
+use super::builtin;
 use super::decide::{self, Next};
 use super::event::{Decision, Event};
 use super::report::Reporter;
@@ -433,7 +434,8 @@ impl<'a> Runner<'a> {
             Kind::Wait => self.timed(step, self.wait_until(step)).await,
             _ if step.for_each.is_some() => return self.fan_out(i, attempt).await,
             _ => {
-                let ctx = self.context(None);
+                let mut ctx = self.context(None);
+                ctx["step"] = Value::from(id.as_str());
                 let mut log = self.log(&id);
                 let work = async {
                     match self.act(step, &ctx, &mut log).await {
@@ -516,8 +518,75 @@ impl<'a> Runner<'a> {
     async fn act(&self, step: &Step, ctx: &Value, log: &mut StepLog) -> Outcome {
         match &step.run {
             Some(a) => self.action(a, ctx, log).await,
+            // A `verify` step with only `checks` has nothing built in to do.
+            None if builtin::has_builtin(step.kind)
+                && !(step.kind == Kind::Verify && step.with.is_empty()) =>
+            {
+                self.builtin(step.kind, &step.with, ctx, log).await
+            }
             None => Outcome::Succeeded(IndexMap::new()),
         }
+    }
+
+    /// A kind's built-in behaviour, its `with` rendered first.
+    async fn builtin(
+        &self,
+        kind: Kind,
+        with: &IndexMap<String, Value>,
+        ctx: &Value,
+        log: &mut StepLog,
+    ) -> Outcome {
+        let rendered = with
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+            .collect::<Result<IndexMap<String, Value>, String>>();
+        let with = match rendered {
+            Ok(w) => w,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let outputs: IndexMap<String, IndexMap<String, Value>> = self
+            .state
+            .steps
+            .iter()
+            .map(|(id, s)| (id.clone(), s.outputs.clone()))
+            .collect();
+        let env = builtin::Env {
+            work_dir: self.work_dir(),
+            run_id: &self.run_id,
+            step: ctx["step"].as_str().unwrap_or_default(),
+            outputs: &outputs,
+            log,
+        };
+        builtin::run(kind, &with, env).await
+    }
+
+    /// Every string in a `with` value rendered as a template.
+    fn render_value(&self, v: &Value, ctx: &Value) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => Value::String(self.render(s, ctx)?),
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.render_value(x, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// This run's directory for the files built-in actions make (backups, scratch).
+    fn work_dir(&self) -> PathBuf {
+        let state_dir = self
+            .log_dir
+            .parent()
+            .and_then(|logs| logs.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        state_dir.join("work").join(&self.run_id)
     }
 
     async fn action(&self, a: &Action, ctx: &Value, log: &mut StepLog) -> Outcome {
@@ -563,10 +632,7 @@ impl<'a> Runner<'a> {
                 Ok(h) => action::http(&h, log).await,
                 Err(e) => Outcome::Failed(e),
             },
-            Action::Builtin { kind, .. } => Outcome::Failed(format!(
-                "the built-in `{}` behaviour is not available in this version",
-                kind.as_str()
-            )),
+            Action::Builtin { kind, with } => self.builtin(*kind, with, ctx, log).await,
         }
     }
 
@@ -950,7 +1016,8 @@ impl<'a> Runner<'a> {
             .filter(|_| step.checkpoint)
             .or(step.rollback.as_deref())
             .expect("decide only undoes steps with an action");
-        let ctx = self.context(None);
+        let mut ctx = self.context(None);
+        ctx["step"] = Value::from(id.as_str());
         let mut log = self.log(&format!("{id}.rollback"));
         let outcome = match step.timeout {
             Some(t) => tokio::time::timeout(t, self.action(action, &ctx, &mut log))

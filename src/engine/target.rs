@@ -17,13 +17,13 @@ use super::action::Outcome;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to a maintenance target.
-enum Target {
+pub enum Target {
     Postgres(sqlx::PgConnection),
     Sqlite(sqlx::SqliteConnection),
 }
 
 /// A row as column name → JSON value.
-type Cells = IndexMap<String, Value>;
+pub type Cells = IndexMap<String, Value>;
 
 /// The URL to connect with. A SQLite file must exist unless the URL says `mode=rwc`,
 /// which creates it (and its directory): a typo must not quietly make an empty database.
@@ -56,7 +56,7 @@ fn connect_url(database: &str) -> Result<String, String> {
     }
 }
 
-async fn connect(database: &str) -> Result<Target, String> {
+pub async fn connect(database: &str) -> Result<Target, String> {
     let url = connect_url(database)?;
     let failed = |e: sqlx::Error| format!("cannot connect to `{database}`: {}", describe(&e));
     Ok(if url.starts_with("sqlite:") {
@@ -72,7 +72,7 @@ async fn connect(database: &str) -> Result<Target, String> {
 
 impl Target {
     /// Runs the statements (in one transaction when asked) and returns every row.
-    async fn rows(&mut self, statements: &str, transaction: bool) -> Result<Vec<Cells>, String> {
+    pub async fn rows(&mut self, statements: &str, transaction: bool) -> Result<Vec<Cells>, String> {
         match self {
             Target::Postgres(c) => Ok(fetch::<sqlx::Postgres>(c, statements, transaction)
                 .await?
@@ -119,7 +119,7 @@ impl Target {
         }
     }
 
-    async fn close(self) {
+    pub async fn close(self) {
         let _ = match self {
             Target::Postgres(c) => c.close().await,
             Target::Sqlite(c) => c.close().await,
@@ -129,7 +129,7 @@ impl Target {
 
 /// A SQL error for people: the server's message and SQLSTATE, without the location in
 /// the server's source that sqlx appends.
-fn describe(e: &sqlx::Error) -> String {
+pub fn describe(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => match d.code() {
             Some(code) => format!("{} (SQLSTATE {code})", d.message()),
