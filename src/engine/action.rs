@@ -173,24 +173,87 @@ pub async fn shell(
     log: &mut StepLog,
 ) -> Outcome {
     let mut cmd = tokio::process::Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .envs(env)
-        .stdin(Stdio::null())
+    cmd.arg("-c").arg(command).envs(env);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    let shown = log.masker.mask(command);
+    match run_logged(cmd, timeout, log).await {
+        Ok(ran) if ran.status.success() => Outcome::Succeeded(json_outputs(&ran.stdout)),
+        Ok(ran) => Outcome::Failed(format!("`{shown}` {}", ended(ran.status))),
+        Err(Stopped::TimedOut) => Outcome::TimedOut,
+        Err(Stopped::NotStarted(e)) => Outcome::Failed(format!("cannot start `sh`: {e}")),
+    }
+}
+
+/// Runs a program (`pg_dump`, `pg_restore` ...) with its arguments in its own process
+/// group, output to the log. Returns its standard output, or why it failed: not
+/// installed, or its exit status with the last lines it wrote to standard error.
+pub async fn program(
+    name: &str,
+    args: &[String],
+    env: &IndexMap<String, String>,
+    log: &mut StepLog,
+) -> Result<String, String> {
+    let mut cmd = tokio::process::Command::new(name);
+    cmd.args(args).envs(env);
+    log.line("run", &format!("{name} {}", args.join(" ")));
+    match run_logged(cmd, None, log).await {
+        Ok(ran) if ran.status.success() => Ok(ran.stdout),
+        Ok(ran) => {
+            let why = ran.stderr.trim();
+            Err(format!(
+                "`{name}` {}{}{}",
+                ended(ran.status),
+                if why.is_empty() { "" } else { ": " },
+                log.masker.mask(why)
+            ))
+        }
+        Err(Stopped::NotStarted(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "`{name}` is not installed (not found on PATH); install the PostgreSQL client tools"
+        )),
+        Err(Stopped::NotStarted(e)) => Err(format!("cannot start `{name}`: {e}")),
+        Err(Stopped::TimedOut) => Err(format!("`{name}` timed out")),
+    }
+}
+
+fn ended(status: std::process::ExitStatus) -> String {
+    match status.code() {
+        Some(code) => format!("exited with status {code}"),
+        None => "was killed by a signal".to_owned(),
+    }
+}
+
+/// A process that ran to its end.
+struct Ran {
+    status: std::process::ExitStatus,
+    stdout: String,
+    /// The last lines of standard error.
+    stderr: String,
+}
+
+/// A process that did not run to its end.
+enum Stopped {
+    NotStarted(std::io::Error),
+    TimedOut,
+}
+
+/// Runs `cmd` in its own process group, streaming its output to the log. Dropping the
+/// future (a step's timeout, an abort) kills the whole group.
+async fn run_logged(
+    mut cmd: tokio::process::Command,
+    timeout: Option<Duration>,
+    log: &mut StepLog,
+) -> Result<Ran, Stopped> {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(dir) = cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Outcome::Failed(format!("cannot start `sh`: {e}")),
-    };
+    let mut child = cmd.spawn().map_err(Stopped::NotStarted)?;
     let pgid = child.id().map(|id| id as i32);
-    // Whoever stops waiting for the command (the step's timeout, an aborted fan-out)
-    // drops this future; the guard then kills the whole group, not just `sh`.
+    // Whoever stops waiting for the command drops this future; the guard then kills the
+    // whole group, not just its leader.
     let mut group = GroupGuard {
         pgid,
         file: log.pgid_path.clone(),
@@ -199,6 +262,7 @@ pub async fn shell(
     let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut stdout = String::new();
+    let mut stderr: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let (mut out_open, mut err_open) = (true, true);
     let status = loop {
@@ -218,33 +282,31 @@ pub async fn shell(
                 _ => out_open = false,
             },
             line = err.next_line(), if err_open => match line {
-                Ok(Some(l)) => log.line("stderr", &l),
+                Ok(Some(l)) => {
+                    log.line("stderr", &l);
+                    stderr.push_back(l);
+                    if stderr.len() > 5 {
+                        stderr.pop_front();
+                    }
+                }
                 _ => err_open = false,
             },
             status = child.wait(), if !out_open && !err_open => break status,
             _ = sleep => {
                 group.kill();
                 let _ = child.wait().await;
-                return Outcome::TimedOut;
+                return Err(Stopped::TimedOut);
             }
         }
     };
     // It ended by itself: what it left running in the background may go on.
     group.disarm();
-    match status {
-        Ok(s) if s.success() => Outcome::Succeeded(json_outputs(&stdout)),
-        Ok(s) => match s.code() {
-            Some(code) => Outcome::Failed(format!(
-                "`{}` exited with status {code}",
-                log.masker.mask(command)
-            )),
-            None => Outcome::Failed(format!(
-                "`{}` was killed by a signal",
-                log.masker.mask(command)
-            )),
-        },
-        Err(e) => Outcome::Failed(format!("waiting for the command failed: {e}")),
-    }
+    let status = status.map_err(Stopped::NotStarted)?;
+    Ok(Ran {
+        status,
+        stdout,
+        stderr: Vec::from(stderr).join("\n"),
+    })
 }
 
 /// Kills a command's process group when dropped while armed, and keeps the group's id

@@ -106,16 +106,13 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// What this version cannot run yet, so that a run never starts only to stop half-way.
 pub fn unsupported(rb: &Runbook) -> Vec<String> {
+    use super::builtin;
     let mut out = Vec::new();
     for s in &rb.steps {
-        let builtin = matches!(
-            s.kind,
-            runbook::Kind::Backup
-                | runbook::Kind::Migrate
-                | runbook::Kind::Optimise
-                | runbook::Kind::Restore
-        ) || (s.kind == runbook::Kind::Verify && s.checks.is_empty());
-        if builtin && s.run.is_none() {
+        let uses_builtin = s.run.is_none()
+            && builtin::has_builtin(s.kind)
+            && !(s.kind == runbook::Kind::Verify && s.with.is_empty());
+        if uses_builtin && !builtin::ready(s.kind) {
             out.push(format!(
                 "step `{}`: the built-in `{}` behaviour is not available in this version; give the step a `run:` action",
                 s.id,
@@ -124,7 +121,9 @@ pub fn unsupported(rb: &Runbook) -> Vec<String> {
         }
         let actions = [&s.run, &s.rollback, &s.restore];
         for a in actions.into_iter().flatten() {
-            if let Action::Builtin { kind, .. } = a.as_ref() {
+            if let Action::Builtin { kind, .. } = a.as_ref()
+                && !builtin::ready(*kind)
+            {
                 out.push(format!(
                     "step `{}`: the built-in `{}` behaviour is not available in this version",
                     s.id,

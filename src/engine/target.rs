@@ -72,7 +72,11 @@ pub async fn connect(database: &str) -> Result<Target, String> {
 
 impl Target {
     /// Runs the statements (in one transaction when asked) and returns every row.
-    pub async fn rows(&mut self, statements: &str, transaction: bool) -> Result<Vec<Cells>, String> {
+    pub async fn rows(
+        &mut self,
+        statements: &str,
+        transaction: bool,
+    ) -> Result<Vec<Cells>, String> {
         match self {
             Target::Postgres(c) => Ok(fetch::<sqlx::Postgres>(c, statements, transaction)
                 .await?

@@ -51,9 +51,23 @@ pub fn has_builtin(kind: Kind) -> bool {
     )
 }
 
+/// Whether the built-in behaviour of `kind` is finished in this build; `execute` refuses
+/// a runbook that needs one that is not.
+pub fn ready(kind: Kind) -> bool {
+    match kind {
+        Kind::Backup | Kind::Verify | Kind::Restore => backup::READY,
+        Kind::Migrate => migrate::READY,
+        Kind::Optimise => optimise::READY,
+        _ => true,
+    }
+}
+
 /// The `with` parameters as a kind's own parameter type, or a message that names the
 /// field that is wrong (the types say which fields exist, with `deny_unknown_fields`).
-pub fn params<T: DeserializeOwned>(kind: Kind, with: &IndexMap<String, Value>) -> Result<T, String> {
+pub fn params<T: DeserializeOwned>(
+    kind: Kind,
+    with: &IndexMap<String, Value>,
+) -> Result<T, String> {
     let value = Value::Object(with.clone().into_iter().collect());
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -62,6 +76,10 @@ pub fn params<T: DeserializeOwned>(kind: Kind, with: &IndexMap<String, Value>) -
         } else {
             format!(" `{path}`")
         };
-        format!("`with`{at} of a `{}` step: {}", kind.as_str(), e.into_inner())
+        format!(
+            "`with`{at} of a `{}` step: {}",
+            kind.as_str(),
+            e.into_inner()
+        )
     })
 }

@@ -6,6 +6,9 @@ use serde_json::Value;
 use super::Env;
 use crate::engine::action::Outcome;
 
+/// Whether this behaviour is finished (`execute` refuses it until then).
+pub const READY: bool = false;
+
 /// `optimise`: being written.
 pub async fn optimise(_with: &IndexMap<String, Value>, _env: Env<'_>) -> Outcome {
     Outcome::Failed("the built-in `optimise` behaviour is not available in this version".into())
