@@ -18,6 +18,9 @@ pub enum Event {
         operator: String,
         host: String,
         pid: u32,
+        /// When the window opened for this run (Unix ms): `--now` opens it at the start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window_start_ms: Option<i64>,
     },
     /// Preconditions of an attempt are being checked.
     StepChecking { step: String, attempt: u32 },

@@ -34,6 +34,7 @@ fn run_started() -> Event {
         operator: "ops".into(),
         host: "db1".into(),
         pid: 4242,
+        window_start_ms: None,
     }
 }
 

@@ -290,6 +290,20 @@ impl<'a> Runner<'a> {
         Ok(None)
     }
 
+    /// When this run's window opened: as recorded at the start (`--now` opens it then),
+    /// else the runbook's planned start, else the run's start.
+    fn window_start(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.state
+            .window_start_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .or(self.rb.window.start)
+            .or_else(|| {
+                self.state
+                    .started_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+            })
+    }
+
     /// The values templates can use at this point of the run.
     pub(crate) fn context(&self, item: Option<&Value>) -> Value {
         let steps: serde_json::Map<String, Value> = self
@@ -299,11 +313,7 @@ impl<'a> Runner<'a> {
             .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
             .collect();
         let window = &self.rb.window;
-        let start = window.start.or_else(|| {
-            self.state
-                .started_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-        });
+        let start = self.window_start();
         json!({
             "vars": self.state.vars,
             "targets": {},
@@ -713,14 +723,9 @@ impl<'a> Runner<'a> {
                 }
             }
             Check::Window { remaining_at_least } => {
-                let (Some(start), Some(duration)) = (
-                    self.rb.window.start.or_else(|| {
-                        self.state
-                            .started_ms
-                            .and_then(chrono::DateTime::from_timestamp_millis)
-                    }),
-                    self.rb.window.duration,
-                ) else {
+                let (Some(start), Some(duration)) =
+                    (self.window_start(), self.rb.window.duration)
+                else {
                     return Ok(());
                 };
                 let end = start + chrono::Duration::from_std(duration).unwrap_or_default();

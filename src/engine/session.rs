@@ -309,6 +309,8 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             operator: operator(),
             host: lease.host.clone(),
             pid: std::process::id(),
+            // `--now`: the window opens now, and lasts `window.duration` from here.
+            window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
         })
         .await;
     if let Err(e) = started {
@@ -463,6 +465,7 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
         operator: operator(),
         host: host(),
         pid: std::process::id(),
+        window_start_ms: None,
     };
     let state = match RunState::default().fold(&started, now_ms()) {
         Ok(s) => s,

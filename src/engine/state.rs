@@ -137,6 +137,8 @@ pub struct RunState {
     pub pid: u32,
     pub started_ms: Option<i64>,
     pub ended_ms: Option<i64>,
+    /// When the window opened for this run, if not as planned (`--now`).
+    pub window_start_ms: Option<i64>,
     /// Steps by id, in the order they first appeared in the journal.
     pub steps: IndexMap<String, StepRun>,
     /// The service is closed to customers (maintenance mode on).
@@ -170,6 +172,7 @@ impl Default for RunState {
             pid: 0,
             started_ms: None,
             ended_ms: None,
+            window_start_ms: None,
             steps: IndexMap::new(),
             closed: false,
             reason: None,
@@ -465,6 +468,7 @@ impl RunState {
                 operator,
                 host,
                 pid,
+                window_start_ms,
             } => {
                 self.status = R::Running;
                 self.runbook = runbook.clone();
@@ -476,6 +480,7 @@ impl RunState {
                 self.host = host.clone();
                 self.pid = *pid;
                 self.started_ms = Some(at_ms);
+                self.window_start_ms = *window_start_ms;
             }
             E::ServiceClosed => {
                 // Closing is forward work; a rollback only ever reopens.

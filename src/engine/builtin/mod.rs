@@ -71,15 +71,11 @@ pub fn params<T: DeserializeOwned>(
     let value = Value::Object(with.clone().into_iter().collect());
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let at = if path == "." {
-            String::new()
+        let field = if path == "." {
+            "with".to_owned()
         } else {
-            format!(" `{path}`")
+            format!("with.{path}")
         };
-        format!(
-            "`with`{at} of a `{}` step: {}",
-            kind.as_str(),
-            e.into_inner()
-        )
+        format!("`{field}` ({} step): {}", kind.as_str(), e.into_inner())
     })
 }

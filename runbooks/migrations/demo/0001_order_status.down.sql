@@ -1,0 +1,2 @@
+DROP INDEX IF EXISTS orders_status;
+ALTER TABLE orders DROP COLUMN status;

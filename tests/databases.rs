@@ -1,0 +1,146 @@
+//! The built-in `optimise` and the demo, against a real SQLite file and a real
+//! PostgreSQL server (a fresh database per test).
+
+mod common;
+
+use common::world::World;
+
+fn psql(db_url: &str, sql: &str) -> String {
+    let name = db_url.rsplit('/').next().unwrap();
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            name,
+            "-tAqc",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn optimise_postgres_vacuums_analyzes_and_reindexes() {
+    let w = World::postgres();
+    let db = w.store.clone();
+    psql(
+        &db,
+        "CREATE TABLE t (id serial PRIMARY KEY, x int);
+         INSERT INTO t (x) SELECT g FROM generate_series(1, 20000) g;
+         DELETE FROM t WHERE x % 2 = 0;",
+    );
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: opt
+steps:
+  - id: tidy
+    kind: optimise
+    with: {{ database: \"{db}\", actions: [vacuum, analyze, reindex], tables: [t], lock_timeout: 2s }}
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "o1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let o = &w.status_json("o1")["steps"]["tidy"]["outputs"];
+    assert_eq!(
+        o["actions"],
+        serde_json::json!([
+            "VACUUM (ANALYZE) \"t\"",
+            "ANALYZE \"t\"",
+            "REINDEX TABLE CONCURRENTLY \"t\""
+        ])
+    );
+    assert!(o["size_before"].as_i64().unwrap() > 0);
+    assert!(o["size_after"].as_i64().unwrap() > 0);
+    // VACUUM (ANALYZE) ran: the statistics know the table.
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 't'"
+        ),
+        "10000"
+    );
+}
+
+#[test]
+fn optimise_sqlite_shrinks_the_file() {
+    let w = World::sqlite();
+    let db = format!("sqlite://{}?mode=rwc", w.path("app.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: opt
+steps:
+  - id: fill
+    kind: patch
+    run:
+      sql: |
+        CREATE TABLE t (x TEXT);
+        INSERT INTO t WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+          SELECT hex(randomblob(64)) FROM n;
+        DELETE FROM t WHERE rowid % 4 <> 0;
+      database: \"{db}\"
+  - id: tidy
+    kind: optimise
+    with: {{ database: \"{db}\" }}
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "o2");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let o = &w.status_json("o2")["steps"]["tidy"]["outputs"];
+    assert_eq!(
+        o["actions"],
+        serde_json::json!(["VACUUM", "ANALYZE", "PRAGMA optimize"])
+    );
+    let (before, after) = (
+        o["size_before"].as_i64().unwrap(),
+        o["size_after"].as_i64().unwrap(),
+    );
+    assert!(after < before / 2, "{before} -> {after}");
+}
+
+#[test]
+fn optimise_refuses_what_it_does_not_know() {
+    let w = World::sqlite();
+    let db = format!("sqlite://{}?mode=rwc", w.path("app.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: opt\nsteps:\n  - id: tidy\n    kind: optimise\n    on_failure: abort\n    with: {{ database: \"{db}\", actionz: [vacuum] }}\n"
+        ),
+    );
+    let out = w.execute("rb.yaml", "o3");
+    assert_eq!(out.code, 4);
+    let error = w.status_json("o3")["steps"]["tidy"]["error"].clone();
+    assert_eq!(
+        error,
+        "`with.actionz` (optimise step): unknown field `actionz`, expected one of `database`, `actions`, `tables`, `lock_timeout`"
+    );
+    let unreachable = "postgres://postgres@127.0.0.1:1/none";
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: opt\nsteps:\n  - id: tidy\n    kind: optimise\n    on_failure: abort\n    with: {{ database: \"{unreachable}\" }}\n"
+        ),
+    );
+    assert_eq!(w.execute("rb.yaml", "o4").code, 4);
+    let error = w.status_json("o4")["steps"]["tidy"]["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("cannot connect to `{unreachable}`")),
+        "{error}"
+    );
+}
