@@ -144,3 +144,43 @@ fn optimise_refuses_what_it_does_not_know() {
         "{error}"
     );
 }
+
+/// A database kind fans out over a list of database URLs: one step tidies every
+/// tenant's database, and a tenant that cannot be reached fails only its item.
+#[test]
+fn a_database_step_fans_out_over_tenant_databases() {
+    let w = World::sqlite();
+    let url = |t: &str| format!("sqlite://{}?mode=rwc", w.path(&format!("{t}.db")).display());
+    let missing = format!("sqlite://{}", w.path("gone.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: fan
+targets:
+  tenants: [\"{a}\", \"{b}\", \"{missing}\"]
+steps:
+  - id: tidy
+    kind: optimise
+    for_each: \"{{{{targets.tenants}}}}\"
+    concurrency: 2
+    max_failures: 1
+    with: {{ database: \"{{{{item}}}}\", actions: [vacuum] }}
+",
+            a = url("acme"),
+            b = url("globex"),
+        ),
+    );
+    let out = w.execute("rb.yaml", "f1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("f1");
+    assert_eq!(s["steps"]["tidy"]["items"]["done"], 3);
+    assert_eq!(s["steps"]["tidy"]["items"]["failed"], 1);
+    assert!(
+        out.stdout.contains("item 2 FAILED: the SQLite database"),
+        "{}",
+        out.stdout
+    );
+    assert!(w.path("acme.db").exists() && w.path("globex.db").exists());
+    let log = std::fs::read_to_string(w.path("state/logs/f1/tidy.0.log")).unwrap();
+    assert!(log.contains("optimise: VACUUM"), "{log}");
+}

@@ -878,7 +878,7 @@ impl<'a> Runner<'a> {
             }
             for ix in launch {
                 let ctx = self.context(Some(&items[ix]));
-                let prepared = self.prepare_item(step, &ctx);
+                let prepared = self.prepare_item(step, &ctx, &format!("{id}.{ix}"));
                 let mut log = self.log(&format!("{id}.{ix}"));
                 running.spawn(async move {
                     let outcome = match prepared {
@@ -977,7 +977,27 @@ impl<'a> Runner<'a> {
         }
     }
 
-    fn prepare_item(&self, step: &Step, ctx: &Value) -> Result<Prepared, String> {
+    /// One fan-out item's work with its templates rendered; `name` (`STEP.N`) names its
+    /// files.
+    fn prepare_item(&self, step: &Step, ctx: &Value, name: &str) -> Result<Prepared, String> {
+        let builtin = |kind: Kind, with: &IndexMap<String, Value>| {
+            Ok(Prepared::Builtin(Box::new(BuiltinItem {
+                kind,
+                with: with
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+                work_dir: self.work_dir(),
+                run_id: self.run_id.clone(),
+                name: name.to_owned(),
+                outputs: self
+                    .state
+                    .steps
+                    .iter()
+                    .map(|(id, s)| (id.clone(), s.outputs.clone()))
+                    .collect(),
+            })))
+        };
         match step.run.as_deref() {
             Some(Action::Shell {
                 command, env, cwd, ..
@@ -999,10 +1019,11 @@ impl<'a> Runner<'a> {
                 transaction: *transaction,
             }),
             Some(Action::Http(h)) => Ok(Prepared::Http(self.render_http(h, ctx)?)),
-            Some(Action::Builtin { kind, .. }) => Err(format!(
-                "the built-in `{}` behaviour cannot fan out",
-                kind.as_str()
-            )),
+            Some(Action::Builtin { kind, with }) => builtin(*kind, with),
+            // A database kind fans out its own behaviour: back up every tenant, say.
+            None if builtin::has_builtin(step.kind) && !step.with.is_empty() => {
+                builtin(step.kind, &step.with)
+            }
             None => Ok(Prepared::Nothing),
         }
     }
@@ -1071,7 +1092,19 @@ enum Prepared {
         transaction: bool,
     },
     Http(HttpCheck),
+    Builtin(Box<BuiltinItem>),
     Nothing,
+}
+
+/// A built-in behaviour for one fan-out item, owning what it needs on its own task.
+struct BuiltinItem {
+    kind: Kind,
+    with: IndexMap<String, Value>,
+    work_dir: PathBuf,
+    run_id: String,
+    /// `STEP.N`: names the item's files (a default backup path, say).
+    name: String,
+    outputs: IndexMap<String, IndexMap<String, Value>>,
 }
 
 impl Prepared {
@@ -1093,6 +1126,16 @@ impl Prepared {
                 transaction,
             } => target::sql(&database, &sql, transaction, None).await,
             Prepared::Http(h) => action::http(&h, log).await,
+            Prepared::Builtin(b) => {
+                let env = builtin::Env {
+                    work_dir: b.work_dir,
+                    run_id: &b.run_id,
+                    step: &b.name,
+                    outputs: &b.outputs,
+                    log,
+                };
+                builtin::run(b.kind, &b.with, env).await
+            }
             Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
         }
     }
