@@ -37,7 +37,7 @@ fn validate_prints_one_line_per_valid_file() {
     assert_eq!(out.code, 0);
     assert_eq!(
         out.stdout,
-        "runbooks/demo.yaml: ok (runbook `demo`, 8 steps)\n\
+        "runbooks/demo.yaml: ok (runbook `demo`, 9 steps)\n\
          runbooks/postgres-upgrade.yaml: ok (runbook `postgres-upgrade`, 13 steps)\n"
     );
 }
@@ -53,7 +53,7 @@ fn validate_reports_invalid_files_and_still_checks_the_others() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stdout,
-        "runbooks/demo.yaml: ok (runbook `demo`, 8 steps)\n"
+        "runbooks/demo.yaml: ok (runbook `demo`, 9 steps)\n"
     );
     let first = std::fs::read_to_string(common::root().join("tests/invalid/unknown-kind.expected"))
         .unwrap();
@@ -83,19 +83,21 @@ Start:  Tue 24 Nov 2026 19:00 GMT (the window's start)
 Window: Tue 24 Nov 2026 19:00 GMT → Tue 24 Nov 2026 19:30 GMT (30m, Europe/London)
 
   #  step           kind      start  end    expected  notes
-  1  backup         backup    19:00  19:01        1m  checkpoint
-  2  verify-backup  verify    19:01  19:02        1m
-  3  close          close     19:02  19:02         -
-  4  migrate        migrate   19:02  19:04        2m
-  5  optimise       optimise  19:04  19:05        1m
-  6  verify         verify    19:05  19:05       30s  not public
-  7  smoke          test      19:05  19:06       30s
-  8  reopen         reopen    19:06  19:06         -
+  1  prepare        patch     19:00  19:00       10s  not public
+  2  backup         backup    19:00  19:01        1m  checkpoint
+  3  verify-backup  verify    19:01  19:02        1m
+  4  close          close     19:02  19:02         -
+  5  migrate        migrate   19:02  19:04        2m
+  6  optimise       optimise  19:04  19:05        1m
+  7  verify         verify    19:05  19:05       30s  not public
+  8  smoke          test      19:05  19:06       30s
+  9  reopen         reopen    19:06  19:06         -
 
-Total expected: 6m; fits the window with 24m to spare.
+Total expected: 6m10s; fits the window with 23m50s to spare.
 
 If a step fails:
-  backup         roll back: nothing to undo (back to the start)
+  prepare        roll back: nothing to undo (back to the start)
+  backup         roll back: prepare (no rollback, left as is); back to the start
   verify-backup  roll back: nothing to undo (back to checkpoint `backup`)
   close          roll back: nothing to undo (back to checkpoint `backup`)
   migrate        roll back: nothing to undo (back to checkpoint `backup`); reopen the service

@@ -184,3 +184,128 @@ steps:
     let log = std::fs::read_to_string(w.path("state/logs/f1/tidy.0.log")).unwrap();
     assert!(log.contains("optimise: VACUUM"), "{log}");
 }
+
+/// Copies the demo runbook and its migrations into the world, as a checkout has them.
+fn demo_world() -> World {
+    let w = World::sqlite();
+    let root = common::root();
+    std::fs::create_dir_all(w.path("runbooks/migrations/demo")).unwrap();
+    std::fs::copy(
+        root.join("runbooks/demo.yaml"),
+        w.path("runbooks/demo.yaml"),
+    )
+    .unwrap();
+    for f in std::fs::read_dir(root.join("runbooks/migrations/demo")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(
+            f.path(),
+            w.path("runbooks/migrations/demo").join(f.file_name()),
+        )
+        .unwrap();
+    }
+    w
+}
+
+/// Schema and a checksum of every row of a SQLite database, read through a run of its
+/// own (an `sql` step's outputs). SQLite's own tables (statistics) and the migrations'
+/// tracking table, which stays once made, are left out.
+fn fingerprint(w: &World, db: &str, run: &str) -> serde_json::Value {
+    w.write(
+        "fp.yaml",
+        &format!(
+            "runbook: fingerprint
+steps:
+  - id: fp
+    kind: patch
+    run:
+      sql: |
+        SELECT
+          (SELECT group_concat(sql, ';') FROM (SELECT sql FROM sqlite_master
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
+               AND name NOT LIKE 'runbook_migrations%' ORDER BY name)) AS schema,
+          (SELECT count(*) FROM orders) AS orders,
+          (SELECT total(id * 7 + customer_id * 3 + product_id + quantity) FROM orders) AS sum,
+          (SELECT total(length(note) * id) FROM orders) AS notes,
+          (SELECT group_concat(substr(note, 1, 3), '') FROM (SELECT note FROM orders ORDER BY id DESC LIMIT 50)) AS last_notes
+      database: \"sqlite://{db}\"
+"
+        ),
+    );
+    let out = w.execute("fp.yaml", run);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    w.status_json(run)["steps"]["fp"]["outputs"].clone()
+}
+
+/// The demo as the README runs it: every step, on a shop it makes itself.
+#[test]
+fn the_demo_runs_end_to_end() {
+    let w = demo_world();
+    let out = w.run(&[
+        "execute",
+        "runbooks/demo.yaml",
+        "--now",
+        "--yes",
+        "--run-id",
+        "demo",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("demo");
+    assert_eq!(s["status"], "completed");
+    for step in [
+        "prepare",
+        "backup",
+        "verify-backup",
+        "close",
+        "migrate",
+        "optimise",
+        "verify",
+        "smoke",
+        "reopen",
+    ] {
+        assert_eq!(
+            s["steps"][step]["status"], "succeeded",
+            "{step}: {}",
+            s["steps"][step]
+        );
+    }
+    assert_eq!(s["steps"]["migrate"]["outputs"]["to_version"], 2);
+    assert!(
+        s["steps"]["backup"]["outputs"]["size_bytes"]
+            .as_i64()
+            .unwrap()
+            > 1_000_000
+    );
+    let fp = fingerprint(&w, ".runbook/demo/app.db", "fp");
+    assert_eq!(fp["orders"], 100_000);
+    assert!(fp["schema"].as_str().unwrap().contains("status"));
+}
+
+/// The failure drill: the run fails after the migration and rolls back to the
+/// checkpoint, leaving schema and data exactly as the backup holds them.
+#[test]
+fn the_demo_drill_rolls_back_to_the_data_as_it_was() {
+    let w = demo_world();
+    let out = w.run(&[
+        "execute",
+        "runbooks/demo.yaml",
+        "--now",
+        "--yes",
+        "--run-id",
+        "drill",
+        "--var",
+        "drill=fail",
+    ]);
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("drill");
+    assert_eq!(s["status"], "rolled_back");
+    assert_eq!(s["steps"]["migrate"]["status"], "rolled_back");
+    assert_eq!(s["closed"], false);
+    let backup = s["steps"]["backup"]["outputs"]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = fingerprint(&w, &backup, "fp-backup");
+    let after = fingerprint(&w, ".runbook/demo/app.db", "fp-app");
+    assert_eq!(before, after);
+    assert!(!after["schema"].as_str().unwrap().contains("status"));
+}

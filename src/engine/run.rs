@@ -433,7 +433,10 @@ impl<'a> Runner<'a> {
             }
             // Nothing to do but say so (an announcement, a kind with no action).
             Kind::Announce | Kind::Patch | Kind::Install | Kind::Test | Kind::Verify
-                if step.run.is_none() && step.checks.is_empty() && step.for_each.is_none() =>
+                if step.run.is_none()
+                    && step.checks.is_empty()
+                    && step.for_each.is_none()
+                    && (step.kind != Kind::Verify || step.with.is_empty()) =>
             {
                 batch.push(succeeded);
                 return self.record_all(batch).await;
@@ -723,8 +726,7 @@ impl<'a> Runner<'a> {
                 }
             }
             Check::Window { remaining_at_least } => {
-                let (Some(start), Some(duration)) =
-                    (self.window_start(), self.rb.window.duration)
+                let (Some(start), Some(duration)) = (self.window_start(), self.rb.window.duration)
                 else {
                     return Ok(());
                 };
