@@ -588,6 +588,28 @@ fn validate_step(
     let restore = rs
         .restore
         .map(|a| Box::new(action(cx, &path.key("restore"), a, true)));
+    // A migrations directory that is there when the file is checked is checked too: a
+    // gap, a duplicate, or a down file missing for a rollback that needs it is known
+    // before anything runs. (One that does not exist yet is left to the run.)
+    if rs.kind == Kind::Migrate
+        && run.is_none()
+        && let Some(Value::String(dir)) = rs.with.get("dir")
+        && !dir.contains("{{")
+        && std::path::Path::new(dir).is_dir()
+    {
+        let needs_down = matches!(
+            rollback.as_deref(),
+            Some(Action::Builtin {
+                kind: Kind::Migrate,
+                ..
+            })
+        );
+        if let Err(e) =
+            crate::engine::builtin::migrate::check_dir(std::path::Path::new(dir), needs_down)
+        {
+            cx.error(path.key("with").key("dir"), e);
+        }
+    }
     if restore.is_some() && !rs.checkpoint {
         cx.error_key(
             path.key("restore"),

@@ -393,6 +393,26 @@ fn classify(file: &str) -> Result<Option<(u64, &str, bool)>, String> {
     Ok(Some((version, stem, up)))
 }
 
+/// The check the loader makes of a migrations directory that exists when the runbook is
+/// validated: the file names (gaps, duplicates, strays) and, when the step's rollback
+/// migrates down (`needs_down`), a down file for every migration.
+pub fn check_dir(dir: &Path, needs_down: bool) -> Result<(), String> {
+    let migrations = load(dir)?;
+    let missing: Vec<String> = migrations
+        .iter()
+        .filter(|m| m.down.is_none())
+        .map(|m| format!("{}.down.sql", m.name))
+        .collect();
+    if needs_down && !missing.is_empty() {
+        return Err(format!(
+            "the step's rollback migrates down, but `{}` has no {}",
+            dir.display(),
+            list(&missing)
+        ));
+    }
+    Ok(())
+}
+
 /// The migrations in `dir`, checked: versions 1, 2, 3 ... without gap or duplicate, each
 /// down file beside its up file.
 fn load(dir: &Path) -> Result<Vec<Migration>, String> {
