@@ -309,3 +309,156 @@ fn the_demo_drill_rolls_back_to_the_data_as_it_was() {
     assert_eq!(before, after);
     assert!(!after["schema"].as_str().unwrap().contains("status"));
 }
+
+/// Per-table checksums and the schema of a PostgreSQL database: what "exactly as
+/// before" means.
+fn pg_fingerprint(db: &str) -> (String, String) {
+    let name = db.rsplit('/').next().unwrap();
+    let schema = std::process::Command::new("pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "--schema-only",
+            "--no-owner",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(schema.status.success());
+    let schema = String::from_utf8_lossy(&schema.stdout)
+        .lines()
+        // The tracking table stays once made; everything else must match.
+        // (and pg_dump's `\restrict` keys are new every time).
+        .filter(|l| {
+            !l.starts_with("--")
+                && !l.starts_with("\\restrict")
+                && !l.starts_with("\\unrestrict")
+                && !l.contains("runbook_migrations")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sums = psql(
+        db,
+        "SELECT string_agg(t || ':' || s, ',' ORDER BY t) FROM (
+           SELECT 'accounts' AS t, md5(string_agg(a::text, ',' ORDER BY aid)) AS s FROM pgbench_accounts a
+           UNION ALL SELECT 'branches', md5(string_agg(b::text, ',' ORDER BY bid)) FROM pgbench_branches b
+           UNION ALL SELECT 'tellers', md5(string_agg(t::text, ',' ORDER BY tid)) FROM pgbench_tellers t) x",
+    );
+    (schema, sums)
+}
+
+/// A whole maintenance on a `pgbench -i -s 10` database (a million accounts): backup,
+/// verify, close, migrate, optimise, test, reopen; then the same with a failure injected
+/// after the migration, which restores the checkpoint and leaves schema and data exactly
+/// as before.
+#[test]
+fn a_full_maintenance_on_postgres_and_its_rollback() {
+    let w = World::postgres();
+    // A database of its own: the run's journal must not be inside what it restores.
+    let name = format!("{}_target", w.store.rsplit('/').next().unwrap());
+    psql(&w.store, &format!("CREATE DATABASE {name}"));
+    let db = format!("postgres://postgres@127.0.0.1:5432/{name}");
+    let init = std::process::Command::new("pgbench")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-i",
+            "-s",
+            "10",
+            "-q",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write(
+        "migrations/0001_account_status.up.sql",
+        "ALTER TABLE pgbench_accounts ADD COLUMN status text NOT NULL DEFAULT 'active';\n",
+    );
+    w.write(
+        "migrations/0001_account_status.down.sql",
+        "ALTER TABLE pgbench_accounts DROP COLUMN status;\n",
+    );
+    w.write(
+        "migrations/0002_balance_index.up.sql",
+        "-- runbook: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS accounts_balance ON pgbench_accounts (abalance);\n",
+    );
+    w.write(
+        "migrations/0002_balance_index.down.sql",
+        "DROP INDEX IF EXISTS accounts_balance;\n",
+    );
+    let runbook = |drill: &str| {
+        format!(
+            "runbook: pg-maintenance
+vars:
+  db: {db}
+steps:
+  - id: backup
+    kind: backup
+    checkpoint: true
+    with: {{ database: \"{{{{vars.db}}}}\" }}
+    restore: {{ kind: restore, with: {{ backup: \"{{{{steps.backup.outputs.path}}}}\", database: \"{{{{vars.db}}}}\" }} }}
+  - id: verify-backup
+    kind: verify
+    with: {{ backup: \"{{{{steps.backup.outputs.path}}}}\", database: \"{{{{vars.db}}}}\" }}
+  - id: close
+    kind: close
+  - id: migrate
+    kind: migrate
+    with: {{ database: \"{{{{vars.db}}}}\", dir: migrations }}
+  - id: optimise
+    kind: optimise
+    with: {{ database: \"{{{{vars.db}}}}\", actions: [analyze] }}
+  - id: smoke
+    kind: test
+    checks:
+      - sql: SELECT count(*) FROM pgbench_accounts WHERE status = 'active'
+        database: \"{{{{vars.db}}}}\"
+        expect: 1000000
+      - sql: SELECT '{drill}' = 'pass'
+        database: \"{{{{vars.db}}}}\"
+        message: the failure drill
+  - id: reopen
+    kind: reopen
+"
+        )
+    };
+    let before = pg_fingerprint(&db);
+    w.write("rb.yaml", &runbook("fail"));
+    let out = w.execute("rb.yaml", "drill");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("drill");
+    assert_eq!(
+        s["steps"]["backup"]["status"], "rolled_back",
+        "{}",
+        s["steps"]["backup"]
+    );
+    assert_eq!(s["closed"], false);
+    assert_eq!(
+        pg_fingerprint(&db),
+        before,
+        "the restore brought everything back"
+    );
+    // And the real thing.
+    w.write("rb.yaml", &runbook("pass"));
+    let out = w.execute("rb.yaml", "real");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("real");
+    assert_eq!(s["steps"]["migrate"]["outputs"]["to_version"], 2);
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'accounts_balance'"
+        ),
+        "1"
+    );
+}

@@ -435,30 +435,35 @@ fn a_missing_down_file_is_a_clear_error(w: &World) {
 
 #[test]
 fn gaps_and_duplicates_are_refused_naming_the_files() {
+    // The directory is there when the runbook is checked, so the loader refuses it:
+    // nothing starts, no run is recorded.
     let w = World::sqlite();
     let db = Db::new(&w);
     migration(&w, "0001_a.up.sql", "CREATE TABLE a (id integer);");
     migration(&w, "0003_c.up.sql", "CREATE TABLE c (id integer);");
-    let (code, s) = go(&w, &runbook(&db, "", ""), "gap");
-    assert_eq!(code, 3, "{s:#}");
-    let e = error(&s);
+    w.write("rb.yaml", &runbook(&db, "", ""));
+    let out = w.execute("rb.yaml", "gap");
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        e.contains(
+        out.stderr.contains(
             "gap in the versions between 0001_a.up.sql and 0003_c.up.sql (version 2 is missing)"
-        ),
-        "{e}"
+        ) && out.stderr.contains(" --> rb.yaml:"),
+        "{}",
+        out.stderr
     );
+    assert_eq!(out.stdout, "");
     // Nothing was touched: the database was not even created.
     assert!(!db.file.as_ref().unwrap().exists());
 
     migration(&w, "0002_b.up.sql", "CREATE TABLE b (id integer);");
     migration(&w, "0002_bb.up.sql", "CREATE TABLE bb (id integer);");
-    let (code, s) = go(&w, &runbook(&db, "", ""), "dup");
-    assert_eq!(code, 3, "{s:#}");
-    let e = error(&s);
+    let out = w.execute("rb.yaml", "dup");
+    assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        e.contains("duplicate version 2: 0002_b.up.sql and 0002_bb.up.sql"),
-        "{e}"
+        out.stderr
+            .contains("duplicate version 2: 0002_b.up.sql and 0002_bb.up.sql"),
+        "{}",
+        out.stderr
     );
     assert!(!db.file.as_ref().unwrap().exists());
 }

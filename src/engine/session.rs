@@ -43,7 +43,7 @@ use super::event::{Decision, Event};
 use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
-use crate::runbook::{self, Action, Check, Runbook};
+use crate::runbook::{self, Check, Runbook};
 use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
 
 /// Exit codes of the run commands.
@@ -104,38 +104,6 @@ fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// What this version cannot run yet, so that a run never starts only to stop half-way.
-pub fn unsupported(rb: &Runbook) -> Vec<String> {
-    use super::builtin;
-    let mut out = Vec::new();
-    for s in &rb.steps {
-        let uses_builtin = s.run.is_none()
-            && builtin::has_builtin(s.kind)
-            && !(s.kind == runbook::Kind::Verify && s.with.is_empty());
-        if uses_builtin && !builtin::ready(s.kind) {
-            out.push(format!(
-                "step `{}`: the built-in `{}` behaviour is not available in this version; give the step a `run:` action",
-                s.id,
-                s.kind.as_str()
-            ));
-        }
-        let actions = [&s.run, &s.rollback, &s.restore];
-        for a in actions.into_iter().flatten() {
-            if let Action::Builtin { kind, .. } = a.as_ref()
-                && !builtin::ready(*kind)
-            {
-                out.push(format!(
-                    "step `{}`: the built-in `{}` behaviour is not available in this version",
-                    s.id,
-                    kind.as_str()
-                ));
-            }
-        }
-    }
-    out.dedup();
-    out
-}
-
 /// Every secret the runbook names must be in the environment: an unset one would be
 /// used as an empty password, a failure far from its cause.
 fn secrets_set(rb: &Runbook) -> Result<(), String> {
@@ -183,14 +151,6 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     };
     if let Err(e) = crate::cli::apply_vars(&mut rb, &args.vars) {
         return fail(e);
-    }
-    let missing = unsupported(&rb);
-    if !missing.is_empty() {
-        return fail(format!(
-            "`{}` cannot run with this version:\n  {}",
-            args.file.display(),
-            missing.join("\n  ")
-        ));
     }
     if let Err(e) = secrets_set(&rb) {
         return fail(e);

@@ -32,9 +32,6 @@ use crate::engine::action::{self, Outcome, StepLog};
 use crate::engine::target::{self, Target, describe};
 use crate::runbook::Kind;
 
-/// Whether this behaviour is finished (`execute` refuses it until then).
-pub const READY: bool = true;
-
 /// A step's outputs.
 type Outputs = IndexMap<String, Value>;
 

@@ -47,9 +47,6 @@ use crate::engine::action::{Outcome, StepLog};
 use crate::engine::target::{self, Target};
 use crate::runbook::Kind;
 
-/// Whether this behaviour is finished (`execute` refuses it until then).
-pub const READY: bool = true;
-
 /// The tracking table in the target database.
 const TABLE: &str = "runbook_migrations";
 /// How long one lock wait may last unless `with.lock_timeout` says otherwise.

@@ -51,17 +51,6 @@ pub fn has_builtin(kind: Kind) -> bool {
     )
 }
 
-/// Whether the built-in behaviour of `kind` is finished in this build; `execute` refuses
-/// a runbook that needs one that is not.
-pub fn ready(kind: Kind) -> bool {
-    match kind {
-        Kind::Backup | Kind::Verify | Kind::Restore => backup::READY,
-        Kind::Migrate => migrate::READY,
-        Kind::Optimise => optimise::READY,
-        _ => true,
-    }
-}
-
 /// The `with` parameters as a kind's own parameter type, or a message that names the
 /// field that is wrong (the types say which fields exist, with `deny_unknown_fields`).
 pub fn params<T: DeserializeOwned>(

@@ -14,9 +14,6 @@ use crate::engine::action::Outcome;
 use crate::engine::target::{self, Target};
 use crate::runbook::Kind;
 
-/// Whether this behaviour is finished (`execute` refuses it until then).
-pub const READY: bool = true;
-
 /// `with` of an `optimise` step.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
