@@ -462,3 +462,35 @@ steps:
         "1"
     );
 }
+
+/// Without the PostgreSQL client tools, a backup fails saying what is missing, and
+/// nothing is written.
+#[test]
+fn a_missing_pg_dump_is_a_clear_error() {
+    // The world's database holds the journal's tables: something to back up.
+    let w = World::postgres();
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: nodump\nsteps:\n  - id: backup\n    kind: backup\n    on_failure: abort\n    with: {{ database: \"{}\", to: out.dump }}\n",
+            w.store
+        ),
+    );
+    let out = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "n1"])
+        // A PATH where no program is found.
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    let error = w.status_json("n1")["steps"]["backup"]["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("`pg_dump` is not installed"),
+        "{error}"
+    );
+    assert!(!w.path("out.dump").exists());
+}
