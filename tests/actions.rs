@@ -829,28 +829,7 @@ fn a_secret_that_is_not_set_is_refused_before_anything_runs() {
 fn a_dry_run_cannot_write_through_a_select() {
     let w = World::postgres();
     let db = w.store.clone();
-    let psql = |sql: &str| {
-        let name = db.rsplit('/').next().unwrap();
-        let out = std::process::Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                name,
-                "-tAqc",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let psql = |sql: &str| common::psql(&db, sql);
     psql(
         "CREATE TABLE audit (at timestamptz DEFAULT now());
          CREATE FUNCTION logit() RETURNS boolean LANGUAGE sql AS 'INSERT INTO audit DEFAULT VALUES RETURNING true';",

@@ -6,32 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::psql;
 use common::world::World;
 use sha2::{Digest as _, Sha256};
-
-/// `psql -tAq` against a database of the local server; its trimmed output.
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-X",
-            "-d",
-            db,
-            "-tAqc",
-            sql,
-        ])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A fresh database of the local server, dropped at the end of the test.
 struct Pg {

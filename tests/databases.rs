@@ -3,30 +3,8 @@
 
 mod common;
 
+use common::psql;
 use common::world::World;
-
-fn psql(db_url: &str, sql: &str) -> String {
-    let name = db_url.rsplit('/').next().unwrap();
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            name,
-            "-tAqc",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 #[test]
 fn optimise_postgres_vacuums_analyzes_and_reindexes() {

@@ -47,3 +47,28 @@ pub fn output_of(cmd: &mut Command) -> Output {
 pub fn run(args: &[&str]) -> Output {
     run_in(&root(), args)
 }
+
+/// `psql -tAq` on the local PostgreSQL server; `db` is a database name or URL. Returns
+/// the trimmed output; a failure fails the test.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-d",
+            db,
+            "-tAqc",
+            sql,
+        ])
+        .output()
+        .expect("psql runs (PostgreSQL client installed)");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
