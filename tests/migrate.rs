@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 both_stores!(
     migrates_up_with_outputs_and_a_rerun_applies_nothing,
-    a_failing_migration_rolls_back_only_itself,
+    a_failing_migration_undoes_the_whole_step,
     a_later_failure_migrates_back_down,
     to_migrates_down_in_reverse_order,
     a_changed_migration_is_refused_until_accepted,
@@ -255,7 +255,7 @@ fn migrates_up_with_outputs_and_a_rerun_applies_nothing(w: &World) {
     assert_eq!(db.versions(), [1, 2, 3]);
 }
 
-fn a_failing_migration_rolls_back_only_itself(w: &World) {
+fn a_failing_migration_undoes_the_whole_step(w: &World) {
     shop(w);
     std::fs::remove_file(w.path("migrations/0002_add_points.up.sql")).unwrap();
     std::fs::remove_file(w.path("migrations/0002_add_points.down.sql")).unwrap();
@@ -268,7 +268,8 @@ fn a_failing_migration_rolls_back_only_itself(w: &World) {
     );
     let db = Db::new(w);
     let (code, s) = go(w, &runbook(&db, "", ""), "bad");
-    // The step failed; there was nothing before it to undo.
+    // The step failed, and is all or nothing: 0001, applied before the failure, is
+    // migrated back down, so the run that rolls back is really where it began.
     assert_eq!(code, 3, "{s:#}");
     assert_eq!(s["status"], "rolled_back");
     assert_eq!(step(&s)["status"], "failed");
@@ -281,10 +282,12 @@ fn a_failing_migration_rolls_back_only_itself(w: &World) {
     };
     assert!(e.contains(why), "{e}");
     assert!(e.contains("its transaction was rolled back"), "{e}");
-    assert!(e.contains("stays at version 1"), "{e}");
-    // 0001 stays applied; nothing of 0002 is left.
-    assert_eq!(db.versions(), [1]);
-    assert!(db.has_table("customers"));
+    assert!(
+        e.contains("the migrations this step had applied before it (0001_create_customers) were rolled back: the database is back at version 0"),
+        "{e}"
+    );
+    assert!(db.versions().is_empty());
+    assert!(!db.has_table("customers"));
     assert!(!db.has_table("extra"));
 }
 
@@ -709,6 +712,7 @@ fn no_transaction_migrations_create_indexes_concurrently_and_drop_invalid_ones()
          DROP INDEX CONCURRENTLY IF EXISTS customers_name_unique;\n\
          DROP INDEX CONCURRENTLY IF EXISTS customers_name;\n",
     );
+    assert_eq!(go(&w, &runbook(&db, ", to: 1", ""), "first").0, 0);
     // The unique index fails on the duplicate name, leaving an invalid index behind.
     let (code, s) = go(&w, &runbook(&db, "", ""), "dup");
     assert_eq!(code, 3, "{s:#}");

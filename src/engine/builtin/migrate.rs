@@ -283,9 +283,27 @@ async fn migrate_on(
                 up: true,
                 checksum: &m.checksum,
             };
-            let ms = apply(db, &job, policy, log)
-                .await
-                .map_err(|e| with_progress(e, "applied", &done, v - 1))?;
+            let ms = match apply(db, &job, policy, log).await {
+                Ok(ms) => ms,
+                Err(e) if done.is_empty() => return Err(with_progress(e, "applied", &done, v - 1)),
+                // The step is all or nothing: what it applied before the failure is
+                // migrated back down, so a run that rolls back is really back where it
+                // began.
+                Err(e) => {
+                    return Err(
+                        match undo_applied(db, &by_version, current, v - 1, policy, log).await {
+                            Ok(()) => format!(
+                                "{e}; the migrations this step had applied before it ({}) were rolled back: the database is back at version {current}",
+                                done.join(", ")
+                            ),
+                            Err(undo) => format!(
+                                "{}; rolling them back failed too: {undo}",
+                                with_progress(e, "applied", &done, v - 1)
+                            ),
+                        },
+                    );
+                }
+            };
             log.line("migrate", &format!("applied {} in {ms} ms", m.name));
             done.push(m.name.clone());
         }
@@ -319,6 +337,42 @@ async fn migrate_on(
     );
     out.insert("direction".into(), Value::from(direction));
     Ok(out)
+}
+
+/// Migrates down from `at` to `to` (after a failed step applied `to + 1 ..= at`).
+async fn undo_applied(
+    db: &mut Db,
+    by_version: &BTreeMap<u64, &Migration>,
+    to: u64,
+    at: u64,
+    policy: &Policy,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    for v in (to + 1..=at).rev() {
+        let m = by_version[&v];
+        let Some((file, sql)) = m.down.as_ref() else {
+            return Err(format!(
+                "{}.down.sql is missing; the database stays at version {v}",
+                m.name
+            ));
+        };
+        let job = Job {
+            version: v,
+            name: &m.name,
+            file,
+            sql,
+            up: false,
+            checksum: &m.checksum,
+        };
+        apply(db, &job, policy, log)
+            .await
+            .map_err(|e| format!("{e}; the database stays at version {v}"))?;
+        log.line(
+            "migrate",
+            &format!("rolled back {} after the failure", m.name),
+        );
+    }
+    Ok(())
 }
 
 /// A failure with what the step did before it and where the database stands.
