@@ -472,3 +472,122 @@ fn a_missing_pg_dump_is_a_clear_error() {
     );
     assert!(!w.path("out.dump").exists());
 }
+
+/// "Back up, verify and migrate every customer database": each tenant's backup is
+/// recorded (verify checks it against its own checksum and row counts), and when a later
+/// step fails each tenant is migrated back down to where it was.
+#[test]
+fn fan_out_backup_verify_migrate_and_undo_per_tenant() {
+    let w = World::sqlite();
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write(
+        "migrations/0001_accounts.up.sql",
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, name TEXT);\nINSERT INTO accounts (name) VALUES ('a'), ('b');\n",
+    );
+    w.write(
+        "migrations/0001_accounts.down.sql",
+        "DROP TABLE accounts;\n",
+    );
+    w.write(
+        "migrations/0002_points.up.sql",
+        "ALTER TABLE accounts ADD COLUMN points INTEGER NOT NULL DEFAULT 0;\n",
+    );
+    w.write(
+        "migrations/0002_points.down.sql",
+        "ALTER TABLE accounts DROP COLUMN points;\n",
+    );
+    let url = |t: &str| format!("sqlite://{}?mode=rwc", w.path(&format!("{t}.db")).display());
+    let runbook = |to: &str, drill: &str| {
+        format!(
+            "runbook: tenants
+targets:
+  tenants:
+    - {{ name: acme, url: \"{a}\" }}
+    - {{ name: globex, url: \"{b}\" }}
+steps:
+  - id: migrate
+    kind: migrate
+    for_each: \"{{{{targets.tenants}}}}\"
+    with: {{ database: \"{{{{item.url}}}}\", dir: migrations{to} }}
+    rollback:
+      kind: migrate
+      with: {{ database: \"{{{{item.url}}}}\", dir: migrations, to: \"{{{{steps.migrate.outputs.from_version}}}}\" }}
+  - id: backup
+    kind: backup
+    for_each: \"{{{{targets.tenants}}}}\"
+    with: {{ database: \"{{{{item.url}}}}\", to: \"backups/{{{{run.id}}}}-{{{{item.name}}}}.db\" }}
+  - id: verify
+    kind: verify
+    for_each: \"{{{{targets.tenants}}}}\"
+    with: {{ backup: \"backups/{{{{run.id}}}}-{{{{item.name}}}}.db\" }}
+  - id: smoke
+    kind: test
+    checks:
+      - sql: SELECT '{drill}' = 'pass'
+        database: \"{a}\"
+",
+            a = url("acme"),
+            b = url("globex"),
+        )
+    };
+    // Both tenants at version 1 first.
+    w.write("rb.yaml", &runbook(", to: 1", "pass"));
+    let out = w.execute("rb.yaml", "v1");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // Now to version 2, then a failure: each tenant goes back to version 1.
+    w.write("rb.yaml", &runbook("", "fail"));
+    let out = w.execute("rb.yaml", "v2");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    let s = w.status_json("v2");
+    assert_eq!(s["steps"]["migrate"]["status"], "rolled_back");
+    assert_eq!(s["steps"]["verify"]["status"], "succeeded");
+    for t in ["acme", "globex"] {
+        let log = std::fs::read_to_string(w.path(&format!(
+            "state/logs/v2/migrate.{}.rollback.log",
+            if t == "acme" { 0 } else { 1 }
+        )))
+        .unwrap();
+        assert!(log.contains("rolled back 0002_points"), "{t}: {log}");
+    }
+    // Each verify compared its file with the checksum and counts its backup recorded.
+    let verify_log = std::fs::read_to_string(w.path("state/logs/v2/verify.1.log")).unwrap();
+    assert!(!verify_log.contains("no backup step"), "{verify_log}");
+    // Version 2 applies again cleanly: the column was really gone.
+    w.write("rb.yaml", &runbook("", "pass"));
+    assert_eq!(w.execute("rb.yaml", "v2-again").code, 0);
+}
+
+/// Two backups never share one file: the second is refused, the first is kept.
+#[test]
+fn a_backup_never_replaces_another() {
+    let w = World::sqlite();
+    let db = format!("sqlite://{}?mode=rwc", w.path("app.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: twice
+steps:
+  - id: make
+    kind: patch
+    idempotent: true
+    run: {{ sql: \"CREATE TABLE IF NOT EXISTS t (x); INSERT INTO t VALUES (1);\", database: \"{db}\" }}
+  - id: backup
+    kind: backup
+    on_failure: abort
+    with: {{ database: \"{db}\", to: backups/app.db }}
+"
+        ),
+    );
+    assert_eq!(w.execute("rb.yaml", "one").code, 0);
+    let first = std::fs::read(w.path("backups/app.db")).unwrap();
+    assert_eq!(w.execute("rb.yaml", "two").code, 4);
+    let error = w.status_json("two")["steps"]["backup"]["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("already exists, and a backup never replaces another"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(w.path("backups/app.db")).unwrap(), first);
+}

@@ -65,8 +65,14 @@ pub enum Event {
     FailureIgnored { step: String },
     /// One fan-out item started.
     ItemStarted { step: String, index: usize },
-    /// One fan-out item succeeded.
-    ItemSucceeded { step: String, index: usize },
+    /// One fan-out item succeeded, with what it produced (a tenant's backup path, the
+    /// version a tenant's database was migrated from ...).
+    ItemSucceeded {
+        step: String,
+        index: usize,
+        #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+        outputs: IndexMap<String, Value>,
+    },
     /// One fan-out item failed.
     ItemFailed {
         step: String,

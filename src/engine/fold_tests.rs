@@ -119,7 +119,12 @@ fn item_started(id: &str, index: usize) -> Event {
 
 fn item_succeeded(id: &str, index: usize) -> Event {
     let step = id.into();
-    Event::ItemSucceeded { step, index }
+    let outputs = IndexMap::from([("n".to_owned(), Value::from(index))]);
+    Event::ItemSucceeded {
+        step,
+        index,
+        outputs,
+    }
 }
 
 fn item_failed(id: &str, index: usize) -> Event {
@@ -759,6 +764,12 @@ fn fan_out_items_finish_once_each() {
     let s = fold(&and(running("f"), items));
     let items: Vec<_> = s.step("f").items.clone().into_iter().collect();
     assert_eq!(items, [(0, ItemStatus::Succeeded), (1, ItemStatus::Failed)]);
+    // What an item produced is kept for its undo; a failed item produced nothing.
+    let kept: Vec<_> = s.step("f").item_outputs.clone().into_iter().collect();
+    assert_eq!(
+        kept,
+        [(0, IndexMap::from([("n".to_owned(), Value::from(0))]))]
+    );
     assert_illegal(&s, &item_succeeded("f", 0));
     assert_illegal(&s, &item_failed("f", 1));
     assert_illegal(&s, &item_succeeded("f", 2));

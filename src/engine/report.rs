@@ -234,7 +234,7 @@ pub fn describe(e: &Event) -> String {
         StepSkipped { step, reason } => format!("step {step}: skipped ({reason})"),
         FailureIgnored { step } => format!("step {step}: failure tolerated (on_failure: continue)"),
         ItemStarted { step, index } => format!("step {step}: item {index} started"),
-        ItemSucceeded { step, index } => format!("step {step}: item {index} succeeded"),
+        ItemSucceeded { step, index, .. } => format!("step {step}: item {index} succeeded"),
         ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
         ApprovalRequested { step } => format!("step {step}: waiting for approval"),
         Approved { step, by } => format!("step {step}: approved by {by}"),

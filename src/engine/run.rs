@@ -184,6 +184,18 @@ impl<'a> Runner<'a> {
                     .map(|(k, v)| (k, self.masker.reference_value(v)))
                     .collect(),
             },
+            Event::ItemSucceeded {
+                step,
+                index,
+                outputs,
+            } => Event::ItemSucceeded {
+                step,
+                index,
+                outputs: outputs
+                    .into_iter()
+                    .map(|(k, v)| (k, self.masker.reference_value(v)))
+                    .collect(),
+            },
             Event::StepRollbackFailed { step, error } => Event::StepRollbackFailed {
                 step,
                 error: self.masker.mask(&error),
@@ -557,12 +569,7 @@ impl<'a> Runner<'a> {
             Ok(w) => w,
             Err(e) => return Outcome::Failed(e),
         };
-        let outputs: IndexMap<String, IndexMap<String, Value>> = self
-            .state
-            .steps
-            .iter()
-            .map(|(id, s)| (id.clone(), s.outputs.clone()))
-            .collect();
+        let outputs = self.all_outputs();
         let env = builtin::Env {
             work_dir: self.work_dir(),
             run_id: &self.run_id,
@@ -571,6 +578,19 @@ impl<'a> Runner<'a> {
             log,
         };
         builtin::run(kind, &with, env).await
+    }
+
+    /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify`
+    /// finds what a fan-out `backup` recorded of each file).
+    fn all_outputs(&self) -> IndexMap<String, IndexMap<String, Value>> {
+        let mut all = IndexMap::new();
+        for (id, s) in &self.state.steps {
+            all.insert(id.clone(), s.outputs.clone());
+            for (ix, o) in &s.item_outputs {
+                all.insert(format!("{id}.{ix}"), o.clone());
+            }
+        }
+        all
     }
 
     /// Every string in a `with` value rendered as a template.
@@ -919,7 +939,11 @@ impl<'a> Runner<'a> {
                     let (index, outcome) = joined.expect("item tasks do not panic");
                     let step = id.clone();
                     match outcome {
-                        Outcome::Succeeded(_) => Event::ItemSucceeded { step, index },
+                        Outcome::Succeeded(outputs) => Event::ItemSucceeded {
+                            step,
+                            index,
+                            outputs,
+                        },
                         Outcome::Failed(error) => {
                             failed += 1;
                             Event::ItemFailed { step, index, error }
@@ -992,12 +1016,7 @@ impl<'a> Runner<'a> {
                 work_dir: self.work_dir(),
                 run_id: self.run_id.clone(),
                 name: name.to_owned(),
-                outputs: self
-                    .state
-                    .steps
-                    .iter()
-                    .map(|(id, s)| (id.clone(), s.outputs.clone()))
-                    .collect(),
+                outputs: self.all_outputs(),
             })))
         };
         match step.run.as_deref() {
@@ -1044,14 +1063,14 @@ impl<'a> Runner<'a> {
             .filter(|_| step.checkpoint)
             .or(step.rollback.as_deref())
             .expect("decide only undoes steps with an action");
-        let mut ctx = self.context(None);
-        ctx["step"] = Value::from(id.as_str());
-        let mut log = self.log(&format!("{id}.rollback"));
-        let outcome = match step.timeout {
-            Some(t) => tokio::time::timeout(t, self.action(action, &ctx, &mut log))
-                .await
-                .unwrap_or(Outcome::TimedOut),
-            None => self.action(action, &ctx, &mut log).await,
+        let restoring = step.checkpoint && step.restore.is_some();
+        let outcome = if step.for_each.is_some() && !restoring {
+            self.undo_items(step, action).await
+        } else {
+            let mut ctx = self.context(None);
+            ctx["step"] = Value::from(id.as_str());
+            let mut log = self.log(&format!("{id}.rollback"));
+            self.undo_once(step, action, &ctx, &mut log).await
         };
         let event = match outcome {
             Outcome::Succeeded(_) => Event::StepRolledBack { step: id },
@@ -1062,6 +1081,63 @@ impl<'a> Runner<'a> {
             },
         };
         self.record(event).await
+    }
+}
+
+impl Runner<'_> {
+    async fn undo_once(
+        &self,
+        step: &Step,
+        action: &Action,
+        ctx: &Value,
+        log: &mut StepLog,
+    ) -> Outcome {
+        match step.timeout {
+            Some(t) => tokio::time::timeout(t, self.action(action, ctx, log))
+                .await
+                .unwrap_or(Outcome::TimedOut),
+            None => self.action(action, ctx, log).await,
+        }
+    }
+
+    /// A fan-out step is undone item by item, most recent first, each with its `{{item}}`
+    /// and its own outputs as `{{steps.ID.outputs.NAME}}` (the version that tenant was
+    /// migrated from, say). Items that failed did nothing to undo.
+    async fn undo_items(&self, step: &Step, action: &Action) -> Outcome {
+        let items = match self.items(step).await {
+            Ok(items) => items,
+            Err(e) => return Outcome::Failed(format!("cannot list the items to undo: {e}")),
+        };
+        let run = self.state.step(&step.id);
+        let done: Vec<usize> = run
+            .items
+            .iter()
+            .filter(|(_, s)| **s == ItemStatus::Succeeded)
+            .map(|(ix, _)| *ix)
+            .collect();
+        for ix in done.into_iter().rev() {
+            let Some(item) = items.get(ix) else {
+                return Outcome::Failed(format!(
+                    "item {ix} is no longer in the list of items; undo it by hand"
+                ));
+            };
+            let mut ctx = self.context(Some(item));
+            ctx["step"] = Value::from(format!("{}.{ix}", step.id));
+            if let Some(outputs) = run.item_outputs.get(&ix) {
+                let mut merged = run.outputs.clone();
+                merged.extend(outputs.clone());
+                ctx["steps"][step.id.as_str()]["outputs"] = json!(merged);
+            }
+            let mut log = self.log(&format!("{}.{ix}.rollback", step.id));
+            match self.undo_once(step, action, &ctx, &mut log).await {
+                Outcome::Succeeded(_) => {}
+                Outcome::Failed(e) => return Outcome::Failed(format!("item {ix} ({item}): {e}")),
+                Outcome::TimedOut => {
+                    return Outcome::Failed(format!("item {ix} ({item}): timed out"));
+                }
+            }
+        }
+        Outcome::Succeeded(IndexMap::new())
     }
 }
 

@@ -114,6 +114,8 @@ pub struct StepRun {
     pub decided_by: Option<String>,
     /// Fan-out items by index.
     pub items: BTreeMap<usize, ItemStatus>,
+    /// What fan-out items produced, by index (only items with outputs).
+    pub item_outputs: BTreeMap<usize, IndexMap<String, Value>>,
 }
 
 impl StepRun {
@@ -398,7 +400,10 @@ impl RunState {
                     {
                         return Err(illegal(step.status));
                     }
-                    let outcome = if matches!(event, E::ItemSucceeded { .. }) {
+                    let outcome = if let E::ItemSucceeded { outputs, .. } = event {
+                        if !outputs.is_empty() {
+                            step.item_outputs.insert(*index, outputs.clone());
+                        }
                         ItemStatus::Succeeded
                     } else {
                         ItemStatus::Failed

@@ -437,23 +437,16 @@ fn sync_dir_of(path: &Path) {
 }
 
 /// Moves a finished artifact to its place, durably; an earlier one there is replaced.
-fn put_in_place(tmp: Scrap, dest: &Path, log: &mut StepLog) -> Result<PathBuf, String> {
+fn put_in_place(tmp: Scrap, dest: &Path) -> Result<PathBuf, String> {
     sync_tree(tmp.path())
         .map_err(|e| format!("cannot flush `{}` to disk: {e}", tmp.path().display()))?;
-    if dest.is_dir() {
-        // Only an earlier directory-format backup is replaced, never anything else.
-        if !(tmp.path().is_dir() && dest.join("toc.dat").is_file()) {
-            return Err(format!(
-                "`{}` is a directory, not an earlier backup; choose another `to`",
-                dest.display()
-            ));
-        }
-        log.line(
-            "note",
-            &format!("replacing the earlier backup `{}`", dest.display()),
-        );
-        std::fs::remove_dir_all(dest)
-            .map_err(|e| format!("cannot replace `{}`: {e}", dest.display()))?;
+    // A backup never replaces another: two tenants' databases with one name, or a fixed
+    // `to` used by two runs, must not quietly leave one backup where two were taken.
+    if dest.exists() {
+        return Err(format!(
+            "`{}` already exists, and a backup never replaces another; choose a `to` of its own (with `{{{{run.id}}}}` in it, say)",
+            dest.display()
+        ));
     }
     std::fs::rename(tmp.path(), dest)
         .map_err(|e| format!("cannot move the backup to `{}`: {e}", dest.display()))?;
@@ -566,6 +559,8 @@ fn artifact_path(
         Some(t) if t.ends_with('/') => named(Path::new(t)),
         Some(t) => {
             let p = Path::new(t);
+            // An earlier directory-format backup is not a place to put a new one in;
+            // it is refused as a destination that exists.
             let earlier_dump = dir_format && p.join("toc.dat").exists();
             if p.is_dir() && !earlier_dump {
                 named(p)
@@ -641,7 +636,7 @@ async fn pg_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, Strin
         written,
         Artifact::PgCustom | Artifact::PgDirectory
     ));
-    let path = put_in_place(tmp, &dest, env.log)?;
+    let path = put_in_place(tmp, &dest)?;
     env.log.line(
         "note",
         &format!(
@@ -800,7 +795,7 @@ async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, S
             file.display()
         ));
     }
-    let path = put_in_place(tmp, &dest, env.log)?;
+    let path = put_in_place(tmp, &dest)?;
     env.log.line(
         "note",
         &format!(
