@@ -136,10 +136,12 @@ fn plan_json_is_a_stable_document() {
     assert_eq!(step("backup")["checkpoint"], true);
     assert_eq!(step("backup-tenants")["items"], 3);
     assert_eq!(step("backup-tenants")["start"], "2026-11-24T19:21:00Z");
-    // A restore checkpoint replaces the per-step undos after it.
+    // The undos after the checkpoint, most recent first (the tenants' too).
     let f = &step("install")["if_it_fails"];
     assert_eq!(f["policy"], "rollback");
-    assert_eq!(f["restore_from"], "backup");
+    assert_eq!(f["undo"], serde_json::json!(["migrate-tenants", "migrate"]));
+    assert_eq!(f["back_to"], "backup");
+    assert_eq!(f["restore_from"], Value::Null);
     assert_eq!(f["reopen"], true);
     assert_eq!(step("optimise")["if_it_fails"]["policy"], "continue");
     // `install` requires `migrate`, which is already before it: file order holds.
