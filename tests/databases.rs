@@ -591,3 +591,43 @@ steps:
     );
     assert_eq!(std::fs::read(w.path("backups/app.db")).unwrap(), first);
 }
+
+/// A `REINDEX CONCURRENTLY` held up by an old transaction times out on its lock, drops
+/// the invalid `_ccnew` copies it left, and tries again once the transaction is gone.
+#[test]
+fn a_reindex_that_meets_a_lock_cleans_up_and_tries_again() {
+    let w = World::postgres();
+    let db = w.store.clone();
+    psql(
+        &db,
+        "CREATE TABLE items (id serial PRIMARY KEY, v int UNIQUE);
+         INSERT INTO items (v) SELECT g FROM generate_series(1, 1000) g;",
+    );
+    // An old snapshot that REINDEX CONCURRENTLY must wait for.
+    let mut holder = std::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &db, "-c"])
+        .arg("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM items; SELECT pg_sleep(3); COMMIT;")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: reindex\nsteps:\n  - id: tidy\n    kind: optimise\n    with: {{ database: \"{db}\", actions: [reindex], tables: [items], lock_timeout: 300ms }}\n"
+        ),
+    );
+    let out = w.execute("rb.yaml", "r1");
+    holder.wait().unwrap();
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname LIKE 'items%' AND (NOT i.indisvalid OR c.relname LIKE '%ccnew%')"
+        ),
+        "0"
+    );
+    let log = std::fs::read_to_string(w.path(".runbook/logs/r1/tidy.log")).unwrap();
+    assert!(log.contains("met a lock"), "{log}");
+}

@@ -156,14 +156,14 @@ where
         return query()
             .fetch_all(&mut *conn)
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| describe(&e));
     }
-    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    let mut tx = conn.begin().await.map_err(|e| describe(&e))?;
     let rows = query()
         .fetch_all(&mut *tx)
         .await
-        .map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))?;
     Ok(rows)
 }
 

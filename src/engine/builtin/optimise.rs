@@ -106,7 +106,11 @@ async fn run(
                 (Action::Reindex, false) => per_table("REINDEX", &p.tables, &tables),
             };
             for statement in sql {
-                exec(&mut conn, &statement, env.log).await?;
+                if *action == Action::Reindex && postgres {
+                    reindex_concurrently(&mut conn, &statement, env.log).await?;
+                } else {
+                    exec(&mut conn, &statement, env.log).await?;
+                }
                 statements.push(Value::from(statement));
             }
         }
@@ -147,6 +151,114 @@ async fn exec(
         &format!("{sql} ({} ms)", started.elapsed().as_millis()),
     );
     Ok(())
+}
+
+/// How long dropping a failed reindex's leftovers may wait for old transactions.
+const CLEANUP_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attempts of a `REINDEX CONCURRENTLY` that meets a lock it cannot get in time.
+const REINDEX_ATTEMPTS: u32 = 3;
+
+/// `REINDEX TABLE CONCURRENTLY`, retried with backoff when it times out on a lock
+/// (SQLSTATE 55P03). A failed attempt leaves invalid `_ccnew` copies of the indexes,
+/// which every write would keep updating: they are dropped before the next attempt and
+/// after the last.
+async fn reindex_concurrently(
+    conn: &mut Target,
+    sql: &str,
+    log: &mut crate::engine::action::StepLog,
+) -> Result<(), String> {
+    let table = sql
+        .trim_start_matches("REINDEX TABLE CONCURRENTLY ")
+        .to_owned();
+    let mut attempt = 1;
+    loop {
+        let result = exec(conn, sql, log).await;
+        let Err(error) = result else {
+            return Ok(());
+        };
+        // The drop waits for the same old transactions the reindex waited for: give it
+        // longer than the statement's own lock_timeout, and report what is left if even
+        // that is not enough.
+        let cleaned = match drop_leftovers(conn, &table, log).await {
+            Ok(dropped) if dropped.is_empty() => String::new(),
+            Ok(dropped) => format!(
+                "; the invalid indexes it left ({}) were dropped",
+                dropped.join(", ")
+            ),
+            Err(e) => format!(
+                "; dropping the invalid `_ccnew` indexes it left failed ({e}): drop them by hand with DROP INDEX CONCURRENTLY"
+            ),
+        };
+        if error.contains("SQLSTATE 55P03") && attempt < REINDEX_ATTEMPTS {
+            let wait = Duration::from_millis(500 * u64::from(attempt));
+            log.line(
+                "optimise",
+                &format!(
+                    "attempt {attempt} met a lock{cleaned}; trying again in {} ms",
+                    wait.as_millis()
+                ),
+            );
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+            continue;
+        }
+        return Err(format!("{error}{cleaned}"));
+    }
+}
+
+/// Drops the invalid `_ccnew` indexes a failed `REINDEX CONCURRENTLY` left on `table`.
+async fn drop_leftovers(
+    conn: &mut Target,
+    table: &str,
+    log: &mut crate::engine::action::StepLog,
+) -> Result<Vec<String>, String> {
+    let literal = table.replace('\'', "''");
+    let rows = conn
+        .rows(
+            &format!(
+                "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT i.indisvalid AND i.indrelid = '{literal}'::regclass \
+                 AND c.relname ~ '_ccnew[0-9]*$'"
+            ),
+            false,
+        )
+        .await?;
+    let names: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    if names.is_empty() {
+        return Ok(names);
+    }
+    let shown = conn.rows("SHOW lock_timeout", false).await?;
+    let before = shown
+        .first()
+        .and_then(|r| r.get("lock_timeout"))
+        .and_then(Value::as_str)
+        .unwrap_or("0")
+        .replace('\'', "''");
+    let wait = CLEANUP_LOCK_TIMEOUT.as_millis();
+    exec(conn, &format!("SET lock_timeout = '{wait}ms'"), log).await?;
+    let mut dropped = Vec::new();
+    let mut failed = None;
+    for name in names {
+        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {name}");
+        match exec(conn, &drop, log).await {
+            Ok(()) => dropped.push(name),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    exec(conn, &format!("SET lock_timeout = '{before}'"), log).await?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(dropped),
+    }
 }
 
 /// The database's size in bytes.
