@@ -36,7 +36,7 @@ fn generate(steps: usize) -> String {
             1 => {
                 let _ = write!(
                     y,
-                    "    kind: migrate\n    title: Migrate part {i}\n    expected: 2m\n    requires: [s{}]\n    preconditions:\n      - sql: select true\n        database: \"{{{{vars.app_db}}}}\"\n        message: ready\n      - window: {{ remaining_at_least: 5m }}\n    with: {{ database: \"{{{{vars.app_db}}}}\", dir: \"{{{{vars.dir}}}}\" }}\n    rollback: {{ kind: migrate, with: {{ database: \"{{{{vars.app_db}}}}\", to: \"{{{{steps.s{i}.outputs.from_version}}}}\" }} }}\n",
+                    "    kind: migrate\n    title: Migrate part {i}\n    expected: 2m\n    requires: [s{}]\n    preconditions:\n      - sql: select true\n        database: \"{{{{vars.app_db}}}}\"\n        message: ready\n      - window: {{ remaining_at_least: 5m }}\n    with: {{ database: \"{{{{vars.app_db}}}}\", dir: \"{{{{vars.dir}}}}\" }}\n    rollback: {{ kind: migrate, with: {{ database: \"{{{{vars.app_db}}}}\", dir: \"{{{{vars.dir}}}}\", to: \"{{{{steps.s{i}.outputs.from_version}}}}\" }} }}\n",
                     i - 1
                 );
             }

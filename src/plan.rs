@@ -413,9 +413,9 @@ mod tests {
 window: { start: 2026-11-24T19:00:00Z, duration: 1h }
 steps:
   - { id: pre, kind: patch, expected: 5m, run: { shell: 'true' } }
-  - { id: snap, kind: backup, expected: 10m, checkpoint: true }
+  - { id: snap, kind: backup, expected: 10m, checkpoint: true, with: { database: 'sqlite://a.db' } }
   - { id: close, kind: close }
-  - { id: m1, kind: migrate, expected: 10m, rollback: { shell: down1 } }
+  - { id: m1, kind: migrate, expected: 10m, with: { database: 'sqlite://a.db', dir: m }, rollback: { shell: down1 } }
   - { id: m2, kind: patch, expected: 10m, run: { shell: up2 } }
   - { id: check, kind: test, expected: 5m, checks: [ { shell: 'true' } ], on_failure: pause }
   - { id: reopen, kind: reopen }

@@ -770,10 +770,6 @@ fn unreachable_or_wrong_input_fails_clearly() {
             "database: \"mysql://x\"",
             "unsupported database URL `mysql://x`: use postgres://... or sqlite://PATH".to_owned(),
         ),
-        (
-            "database: \"postgres://x\", formt: custom",
-            "unknown field `formt`".to_owned(),
-        ),
     ];
     for (i, (with, want)) in cases.iter().enumerate() {
         w.write(
@@ -793,6 +789,19 @@ fn unreachable_or_wrong_input_fails_clearly() {
             "{i}: {error}\nwanted: {want}"
         );
     }
+    // A misspelt field is known before anything runs.
+    w.write(
+        "rb.yaml",
+        "runbook: bad\nsteps:\n  - id: backup\n    kind: backup\n    with: { database: \"postgres://x\", formt: custom }\n",
+    );
+    let out = w.execute("rb.yaml", "typo");
+    assert_eq!(out.code, 1, "{}", ran(&out));
+    assert!(
+        out.stderr
+            .starts_with("error: `with.formt` is not a field of `backup`; did you mean `format`?"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The seed lesson: verify that the backup ran properly on every customer database.

@@ -98,12 +98,31 @@ fn optimise_refuses_what_it_does_not_know() {
             "runbook: opt\nsteps:\n  - id: tidy\n    kind: optimise\n    on_failure: abort\n    with: {{ database: \"{db}\", actionz: [vacuum] }}\n"
         ),
     );
+    // Known before anything runs, with its place.
     let out = w.execute("rb.yaml", "o3");
-    assert_eq!(out.code, 4);
-    let error = w.status_json("o3")["steps"]["tidy"]["error"].clone();
-    assert_eq!(
-        error,
-        "`with.actionz` (optimise step): unknown field `actionz`, expected one of `database`, `actions`, `tables`, `lock_timeout`"
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.starts_with(
+            "error: `with.actionz` is not a field of `optimise`; did you mean `actions`? (`optimise` takes `database`, `actions`, `tables`, `lock_timeout`)\n --> rb.yaml:6:"
+        ),
+        "{}",
+        out.stderr
+    );
+    // A value only the run can read (an action that does not exist) fails the step.
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: opt\nsteps:\n  - id: tidy\n    kind: optimise\n    on_failure: abort\n    with: {{ database: \"{db}\", actions: [defrag] }}\n"
+        ),
+    );
+    assert_eq!(w.execute("rb.yaml", "o3b").code, 4);
+    let error = w.status_json("o3b")["steps"]["tidy"]["error"].clone();
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .starts_with("`with.actions[0]` (optimise step): unknown variant `defrag`"),
+        "{error}"
     );
     let unreachable = "postgres://postgres@127.0.0.1:1/none";
     w.write(

@@ -588,6 +588,31 @@ fn validate_step(
     let restore = rs
         .restore
         .map(|a| Box::new(action(cx, &path.key("restore"), a, true)));
+    // A database kind's `with` (the step's own, and a built-in rollback's or restore's)
+    // is read as the run would read it: an unknown or missing field is known now.
+    let mut check_with = |kind: Kind, with: &IndexMap<String, Value>, at: FieldPath| {
+        for p in crate::engine::builtin::with_problems(kind, with) {
+            match p.field {
+                Some(f) => {
+                    cx.error_key(at.key(&f), p.message);
+                }
+                None => {
+                    cx.error_key(at.clone(), p.message);
+                }
+            }
+        }
+    };
+    let own_builtin = run.is_none()
+        && crate::engine::builtin::has_builtin(rs.kind)
+        && !(rs.kind == Kind::Verify && rs.with.is_empty());
+    if own_builtin {
+        check_with(rs.kind, &rs.with, path.key("with"));
+    }
+    for (name, undo) in [("rollback", &rollback), ("restore", &restore)] {
+        if let Some(Action::Builtin { kind, with }) = undo.as_deref() {
+            check_with(*kind, with, path.key(name).key("with"));
+        }
+    }
     // A migrations directory that is there when the file is checked is checked too: a
     // gap, a duplicate, or a down file missing for a rollback that needs it is known
     // before anything runs. (One that does not exist yet is left to the run.)

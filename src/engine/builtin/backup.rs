@@ -38,6 +38,15 @@ type Outputs = IndexMap<String, Value>;
 /// How long to wait for a PostgreSQL server to answer a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Reads a `backup`, `verify` or `restore` step's `with` as the loader checks it.
+pub fn check_params(kind: Kind, with: &IndexMap<String, Value>) -> Result<(), String> {
+    match kind {
+        Kind::Verify => verify::check_params(with),
+        Kind::Restore => restore::check_params(with),
+        _ => super::params::<BackupParams>(Kind::Backup, with).map(|_| ()),
+    }
+}
+
 /// `with` of a `backup` step.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -147,6 +147,12 @@ struct Applied {
 }
 
 /// `migrate`: brings the database to `to` (default the latest migration in `dir`).
+/// Reads `with` as the loader checks it (fields and their presence, not the values that
+/// templates give at run time).
+pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::params::<Params>(Kind::Migrate, with).map(|_| ())
+}
+
 pub async fn migrate(with: &IndexMap<String, Value>, env: Env<'_>) -> Outcome {
     match run(with, env.log).await {
         Ok(outputs) => Outcome::Succeeded(outputs),

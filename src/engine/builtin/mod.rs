@@ -51,6 +51,72 @@ pub fn has_builtin(kind: Kind) -> bool {
     )
 }
 
+/// A problem the loader finds in a built-in kind's `with`: the field it is about (none:
+/// the whole `with`), and what is wrong.
+pub struct WithProblem {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// What the loader can tell of a built-in kind's `with` before anything runs: unknown
+/// fields (and which there are), and a required one missing from a `with` that is there. The values' types are left to
+/// the run, since templates give them their values only then.
+pub fn with_problems(kind: Kind, with: &IndexMap<String, Value>) -> Vec<WithProblem> {
+    let check = |w: &IndexMap<String, Value>| match kind {
+        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, w),
+        Kind::Migrate => migrate::check_params(w),
+        Kind::Optimise => optimise::check_params(w),
+        _ => Ok(()),
+    };
+    // The fields there are, as serde lists them for a field that is not one.
+    let probe = IndexMap::from([("runbook-probe".to_owned(), Value::Null)]);
+    let fields: Vec<String> = match check(&probe) {
+        Err(e) => e
+            .split_once("expected one of ")
+            .or_else(|| e.split_once("expected "))
+            .map(|(_, list)| {
+                list.split(", ")
+                    .map(|f| f.trim_matches('`').to_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Ok(()) => return Vec::new(),
+    };
+    let unknown: Vec<WithProblem> = with
+        .keys()
+        .filter(|k| !fields.contains(k))
+        .map(|k| {
+            let kind = kind.as_str();
+            let hint = crate::suggest::did_you_mean(k, &fields)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            WithProblem {
+                field: Some(k.clone()),
+                message: format!(
+                    "`with.{k}` is not a field of `{kind}`{hint} (`{kind}` takes {})",
+                    fields
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return unknown;
+    }
+    // A missing field is reported when `with` is written at all: a step without one is
+    // left to say so when it runs (the format's examples of other problems have none).
+    match check(with) {
+        Err(e) if !with.is_empty() && e.contains("missing field") => vec![WithProblem {
+            field: None,
+            message: e,
+        }],
+        _ => Vec::new(),
+    }
+}
+
 /// The `with` parameters as a kind's own parameter type, or a message that names the
 /// field that is wrong (the types say which fields exist, with `deny_unknown_fields`).
 pub fn params<T: DeserializeOwned>(

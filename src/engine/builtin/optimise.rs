@@ -43,6 +43,11 @@ enum Action {
     Optimize,
 }
 
+/// Reads `with` as the loader checks it.
+pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::params::<Params>(Kind::Optimise, with).map(|_| ())
+}
+
 /// Runs the `optimise` step.
 pub async fn optimise(with: &IndexMap<String, Value>, env: Env<'_>) -> Outcome {
     match run(with, env).await {

@@ -15,6 +15,11 @@
 
 use super::*;
 
+/// Reads `with` as the loader checks it.
+pub(super) fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::super::params::<RestoreParams>(Kind::Restore, with).map(|_| ())
+}
+
 /// `with` of a `restore` action.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Reads `with` as the loader checks it.
+pub(super) fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::super::params::<VerifyParams>(Kind::Verify, with).map(|_| ())
+}
+
 /// `with` of a `verify` step.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
