@@ -137,6 +137,20 @@ struct Migration {
     down: Option<(String, String)>,
 }
 
+impl Migration {
+    /// The job that undoes this migration, when it has a down file.
+    fn down_job(&self) -> Option<Job<'_>> {
+        self.down.as_ref().map(|(file, sql)| Job {
+            version: self.version,
+            name: &self.name,
+            file,
+            sql,
+            up: false,
+            checksum: &self.checksum,
+        })
+    }
+}
+
 /// A migration the database says it has applied.
 #[derive(Debug, Clone)]
 struct Applied {
@@ -316,15 +330,7 @@ async fn migrate_on(
     } else if target < current {
         for v in (target + 1..=current).rev() {
             let m = by_version[&v];
-            let (file, sql) = m.down.as_ref().expect("checked above");
-            let job = Job {
-                version: v,
-                name: &m.name,
-                file,
-                sql,
-                up: false,
-                checksum: &m.checksum,
-            };
+            let job = m.down_job().expect("checked above");
             let ms = apply(db, &job, policy, log)
                 .await
                 .map_err(|e| with_progress(e, "rolled back", &done, v))?;
@@ -356,19 +362,11 @@ async fn undo_applied(
 ) -> Result<(), String> {
     for v in (to + 1..=at).rev() {
         let m = by_version[&v];
-        let Some((file, sql)) = m.down.as_ref() else {
+        let Some(job) = m.down_job() else {
             return Err(format!(
                 "{}.down.sql is missing; the database stays at version {v}",
                 m.name
             ));
-        };
-        let job = Job {
-            version: v,
-            name: &m.name,
-            file,
-            sql,
-            up: false,
-            checksum: &m.checksum,
         };
         apply(db, &job, policy, log)
             .await
