@@ -650,3 +650,45 @@ fn a_reindex_that_meets_a_lock_cleans_up_and_tries_again() {
     let log = std::fs::read_to_string(w.path(".runbook/logs/r1/tidy.log")).unwrap();
     assert!(log.contains("met a lock"), "{log}");
 }
+
+/// A SQLite database in WAL mode is restored in WAL mode: the journal mode is the
+/// application's choice, not the backup's.
+#[test]
+fn a_sqlite_restore_keeps_the_journal_mode() {
+    let w = World::sqlite();
+    let db = format!("sqlite://{}?mode=rwc", w.path("app.db").display());
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: wal
+steps:
+  - id: make
+    kind: patch
+    run: {{ sql: \"PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);\", database: \"{db}\", transaction: false }}
+  - id: backup
+    kind: backup
+    checkpoint: true
+    with: {{ database: \"{db}\" }}
+    restore: {{ kind: restore, with: {{ backup: \"{{{{steps.backup.outputs.path}}}}\", database: \"{db}\" }} }}
+  - id: change
+    kind: patch
+    run: {{ sql: \"INSERT INTO t VALUES (2)\", database: \"{db}\" }}
+  - id: fail
+    kind: patch
+    run: {{ shell: \"exit 1\" }}
+"
+        ),
+    );
+    let out = w.execute("rb.yaml", "w1");
+    assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
+    w.write(
+        "check.yaml",
+        &format!(
+            "runbook: check\nsteps:\n  - id: look\n    kind: patch\n    run: {{ sql: \"SELECT (SELECT journal_mode FROM pragma_journal_mode()) AS mode, (SELECT count(*) FROM t) AS n\", database: \"{db}\", transaction: false }}\n"
+        ),
+    );
+    assert_eq!(w.execute("check.yaml", "c1").code, 0);
+    let o = &w.status_json("c1")["steps"]["look"]["outputs"];
+    assert_eq!(o["mode"], "wal");
+    assert_eq!(o["n"], 1);
+}

@@ -105,6 +105,9 @@ async fn sqlite_restore(path: &Path, url: &str, log: &mut StepLog) -> Result<Str
     tokio::task::spawn_blocking(move || copy_file(&from, &to))
         .await
         .map_err(|e| e.to_string())??;
+    // The target's journal mode (WAL, say) is the application's choice; the copy,
+    // made by VACUUM INTO, has the default, so the mode is carried over.
+    let mut journal_mode = None;
     if target.exists() {
         let mut conn = sqlite_open(&target, true).await?;
         let holds: Result<Option<i64>, _> = sqlx::query_scalar(
@@ -112,6 +115,10 @@ async fn sqlite_restore(path: &Path, url: &str, log: &mut StepLog) -> Result<Str
         )
         .fetch_optional(&mut conn)
         .await;
+        journal_mode = sqlx::query_scalar::<_, String>("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .ok();
         let _ = conn.close().await;
         if holds
             .map_err(sql_failed("cannot look into the target"))?
@@ -144,6 +151,15 @@ async fn sqlite_restore(path: &Path, url: &str, log: &mut StepLog) -> Result<Str
                 target.display()
             ));
         }
+    }
+    if let Some(mode) = journal_mode.filter(|m| m.eq_ignore_ascii_case("wal")) {
+        let mut conn = sqlite_open(tmp.path(), false).await?;
+        let set = sqlx::raw_sql("PRAGMA journal_mode = WAL")
+            .execute(&mut conn)
+            .await;
+        let _ = conn.close().await;
+        set.map_err(sql_failed("cannot set the restored copy's journal mode"))?;
+        log.line("note", &format!("journal mode {mode} kept"));
     }
     for suffix in ["-wal", "-shm", "-journal"] {
         let mut side = target.clone().into_os_string();
