@@ -863,8 +863,11 @@ async fn check_recorded_sha(
     if got != want {
         let want_size = out.get("size_bytes").and_then(Value::as_u64);
         let sizes = match want_size {
-            Some(w) if w != size => {
+            Some(w) if w > size => {
                 format!(" ({size} bytes now, {w} when step `{step}` wrote it: truncated?)")
+            }
+            Some(w) if w < size => {
+                format!(" ({size} bytes now, {w} when step `{step}` wrote it: written to since?)")
             }
             _ => String::new(),
         };
