@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -561,28 +562,40 @@ impl<'a> Runner<'a> {
         ctx: &Value,
         log: &mut StepLog,
     ) -> Outcome {
-        let rendered = with
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
-            .collect::<Result<IndexMap<String, Value>, String>>();
-        let with = match rendered {
-            Ok(w) => w,
-            Err(e) => return Outcome::Failed(e),
-        };
-        let outputs = self.all_outputs();
-        let env = builtin::Env {
+        let name = ctx["step"].as_str().unwrap_or_default();
+        match self.builtin_item(kind, with, ctx, name, Arc::new(self.all_outputs())) {
+            Ok(item) => item.run(log).await,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// A built-in behaviour ready to run on its own (a fan-out item's task, say): `with`
+    /// rendered, and what it needs of the run owned. `name` (`STEP` or `STEP.N`) names
+    /// its files.
+    fn builtin_item(
+        &self,
+        kind: Kind,
+        with: &IndexMap<String, Value>,
+        ctx: &Value,
+        name: &str,
+        outputs: Arc<Outputs>,
+    ) -> Result<BuiltinItem, String> {
+        Ok(BuiltinItem {
+            kind,
+            with: with
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                .collect::<Result<_, String>>()?,
             work_dir: self.work_dir(),
-            run_id: &self.run_id,
-            step: ctx["step"].as_str().unwrap_or_default(),
-            outputs: &outputs,
-            log,
-        };
-        builtin::run(kind, &with, env).await
+            run_id: self.run_id.clone(),
+            name: name.to_owned(),
+            outputs,
+        })
     }
 
     /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify`
     /// finds what a fan-out `backup` recorded of each file).
-    fn all_outputs(&self) -> IndexMap<String, IndexMap<String, Value>> {
+    fn all_outputs(&self) -> Outputs {
         let mut all = IndexMap::new();
         for (id, s) in &self.state.steps {
             all.insert(id.clone(), s.outputs.clone());
@@ -876,6 +889,8 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
+        // What earlier steps produced, read once for every item of this step.
+        let outputs = Arc::new(self.all_outputs());
         let mut running = tokio::task::JoinSet::new();
         let concurrency = step.concurrency.max(1) as usize;
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -900,7 +915,8 @@ impl<'a> Runner<'a> {
             }
             for ix in launch {
                 let ctx = self.context(Some(&items[ix]));
-                let prepared = self.prepare_item(step, &ctx, &format!("{id}.{ix}"));
+                let prepared =
+                    self.prepare_item(step, &ctx, &format!("{id}.{ix}"), outputs.clone());
                 let mut log = self.log(&format!("{id}.{ix}"));
                 running.spawn(async move {
                     let outcome = match prepared {
@@ -1005,19 +1021,21 @@ impl<'a> Runner<'a> {
 
     /// One fan-out item's work with its templates rendered; `name` (`STEP.N`) names its
     /// files.
-    fn prepare_item(&self, step: &Step, ctx: &Value, name: &str) -> Result<Prepared, String> {
+    fn prepare_item(
+        &self,
+        step: &Step,
+        ctx: &Value,
+        name: &str,
+        outputs: Arc<Outputs>,
+    ) -> Result<Prepared, String> {
         let builtin = |kind: Kind, with: &IndexMap<String, Value>| {
-            Ok(Prepared::Builtin(Box::new(BuiltinItem {
+            Ok(Prepared::Builtin(Box::new(self.builtin_item(
                 kind,
-                with: with
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
-                    .collect::<Result<_, String>>()?,
-                work_dir: self.work_dir(),
-                run_id: self.run_id.clone(),
-                name: name.to_owned(),
-                outputs: self.all_outputs(),
-            })))
+                with,
+                ctx,
+                name,
+                outputs.clone(),
+            )?)))
         };
         match step.run.as_deref() {
             Some(Action::Shell {
@@ -1082,9 +1100,7 @@ impl<'a> Runner<'a> {
         };
         self.record(event).await
     }
-}
 
-impl Runner<'_> {
     async fn undo_once(
         &self,
         step: &Step,
@@ -1174,7 +1190,20 @@ enum Prepared {
     Nothing,
 }
 
-/// A built-in behaviour for one fan-out item, owning what it needs on its own task.
+impl BuiltinItem {
+    async fn run(self, log: &mut StepLog) -> Outcome {
+        let env = builtin::Env {
+            work_dir: self.work_dir,
+            run_id: &self.run_id,
+            step: &self.name,
+            outputs: &self.outputs,
+            log,
+        };
+        builtin::run(self.kind, &self.with, env).await
+    }
+}
+
+/// A built-in behaviour with what it needs owned, so it can run on its own task.
 struct BuiltinItem {
     kind: Kind,
     with: IndexMap<String, Value>,
@@ -1182,8 +1211,11 @@ struct BuiltinItem {
     run_id: String,
     /// `STEP.N`: names the item's files (a default backup path, say).
     name: String,
-    outputs: IndexMap<String, IndexMap<String, Value>>,
+    outputs: Arc<Outputs>,
 }
+
+/// Outputs by step id (and `STEP.N` for fan-out items).
+type Outputs = IndexMap<String, IndexMap<String, Value>>;
 
 impl Prepared {
     async fn run(self, log: &mut StepLog) -> Outcome {
@@ -1204,16 +1236,7 @@ impl Prepared {
                 transaction,
             } => target::sql(&database, &sql, transaction, None).await,
             Prepared::Http(h) => action::http(&h, log).await,
-            Prepared::Builtin(b) => {
-                let env = builtin::Env {
-                    work_dir: b.work_dir,
-                    run_id: &b.run_id,
-                    step: &b.name,
-                    outputs: &b.outputs,
-                    log,
-                };
-                builtin::run(b.kind, &b.with, env).await
-            }
+            Prepared::Builtin(b) => b.run(log).await,
             Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
         }
     }

@@ -128,6 +128,14 @@ fn secrets_set(rb: &Runbook) -> Result<(), String> {
     }
 }
 
+/// The first line of `execute` and `resume`: the run's id (JSON with `--log-format json`).
+fn say_run_id(format: LogFormat, run_id: &str) {
+    match format {
+        LogFormat::Text => outln!("run {run_id}"),
+        LogFormat::Json => outln!("{}", json!({ "run": run_id })),
+    }
+}
+
 /// Options of `runbook execute`.
 pub struct ExecuteArgs {
     pub file: PathBuf,
@@ -202,10 +210,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         Ok(None) => {}
         Err(e) => return fail(e),
     }
-    match args.log_format {
-        LogFormat::Text => outln!("run {run_id}"),
-        LogFormat::Json => outln!("{}", json!({ "run": run_id })),
-    }
+    say_run_id(args.log_format, &run_id);
     if !args.yes && std::io::stdin().is_terminal() {
         out!(
             "{}",
@@ -637,10 +642,7 @@ pub async fn resume(
         }
     }
     let out = Reporter::new(log_format, &rb);
-    match log_format {
-        LogFormat::Text => outln!("run {run_id}"),
-        LogFormat::Json => outln!("{}", json!({ "run": run_id })),
-    }
+    say_run_id(log_format, run_id);
     let mut runner = Runner::new(
         &rb,
         store.clone(),

@@ -25,35 +25,56 @@ pub enum Target {
 /// A row as column name → JSON value.
 pub type Cells = IndexMap<String, Value>;
 
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+/// Which database a URL is for, or why it is none this program speaks to.
+pub fn engine(url: &str) -> Result<Engine, String> {
+    if url.starts_with("sqlite://") {
+        Ok(Engine::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Engine::Postgres)
+    } else {
+        Err(format!(
+            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
+        ))
+    }
+}
+
+/// The file and the query of a `sqlite://PATH[?QUERY]` URL.
+pub fn sqlite_parts(url: &str) -> (&str, &str) {
+    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
+    rest.split_once('?').unwrap_or((rest, ""))
+}
+
 /// The URL to connect with. A SQLite file must exist unless the URL says `mode=rwc`,
 /// which creates it (and its directory): a typo must not quietly make an empty database.
 fn connect_url(database: &str) -> Result<String, String> {
-    if let Some(rest) = database.strip_prefix("sqlite://") {
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let creates = query
-            .split('&')
-            .any(|p| p == "mode=rwc" || p == "mode=memory");
-        if !creates && path != ":memory:" && !Path::new(path).exists() {
-            return Err(format!(
-                "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
-                if query.is_empty() { "?" } else { "&" }
-            ));
-        }
-        if creates
-            && let Some(dir) = Path::new(path).parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create `{}` for `{database}`: {e}", dir.display()))?;
-        }
-        Ok(format!("sqlite://{rest}"))
-    } else if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-        Ok(database.to_owned())
-    } else {
-        Err(format!(
-            "unsupported database URL `{database}`: use sqlite://PATH or postgres://..."
-        ))
+    if engine(database)? == Engine::Postgres {
+        return Ok(database.to_owned());
     }
+    let (path, query) = sqlite_parts(database);
+    let creates = query
+        .split('&')
+        .any(|p| p == "mode=rwc" || p == "mode=memory");
+    if !creates && path != ":memory:" && !Path::new(path).exists() {
+        return Err(format!(
+            "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
+            if query.is_empty() { "?" } else { "&" }
+        ));
+    }
+    if creates
+        && let Some(dir) = Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create `{}` for `{database}`: {e}", dir.display()))?;
+    }
+    Ok(database.to_owned())
 }
 
 pub async fn connect(database: &str) -> Result<Target, String> {

@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use super::Env;
 use crate::engine::action::{self, Outcome, StepLog};
-use crate::engine::target::{self, Target, describe};
+use crate::engine::target::{self, Engine, Target, describe};
 use crate::runbook::Kind;
 
 /// A step's outputs.
@@ -110,8 +110,8 @@ pub async fn backup(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome
     };
     let started = Instant::now();
     let result = match source(&p.database) {
-        Ok(Source::Postgres) => pg_backup(&p, &mut env).await,
-        Ok(Source::Sqlite) => sqlite_backup(&p, &mut env).await,
+        Ok(Engine::Postgres) => pg_backup(&p, &mut env).await,
+        Ok(Engine::Sqlite) => sqlite_backup(&p, &mut env).await,
         Err(e) => Err(e),
     };
     match result {
@@ -133,35 +133,22 @@ fn took(out: &mut Outputs, started: Instant) {
     out.insert("duration_ms".into(), Value::from(d.as_millis() as u64));
 }
 
-/// The kind of database a URL names.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Postgres,
-    Sqlite,
-}
-
-fn source(url: &str) -> Result<Source, String> {
-    if url.starts_with("sqlite://") {
-        let path = sqlite_path(url);
-        if path.as_os_str().is_empty() || path == Path::new(":memory:") {
-            return Err(format!(
-                "`{url}` is not a SQLite database file; write sqlite://PATH"
-            ));
-        }
-        Ok(Source::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Source::Postgres)
-    } else {
-        Err(format!(
-            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
-        ))
+/// The kind of database a URL names, refusing a SQLite URL without a file (a backup or a
+/// restore needs one).
+fn source(url: &str) -> Result<Engine, String> {
+    let engine = target::engine(url)?;
+    let path = sqlite_path(url);
+    if engine == Engine::Sqlite && (path.as_os_str().is_empty() || path == Path::new(":memory:")) {
+        return Err(format!(
+            "`{url}` is not a SQLite database file; write sqlite://PATH"
+        ));
     }
+    Ok(engine)
 }
 
 /// The file of a `sqlite://PATH[?...]` URL.
 fn sqlite_path(url: &str) -> PathBuf {
-    let rest = url.strip_prefix("sqlite://").unwrap_or(url);
-    PathBuf::from(rest.split_once('?').map_or(rest, |(p, _)| p))
+    PathBuf::from(target::sqlite_parts(url).0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -445,8 +432,15 @@ fn sync_dir_of(path: &Path) {
     }
 }
 
-/// Moves a finished artifact to its place, durably; an earlier one there is replaced.
-fn put_in_place(tmp: Scrap, dest: &Path) -> Result<PathBuf, String> {
+/// Moves a finished artifact to its place, durably (never over another), and logs it.
+fn put_in_place(
+    tmp: Scrap,
+    dest: &Path,
+    source: &str,
+    tables: usize,
+    size: u64,
+    log: &mut StepLog,
+) -> Result<PathBuf, String> {
     sync_tree(tmp.path())
         .map_err(|e| format!("cannot flush `{}` to disk: {e}", tmp.path().display()))?;
     // A backup never replaces another: two tenants' databases with one name, or a fixed
@@ -461,6 +455,13 @@ fn put_in_place(tmp: Scrap, dest: &Path) -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot move the backup to `{}`: {e}", dest.display()))?;
     tmp.keep();
     sync_dir_of(dest);
+    log.line(
+        "note",
+        &format!(
+            "backed up `{source}` ({tables} tables, {size} bytes) to `{}`",
+            dest.display()
+        ),
+    );
     Ok(dest.to_path_buf())
 }
 
@@ -645,15 +646,7 @@ async fn pg_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, Strin
         written,
         Artifact::PgCustom | Artifact::PgDirectory
     ));
-    let path = put_in_place(tmp, &dest)?;
-    env.log.line(
-        "note",
-        &format!(
-            "backed up `{database}` ({} tables, {size} bytes) to `{}`",
-            counts.len(),
-            path.display()
-        ),
-    );
+    let path = put_in_place(tmp, &dest, &database, counts.len(), size, env.log)?;
     Ok(outputs(
         &path,
         size,
@@ -804,16 +797,14 @@ async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, S
             file.display()
         ));
     }
-    let path = put_in_place(tmp, &dest)?;
-    env.log.line(
-        "note",
-        &format!(
-            "backed up `{}` ({} tables, {size} bytes) to `{}`",
-            file.display(),
-            counts.len(),
-            path.display()
-        ),
-    );
+    let path = put_in_place(
+        tmp,
+        &dest,
+        &file.display().to_string(),
+        counts.len(),
+        size,
+        env.log,
+    )?;
     Ok(outputs(
         &path,
         size,

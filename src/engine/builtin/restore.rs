@@ -65,28 +65,28 @@ async fn run(p: &RestoreParams, env: &mut Env<'_>) -> Result<Outputs, String> {
         Value::from(path.display().to_string()),
     );
     match (source(&p.database)?, kind) {
-        (Source::Sqlite, Artifact::Sqlite) => {
+        (Engine::Sqlite, Artifact::Sqlite) => {
             if p.jobs.is_some() || p.keep_old {
                 return Err("`jobs` and `keep_old` apply to PostgreSQL only".into());
             }
             let target = sqlite_restore(&path, &p.database, env.log).await?;
             out.insert("database".into(), Value::from(target));
         }
-        (Source::Postgres, Artifact::PgCustom | Artifact::PgDirectory) => {
+        (Engine::Postgres, Artifact::PgCustom | Artifact::PgDirectory) => {
             let (name, old) = pg_swap_restore(&path, p, env.log).await?;
             out.insert("database".into(), Value::from(name));
             if let Some(old) = old {
                 out.insert("old_database".into(), Value::from(old));
             }
         }
-        (Source::Sqlite, _) => {
+        (Engine::Sqlite, _) => {
             return Err(format!(
                 "`{}` is a pg_dump archive; it cannot be restored into the SQLite database `{}`",
                 path.display(),
                 p.database
             ));
         }
-        (Source::Postgres, _) => {
+        (Engine::Postgres, _) => {
             return Err(format!(
                 "`{}` is a SQLite database; it cannot be restored into PostgreSQL",
                 path.display()

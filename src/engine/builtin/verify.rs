@@ -154,13 +154,13 @@ async fn expected_counts(
         "no backup step recorded row counts for this file: comparing with the source's live counts (changes since the backup show as differences)",
     );
     let counts = match source(db)? {
-        Source::Postgres => {
+        Engine::Postgres => {
             let mut c = pg_connect(db, None).await?;
             let counts = pg_row_counts(&mut c).await;
             let _ = c.close().await;
             counts?
         }
-        Source::Sqlite => {
+        Engine::Sqlite => {
             let mut c = sqlite_open(&sqlite_path(db), true).await?;
             let counts = sqlite_row_counts(&mut c).await;
             let _ = c.close().await;
@@ -234,7 +234,7 @@ async fn pg_verify(
             path.display()
         )
     })?;
-    if source(server)? != Source::Postgres {
+    if source(server)? != Engine::Postgres {
         return Err(format!(
             "`{server}` is not a PostgreSQL server, and `{}` is a pg_dump archive",
             path.display()
