@@ -8,3 +8,4 @@ pub mod plan;
 pub mod runbook;
 pub mod store;
 pub mod suggest;
+pub mod status;

@@ -21,6 +21,10 @@ pub enum Event {
         /// When the window opened for this run (Unix ms): `--now` opens it at the start.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window_start_ms: Option<i64>,
+        /// What the status page may show of this run (absent in journals written before
+        /// the status page existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        public: Option<PublicPlan>,
     },
     /// Preconditions of an attempt are being checked.
     StepChecking { step: String, attempt: u32 },
@@ -109,6 +113,70 @@ pub enum Event {
     RunFailed { reason: String },
     /// Stopped by an operator, or by the runbook's `on_failure: abort`.
     RunAborted { by: String, reason: String },
+    /// A public update on the status page: rendered from `templates/` by the run, or
+    /// written by a person through the admin API. It changes nothing in the run.
+    Published(PublicUpdate),
+}
+
+/// The public side of a run, recorded when it starts so that the status page is a
+/// projection of the journal alone: only text meant for customers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PublicPlan {
+    /// The scheduled maintenance (from `runbook schedule`) this run carries out; `None`:
+    /// the run is its own maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// IANA zone the page shows this maintenance's times in.
+    pub timezone: String,
+    /// The planned window (Unix ms), when the runbook has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_start_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_end_ms: Option<i64>,
+    /// Steps in execution order; a step with `public: false` has no title.
+    #[serde(default)]
+    pub steps: Vec<PublicStep>,
+}
+
+/// One step as the status page knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicStep {
+    pub id: String,
+    /// Public title; `None` hides the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_ms: Option<u64>,
+}
+
+/// A public update, as published.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicUpdate {
+    /// What it announces, which is also the template that wrote it: `scheduled`,
+    /// `in_progress`, `step_started`, `overrun`, `verifying`, `rolling_back`,
+    /// `completed`, `rolled_back`, `failed`, `aborted`, `announce`, or `manual`.
+    pub kind: String,
+    /// The Statuspage status it sets: `scheduled`, `in_progress`, `verifying`,
+    /// `completed` for a maintenance; `investigating`, `identified`, `monitoring`,
+    /// `resolved` for an incident.
+    pub status: String,
+    pub body: String,
+    /// The step it is about, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Projected end of the maintenance when this was published (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_ms: Option<i64>,
+    /// Who wrote it, for a manual update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// An update of the incident a failed run opened, not of the maintenance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incident: bool,
 }
 
 /// How an operator resumes a run stopped at a step in doubt or a pause.
@@ -184,6 +252,7 @@ impl Event {
             RunRolledBack => "run_rolled_back",
             RunFailed { .. } => "run_failed",
             RunAborted { .. } => "run_aborted",
+            Published(_) => "published",
         }
     }
 }

@@ -35,7 +35,20 @@ fn run_started() -> Event {
         host: "db1".into(),
         pid: 4242,
         window_start_ms: None,
+        public: None,
     }
+}
+
+fn published() -> Event {
+    Event::Published(super::event::PublicUpdate {
+        kind: "manual".into(),
+        status: "in_progress".into(),
+        body: "Still on it.".into(),
+        step: None,
+        eta_ms: None,
+        by: Some("ops".into()),
+        incident: false,
+    })
 }
 
 fn checking(id: &str, attempt: u32) -> Event {
@@ -281,7 +294,8 @@ fn label(event: &Event) -> String {
         | E::RunCompleted
         | E::RunRolledBack
         | E::RunFailed { .. }
-        | E::RunAborted { .. } => event.kind().to_owned(),
+        | E::RunAborted { .. }
+        | E::Published(_) => event.kind().to_owned(),
     }
 }
 
@@ -326,6 +340,7 @@ fn every_event(state: &RunState) -> Vec<Event> {
         Event::RunRolledBack,
         run_failed(),
         run_aborted(),
+        published(),
     ];
     let resumes = resumes.map(resumed);
     step_events
@@ -346,6 +361,10 @@ struct Situation {
 
 impl Situation {
     fn allows(&self, label: &str) -> bool {
+        // A public update is legal whenever the run has started, even after its end.
+        if label == "published" {
+            return !self.journal.is_empty();
+        }
         self.legal.split_whitespace().any(|l| l == label)
     }
 }

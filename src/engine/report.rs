@@ -247,6 +247,7 @@ pub fn describe(e: &Event) -> String {
         StepRollbackStarted { step } => format!("step {step}: undoing"),
         StepRolledBack { step } => format!("step {step}: undone"),
         StepRollbackFailed { step, error } => format!("step {step}: UNDO FAILED: {error}"),
+        Published(u) => format!("public update ({}): {}", u.status, u.body),
         RunCompleted => "run completed".into(),
         RunRolledBack => "run rolled back: the service is restored".into(),
         RunFailed { reason } => format!("RUN FAILED: {reason}"),

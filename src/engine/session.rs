@@ -276,6 +276,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             pid: std::process::id(),
             // `--now`: the window opens now, and lasts `window.duration` from here.
             window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
+            public: None,
         })
         .await;
     if let Err(e) = started {
@@ -431,6 +432,7 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
         host: host(),
         pid: std::process::id(),
         window_start_ms: None,
+        public: None,
     };
     let state = match RunState::default().fold(&started, now_ms()) {
         Ok(s) => s,

@@ -261,6 +261,13 @@ impl RunState {
         match event {
             E::RunStarted { .. } if self.status != R::Scheduled => return Err(run_illegal(self)),
             E::RunStarted { .. } => {}
+            // A public update changes nothing in the run; one may follow its end (a
+            // person's last word on the page).
+            E::Published(_) if self.status == R::Scheduled => return Err(run_illegal(self)),
+            E::Published(_) => {
+                self.events += 1;
+                return Ok(());
+            }
             _ if self.status == R::Scheduled || self.status.is_terminal() => {
                 return Err(run_illegal(self));
             }
@@ -474,6 +481,7 @@ impl RunState {
                 host,
                 pid,
                 window_start_ms,
+                public: _,
             } => {
                 self.status = R::Running;
                 self.runbook = runbook.clone();

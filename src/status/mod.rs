@@ -1,0 +1,25 @@
+//! The public status page: a projection of the journal ([`model`]), rendered once per
+//! change into bytes ([`snapshot`]) by [`html`], [`api`] and [`feed`], and served from
+//! memory by [`server`]; [`publish`] writes the public updates a run records, and
+//! [`follow`] watches the store for new events.
+
+pub mod api;
+pub mod feed;
+pub mod html;
+pub mod model;
+pub mod snapshot;
+
+use model::Page;
+use snapshot::Snapshot;
+
+/// Renders every public response of `page`.
+pub fn render(page: &Page, version: u64) -> Snapshot {
+    let mut snap = Snapshot {
+        version,
+        ..Snapshot::default()
+    };
+    html::render(page, &mut snap);
+    api::render(page, &mut snap);
+    feed::render(page, &mut snap);
+    snap
+}
