@@ -78,6 +78,33 @@ enum Command {
         /// Progress output.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Also serve the status page on ADDR (like `runbook serve`) while the run goes on.
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<String>,
+        #[command(flatten)]
+        page: crate::status::command::PageArgs,
+    },
+    /// Serve the public status page (and the admin API) from the journal.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// Journal store: sqlite://PATH or postgres://... (default: RUNBOOK_STORE, else
+        /// sqlite://.runbook/state.db).
+        #[arg(long)]
+        store: Option<String>,
+        #[command(flatten)]
+        page: crate::status::command::PageArgs,
+    },
+    /// Publish a runbook's maintenance on the status page as scheduled, before it runs.
+    Schedule {
+        /// The runbook file.
+        file: PathBuf,
+        /// Override a variable: `--var NAME=VALUE` (repeatable).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+        vars: Vec<(String, String)>,
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Continue a run that stopped: after a crash, a pause or a step in doubt.
     Resume {
@@ -204,6 +231,8 @@ async fn run(command: Command) -> u8 {
             dry_run,
             store,
             log_format,
+            serve,
+            page,
         } => {
             session::execute(session::ExecuteArgs {
                 file,
@@ -214,8 +243,43 @@ async fn run(command: Command) -> u8 {
                 dry_run,
                 store,
                 log_format,
+                serve: serve.map(|addr| (addr, page)),
             })
             .await
+        }
+        Command::Serve { addr, store, page } => {
+            let url = session::store_url(store.as_deref());
+            match crate::status::command::serve(&addr, &url, &page).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_INVALID
+                }
+            }
+        }
+        Command::Schedule { file, vars, store } => {
+            let mut rb = match runbook::load_file(&file) {
+                Ok(rb) => rb,
+                Err(invalid) => {
+                    eprint(&invalid.render());
+                    return EXIT_INVALID;
+                }
+            };
+            let url = session::store_url(store.as_deref());
+            let done = match apply_vars(&mut rb, &vars) {
+                Ok(()) => crate::status::command::schedule(&rb, &url).await,
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(said) => {
+                    println!("{said}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_INVALID
+                }
+            }
         }
         Command::Resume {
             run,

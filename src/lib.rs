@@ -6,6 +6,6 @@ pub mod duration;
 pub mod engine;
 pub mod plan;
 pub mod runbook;
+pub mod status;
 pub mod store;
 pub mod suggest;
-pub mod status;

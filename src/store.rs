@@ -9,12 +9,14 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::engine::event::{Event, Recorded};
+use crate::status::model::{NoticeEvent, NoticeRecorded};
 
 /// The default store: `.runbook/state.db` in the current directory.
 pub const DEFAULT_URL: &str = "sqlite://.runbook/state.db";
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS runs (
         run_id TEXT PRIMARY KEY,
         runbook TEXT NOT NULL,
         started_ms BIGINT NOT NULL
@@ -33,7 +35,32 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS runs (
         host TEXT NOT NULL,
         pid BIGINT NOT NULL,
         heartbeat_ms BIGINT NOT NULL
-    );"];
+    );",
+    // Scheduled maintenances (`runbook schedule`): each is a stream of the events table.
+    "CREATE TABLE IF NOT EXISTS notices (
+        id TEXT PRIMARY KEY,
+        runbook TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );",
+];
+
+/// Every commit to a journal in this process bumps this; followers (the status page)
+/// wait on it instead of polling.
+static CHANGES: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Wakes whoever follows the journal in this process.
+fn changed() {
+    CHANGES.send_modify(|n| *n += 1);
+}
+
+/// A receiver that sees every commit this process makes to any store.
+pub fn changes() -> tokio::sync::watch::Receiver<u64> {
+    CHANGES.subscribe()
+}
+
+/// The PostgreSQL channel a commit notifies, for followers in other processes.
+pub const NOTIFY_CHANNEL: &str = "runbook_journal";
 
 /// A store problem, said for people.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +279,9 @@ impl Store {
             .await
             .map_err(|e| conflict_or(e, run_id))?;
         }
+        self.notify(&mut tx, run_id).await?;
         tx.commit().await.map_err(|e| conflict_or(e, run_id))?;
+        changed();
         Ok(events
             .iter()
             .enumerate()
@@ -262,6 +291,127 @@ impl Store {
                 event: event.clone(),
             })
             .collect())
+    }
+
+    /// Tells followers in other processes (PostgreSQL's NOTIFY, delivered on commit;
+    /// SQLite followers poll `PRAGMA data_version`).
+    async fn notify(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        stream: &str,
+    ) -> Result<(), StoreError> {
+        if self.is_postgres() {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(stream)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        !self.url.starts_with("sqlite")
+    }
+
+    /// Appends events of a scheduled maintenance's stream (registering the stream with
+    /// its first event), like [`Store::append`].
+    pub async fn append_notice(
+        &self,
+        id: &str,
+        runbook: &str,
+        first: i64,
+        events: &[NoticeEvent],
+        at_ms: i64,
+    ) -> Result<Vec<NoticeRecorded>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if first == 1 {
+            sqlx::query("INSERT INTO notices (id, runbook, created_ms) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(runbook)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, id))?;
+        }
+        for (i, event) in events.iter().enumerate() {
+            let body = serde_json::to_string(event).expect("events serialize");
+            sqlx::query(
+                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(first + i as i64)
+            .bind(at_ms)
+            .bind(event.kind())
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, id))?;
+        }
+        self.notify(&mut tx, id).await?;
+        tx.commit().await.map_err(|e| conflict_or(e, id))?;
+        changed();
+        Ok(events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| NoticeRecorded {
+                seq: first + i as i64,
+                at_ms,
+                event: event.clone(),
+            })
+            .collect())
+    }
+
+    /// Scheduled maintenances: (id, runbook), oldest first.
+    pub async fn notices(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT id, runbook FROM notices ORDER BY created_ms, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("runbook")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Events of a scheduled maintenance after `seq`.
+    pub async fn load_notice_after(
+        &self,
+        id: &str,
+        seq: i64,
+    ) -> Result<Vec<NoticeRecorded>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(id)
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let (seq, at_ms, event) = decode_body(id, r)?;
+                Ok(NoticeRecorded { seq, at_ms, event })
+            })
+            .collect()
+    }
+
+    /// The last sequence number of every stream (runs and scheduled maintenances): what
+    /// a follower compares to know which streams grew.
+    pub async fn heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT run_id, MAX(seq) AS head FROM events GROUP BY run_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("run_id")?, r.try_get("head")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// SQLite's count of commits by other connections (other processes), for polling.
+    pub async fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("PRAGMA data_version")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     /// Every event of a run, in order.
@@ -308,9 +458,9 @@ impl Store {
             .map_err(Into::into)
     }
 
-    /// Whether a run id is taken.
+    /// Whether a run id is taken (by a run, or a scheduled maintenance's stream).
     pub async fn run_exists(&self, run_id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM runs WHERE run_id = $1")
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE run_id = $1")
             .bind(run_id)
             .fetch_one(&self.pool)
             .await?
@@ -409,13 +559,21 @@ impl Store {
 }
 
 fn decode(run_id: &str, r: &AnyRow) -> Result<Recorded, StoreError> {
+    let (seq, at_ms, event) = decode_body(run_id, r)?;
+    Ok(Recorded { seq, at_ms, event })
+}
+
+fn decode_body<T: serde::de::DeserializeOwned>(
+    stream: &str,
+    r: &AnyRow,
+) -> Result<(i64, i64, T), StoreError> {
     let seq: i64 = r.try_get("seq")?;
     let at_ms: i64 = r.try_get("at_ms")?;
     let body: String = r.try_get("body")?;
     let event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-        run: run_id.to_owned(),
+        run: stream.to_owned(),
         seq,
         reason: e.to_string(),
     })?;
-    Ok(Recorded { seq, at_ms, event })
+    Ok((seq, at_ms, event))
 }

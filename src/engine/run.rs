@@ -110,11 +110,27 @@ impl<'a> Runner<'a> {
     /// the state is read again and the answer is [`EngineError::Conflict`], so the engine
     /// decides again from what really happened.
     pub async fn record_all(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
-        let events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
+        let mut events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
         let at_ms = now_ms();
         let mut next = self.state.clone();
         for event in &events {
             next.apply(event, at_ms)?;
+        }
+        // What customers are told is committed with what it tells.
+        if events.iter().any(crate::status::publish::announces) {
+            let base = self.context_of(&next, None);
+            let updates = crate::status::publish::Publisher::new(self.rb).updates(
+                &self.state,
+                &events,
+                &next,
+                &base,
+                at_ms,
+            );
+            for u in updates {
+                let e = self.mask_event(Event::Published(u));
+                next.apply(&e, at_ms)?;
+                events.push(e);
+            }
         }
         match self
             .store
@@ -201,6 +217,10 @@ impl<'a> Runner<'a> {
                 step,
                 error: self.masker.mask(&error),
             },
+            Event::Published(u) => Event::Published(crate::engine::event::PublicUpdate {
+                body: self.masker.mask(&u.body),
+                ..u
+            }),
             other => other,
         }
     }
@@ -305,13 +325,13 @@ impl<'a> Runner<'a> {
 
     /// When this run's window opened: as recorded at the start (`--now` opens it then),
     /// else the runbook's planned start, else the run's start.
-    fn window_start(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.state
+    fn window_start(&self, state: &RunState) -> Option<chrono::DateTime<chrono::Utc>> {
+        state
             .window_start_ms
             .and_then(chrono::DateTime::from_timestamp_millis)
             .or(self.rb.window.start)
             .or_else(|| {
-                self.state
+                state
                     .started_ms
                     .and_then(chrono::DateTime::from_timestamp_millis)
             })
@@ -319,23 +339,27 @@ impl<'a> Runner<'a> {
 
     /// The values templates can use at this point of the run.
     pub(crate) fn context(&self, item: Option<&Value>) -> Value {
-        let steps: serde_json::Map<String, Value> = self
-            .state
+        self.context_of(&self.state, item)
+    }
+
+    /// The values templates can use in `state`.
+    fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
+        let steps: serde_json::Map<String, Value> = state
             .steps
             .iter()
             .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
             .collect();
         let window = &self.rb.window;
-        let start = self.window_start();
+        let start = self.window_start(state);
         json!({
-            "vars": self.state.vars,
+            "vars": state.vars,
             "targets": {},
             "secrets": self.secrets,
             "run": {
                 "id": self.run_id,
                 "runbook": self.rb.id,
-                "operator": self.state.operator,
-                "started_at": self.state.started_ms
+                "operator": state.operator,
+                "started_at": state.started_ms
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|t| t.to_rfc3339()),
             },
@@ -759,7 +783,8 @@ impl<'a> Runner<'a> {
                 }
             }
             Check::Window { remaining_at_least } => {
-                let (Some(start), Some(duration)) = (self.window_start(), self.rb.window.duration)
+                let (Some(start), Some(duration)) =
+                    (self.window_start(&self.state), self.rb.window.duration)
                 else {
                     return Ok(());
                 };

@@ -146,6 +146,8 @@ pub struct ExecuteArgs {
     pub dry_run: bool,
     pub store: Option<String>,
     pub log_format: LogFormat,
+    /// Serve the status page on this address while the run goes on.
+    pub serve: Option<(String, crate::status::command::PageArgs)>,
 }
 
 /// `runbook execute`.
@@ -210,6 +212,21 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         Ok(None) => {}
         Err(e) => return fail(e),
     }
+    // The address is taken before the run starts: a page that cannot be served is a
+    // reason not to begin.
+    let server = match &args.serve {
+        Some((addr, page)) => {
+            let listener = match crate::status::command::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => return fail(e),
+            };
+            match crate::status::command::spawn(listener, &url, page).await {
+                Ok(handle) => Some(handle),
+                Err(e) => return fail(e),
+            }
+        }
+        None => None,
+    };
     say_run_id(args.log_format, &run_id);
     if !args.yes && std::io::stdin().is_terminal() {
         out!(
@@ -261,6 +278,17 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         state_dir(&url).join("logs").join(&run_id),
         out,
     );
+    // The scheduled maintenance (`runbook schedule`) this run carries out, if any.
+    let scheduled = crate::status::schedule::pending(&store, &rb.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .next();
+    let public = crate::status::publish::plan(
+        &rb,
+        scheduled.as_ref().map(|p| p.id.clone()),
+        &runner.context(None),
+    );
     let started = runner
         .record(Event::RunStarted {
             runbook: rb.id.clone(),
@@ -276,15 +304,30 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             pid: std::process::id(),
             // `--now`: the window opens now, and lasts `window.duration` from here.
             window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
-            public: None,
+            public: Some(public),
         })
         .await;
+    if started.is_ok()
+        && let Some(p) = &scheduled
+    {
+        // Best effort: the run's own journal already names the maintenance.
+        let _ = crate::status::schedule::mark_started(&store, p, &run_id).await;
+    }
     if let Err(e) = started {
         let _ = store.release(&rb.id, &run_id).await;
         return fail(e);
     }
-    finish(runner, &rb.id).await
+    let code = finish(runner, &rb.id).await;
+    if let Some(server) = server {
+        // Long enough for the page and its live clients to show how the run ended.
+        tokio::time::sleep(SERVE_LINGER).await;
+        server.abort();
+    }
+    code
 }
+
+/// How long `execute --serve` keeps serving after the run ends.
+const SERVE_LINGER: Duration = Duration::from_secs(2);
 
 /// Whether a process of this host is still running (a runner on this machine that died
 /// need not wait for its heartbeat to go stale).
@@ -754,7 +797,7 @@ pub async fn resume(
 /// Appends the event `make` draws from the run's current state, checked against that
 /// state, at the journal's next number. When another process wrote in between, reads
 /// again and decides again. Returns the state after the event.
-async fn append_checked(
+pub(crate) async fn append_checked(
     store: &Store,
     run_id: &str,
     make: impl Fn(&RunState) -> Result<Event, String>,
@@ -789,7 +832,16 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
         Err(e) => return fail(e),
     };
     let by = by.map(str::to_owned).unwrap_or_else(operator);
-    let ended = append_checked(&store, run_id, |state| {
+    if let Err(e) = abort_in(&store, run_id, &by).await {
+        return fail(e);
+    }
+    outln!("run {run_id} aborted");
+    exit::COMPLETED
+}
+
+/// Aborts a run in `store` (the CLI's `abort` and the admin API's).
+pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), String> {
+    let state = append_checked(store, run_id, |state| {
         if state.status.is_terminal() {
             return Err(format!(
                 "run `{run_id}` has already ended ({})",
@@ -797,15 +849,12 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
             ));
         }
         Ok(Event::RunAborted {
-            by: by.clone(),
+            by: by.to_owned(),
             reason: format!("aborted by {by}"),
         })
     })
-    .await;
-    let state = match ended {
-        Ok(s) => s,
-        Err(e) => return fail(e),
-    };
+    .await
+    .map_err(|e| e.to_string())?;
     // A live runner gives the lease back itself when it stops; a dead one cannot.
     if let Ok(Some(holder)) = store.lease(&state.runbook).await
         && holder.run_id == run_id
@@ -813,8 +862,7 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
     {
         let _ = store.release(&state.runbook, run_id).await;
     }
-    outln!("run {run_id} aborted");
-    exit::COMPLETED
+    Ok(())
 }
 
 /// `runbook approve` / `runbook reject`.
@@ -832,7 +880,25 @@ pub async fn decide_approval(
         Err(e) => return fail(e),
     };
     let by = by.map(str::to_owned).unwrap_or_else(operator);
-    let decided = append_checked(&store, run_id, |state| {
+    if let Err(e) = decide_in(&store, run_id, step, &by, approve).await {
+        return fail(e);
+    }
+    outln!(
+        "step {step} of run {run_id} {} by {by}",
+        if approve { "approved" } else { "rejected" }
+    );
+    exit::COMPLETED
+}
+
+/// Approves or rejects a waiting step (the CLI's `approve`/`reject` and the admin API's).
+pub async fn decide_in(
+    store: &Store,
+    run_id: &str,
+    step: &str,
+    by: &str,
+    approve: bool,
+) -> Result<(), String> {
+    let decided = append_checked(store, run_id, |state| {
         if state.status.is_terminal() {
             return Err(format!(
                 "run `{run_id}` has already ended ({}); there is nothing to approve",
@@ -862,7 +928,7 @@ pub async fn decide_approval(
                 s.status.as_str()
             ));
         }
-        let (step, by) = (step.to_owned(), by.clone());
+        let (step, by) = (step.to_owned(), by.to_owned());
         Ok(if approve {
             Event::Approved { step, by }
         } else {
@@ -870,14 +936,7 @@ pub async fn decide_approval(
         })
     })
     .await;
-    if let Err(e) = decided {
-        return fail(e);
-    }
-    outln!(
-        "step {step} of run {run_id} {} by {by}",
-        if approve { "approved" } else { "rejected" }
-    );
-    exit::COMPLETED
+    decided.map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {

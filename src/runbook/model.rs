@@ -47,7 +47,23 @@ pub struct Window {
 pub struct StatusPage {
     pub components: Vec<String>,
     pub announce_before: Option<Duration>,
+    /// Update templates replacing the defaults, by kind.
+    pub updates: IndexMap<String, String>,
 }
+
+/// Kinds of public update a runbook's `status_page.updates` may replace.
+pub const UPDATE_KINDS: &[&str] = &[
+    "scheduled",
+    "in_progress",
+    "step_started",
+    "overrun",
+    "verifying",
+    "rolling_back",
+    "completed",
+    "rolled_back",
+    "failed",
+    "aborted",
+];
 
 /// A list of items for fan-out.
 #[derive(Debug, Clone)]
@@ -220,6 +236,8 @@ pub struct Step {
     pub max_failures: MaxFailures,
     pub idempotent: bool,
     pub public: Public,
+    /// The step's own update templates: `started`, `overrun`.
+    pub updates: IndexMap<String, String>,
     pub outputs: Vec<String>,
 }
 

@@ -285,6 +285,11 @@ pub struct RawStatusPage {
     pub components: Vec<String>,
     /// How long before the window the maintenance is shown as scheduled.
     pub announce_before: Option<Lenient<Dur>>,
+    /// Public update templates of this runbook, replacing the ones in `templates/`:
+    /// `scheduled`, `in_progress`, `step_started`, `overrun`, `verifying`,
+    /// `rolling_back`, `completed`, `rolled_back`, `failed`, `aborted`.
+    #[serde(default)]
+    pub updates: IndexMap<String, String>,
 }
 
 /// A fan-out list: items written here, or a query whose rows are the items.
@@ -461,11 +466,25 @@ pub enum RawMaxFailures {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(
     untagged,
-    expecting = "expected `false` to hide the step, or the text to show instead of its title"
+    expecting = "expected `false` to hide the step, the text to show instead of its title, or `{ title, started, overrun }`"
 )]
 pub enum RawPublic {
     Flag(bool),
     Text(String),
+    Detail(RawPublicDetail),
+}
+
+/// A step's public text and its own update templates.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublicDetail {
+    /// Shown instead of the step's title.
+    pub title: Option<String>,
+    /// The update published when the step starts (replaces `step_started`, or
+    /// `verifying` for a `test`/`verify` step).
+    pub started: Option<String>,
+    /// The update published when the step runs past `expected`.
+    pub overrun: Option<String>,
 }
 
 /// A condition: exactly one of `sql`, `http`, `shell`, `window`, `step`.

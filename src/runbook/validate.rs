@@ -236,7 +236,18 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
                     cx.error(path, format!("component `{c}` is listed twice"));
                 }
             }
+            for key in sp.updates.keys() {
+                if !UPDATE_KINDS.contains(&key.as_str()) {
+                    cx.error(
+                        top.key("status_page").key("updates").key(key),
+                        format!("unknown kind of update `{key}`"),
+                    );
+                    cx.diags.last_mut().expect("pushed").label = did_you_mean(key, UPDATE_KINDS)
+                        .or_else(|| Some(format!("known: {}", UPDATE_KINDS.join(", "))));
+                }
+            }
             StatusPage {
+                updates: sp.updates,
                 components: sp.components,
                 announce_before: cx
                     .lenient(
@@ -738,10 +749,19 @@ fn validate_step(
         }
     };
 
+    let mut updates = IndexMap::new();
     let public = match rs.public {
         None | Some(RawPublic::Flag(true)) => Public::Shown,
         Some(RawPublic::Flag(false)) => Public::Hidden,
         Some(RawPublic::Text(t)) => Public::Text(t),
+        Some(RawPublic::Detail(d)) => {
+            for (kind, text) in [("started", d.started), ("overrun", d.overrun)] {
+                if let Some(text) = text {
+                    updates.insert(kind.to_owned(), text);
+                }
+            }
+            d.title.map(Public::Text).unwrap_or(Public::Shown)
+        }
     };
     if rs.kind == Kind::Announce && rs.title.is_none() && !matches!(public, Public::Text(_)) {
         cx.error(
@@ -788,6 +808,7 @@ fn validate_step(
         max_failures,
         idempotent: rs.idempotent,
         public,
+        updates,
         outputs: rs.outputs,
     }
 }
@@ -1097,7 +1118,14 @@ struct Site {
     item: bool,
     /// Rollback and restore run after the step: its own outputs exist.
     own_outputs: bool,
+    /// A public update template: the update's own values exist (`title`, `step`, `eta` ...).
+    update: bool,
 }
+
+/// Values a public update template may use besides `vars`, `run` and `window`.
+pub const UPDATE_ROOTS: &[&str] = &["title", "summary", "runbook", "eta", "components", "step"];
+/// Values `{{step.*}}` offers in an update template.
+pub const UPDATE_STEP_FIELDS: &[&str] = &["id", "title", "number", "total"];
 
 fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
     let public = Site {
@@ -1105,12 +1133,21 @@ fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
         public: true,
         item: false,
         own_outputs: false,
+        update: false,
     };
     for field in ["title", "summary"] {
         let path = FieldPath::root().key(field);
         if let Some(node) = cx.node(&path) {
             check_node(cx, scope, public, path, node);
         }
+    }
+    let path = FieldPath::root().key("status_page").key("updates");
+    if let Some(node) = cx.node(&path) {
+        let update = Site {
+            update: true,
+            ..public
+        };
+        check_node(cx, scope, update, path, node);
     }
     let internal = Site {
         public: false,
@@ -1136,9 +1173,21 @@ fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
             public: matches!(field, "title" | "public"),
             item: step.for_each.is_some() && !matches!(field, "title" | "public" | "for_each"),
             own_outputs: matches!(field, "rollback" | "restore"),
+            update: false,
         };
-        match field {
-            "id" | "kind" | "requires" | "on_failure" | "outputs" | "for_each" => {}
+        match (field, &value.value) {
+            ("id" | "kind" | "requires" | "on_failure" | "outputs" | "for_each", _) => {}
+            // `public: { title, started, overrun }`: the last two are update templates.
+            ("public", NodeValue::Map(detail)) => {
+                for (k, v) in detail {
+                    let k = k.as_str().unwrap_or_default();
+                    let site = Site {
+                        update: k != "title",
+                        ..site
+                    };
+                    check_node(cx, scope, site, path.key(field).key(k), v);
+                }
+            }
             _ => check_node(cx, scope, site, path.key(field), value),
         }
     }
@@ -1297,6 +1346,7 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
             "targets" => "target",
             "secrets" => "secret",
             "run" => "run value",
+            "step" => "step value",
             _ => "window value",
         };
         match name {
@@ -1317,6 +1367,20 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
             )),
         }
     };
+    if site.update && UPDATE_ROOTS.contains(&segs[0].as_str()) {
+        return match (segs[0].as_str(), segs.get(1)) {
+            ("step", field) => member(
+                "step",
+                field,
+                names(&mut UPDATE_STEP_FIELDS.iter().copied()),
+            ),
+            (_, None) => Ok(()),
+            (root, Some(_)) => Err((
+                format!("`{{{{{full}}}}}`: `{root}` is text, with no fields"),
+                None,
+            )),
+        };
+    }
     match segs[0].as_str() {
         "vars" => {
             member(

@@ -4,9 +4,14 @@
 //! [`follow`] watches the store for new events.
 
 pub mod api;
+pub mod command;
 pub mod feed;
+pub mod follow;
 pub mod html;
 pub mod model;
+pub mod publish;
+pub mod schedule;
+pub mod server;
 pub mod snapshot;
 
 use model::Page;
@@ -16,6 +21,7 @@ use snapshot::Snapshot;
 pub fn render(page: &Page, version: u64) -> Snapshot {
     let mut snap = Snapshot {
         version,
+        page: Some(std::sync::Arc::new(page.clone())),
         ..Snapshot::default()
     };
     html::render(page, &mut snap);

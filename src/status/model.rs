@@ -19,6 +19,8 @@ pub enum NoticeEvent {
     MaintenanceScheduled(Announcement),
     /// A public update (the `scheduled` one, or a person's).
     Published(PublicUpdate),
+    /// A run began carrying it out (its `run_started` names this maintenance too).
+    MaintenanceStarted { run: String },
 }
 
 impl NoticeEvent {
@@ -26,6 +28,7 @@ impl NoticeEvent {
         match self {
             NoticeEvent::MaintenanceScheduled(_) => "maintenance_scheduled",
             NoticeEvent::Published(_) => "published",
+            NoticeEvent::MaintenanceStarted { .. } => "maintenance_started",
         }
     }
 }
@@ -60,8 +63,14 @@ pub struct NoticeRecorded {
 /// One stream of the journal, as the projection reads it.
 #[derive(Debug, Clone)]
 pub enum Stream {
-    Run { id: String, events: Vec<Recorded> },
-    Notice { id: String, events: Vec<NoticeRecorded> },
+    Run {
+        id: String,
+        events: Vec<Recorded>,
+    },
+    Notice {
+        id: String,
+        events: Vec<NoticeRecorded>,
+    },
 }
 
 /// Statuspage's maintenance statuses.
@@ -385,7 +394,11 @@ pub fn slug(name: &str) -> String {
     while out.ends_with('-') {
         out.pop();
     }
-    if out.is_empty() { "component".into() } else { out }
+    if out.is_empty() {
+        "component".into()
+    } else {
+        out
+    }
 }
 
 /// A time in a zone, as the page writes it: `2026-11-24 20:45 GMT`.
@@ -517,10 +530,13 @@ fn fold_notice(id: &str, events: &[NoticeRecorded], tz: Tz) -> Option<Maintenanc
             }
             NoticeEvent::Published(u) => {
                 if let Some(m) = m.as_mut() {
-                    m.updates.insert(0, update(id, r.seq, r.at_ms, u));
-                    m.updated_ms = r.at_ms;
+                    // Customers first see it when the maintenance is announced.
+                    let at = m.announce_from_ms.map_or(r.at_ms, |a| a.max(r.at_ms));
+                    m.updates.insert(0, update(id, r.seq, at, u));
+                    m.updated_ms = m.updated_ms.max(r.at_ms);
                 }
             }
+            NoticeEvent::MaintenanceStarted { .. } => {}
         }
     }
     m
@@ -550,10 +566,11 @@ fn fold_run(
     let plan = public.clone().unwrap_or_default();
     let public_steps: Vec<_> = plan.steps.iter().filter(|s| s.title.is_some()).collect();
     // The scheduled maintenance this run carries out, or a new one.
-    let at = plan
-        .maintenance
-        .as_deref()
-        .and_then(|id| maintenances.iter().position(|m| m.id == id && m.run_id.is_none()));
+    let at = plan.maintenance.as_deref().and_then(|id| {
+        maintenances
+            .iter()
+            .position(|m| m.id == id && m.run_id.is_none())
+    });
     let m = match at {
         Some(i) => &mut maintenances[i],
         None => {
@@ -580,19 +597,13 @@ fn fold_run(
     let mut incident: Option<Incident> = None;
     for r in &events[1..] {
         match &r.event {
-            Event::StepStarted {
-                step, verifying, ..
-            } => {
+            Event::StepStarted { step, .. } => {
                 if let Some(pos) = public_steps.iter().position(|s| &s.id == step) {
                     m.progress = Some(Progress {
                         current: pos + 1,
                         total: public_steps.len(),
                         step_title: public_steps[pos].title.clone(),
                     });
-                }
-                if *verifying && m.status == MaintenanceStatus::InProgress {
-                    m.status = MaintenanceStatus::Verifying;
-                    m.updated_ms = r.at_ms;
                 }
             }
             Event::ServiceClosed => {
@@ -660,8 +671,15 @@ fn fold_run(
                         i.updates.insert(0, shown.clone());
                     }
                     _ => {
+                        // The run's updates say when it is verifying (once the work
+                        // is done); its end says when it completed.
                         if m.status != MaintenanceStatus::Completed {
                             m.eta_ms = u.eta_ms.or(m.eta_ms);
+                            match u.status.as_str() {
+                                "verifying" => m.status = MaintenanceStatus::Verifying,
+                                "in_progress" => m.status = MaintenanceStatus::InProgress,
+                                _ => {}
+                            }
                         }
                     }
                 }

@@ -74,6 +74,8 @@ pub struct Snapshot {
     /// Grows by one per re-render; SSE clients learn it.
     pub version: u64,
     pub assets: HashMap<String, Asset>,
+    /// The page it was rendered from (the admin API finds maintenances in it).
+    pub page: Option<std::sync::Arc<super::model::Page>>,
 }
 
 impl Snapshot {

@@ -1,0 +1,162 @@
+//! `runbook serve`, `runbook schedule`, and the status page flags `execute --serve`
+//! shares.
+
+use std::path::PathBuf;
+
+use chrono_tz::Tz;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::model::PageInfo;
+use super::schedule::Scheduled;
+use super::server::Config;
+use crate::store::Store;
+
+/// How the status page presents itself.
+#[derive(Debug, Clone, Args)]
+pub struct PageArgs {
+    /// Name shown at the top of the page and in the feeds.
+    #[arg(long, default_value = "Service status")]
+    pub page_name: String,
+    /// Public base URL of the page, for links in feeds and the API (default: http://ADDR).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Show every time in this IANA zone (default: each maintenance's `window.timezone`).
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    pub timezone: Option<Tz>,
+    /// Who may show the page in a frame: CSP `frame-ancestors` sources.
+    #[arg(long, value_name = "SOURCES", default_value = "'none'", value_parser = parse_ancestors)]
+    pub frame_ancestors: String,
+    /// File holding the admin API's bearer token (default: $RUNBOOK_ADMIN_TOKEN; without
+    /// either, the admin API refuses every request).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+fn parse_zone(s: &str) -> Result<Tz, String> {
+    s.parse::<Tz>()
+        .map_err(|_| format!("`{s}` is not an IANA time zone (like Europe/London or UTC)"))
+}
+
+fn parse_ancestors(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() || s.contains([';', ',', '\n', '\r']) {
+        return Err(format!(
+            "`{s}`: give CSP sources separated by spaces, like `'self' https://example.com`"
+        ));
+    }
+    Ok(s.trim().to_owned())
+}
+
+/// A listener on `addr`, or why not.
+pub async fn bind(addr: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot serve the status page on `{addr}`: {e}"))
+}
+
+/// The page settings and server configuration from the flags.
+pub fn settings(page: &PageArgs, listener: &TcpListener) -> Result<(PageInfo, Config), String> {
+    let token = match &page.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--admin-token-file `{}`: {e}", path.display()))?,
+        ),
+        None => std::env::var("RUNBOOK_ADMIN_TOKEN").ok(),
+    };
+    let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let url = match &page.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            format!("http://{addr}")
+        }
+    };
+    Ok((
+        PageInfo {
+            name: page.page_name.clone(),
+            url,
+            timezone: page.timezone,
+        },
+        Config {
+            frame_ancestors: page.frame_ancestors.clone(),
+            admin_token: token,
+        },
+    ))
+}
+
+/// Starts serving in the background (for `execute --serve`).
+pub async fn spawn(
+    listener: TcpListener,
+    store_url: &str,
+    page: &PageArgs,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (info, cfg) = settings(page, &listener)?;
+    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
+    eprintln!("status page: {}", info.url);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = super::server::serve(listener, store, info, cfg).await {
+            eprintln!("status page stopped: {e}");
+        }
+    }))
+}
+
+/// `runbook serve`: until Ctrl-C or SIGTERM.
+pub async fn serve(addr: &str, store_url: &str, page: &PageArgs) -> Result<(), String> {
+    let listener = bind(addr).await?;
+    let (info, cfg) = settings(page, &listener)?;
+    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "serving the status page of {} on {} (admin API {})",
+        store_url,
+        info.url,
+        if cfg.admin_token.is_some() {
+            "on"
+        } else {
+            "off: no token"
+        }
+    );
+    let stop = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async {
+                match term.as_mut() {
+                    Some(t) => { t.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+        }
+    };
+    tokio::select! {
+        r = super::server::serve(listener, store, info, cfg) => r.map_err(|e| e.to_string()),
+        _ = stop => Ok(()),
+    }
+}
+
+/// `runbook schedule`: what to say.
+pub async fn schedule(rb: &crate::runbook::Runbook, store_url: &str) -> Result<String, String> {
+    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
+    let a = super::schedule::announcement(rb, crate::store::now_ms())?;
+    let tz = rb.window.timezone;
+    let when = format!(
+        "{} to {}, shown from {}",
+        super::model::local(a.planned_start_ms, tz),
+        super::model::local(a.planned_end_ms, tz),
+        super::model::local(a.announce_from_ms.max(crate::store::now_ms()), tz),
+    );
+    let said = match super::schedule::schedule(&store, rb).await? {
+        Scheduled::New(id) => format!("scheduled maintenance {id}: {} ({when})", a.title),
+        Scheduled::Rescheduled(id) => {
+            format!("rescheduled maintenance {id}: {} ({when})", a.title)
+        }
+        Scheduled::Unchanged(id) => {
+            format!(
+                "maintenance {id} is already scheduled: {} ({when})",
+                a.title
+            )
+        }
+    };
+    store.close().await;
+    Ok(said)
+}

@@ -1,0 +1,168 @@
+//! Following the journal: new events in this process wake the follower at once; other
+//! processes' commits arrive by PostgreSQL's LISTEN/NOTIFY or, on SQLite, by polling
+//! `PRAGMA data_version` (cheap: it reads no table). Each change re-renders every public
+//! response once; requests only ever read the latest [`Snapshot`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::model::{NoticeRecorded, PageInfo, Stream, project};
+use super::snapshot::Snapshot;
+use crate::engine::event::Recorded;
+use crate::store::{NOTIFY_CHANNEL, Store, StoreError, now_ms};
+
+/// How often a SQLite follower looks for other processes' commits.
+const POLL: Duration = Duration::from_millis(250);
+/// Events that arrive together (a fan-out's items) are rendered once.
+const SETTLE: Duration = Duration::from_millis(30);
+
+/// The journal as far as the follower has read it.
+#[derive(Default)]
+pub struct Follower {
+    runs: HashMap<String, Vec<Recorded>>,
+    notices: HashMap<String, Vec<NoticeRecorded>>,
+    known_notices: HashSet<String>,
+}
+
+impl Follower {
+    /// Reads what the store has that the follower has not; `true` when anything was new.
+    pub async fn refresh(&mut self, store: &Store) -> Result<bool, StoreError> {
+        let heads = store.heads().await?;
+        let mut grew = false;
+        for (id, head) in heads {
+            let seen = self
+                .runs
+                .get(&id)
+                .and_then(|e| e.last().map(|r| r.seq))
+                .or_else(|| self.notices.get(&id).and_then(|e| e.last().map(|r| r.seq)))
+                .unwrap_or(0);
+            if head <= seen {
+                continue;
+            }
+            if !self.known_notices.contains(&id) && !self.runs.contains_key(&id) {
+                self.known_notices = store
+                    .notices()
+                    .await?
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+            }
+            if self.known_notices.contains(&id) {
+                let new = store.load_notice_after(&id, seen).await?;
+                grew |= !new.is_empty();
+                self.notices.entry(id).or_default().extend(new);
+            } else {
+                let new = store.load_after(&id, seen).await?;
+                grew |= !new.is_empty();
+                self.runs.entry(id).or_default().extend(new);
+            }
+        }
+        Ok(grew)
+    }
+
+    /// Every stream read so far.
+    pub fn streams(&self) -> Vec<Stream> {
+        let runs = self.runs.iter().map(|(id, events)| Stream::Run {
+            id: id.clone(),
+            events: events.clone(),
+        });
+        let notices = self.notices.iter().map(|(id, events)| Stream::Notice {
+            id: id.clone(),
+            events: events.clone(),
+        });
+        runs.chain(notices).collect()
+    }
+}
+
+/// Renders the page of `follower` at `now`: the next snapshot, unless nothing anyone can
+/// see has changed since `last` (then `None`).
+pub fn render_if_changed(
+    follower: &Follower,
+    info: &PageInfo,
+    last: &Snapshot,
+    now: i64,
+) -> (Option<Snapshot>, Option<i64>) {
+    let page = project(info.clone(), &follower.streams(), now);
+    let next_change = page.next_change_ms();
+    let snap = super::render(&page, last.version + 1);
+    let same = snap.assets.len() == last.assets.len()
+        && snap
+            .assets
+            .iter()
+            .all(|(path, a)| last.get(path).is_some_and(|b| b.etag == a.etag));
+    (if same { None } else { Some(snap) }, next_change)
+}
+
+/// Follows `store` for as long as the process lives, publishing each new snapshot.
+pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot>>) {
+    let mut follower = Follower::default();
+    let mut local = crate::store::changes();
+    let mut listener = if store.is_postgres() {
+        match sqlx::postgres::PgListener::connect(&store.url).await {
+            Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    let mut version = store.data_version().await.unwrap_or(0);
+    let mut next_change: Option<i64> = None;
+    loop {
+        if let Err(e) = follower.refresh(&store).await {
+            eprintln!("status page: cannot read the journal: {e}");
+        }
+        let last = tx.borrow().clone();
+        let (snap, next) = render_if_changed(&follower, &info, &last, now_ms());
+        next_change = next.or(next_change.filter(|&t| t > now_ms()));
+        if let Some(snap) = snap {
+            tx.send_replace(Arc::new(snap));
+        }
+        // Wait for something to happen.
+        let until_change = next_change
+            .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5))
+            .unwrap_or(Duration::from_secs(3600));
+        let timer = tokio::time::sleep(until_change);
+        tokio::pin!(timer);
+        let poll = if listener.is_some() {
+            Duration::from_secs(5)
+        } else {
+            POLL
+        };
+        loop {
+            tokio::select! {
+                _ = local.changed() => break,
+                _ = &mut timer => break,
+                n = async {
+                    match listener.as_mut() {
+                        Some(l) => l.recv().await.map(|_| ()),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if n.is_err() {
+                        // The connection dropped; it reconnects on the next recv.
+                        tokio::time::sleep(POLL).await;
+                    }
+                    break;
+                }
+                _ = tokio::time::sleep(poll) => {
+                    if store.is_postgres() {
+                        break;
+                    }
+                    let v = store.data_version().await.unwrap_or(version);
+                    if v != version {
+                        version = v;
+                        break;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(SETTLE).await;
+        local.mark_unchanged();
+    }
+}

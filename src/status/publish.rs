@@ -1,0 +1,401 @@
+//! Public updates: what the run tells customers, written by the templates in
+//! `templates/updates/` (or the runbook's and step's own), recorded in the journal in the
+//! same commit as the transition they announce.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+
+use crate::engine::event::{Event, PublicPlan, PublicStep, PublicUpdate};
+use crate::engine::state::{RunState, RunStatus, StepStatus};
+use crate::runbook::{Kind, Public, Runbook, Step};
+
+/// The default templates, by kind.
+const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "scheduled",
+        include_str!("../../templates/updates/scheduled.hbs"),
+    ),
+    (
+        "in_progress",
+        include_str!("../../templates/updates/in_progress.hbs"),
+    ),
+    (
+        "step_started",
+        include_str!("../../templates/updates/step_started.hbs"),
+    ),
+    (
+        "overrun",
+        include_str!("../../templates/updates/overrun.hbs"),
+    ),
+    (
+        "verifying",
+        include_str!("../../templates/updates/verifying.hbs"),
+    ),
+    (
+        "rolling_back",
+        include_str!("../../templates/updates/rolling_back.hbs"),
+    ),
+    (
+        "completed",
+        include_str!("../../templates/updates/completed.hbs"),
+    ),
+    (
+        "rolled_back",
+        include_str!("../../templates/updates/rolled_back.hbs"),
+    ),
+    ("failed", include_str!("../../templates/updates/failed.hbs")),
+    (
+        "aborted",
+        include_str!("../../templates/updates/aborted.hbs"),
+    ),
+];
+
+/// Public updates are plain text: escaping happens where they are shown (HTML, XML,
+/// JSON), never here.
+static DEFAULT_TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    for (kind, text) in DEFAULTS {
+        hb.register_template_string(kind, text.trim_end())
+            .expect("the default update templates compile");
+    }
+    hb
+});
+
+fn render(text: Option<&String>, kind: &str, ctx: &Value) -> String {
+    let out = match text {
+        Some(t) => {
+            let mut hb = Handlebars::new();
+            hb.register_escape_fn(handlebars::no_escape);
+            hb.render_template(t, ctx)
+        }
+        None => DEFAULT_TEMPLATES.render(kind, ctx),
+    };
+    // Templates were checked at load time; should one still fail, say nothing rather
+    // than something half-rendered.
+    out.map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Public text of a step: its `public` text, else its title; `None` when hidden.
+pub fn step_title(step: &Step) -> Option<&str> {
+    match &step.public {
+        Public::Hidden => None,
+        Public::Text(t) => Some(t),
+        Public::Shown => Some(step.display_title()),
+    }
+}
+
+/// Renders a public text of the runbook (a title with `{{vars.x}}`) in `ctx`.
+fn text(t: &str, ctx: &Value) -> String {
+    if !t.contains("{{") {
+        return t.to_owned();
+    }
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.render_template(t, ctx).unwrap_or_else(|_| t.to_owned())
+}
+
+/// What the status page may know of a run of `rb`, recorded in `run_started`. `ctx` is
+/// the run's template context (`vars`, `run`, `window`).
+pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPlan {
+    let start = rb.window.start.map(|t| t.timestamp_millis());
+    let end = start
+        .zip(rb.window.duration)
+        .map(|(s, d)| s + d.as_millis() as i64);
+    PublicPlan {
+        maintenance,
+        summary: rb.summary.as_deref().map(|s| text(s, ctx)),
+        components: rb.status_page.components.clone(),
+        timezone: rb.window.timezone.name().to_owned(),
+        planned_start_ms: start,
+        planned_end_ms: end,
+        steps: rb
+            .order
+            .iter()
+            .map(|&i| {
+                let s = &rb.steps[i];
+                PublicStep {
+                    id: s.id.clone(),
+                    title: step_title(s).map(|t| text(t, ctx)),
+                    expected_ms: s.expected.map(|d| d.as_millis() as u64),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// When the run should end if every remaining step takes its `expected` time: the
+/// running step's remainder plus the steps not started. `None` when no step says.
+pub fn eta_ms(rb: &Runbook, state: &RunState, now_ms: i64) -> Option<i64> {
+    let mut left = 0i64;
+    let mut known = false;
+    for &i in &rb.order {
+        let step = &rb.steps[i];
+        let Some(expected) = step.expected else {
+            continue;
+        };
+        let expected = expected.as_millis() as i64;
+        let run = state.step(&step.id);
+        match run.status {
+            StepStatus::Pending | StepStatus::Checking => {
+                left += expected;
+                known = true;
+            }
+            StepStatus::Running => {
+                let spent = run.started_ms.map_or(0, |s| now_ms - s);
+                left += (expected - spent).max(0);
+                known = true;
+            }
+            _ => {}
+        }
+    }
+    known.then_some(now_ms + left)
+}
+
+/// Writes public updates for the runs's transitions.
+pub struct Publisher<'a> {
+    rb: &'a Runbook,
+}
+
+impl<'a> Publisher<'a> {
+    pub fn new(rb: &'a Runbook) -> Self {
+        Publisher { rb }
+    }
+
+    /// The template context of an update: the run's (`vars`, `run`, `window`) and the
+    /// update's own values.
+    fn context(&self, base: &Value, eta: Option<i64>, step: Option<&Step>) -> Value {
+        let rb = self.rb;
+        let tz = rb.window.timezone;
+        let mut ctx = base.clone();
+        if !ctx.is_object() {
+            ctx = json!({});
+        }
+        // Nothing secret reaches a public template, whatever it says.
+        if let Some(obj) = ctx.as_object_mut() {
+            obj.remove("secrets");
+        }
+        // The window as customers read it: in the runbook's zone.
+        for edge in ["start", "end"] {
+            let at = ctx["window"][edge]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+            if let Some(at) = at {
+                ctx["window"][edge] =
+                    Value::from(crate::status::model::local(at.timestamp_millis(), tz));
+            }
+        }
+        let public: Vec<&Step> = rb
+            .order
+            .iter()
+            .map(|&i| &rb.steps[i])
+            .filter(|s| step_title(s).is_some())
+            .collect();
+        ctx["title"] = Value::from(text(&rb.title, base));
+        ctx["summary"] = Value::from(rb.summary.as_deref().map(|s| text(s, base)));
+        ctx["runbook"] = Value::from(rb.id.as_str());
+        ctx["components"] = Value::from(rb.status_page.components.join(", "));
+        ctx["eta"] = Value::from(eta.map(|ms| local_time(ms, tz)));
+        ctx["step"] = match step {
+            Some(s) => json!({
+                "id": s.id,
+                "title": step_title(s).map(|t| text(t, base)),
+                "number": public.iter().position(|p| p.id == s.id).map(|p| p + 1),
+                "total": public.len(),
+            }),
+            None => json!({ "id": null, "title": null, "number": null, "total": public.len() }),
+        };
+        ctx
+    }
+
+    fn update(
+        &self,
+        kind: &str,
+        status: &str,
+        base: &Value,
+        eta: Option<i64>,
+        step: Option<&Step>,
+        own: Option<&String>,
+    ) -> Option<PublicUpdate> {
+        let ctx = self.context(base, eta, step);
+        let template = own.or_else(|| self.rb.status_page.updates.get(kind));
+        let body = render(template, kind, &ctx);
+        // An empty template is how a runbook says "publish nothing here".
+        (!body.is_empty()).then(|| PublicUpdate {
+            kind: kind.to_owned(),
+            status: status.to_owned(),
+            body,
+            step: step.map(|s| s.id.clone()),
+            eta_ms: eta,
+            by: None,
+            incident: false,
+        })
+    }
+
+    /// The update `runbook schedule` publishes.
+    pub fn scheduled(&self, base: &Value) -> Option<PublicUpdate> {
+        self.update("scheduled", "scheduled", base, None, None, None)
+    }
+
+    /// The Statuspage status of the maintenance while its run is in `state`:
+    /// `verifying` only once the work is done (a check after a change step), not for
+    /// the backup check before anything changed.
+    fn status(&self, state: &RunState) -> &'static str {
+        let changed = self.rb.steps.iter().any(|s| {
+            matches!(
+                s.kind,
+                Kind::Patch | Kind::Migrate | Kind::Install | Kind::Optimise
+            ) && state.step(&s.id).status == StepStatus::Succeeded
+        });
+        match maintenance_status(state.status) {
+            "verifying" if !changed => "in_progress",
+            other => other,
+        }
+    }
+
+    /// The update for a step running past its `expected` duration.
+    pub fn overrun(
+        &self,
+        state: &RunState,
+        step: &Step,
+        base: &Value,
+        now_ms: i64,
+    ) -> Option<PublicUpdate> {
+        step_title(step)?;
+        let eta = eta_ms(self.rb, state, now_ms);
+        let status = self.status(state);
+        self.update(
+            "overrun",
+            status,
+            base,
+            eta,
+            Some(step),
+            step.updates.get("overrun"),
+        )
+    }
+
+    /// Updates announcing `events`, which take the run from `before` to `after`.
+    pub fn updates(
+        &self,
+        before: &RunState,
+        events: &[Event],
+        after: &RunState,
+        base: &Value,
+        now_ms: i64,
+    ) -> Vec<PublicUpdate> {
+        let eta = eta_ms(self.rb, after, now_ms);
+        let status = self.status(after);
+        let mut out = Vec::new();
+        for event in events {
+            let u = match event {
+                Event::RunStarted { .. } => {
+                    self.update("in_progress", "in_progress", base, eta, None, None)
+                }
+                Event::StepStarted {
+                    step,
+                    attempt: 1,
+                    verifying,
+                } => {
+                    let Some(s) = self.rb.steps.iter().find(|s| &s.id == step) else {
+                        continue;
+                    };
+                    if step_title(s).is_none() {
+                        continue;
+                    }
+                    let own = s.updates.get("started");
+                    if s.kind == Kind::Announce {
+                        let body = own
+                            .map(|t| render(Some(t), "announce", &self.context(base, eta, Some(s))))
+                            .or_else(|| step_title(s).map(|t| text(t, base)))
+                            .unwrap_or_default();
+                        (!body.is_empty()).then(|| PublicUpdate {
+                            kind: "announce".into(),
+                            status: status.into(),
+                            body,
+                            step: Some(s.id.clone()),
+                            eta_ms: eta,
+                            by: None,
+                            incident: false,
+                        })
+                    } else if *verifying
+                        && status == "verifying"
+                        && self.status(before) != "verifying"
+                    {
+                        self.update("verifying", "verifying", base, eta, Some(s), own)
+                    } else {
+                        self.update("step_started", status, base, eta, Some(s), own)
+                    }
+                }
+                Event::RollbackStarted { .. } => {
+                    self.update("rolling_back", "in_progress", base, None, None, None)
+                }
+                Event::RunCompleted => {
+                    self.update("completed", "completed", base, None, None, None)
+                }
+                Event::RunRolledBack => {
+                    self.update("rolled_back", "completed", base, None, None, None)
+                }
+                Event::RunFailed { .. } => self
+                    .update("failed", "investigating", base, None, None, None)
+                    .map(|u| PublicUpdate {
+                        incident: true,
+                        ..u
+                    }),
+                Event::RunAborted { .. } => {
+                    // Aborted with the service closed opens an incident (the page must
+                    // not say "completed" while customers are locked out).
+                    let closed = before.closed || after.closed;
+                    let status = if closed { "investigating" } else { "completed" };
+                    self.update("aborted", status, base, None, None, None)
+                        .map(|u| PublicUpdate {
+                            incident: closed,
+                            ..u
+                        })
+                }
+                _ => None,
+            };
+            out.extend(u);
+        }
+        out
+    }
+}
+
+/// Whether an event may be announced (so that the context is built only then).
+pub fn announces(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::RunStarted { .. }
+            | Event::StepStarted { attempt: 1, .. }
+            | Event::RollbackStarted { .. }
+            | Event::RunCompleted
+            | Event::RunRolledBack
+            | Event::RunFailed { .. }
+            | Event::RunAborted { .. }
+    )
+}
+
+/// The Statuspage status of a maintenance whose run is in `status`.
+pub fn maintenance_status(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Verifying => "verifying",
+        RunStatus::Completed | RunStatus::RolledBack => "completed",
+        _ => "in_progress",
+    }
+}
+
+/// `20:45 GMT` on the day of the window, `Tue 20:45 GMT` (with the date) otherwise.
+pub fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
+    let Some(t) = DateTime::<Utc>::from_timestamp_millis(ms) else {
+        return String::new();
+    };
+    let t = t.with_timezone(&tz);
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    if t.date_naive() == today {
+        t.format("%H:%M %Z").to_string()
+    } else {
+        t.format("%a %-d %b %H:%M %Z").to_string()
+    }
+}

@@ -1,0 +1,161 @@
+//! `runbook schedule`: publish a runbook's maintenance as scheduled before it runs, and
+//! find the scheduled maintenance a run carries out.
+
+use serde_json::json;
+
+use super::model::{Announcement, NoticeEvent};
+use super::publish::{Publisher, step_title};
+use crate::engine::event::PublicUpdate;
+use crate::runbook::Runbook;
+use crate::store::{Store, StoreError, now_ms};
+
+/// A scheduled maintenance not yet carried out by a run.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: String,
+    /// Its journal's last sequence number.
+    pub seq: i64,
+    pub announcement: Announcement,
+}
+
+/// The scheduled maintenances of `runbook` that no run has started, oldest first.
+pub async fn pending(store: &Store, runbook: &str) -> Result<Vec<Pending>, StoreError> {
+    let mut out = Vec::new();
+    for (id, rb) in store.notices().await? {
+        if rb != runbook {
+            continue;
+        }
+        let events = store.load_notice_after(&id, 0).await?;
+        let started = events
+            .iter()
+            .any(|r| matches!(r.event, NoticeEvent::MaintenanceStarted { .. }));
+        let latest = events.iter().rev().find_map(|r| match &r.event {
+            NoticeEvent::MaintenanceScheduled(a) => Some(a.clone()),
+            _ => None,
+        });
+        if let (false, Some(announcement)) = (started, latest) {
+            out.push(Pending {
+                id,
+                seq: events.last().map_or(0, |r| r.seq),
+                announcement,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Marks a scheduled maintenance as started by `run` (the run's own journal names it
+/// too; this lets the next `schedule` know it is taken).
+pub async fn mark_started(store: &Store, p: &Pending, run: &str) -> Result<(), StoreError> {
+    let event = NoticeEvent::MaintenanceStarted {
+        run: run.to_owned(),
+    };
+    store
+        .append_notice(
+            &p.id,
+            &p.announcement.runbook,
+            p.seq + 1,
+            &[event],
+            now_ms(),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// What `schedule` did.
+#[derive(Debug, PartialEq)]
+pub enum Scheduled {
+    New(String),
+    Rescheduled(String),
+    Unchanged(String),
+}
+
+/// The announcement of `rb`'s window, or why there can be none.
+pub fn announcement(rb: &Runbook, now: i64) -> Result<Announcement, String> {
+    let Some(start) = rb.window.start else {
+        return Err(format!(
+            "runbook `{}` has no `window.start`: a maintenance is scheduled for a time",
+            rb.id
+        ));
+    };
+    let plan = crate::plan::plan(rb, None, chrono::Utc::now());
+    let end = plan.window_end.unwrap_or(plan.end);
+    let (start_ms, end_ms) = (start.timestamp_millis(), end.timestamp_millis());
+    if end_ms <= now {
+        return Err(format!(
+            "the window of `{}` ended at {}: there is nothing left to schedule",
+            rb.id,
+            end.to_rfc3339()
+        ));
+    }
+    let announce_from_ms = rb
+        .status_page
+        .announce_before
+        .map_or(now, |b| start_ms - b.as_millis() as i64);
+    let ctx = json!({ "vars": rb.vars });
+    let text = |t: &str| -> String {
+        let mut hb = handlebars::Handlebars::new();
+        hb.register_escape_fn(handlebars::no_escape);
+        hb.render_template(t, &ctx).unwrap_or_else(|_| t.to_owned())
+    };
+    Ok(Announcement {
+        runbook: rb.id.clone(),
+        title: text(&rb.title),
+        summary: rb.summary.as_deref().map(text),
+        components: rb.status_page.components.clone(),
+        timezone: rb.window.timezone.name().to_owned(),
+        planned_start_ms: start_ms,
+        planned_end_ms: end_ms,
+        announce_from_ms,
+        public_steps: rb.steps.iter().filter(|s| step_title(s).is_some()).count(),
+    })
+}
+
+/// Publishes (or reschedules) `rb`'s maintenance.
+pub async fn schedule(store: &Store, rb: &Runbook) -> Result<Scheduled, String> {
+    let now = now_ms();
+    let a = announcement(rb, now)?;
+    let base = json!({
+        "vars": rb.vars,
+        "run": { "id": null, "runbook": rb.id, "operator": null, "started_at": null },
+        "window": {
+            "start": rb.window.start.map(|t| t.to_rfc3339()),
+            "end": crate::status::model::iso(a.planned_end_ms),
+            "duration": rb.window.duration.map(crate::duration::fmt_duration),
+            "timezone": rb.window.timezone.name(),
+        },
+    });
+    let update: Option<PublicUpdate> = Publisher::new(rb).scheduled(&base);
+    let pending = pending(store, &rb.id).await.map_err(|e| e.to_string())?;
+    let mut events = vec![NoticeEvent::MaintenanceScheduled(a.clone())];
+    events.extend(update.map(NoticeEvent::Published));
+    if let Some(p) = pending.last() {
+        // Scheduling again is safe: the same window changes nothing, a new one moves it.
+        let same = Announcement {
+            announce_from_ms: p.announcement.announce_from_ms,
+            ..a.clone()
+        } == p.announcement;
+        if same {
+            return Ok(Scheduled::Unchanged(p.id.clone()));
+        }
+        store
+            .append_notice(&p.id, &rb.id, p.seq + 1, &events, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Scheduled::Rescheduled(p.id.clone()));
+    }
+    let stamp = chrono::DateTime::from_timestamp_millis(a.planned_start_ms)
+        .unwrap_or_default()
+        .format("%Y%m%d-%H%M");
+    let mut id = format!("{}-{stamp}", rb.id);
+    let mut n = 1;
+    while store.run_exists(&id).await.map_err(|e| e.to_string())? {
+        n += 1;
+        id = format!("{}-{stamp}-{n}", rb.id);
+    }
+    store
+        .append_notice(&id, &rb.id, 1, &events, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Scheduled::New(id))
+}

@@ -1,0 +1,697 @@
+//! The HTTP server: public responses straight from the latest [`Snapshot`] (no rendering,
+//! no database on the request path), Server-Sent Events, and the admin API.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+
+use super::model::{MaintenanceStatus, PageInfo};
+use super::snapshot::{Asset, Snapshot};
+use crate::engine::event::{Event, PublicUpdate};
+use crate::status::model::NoticeEvent;
+use crate::store::{Store, now_ms};
+
+/// How the server is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// CSP `frame-ancestors` sources: who may embed the page (`'none'` by default).
+    pub frame_ancestors: String,
+    /// The admin API's bearer token; `None` turns the admin API off.
+    pub admin_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            frame_ancestors: "'none'".into(),
+            admin_token: None,
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct Shared {
+    snap: watch::Receiver<Arc<Snapshot>>,
+    store: Option<Store>,
+    token: Option<[u8; 32]>,
+    csp: HeaderValue,
+}
+
+type St = State<Arc<Shared>>;
+
+/// The router over a stream of snapshots; `store` is where the admin API writes.
+pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &Config) -> Router {
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {}",
+        cfg.frame_ancestors
+    );
+    let shared = Arc::new(Shared {
+        snap,
+        store,
+        token: cfg
+            .admin_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| Sha256::digest(t.as_bytes()).into()),
+        csp: HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'")),
+    });
+    Router::new()
+        .route("/api/v1/admin/updates", post(admin_update))
+        .route("/api/v1/admin/runs/{run}/approve", post(admin_approve))
+        .route("/api/v1/admin/runs/{run}/reject", post(admin_reject))
+        .route("/api/v1/admin/runs/{run}/abort", post(admin_abort))
+        .method_not_allowed_fallback(not_allowed)
+        .fallback(public)
+        .with_state(shared)
+}
+
+/// Serves the page of `store` on `listener` until the process ends: follows the journal
+/// in the background and answers from memory.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    info: PageInfo,
+    cfg: Config,
+) -> std::io::Result<()> {
+    raise_fd_limit();
+    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    tokio::spawn(super::follow::follow(store.clone(), info, tx));
+    let app = router(rx, Some(store), &cfg);
+    axum::serve(listener, app).await
+}
+
+/// Thousands of live-update clients need thousands of descriptors: take the hard limit.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a valid struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn secure(mut r: Response, csp: &HeaderValue) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, csp.clone());
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    r
+}
+
+/// A JSON error: `{"error": {"status": N, "message": "..."}}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({ "error": { "status": status.as_u16(), "message": message.into() } });
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn not_allowed(State(st): St) -> Response {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "the admin API takes POST only",
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    secure(r, &st.csp)
+}
+
+/// Whether a conditional request's `If-None-Match` names `etag` (weak comparison, as
+/// RFC 9110 asks for GET).
+fn matches_etag(inm: &str, etag: &str) -> bool {
+    inm.split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
+/// Whether the client takes gzip (`Accept-Encoding`, honouring `q=0`).
+fn takes_gzip(headers: &HeaderMap) -> bool {
+    let Some(ae) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    ae.split(',').any(|part| {
+        let mut it = part.split(';');
+        let name = it.next().unwrap_or("").trim();
+        let refused = it.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    })
+}
+
+fn not_modified_since(headers: &HeaderMap, asset: &Asset) -> bool {
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
+    let modified = chrono::DateTime::parse_from_rfc2822(&asset.last_modified).ok();
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+fn static_header(v: &str) -> HeaderValue {
+    HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Every public GET: a lookup in the snapshot.
+async fn public(State(st): St, req: Request<Body>) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path();
+    if path == "/events" && (method == Method::GET || method == Method::HEAD) {
+        return secure(events(&st), &st.csp);
+    }
+    if method == Method::OPTIONS {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        let h = r.headers_mut();
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("If-None-Match, If-Modified-Since, Cache-Control"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        return secure(r, &st.csp);
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here: the status page is read-only"),
+        );
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return secure(r, &st.csp);
+    }
+    let snap = st.snap.borrow().clone();
+    let Some(asset) = snap.get(path) else {
+        let mut r = if path.starts_with("/api/") {
+            error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"))
+        } else if let Some(page) = snap.get("/404") {
+            let mut r = Response::new(Body::from(page.body.clone()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, static_header(page.content_type));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        } else {
+            let mut r = Response::new(Body::from("Not found\n"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        };
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        return secure(r, &st.csp);
+    };
+    let headers = req.headers();
+    let gzip = asset.gzip.as_ref().filter(|_| takes_gzip(headers));
+    let etag = if gzip.is_some() {
+        &asset.etag_gzip
+    } else {
+        &asset.etag
+    };
+    let fresh = match headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(inm) => matches_etag(inm, etag),
+        None => not_modified_since(headers, asset),
+    };
+    let mut r = if fresh {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let body = gzip.unwrap_or(&asset.body).clone();
+        let mut r = Response::new(if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(body.clone())
+        });
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, static_header(asset.content_type));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if gzip.is_some() {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
+        r
+    };
+    let h = r.headers_mut();
+    h.insert(header::ETAG, static_header(etag));
+    h.insert(header::LAST_MODIFIED, static_header(&asset.last_modified));
+    h.insert(header::CACHE_CONTROL, static_header(asset.cache_control));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    secure(r, &st.csp)
+}
+
+/// `/events`: one `update` event with the snapshot version now and after every change.
+fn events(st: &Shared) -> Response {
+    let frames = tokio_stream::wrappers::WatchStream::new(st.snap.clone()).map(|snap| {
+        Ok::<_, Infallible>(Bytes::from(format!(
+            "event: update\ndata: {{\"version\":{}}}\n\n",
+            snap.version
+        )))
+    });
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    ping.reset();
+    let pings = tokio_stream::wrappers::IntervalStream::new(ping)
+        .map(|_| Ok::<_, Infallible>(Bytes::from_static(b": keep-alive\n\n")));
+    let stream = tokio_stream::once(Ok::<_, Infallible>(Bytes::from_static(b"retry: 2000\n\n")))
+        .chain(frames.merge(pings));
+    let mut r = Response::new(Body::from_stream(stream));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// The admin API
+// ---------------------------------------------------------------------------------------
+
+/// Checks the bearer token in constant time; the refusal when it is not right.
+fn authorize(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let refuse = |message: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, message);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"runbook admin\""),
+        );
+        Err(secure(r, &st.csp))
+    };
+    let Some(expected) = st.token else {
+        return refuse(
+            "the admin API is off: start the server with RUNBOOK_ADMIN_TOKEN or --admin-token-file",
+        );
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(given) = given.filter(|g| !g.is_empty()) else {
+        return refuse("missing bearer token: send `Authorization: Bearer TOKEN`");
+    };
+    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    if bool::from(digest.ct_eq(&expected)) {
+        Ok(())
+    } else {
+        refuse("wrong bearer token")
+    }
+}
+
+/// Parses a JSON request body, saying where it is wrong.
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+    let text = if body.iter().all(u8::is_ascii_whitespace) {
+        &b"{}"[..]
+    } else {
+        &body[..]
+    };
+    serde_json::from_slice(text).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "invalid JSON body at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+fn ok(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateRequest {
+    body: Option<String>,
+    maintenance: Option<String>,
+    status: Option<String>,
+    by: Option<String>,
+}
+
+const MAINTENANCE_STATUSES: &[&str] = &["scheduled", "in_progress", "verifying", "completed"];
+const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved"];
+/// Longest manual update accepted.
+const MAX_BODY: usize = 5000;
+
+async fn admin_update(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
+    let r = match authorize(&st, &headers) {
+        Ok(()) => post_update(&st, &body).await,
+        Err(r) => return r,
+    };
+    secure(r.unwrap_or_else(|e| e), &st.csp)
+}
+
+async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
+    let req: UpdateRequest = parse(body)?;
+    let text = req.body.as_deref().map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "`body` is required: the text of the update",
+        ));
+    }
+    if text.chars().count() > MAX_BODY {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("`body` is longer than {MAX_BODY} characters"),
+        ));
+    }
+    let page = st.snap.borrow().page.clone();
+    let Some(page) = page else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the page is still loading; try again",
+        ));
+    };
+    let m = match &req.maintenance {
+        Some(id) => page
+            .maintenances
+            .iter()
+            .find(|m| &m.id == id)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no maintenance `{id}`")))?,
+        None => {
+            let active: Vec<_> = page.active().collect();
+            match active.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        "no maintenance is in progress: name one with `maintenance`",
+                    ));
+                }
+                _ => {
+                    return Err(error(
+                        StatusCode::CONFLICT,
+                        "several maintenances are in progress: name one with `maintenance`",
+                    ));
+                }
+            }
+        }
+    };
+    let status = req.status.clone().unwrap_or_else(|| {
+        let open = m
+            .incident
+            .as_ref()
+            .and_then(|id| page.incidents.iter().find(|i| &i.id == id))
+            .filter(|i| !i.resolved());
+        match open {
+            Some(i) => i.status.clone(),
+            None => m.status.as_str().to_owned(),
+        }
+    });
+    let incident = INCIDENT_STATUSES.contains(&status.as_str());
+    if !incident && !MAINTENANCE_STATUSES.contains(&status.as_str()) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown status `{status}`: use {} (a maintenance) or {} (its incident)",
+                MAINTENANCE_STATUSES.join(", "),
+                INCIDENT_STATUSES.join(", ")
+            ),
+        ));
+    }
+    if incident && m.incident.is_none() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "maintenance `{}` has no incident; `{status}` is an incident status",
+                m.id
+            ),
+        ));
+    }
+    // A person's word does not move a run's status: only its events do.
+    if !incident && m.run_id.is_some() && status != m.status.as_str() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "maintenance `{}` is {} and its run decides that; post without `status` or with `{}`",
+                m.id,
+                m.status.as_str(),
+                m.status.as_str()
+            ),
+        ));
+    }
+    if m.run_id.is_none() && status != MaintenanceStatus::Scheduled.as_str() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!(
+                "maintenance `{}` has not started: its status is scheduled",
+                m.id
+            ),
+        ));
+    }
+    let Some(store) = &st.store else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no store to write to",
+        ));
+    };
+    let update = PublicUpdate {
+        kind: "manual".into(),
+        status: status.clone(),
+        body: text.to_owned(),
+        step: None,
+        eta_ms: None,
+        by: Some(req.by.clone().unwrap_or_else(|| "admin API".into())),
+        incident,
+    };
+    match &m.run_id {
+        Some(run) => {
+            crate::engine::session::append_checked(store, run, |_| {
+                Ok(Event::Published(update.clone()))
+            })
+            .await
+            .map_err(|e| error(StatusCode::CONFLICT, e))?;
+        }
+        None => {
+            let mut done = false;
+            for _ in 0..20 {
+                let head = store
+                    .load_notice_after(&m.id, 0)
+                    .await
+                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .last()
+                    .map_or(0, |r| r.seq);
+                let event = NoticeEvent::Published(update.clone());
+                match store
+                    .append_notice(&m.id, &m.runbook, head + 1, &[event], now_ms())
+                    .await
+                {
+                    Ok(_) => {
+                        done = true;
+                        break;
+                    }
+                    Err(crate::store::StoreError::Conflict(_)) => continue,
+                    Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+                }
+            }
+            if !done {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    "the maintenance kept changing; try again",
+                ));
+            }
+        }
+    }
+    Ok(ok(
+        StatusCode::CREATED,
+        json!({ "maintenance": m.id, "status": status, "body": text, "incident": incident }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionRequest {
+    step: Option<String>,
+    by: Option<String>,
+}
+
+async fn admin_approve(st: St, run: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    decide(st, run, headers, body, true).await
+}
+
+async fn admin_reject(st: St, run: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    decide(st, run, headers, body, false).await
+}
+
+/// The run named in a path, or 404.
+async fn existing_run(st: &Shared, run: &str) -> Result<Store, Response> {
+    let Some(store) = st.store.clone() else {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no store to write to",
+        ));
+    };
+    match store.run_exists(run).await {
+        Ok(true) if store.load(run).await.is_ok() => Ok(store),
+        Ok(_) => Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn decide(
+    State(st): St,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    approve: bool,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let result = async {
+        let req: DecisionRequest = parse(&body)?;
+        let store = existing_run(&st, &run).await?;
+        let step = match req.step {
+            Some(s) => s,
+            None => {
+                let events = store
+                    .load(&run)
+                    .await
+                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                let state = crate::engine::state::RunState::from_events(
+                    events.iter().map(|r| (&r.event, r.at_ms)),
+                )
+                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+                state
+                    .steps
+                    .iter()
+                    .find(|(_, s)| s.awaiting_approval)
+                    .map(|(id, _)| id.clone())
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::CONFLICT,
+                            format!("no step of run `{run}` is waiting for approval"),
+                        )
+                    })?
+            }
+        };
+        let by = req.by.unwrap_or_else(|| "admin API".into());
+        crate::engine::session::decide_in(&store, &run, &step, &by, approve)
+            .await
+            .map_err(|e| error(StatusCode::CONFLICT, e))?;
+        Ok::<_, Response>(ok(
+            StatusCode::OK,
+            json!({
+                "run": run,
+                "step": step,
+                "decision": if approve { "approved" } else { "rejected" },
+                "by": by,
+            }),
+        ))
+    }
+    .await;
+    secure(result.unwrap_or_else(|e| e), &st.csp)
+}
+
+async fn admin_abort(
+    State(st): St,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let result = async {
+        let req: DecisionRequest = parse(&body)?;
+        if req.step.is_some() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "`step` has no meaning for an abort: the whole run stops",
+            ));
+        }
+        let store = existing_run(&st, &run).await?;
+        let by = req.by.unwrap_or_else(|| "admin API".into());
+        crate::engine::session::abort_in(&store, &run, &by)
+            .await
+            .map_err(|e| error(StatusCode::CONFLICT, e))?;
+        Ok::<_, Response>(ok(
+            StatusCode::OK,
+            json!({ "run": run, "status": "aborted", "by": by }),
+        ))
+    }
+    .await;
+    secure(result.unwrap_or_else(|e| e), &st.csp)
+}
