@@ -505,15 +505,18 @@ fn log_format_json_prints_one_event_per_line() {
         kinds,
         [
             "run_started",
+            "published",
             "step_checking",
             "step_started",
+            "published",
             "step_succeeded",
-            "run_completed"
+            "run_completed",
+            "published"
         ]
     );
     assert!(events.iter().all(|e| e["run"] == "j1"));
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7, 8]);
 }
 
 #[test]

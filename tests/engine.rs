@@ -617,7 +617,9 @@ fn a_stale_lease_from_another_host_is_taken_over_by_resume() {
     w.write("rb.yaml", &crash_runbook());
     let status = w
         .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "k"])
-        .env("RUNBOOK_TEST_KILL_AFTER_EVENT", "4")
+        // Right after `s1` succeeded (run_started, its update, checking, started, the
+        // step's update, succeeded).
+        .env("RUNBOOK_TEST_KILL_AFTER_EVENT", "6")
         .stdout(Stdio::null())
         .status()
         .unwrap();

@@ -24,7 +24,7 @@ pub enum Event {
         /// What the status page may show of this run (absent in journals written before
         /// the status page existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        public: Option<PublicPlan>,
+        public: Option<Box<PublicPlan>>,
     },
     /// Preconditions of an attempt are being checked.
     StepChecking { step: String, attempt: u32 },
@@ -126,6 +126,9 @@ pub struct PublicPlan {
     /// the run is its own maintenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<String>,
+    /// The title as customers read it (templates rendered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
     #[serde(default)]

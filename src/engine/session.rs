@@ -208,8 +208,8 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     }
     // Refuse before saying anything about a run that will not exist.
     match store.lease(&rb.id).await {
-        Ok(Some(holder)) => return refuse_lease(&holder),
-        Ok(None) => {}
+        Ok(Some(holder)) if !ended_run(&store, &holder).await => return refuse_lease(&holder),
+        Ok(_) => {}
         Err(e) => return fail(e),
     }
     // The address is taken before the run starts: a page that cannot be served is a
@@ -304,7 +304,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             pid: std::process::id(),
             // `--now`: the window opens now, and lasts `window.duration` from here.
             window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
-            public: Some(public),
+            public: Some(Box::new(public)),
         })
         .await;
     if started.is_ok()
@@ -328,6 +328,20 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
 
 /// How long `execute --serve` keeps serving after the run ends.
 const SERVE_LINGER: Duration = Duration::from_secs(2);
+
+/// Whether a lease is left over from a run that has ended (its runner died after
+/// recording the end, before giving the lease back): then it is released.
+async fn ended_run(store: &Store, holder: &Lease) -> bool {
+    let ended = match store.load(&holder.run_id).await {
+        Ok(events) => RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
+            .is_ok_and(|s| s.status.is_terminal()),
+        Err(_) => false,
+    };
+    if ended {
+        let _ = store.release(&holder.runbook, &holder.run_id).await;
+    }
+    ended
+}
 
 /// Whether a process of this host is still running (a runner on this machine that died
 /// need not wait for its heartbeat to go stale).
@@ -621,6 +635,12 @@ pub async fn resume(
         Err(e) => return fail(e),
     };
     if state.status.is_terminal() {
+        // A runner that died after recording the end left its lease behind.
+        if let Ok(Some(holder)) = store.lease(&state.runbook).await
+            && holder.run_id == run_id
+        {
+            ended_run(&store, &holder).await;
+        }
         return fail(format!(
             "run `{run_id}` has already ended ({}); nothing to resume",
             state.status.as_str()

@@ -382,7 +382,7 @@ pub(crate) mod tests {
             host: "db1".into(),
             pid: 1,
             window_start_ms: None,
-            public: Some(plan),
+            public: Some(Box::new(plan)),
         }
     }
 

@@ -136,8 +136,8 @@ pub async fn serve(addr: &str, store_url: &str, page: &PageArgs) -> Result<(), S
 
 /// `runbook schedule`: what to say.
 pub async fn schedule(rb: &crate::runbook::Runbook, store_url: &str) -> Result<String, String> {
-    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
     let a = super::schedule::announcement(rb, crate::store::now_ms())?;
+    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
     let tz = rb.window.timezone;
     let when = format!(
         "{} to {}, shown from {}",

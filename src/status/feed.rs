@@ -533,7 +533,8 @@ mod tests {
         else {
             unreachable!()
         };
-        let at = events.last().unwrap().at_ms;
+        // After the announcement (updates before it show as of it).
+        let at = t0() - 60 * MINUTE;
         for seq in 3..150 {
             let u = update("manual", "scheduled", &format!("Note {seq}."), None);
             events.push(NoticeRecorded {

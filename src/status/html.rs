@@ -35,6 +35,10 @@ const PAGES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/maintenance.hbs"),
     ),
     ("badge", include_str!("../../templates/pages/badge.svg.hbs")),
+    (
+        "not_found",
+        include_str!("../../templates/pages/not_found.hbs"),
+    ),
 ];
 
 /// Pieces the pages share.
@@ -52,6 +56,18 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 const APP_JS: &str = include_str!("../../web/app.js");
 const BANNER_JS: &str = include_str!("../../web/banner.js");
 
+/// The static files, hashed and compressed once (they change only with the binary).
+static STATIC_ASSETS: LazyLock<[(&str, Asset); 3]> = LazyLock::new(|| {
+    [
+        (
+            "/style.css",
+            Asset::new(CSS, STYLE_CSS, 0, snapshot::STATIC),
+        ),
+        ("/app.js", Asset::new(JS, APP_JS, 0, snapshot::STATIC)),
+        ("/banner.js", Asset::new(JS, BANNER_JS, 0, snapshot::STATIC)),
+    ]
+});
+
 static TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
@@ -68,7 +84,8 @@ static TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     hb
 });
 
-/// Adds the HTML pages (`/`, `/history`, `/maintenances/{id}`), the static files
+/// Adds the HTML pages (`/`, `/history`, `/maintenances/{id}`, and `/404`, which the
+/// server sends with any unknown page's 404), the static files
 /// (`/style.css`, `/app.js`, `/banner.js`) and `/badge.svg` to `snap`.
 pub fn render(page: &Page, snap: &mut Snapshot) {
     let modified = page.updated_ms;
@@ -96,12 +113,19 @@ pub fn render(page: &Page, snap: &mut Snapshot) {
             ),
         );
     }
+    let not_found = json!({ "site": site(page, format!("Not found · {}", page.info.name)) });
     snap.insert(
-        "/style.css",
-        Asset::new(CSS, STYLE_CSS, 0, snapshot::STATIC),
+        "/404",
+        Asset::new(
+            HTML,
+            html("not_found", &not_found),
+            modified,
+            snapshot::SHORT,
+        ),
     );
-    snap.insert("/app.js", Asset::new(JS, APP_JS, 0, snapshot::STATIC));
-    snap.insert("/banner.js", Asset::new(JS, BANNER_JS, 0, snapshot::STATIC));
+    for (path, asset) in STATIC_ASSETS.iter() {
+        snap.insert(*path, asset.clone());
+    }
     snap.insert(
         "/badge.svg",
         Asset::new(SVG, badge(page), modified, snapshot::SHORT),
@@ -170,7 +194,7 @@ fn index(page: &Page) -> Value {
         (true, true) => "No maintenance is under way or scheduled.",
     };
     json!({
-        "site": site(page, format!("{} status", page.info.name)),
+        "site": site(page, page.info.name.clone()),
         "indicator": {
             "key": indicator.indicator,
             "description": indicator.description,
@@ -504,8 +528,9 @@ mod tests {
             host: "h".into(),
             pid: 1,
             window_start_ms: None,
-            public: Some(PublicPlan {
+            public: Some(Box::new(PublicPlan {
                 maintenance: maintenance.map(Into::into),
+                title: None,
                 summary: Some(format!("Summary {EVIL}")),
                 components: vec!["API".into(), "Web <app>".into()],
                 timezone: "Europe/London".into(),
@@ -518,7 +543,7 @@ mod tests {
                         expected_ms: None,
                     })
                     .collect(),
-            }),
+            })),
         }
     }
 
@@ -642,6 +667,7 @@ mod tests {
             assert_eq!(snap.get(&path).unwrap().content_type, HTML, "{path}");
         }
         assert!(snap.get("/maintenances/planned-1").is_some());
+        assert!(body(&snap, "/404").contains("Page not found"));
         assert!(snap.get("/maintenances/old-1").is_some());
         assert_eq!(snap.get("/style.css").unwrap().content_type, CSS);
         assert_eq!(snap.get("/app.js").unwrap().content_type, JS);
@@ -878,30 +904,6 @@ mod tests {
         // An open incident says more than a maintenance next week.
         let both = badge_of(&[failed(), notice("n", T0 + 5000 * MIN)], T0);
         assert!(both.contains(">incident<"), "{both}");
-    }
-
-    #[test]
-    fn zz_dump_tmp() {
-        let streams = [
-            running(),
-            finished("rb", T0 - 5000 * MIN, Event::RunRolledBack),
-            finished(
-                "failed",
-                T0 - 6000 * MIN,
-                Event::RunFailed { reason: "x".into() },
-            ),
-            notice("planned-1", T0 + 5000 * MIN),
-        ];
-        let (_, snap) = snap(&streams, T0 + 10 * MIN);
-        std::fs::create_dir_all("/tmp/status-out/maintenances").unwrap();
-        for (path, a) in &snap.assets {
-            let p = if path == "/" {
-                "/index.html".to_owned()
-            } else {
-                path.clone()
-            };
-            std::fs::write(format!("/tmp/status-out{p}"), &a.body).unwrap();
-        }
     }
 
     #[test]

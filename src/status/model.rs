@@ -563,7 +563,7 @@ fn fold_run(
     else {
         return;
     };
-    let plan = public.clone().unwrap_or_default();
+    let plan = public.as_deref().cloned().unwrap_or_default();
     let public_steps: Vec<_> = plan.steps.iter().filter(|s| s.title.is_some()).collect();
     // The scheduled maintenance this run carries out, or a new one.
     let at = plan.maintenance.as_deref().and_then(|id| {
@@ -578,7 +578,7 @@ fn fold_run(
             maintenances.last_mut().expect("just pushed")
         }
     };
-    m.title = title.clone();
+    m.title = plan.title.clone().unwrap_or_else(|| title.clone());
     if plan.summary.is_some() {
         m.summary = plan.summary.clone();
     }

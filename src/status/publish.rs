@@ -107,6 +107,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
         .map(|(s, d)| s + d.as_millis() as i64);
     PublicPlan {
         maintenance,
+        title: Some(text(&rb.title, ctx)),
         summary: rb.summary.as_deref().map(|s| text(s, ctx)),
         components: rb.status_page.components.clone(),
         timezone: rb.window.timezone.name().to_owned(),

@@ -1,6 +1,9 @@
 //! The HTTP server: public responses straight from the latest [`Snapshot`] (no rendering,
 //! no database on the request path), Server-Sent Events, and the admin API.
 
+// A refusal is a whole HTTP response, built once on a path that is already failing.
+#![allow(clippy::result_large_err)]
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,829 @@
+//! The status page: every endpoint and status code through the router (oneshot), over a
+//! journal written by real runs of the binary; the admin API's refusals; escaping and
+//! secrets in every public response; `schedule`; and one end-to-end run served on a
+//! loopback port.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use runbook::status::follow::{Follower, render_if_changed};
+use runbook::status::model::PageInfo;
+use runbook::status::server::{Config, router};
+use runbook::status::snapshot::Snapshot;
+use runbook::store::Store;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use common::world::World;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A runbook with public and hidden steps, a close and a reopen.
+const MAINTENANCE: &str = r#"
+runbook: shop-upgrade
+title: Shop upgrade
+summary: We are upgrading the shop.
+window: { timezone: Europe/London, duration: 1h }
+status_page: { components: [web shop, api] }
+steps:
+  - { id: prepare, kind: patch, title: Prepare, expected: 1m, run: { shell: "true" } }
+  - { id: internal, kind: patch, title: Internal thing, public: false, run: { shell: "true" } }
+  - { id: close, kind: close, title: Close the shop }
+  - { id: upgrade, kind: patch, title: Upgrade the shop, expected: 2m, run: { shell: "true" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#;
+
+/// The page of `w`'s store as the server would have it now.
+async fn snapshot(w: &World) -> (Store, Snapshot) {
+    let store = Store::open(&w.store).await.unwrap();
+    let mut f = Follower::default();
+    f.refresh(&store).await.unwrap();
+    let info = PageInfo {
+        name: "Acme".into(),
+        url: "https://status.example.com".into(),
+        timezone: None,
+    };
+    let (snap, _) = render_if_changed(&f, &info, &Snapshot::default(), runbook::store::now_ms());
+    (store, snap.expect("a first render"))
+}
+
+fn app(store: Store, snap: Snapshot, token: Option<&str>) -> axum::Router {
+    let (_tx, rx) = watch::channel(Arc::new(snap));
+    // The sender lives as long as the receiver needs it to for a oneshot.
+    std::mem::forget(_tx);
+    router(
+        rx,
+        Some(store),
+        &Config {
+            frame_ancestors: "'self' https://example.com".into(),
+            admin_token: token.map(str::to_owned),
+        },
+    )
+}
+
+async fn send(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn completed_world() -> World {
+    let w = World::sqlite();
+    w.write("m.yaml", MAINTENANCE);
+    let o = w.execute("m.yaml", "run-1");
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    w
+}
+
+#[tokio::test]
+async fn every_public_endpoint_answers_with_its_type_and_headers() {
+    let w = completed_world();
+    let (store, snap) = snapshot(&w).await;
+    let app = app(store, snap, None);
+    let endpoints = [
+        ("/", "text/html"),
+        ("/history", "text/html"),
+        ("/maintenances/run-1", "text/html"),
+        ("/history.atom", "application/atom+xml"),
+        ("/history.rss", "application/rss+xml"),
+        ("/api/v2/summary.json", "application/json"),
+        ("/api/v2/status.json", "application/json"),
+        ("/api/v2/components.json", "application/json"),
+        ("/api/v2/incidents.json", "application/json"),
+        ("/api/v2/incidents/unresolved.json", "application/json"),
+        ("/api/v2/scheduled-maintenances.json", "application/json"),
+        (
+            "/api/v2/scheduled-maintenances/upcoming.json",
+            "application/json",
+        ),
+        (
+            "/api/v2/scheduled-maintenances/active.json",
+            "application/json",
+        ),
+        ("/api/v1/maintenance", "application/json"),
+        ("/banner.js", "text/javascript"),
+        ("/badge.svg", "image/svg+xml"),
+        ("/style.css", "text/css"),
+        ("/app.js", "text/javascript"),
+    ];
+    for (path, ty) in endpoints {
+        let (status, h, body) = send(&app, get(path)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let ct = h[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(ct.starts_with(ty), "{path}: {ct}");
+        assert!(!body.is_empty(), "{path}");
+        assert!(h.contains_key(header::ETAG), "{path}");
+        assert!(h.contains_key(header::LAST_MODIFIED), "{path}");
+        let cc = h[header::CACHE_CONTROL].to_str().unwrap();
+        assert!(cc.starts_with("public, max-age="), "{path}: {cc}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert!(h.contains_key(header::REFERRER_POLICY), "{path}");
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(
+            csp.contains("frame-ancestors 'self' https://example.com"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
+        if ty == "application/json" {
+            let _: serde_json::Value = serde_json::from_str(&body).unwrap();
+        }
+    }
+    // The completed run, as Statuspage says it.
+    let (_, _, body) = send(&app, get("/api/v2/scheduled-maintenances.json")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let m = &v["scheduled_maintenances"][0];
+    assert_eq!(m["id"], "run-1");
+    assert_eq!(m["status"], "completed");
+    assert_eq!(m["name"], "Shop upgrade");
+    let bodies: Vec<&str> = m["incident_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["body"].as_str().unwrap())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("Step 3 of 4: Upgrade the shop")),
+        "{bodies:?}"
+    );
+    assert!(
+        !bodies.iter().any(|b| b.contains("Internal thing")),
+        "{bodies:?}"
+    );
+    let (_, _, body) = send(&app, get("/api/v2/components.json")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = v["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web shop", "api"]);
+    assert!(
+        v["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "operational")
+    );
+}
+
+#[tokio::test]
+async fn conditional_requests_gzip_head_and_errors() {
+    let w = completed_world();
+    let (store, snap) = snapshot(&w).await;
+    let app = app(store, snap, None);
+    let (_, h, full) = send(&app, get("/")).await;
+    let etag = h[header::ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"'), "a strong validator: {etag}");
+    // 304 on If-None-Match, weak or strong, alone or in a list.
+    for inm in [
+        etag.clone(),
+        format!("W/{etag}"),
+        format!("\"x\", {etag}"),
+        "*".into(),
+    ] {
+        let req = Request::get("/")
+            .header(header::IF_NONE_MATCH, &inm)
+            .body(Body::empty())
+            .unwrap();
+        let (status, h, body) = send(&app, req).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED, "{inm}");
+        assert!(body.is_empty());
+        assert_eq!(h[header::ETAG].to_str().unwrap(), etag);
+    }
+    let req = Request::get("/")
+        .header(header::IF_NONE_MATCH, "\"other\"")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::OK);
+    // If-Modified-Since, when no If-None-Match is sent.
+    let lm = h[header::LAST_MODIFIED].to_str().unwrap().to_owned();
+    let req = Request::get("/")
+        .header(header::IF_MODIFIED_SINCE, &lm)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::NOT_MODIFIED);
+    // gzip when asked, with its own validator; not when refused.
+    let req = Request::get("/")
+        .header(header::ACCEPT_ENCODING, "br, gzip;q=0.8")
+        .body(Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(res.headers()[header::VARY], "Accept-Encoding");
+    let gz_etag = res.headers()[header::ETAG].to_str().unwrap().to_owned();
+    assert_ne!(gz_etag, etag);
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .unwrap();
+    assert_eq!(text, full);
+    let req = Request::get("/")
+        .header(header::ACCEPT_ENCODING, "gzip;q=0")
+        .body(Body::empty())
+        .unwrap();
+    let (_, h, _) = send(&app, req).await;
+    assert!(!h.contains_key(header::CONTENT_ENCODING));
+    // HEAD: headers, no body.
+    let (status, h, body) = send(
+        &app,
+        Request::head("/api/v2/summary.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_empty());
+    assert!(h.contains_key(header::ETAG));
+    // Unknown pages: 404 (JSON under /api/).
+    let (status, h, body) = send(&app, get("/api/v2/nope.json")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v2/nope.json")
+    );
+    assert_eq!(
+        send(&app, get("/maintenances/nope")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(send(&app, get("/nope")).await.0, StatusCode::NOT_FOUND);
+    // Writes to the public side: 405 with Allow.
+    let (status, h, body) = send(&app, Request::post("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(h[header::ALLOW].to_str().unwrap().contains("GET"));
+    assert!(body.contains("read-only"));
+    // CORS preflight.
+    let (status, h, _) = send(
+        &app,
+        Request::options("/api/v2/summary.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    // The admin API answers GET with 405 and a JSON error.
+    let (status, _, body) = send(&app, get("/api/v1/admin/updates")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(body.contains("POST"));
+}
+
+fn admin(path: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    r.body(Body::from(body.to_owned())).unwrap()
+}
+
+async fn journal_len(store: &Store, run: &str) -> usize {
+    store.load(run).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_missing_wrong_and_empty_tokens_and_changes_nothing() {
+    let w = World::sqlite();
+    w.write(
+        "wait.yaml",
+        "runbook: gated\nsteps:\n  - { id: ok, kind: approve, title: Go ahead }\n",
+    );
+    let mut child = w
+        .command(&[
+            "execute",
+            "wait.yaml",
+            "--yes",
+            "--now",
+            "--run-id",
+            "gated-1",
+        ])
+        .spawn()
+        .unwrap();
+    // Wait for the approval request.
+    let store = Store::open(&w.store).await.unwrap();
+    let t0 = Instant::now();
+    loop {
+        if let Ok(events) = store.load("gated-1").await
+            && events
+                .iter()
+                .any(|r| r.event.kind() == "approval_requested")
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no approval request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (store, snap) = snapshot(&w).await;
+    let before = journal_len(&store, "gated-1").await;
+    let paths = [
+        ("/api/v1/admin/updates", r#"{"body":"hello"}"#),
+        ("/api/v1/admin/runs/gated-1/approve", "{}"),
+        ("/api/v1/admin/runs/gated-1/reject", "{}"),
+        ("/api/v1/admin/runs/gated-1/abort", "{}"),
+    ];
+    let on = app(store.clone(), snap.clone(), Some(TOKEN));
+    let off = app(store.clone(), snap.clone(), None);
+    for (path, body) in paths {
+        for (app, token) in [
+            (&on, None),
+            (&on, Some("wrong")),
+            (&on, Some("")),
+            (&on, Some(&TOKEN[..TOKEN.len() - 1])),
+            (&off, Some(TOKEN)),
+            (&off, Some("")),
+        ] {
+            let (status, h, text) = send(app, admin(path, token, body)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} {token:?}");
+            assert!(h.contains_key(header::WWW_AUTHENTICATE));
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert!(v["error"]["message"].is_string(), "{text}");
+        }
+        // A Basic header is no bearer token either.
+        let req = Request::post(path)
+            .header(header::AUTHORIZATION, format!("Basic {TOKEN}"))
+            .body(Body::from(body))
+            .unwrap();
+        assert_eq!(send(&on, req).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        journal_len(&store, "gated-1").await,
+        before,
+        "a refused request changed the journal"
+    );
+
+    // With the token: bad input gets a clear 4xx and changes nothing either.
+    for (path, body, want) in [
+        (
+            "/api/v1/admin/updates",
+            "{not json",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/admin/updates",
+            r#"{"body":""}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/admin/updates",
+            r#"{"body":"x","colour":"red"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/admin/updates",
+            r#"{"body":"x","status":"exploded"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/admin/updates",
+            r#"{"body":"x","status":"resolved"}"#,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/api/v1/admin/updates",
+            r#"{"body":"x","maintenance":"nope"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/admin/runs/nope/approve",
+            "{}",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/api/v1/admin/runs/gated-1/approve",
+            r#"{"step":"nope"}"#,
+            StatusCode::CONFLICT,
+        ),
+        (
+            "/api/v1/admin/runs/gated-1/abort",
+            r#"{"step":"ok"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, _, text) = send(&on, admin(path, Some(TOKEN), body)).await;
+        assert_eq!(status, want, "{path} {body}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+    assert_eq!(journal_len(&store, "gated-1").await, before);
+
+    // A manual update lands in the run's journal and on the page.
+    let (status, _, text) = send(
+        &on,
+        admin(
+            "/api/v1/admin/updates",
+            Some(TOKEN),
+            r#"{"body":"Waiting for the go-ahead <b>now</b>.","by":"sam"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    assert_eq!(journal_len(&store, "gated-1").await, before + 1);
+    let (_, snap) = snapshot(&w).await;
+    let page = String::from_utf8_lossy(&snap.get("/").unwrap().body).into_owned();
+    assert!(
+        page.contains("Waiting for the go-ahead &lt;b&gt;now&lt;&#x2F;b&gt;.")
+            || page.contains("Waiting for the go-ahead &lt;b&gt;now&lt;/b&gt;."),
+        "{page}"
+    );
+    // Approve it through the API: the run completes.
+    let (status, _, text) = send(
+        &on,
+        admin(
+            "/api/v1/admin/runs/gated-1/approve",
+            Some(TOKEN),
+            r#"{"by":"sam"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let out = child.wait().unwrap();
+    assert_eq!(out.code(), Some(0));
+    // Now nothing waits, and the run has ended: conflicts.
+    let (status, _, _) = send(
+        &on,
+        admin("/api/v1/admin/runs/gated-1/approve", Some(TOKEN), "{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = send(
+        &on,
+        admin("/api/v1/admin/runs/gated-1/abort", Some(TOKEN), "{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn runbook_text_is_escaped_and_secrets_never_reach_a_public_response() {
+    let w = World::sqlite();
+    let secret = "hunter2-very-secret-value";
+    w.write(
+        "evil.yaml",
+        r#"
+runbook: evil
+title: 'Fix <script>alert("x")</script> & "quotes" \{{not a template}}'
+summary: "<img src=x onerror=alert(1)> summary"
+secrets: [DB_PASSWORD]
+status_page: { components: ["<b>web</b>"] }
+steps:
+  - id: leak
+    kind: patch
+    title: "Step with <em>markup</em> 'single' \"double\""
+    run: { shell: "echo password is $DB_PASSWORD; echo $DB_PASSWORD >&2; exit 1" }
+    rollback: { shell: "true" }
+"#,
+    );
+    let o = super_execute(&w, "evil.yaml", "evil-1", secret);
+    assert_eq!(o.code, 3, "rolls back: {}\n{}", o.stdout, o.stderr);
+    let (store, snap) = snapshot(&w).await;
+    // The journal itself has the failure (masked), so the page had it to leak.
+    let journal = serde_json::to_string(
+        &store
+            .load("evil-1")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| &r.event)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    assert!(journal.contains("step_failed"), "{journal}");
+    assert!(!journal.contains(secret));
+    for (path, asset) in &snap.assets {
+        let body = String::from_utf8_lossy(&asset.body);
+        assert!(!body.contains(secret), "{path} shows the secret");
+        assert!(
+            !body.contains("password is"),
+            "{path} shows a step's output"
+        );
+        // JSON carries the text as written (its readers escape it where they show it).
+        if asset.content_type.starts_with("application/json") {
+            let _: serde_json::Value = serde_json::from_str(&body).unwrap();
+            continue;
+        }
+        assert!(
+            !body.contains("<script>alert"),
+            "{path} has raw runbook markup"
+        );
+        assert!(
+            !body.contains("<img src=x"),
+            "{path} has raw runbook markup"
+        );
+        assert!(
+            !body.contains("<em>markup"),
+            "{path} has raw runbook markup"
+        );
+        assert!(!body.contains("<b>web"), "{path} has raw runbook markup");
+    }
+    let page =
+        String::from_utf8_lossy(&snap.get("/maintenances/evil-1").unwrap().body).into_owned();
+    assert!(page.contains("&lt;script&gt;"), "{page}");
+    assert!(page.contains("{{not a template}}"), "{page}");
+    let json = String::from_utf8_lossy(
+        &snap
+            .get("/api/v2/scheduled-maintenances.json")
+            .unwrap()
+            .body,
+    )
+    .into_owned();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        v["scheduled_maintenances"][0]["name"],
+        "Fix <script>alert(\"x\")</script> & \"quotes\" {{not a template}}"
+    );
+    let atom = String::from_utf8_lossy(&snap.get("/history.atom").unwrap().body).into_owned();
+    assert!(atom.contains("&lt;script&gt;"), "{atom}");
+}
+
+fn super_execute(w: &World, file: &str, run: &str, secret: &str) -> common::Output {
+    let mut c = w.command(&["execute", file, "--yes", "--now", "--run-id", run]);
+    c.env("DB_PASSWORD", secret);
+    common::output_of(&mut c)
+}
+
+#[tokio::test]
+async fn schedule_publishes_an_upcoming_maintenance_that_the_run_then_carries_out() {
+    let w = World::sqlite();
+    let start = (chrono::Utc::now() + chrono::Duration::hours(24)).format("%Y-%m-%dT%H:%M:00Z");
+    let far = (chrono::Utc::now() + chrono::Duration::days(10)).format("%Y-%m-%dT%H:%M:00Z");
+    let text = MAINTENANCE.replace(
+        "window: { timezone: Europe/London, duration: 1h }",
+        &format!("window: {{ start: \"{start}\", timezone: Europe/London, duration: 1h }}\nvars: {{ v: 1 }}"),
+    );
+    w.write(
+        "m.yaml",
+        &text.replace(
+            "status_page: { components: [web shop, api] }",
+            "status_page: { components: [web shop, api], announce_before: 48h }",
+        ),
+    );
+    w.write(
+        "later.yaml",
+        &text
+            .replace("runbook: shop-upgrade", "runbook: later")
+            .replace(&start.to_string(), &far.to_string())
+            .replace(
+                "status_page: { components: [web shop, api] }",
+                "status_page: { components: [api], announce_before: 48h }",
+            ),
+    );
+    let o = w.run(&["schedule", "m.yaml"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.starts_with("scheduled maintenance shop-upgrade-"),
+        "{}",
+        o.stdout
+    );
+    // Again: nothing changes.
+    let again = w.run(&["schedule", "m.yaml"]);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("already scheduled"),
+        "{}",
+        again.stdout
+    );
+    // Announced in ten days minus 48 h: not shown yet.
+    assert_eq!(w.run(&["schedule", "later.yaml"]).code, 0);
+    let (_, snap) = snapshot(&w).await;
+    let up: serde_json::Value = serde_json::from_slice(
+        &snap
+            .get("/api/v2/scheduled-maintenances/upcoming.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let ms = up["scheduled_maintenances"].as_array().unwrap();
+    assert_eq!(ms.len(), 1, "{up}");
+    assert_eq!(ms[0]["status"], "scheduled");
+    assert_eq!(ms[0]["name"], "Shop upgrade");
+    let id = ms[0]["id"].as_str().unwrap().to_owned();
+    // Components stay operational while it is only scheduled.
+    let comps: serde_json::Value =
+        serde_json::from_slice(&snap.get("/api/v2/components.json").unwrap().body).unwrap();
+    assert!(
+        comps["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "operational"),
+        "{comps}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&snap.get("/api/v1/maintenance").unwrap().body).unwrap();
+    assert_eq!(status["status"], "scheduled");
+    assert_eq!(status["closed"], false);
+    // The run carries out the same maintenance.
+    let o = w.execute("m.yaml", "run-2");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (_, snap) = snapshot(&w).await;
+    let all: serde_json::Value = serde_json::from_slice(
+        &snap
+            .get("/api/v2/scheduled-maintenances.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let done: Vec<&serde_json::Value> = all["scheduled_maintenances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"] == id.as_str())
+        .collect();
+    assert_eq!(done.len(), 1, "{all}");
+    assert_eq!(done[0]["status"], "completed");
+    let kinds = done[0]["incident_updates"].as_array().unwrap().len();
+    assert!(kinds >= 4, "{all}");
+    // Scheduling again after the run makes a new maintenance.
+    let o = w.run(&["schedule", "m.yaml"]);
+    assert_eq!(o.code, 0);
+    let new_id = o
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':');
+    assert!(
+        o.stdout.starts_with("scheduled maintenance"),
+        "{}",
+        o.stdout
+    );
+    assert_ne!(new_id, id, "{}", o.stdout);
+}
+
+#[test]
+fn schedule_refuses_a_runbook_without_a_window_and_bad_files() {
+    let w = World::sqlite();
+    w.write("m.yaml", MAINTENANCE);
+    let o = w.run(&["schedule", "m.yaml"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("window.start"), "{}", o.stderr);
+    w.write(
+        "past.yaml",
+        &MAINTENANCE.replace("window: {", "window: { start: \"2020-01-01T00:00:00Z\","),
+    );
+    let o = w.run(&["schedule", "past.yaml"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("ended"), "{}", o.stderr);
+    w.write("bad.yaml", "runbook: x\nsteps: [ {id: a, kind: nope} ]\n");
+    let o = w.run(&["schedule", "bad.yaml"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("bad.yaml:2:"), "{}", o.stderr);
+    // Nothing was written for any of them: not even a store.
+    assert!(!w.path("state/state.db").exists());
+}
+
+#[test]
+fn serve_refuses_a_taken_address_and_bad_flags() {
+    let w = World::sqlite();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = w.run(&["serve", "--addr", &addr]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains(&addr), "{}", o.stderr);
+    let o = w.run(&["serve", "--timezone", "Mars/Olympus"]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("IANA"), "{}", o.stderr);
+    let o = w.run(&["serve", "--frame-ancestors", "'self'; script-src *"]);
+    assert_eq!(o.code, 2);
+    let o = w.run(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        "/nonexistent/token",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("/nonexistent/token"), "{}", o.stderr);
+    // execute --serve on a taken address starts no run.
+    w.write("m.yaml", MAINTENANCE);
+    let o = w.run(&["execute", "m.yaml", "--yes", "--now", "--serve", &addr]);
+    assert_eq!(o.code, 1);
+    assert!(
+        w.run(&["runs"]).stdout.lines().count() <= 1,
+        "a run was started"
+    );
+}
+
+/// The whole thing on a loopback port: `execute --serve` while the run goes on.
+#[tokio::test]
+async fn execute_serve_shows_the_run_live_on_a_loopback_port() {
+    let w = World::sqlite();
+    w.write(
+        "slow.yaml",
+        r#"
+runbook: slow
+title: Slow maintenance
+status_page: { components: [web] }
+steps:
+  - { id: first, kind: patch, title: First part, expected: 1s, run: { shell: "sleep 1" } }
+  - { id: close, kind: close, title: Close }
+  - { id: second, kind: patch, title: Second part, expected: 2s, run: { shell: "sleep 3" } }
+  - { id: reopen, kind: reopen, title: Reopen }
+"#,
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = w
+        .command(&["execute", "slow.yaml", "--yes", "--now", "--serve", &addr])
+        .spawn()
+        .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/v1/maintenance");
+    let t0 = Instant::now();
+    let mut seen_closed = false;
+    let mut seen_under_maintenance = false;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = client.get(&url).send().await {
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            if v["closed"] == true {
+                seen_closed = true;
+                assert_eq!(v["status"], "in_progress");
+                assert!(
+                    v["message"].as_str().unwrap().contains("Second part"),
+                    "{v}"
+                );
+                let c: serde_json::Value = serde_json::from_str(
+                    &client
+                        .get(format!("http://{addr}/api/v2/components.json"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .text()
+                        .await
+                        .unwrap(),
+                )
+                .unwrap();
+                seen_under_maintenance |= c["components"][0]["status"] == "under_maintenance";
+                let html = client
+                    .get(format!("http://{addr}/"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                assert!(html.contains("Slow maintenance"), "{html}");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_closed, "the page never showed the service closed");
+    assert!(seen_under_maintenance);
+    // The end of the run is on the page before the process stops serving.
+    let mut completed = false;
+    while t0.elapsed() < Duration::from_secs(30) {
+        match client.get(&url).send().await {
+            Ok(r) => {
+                let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+                if v["status"] == "none" && v["closed"] == false {
+                    completed = true;
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(completed, "the page never showed the end");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
