@@ -738,7 +738,8 @@ fn serve_refuses_a_taken_address_and_bad_flags() {
     );
 }
 
-/// The whole thing on a loopback port: `execute --serve` while the run goes on.
+/// The whole thing on a loopback port: `execute --serve` while the run goes on, with a
+/// person's update posted through the admin API while a step runs.
 #[tokio::test]
 async fn execute_serve_shows_the_run_live_on_a_loopback_port() {
     let w = World::sqlite();
@@ -749,81 +750,181 @@ runbook: slow
 title: Slow maintenance
 status_page: { components: [web] }
 steps:
-  - { id: first, kind: patch, title: First part, expected: 1s, run: { shell: "sleep 1" } }
+  - { id: first, kind: patch, title: First part, expected: 5s, run: { shell: "sleep 1" } }
   - { id: close, kind: close, title: Close }
-  - { id: second, kind: patch, title: Second part, expected: 2s, run: { shell: "sleep 3" } }
+  - { id: second, kind: patch, title: Second part, expected: 2s, run: { shell: "sleep 4" } }
   - { id: reopen, kind: reopen, title: Reopen }
 "#,
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut child = w
-        .command(&["execute", "slow.yaml", "--yes", "--now", "--serve", &addr])
+        .command(&[
+            "execute",
+            "slow.yaml",
+            "--yes",
+            "--now",
+            "--serve",
+            &addr,
+            "--run-id",
+            "slow-1",
+        ])
+        .env("RUNBOOK_ADMIN_TOKEN", TOKEN)
         .spawn()
         .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::new();
+    let client = client();
     let url = format!("http://{addr}/api/v1/maintenance");
     let t0 = Instant::now();
-    let mut seen_closed = false;
-    let mut seen_under_maintenance = false;
-    while t0.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = client.get(&url).send().await {
-            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-            if v["closed"] == true {
-                seen_closed = true;
-                assert_eq!(v["status"], "in_progress");
-                assert!(
-                    v["message"].as_str().unwrap().contains("Second part"),
-                    "{v}"
-                );
-                let c: serde_json::Value = serde_json::from_str(
-                    &client
-                        .get(format!("http://{addr}/api/v2/components.json"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap(),
-                )
+    let mut seen = false;
+    while t0.elapsed() < Duration::from_secs(30) && !seen {
+        if let Some(v) = get_json(&client, &url).await
+            && v["closed"] == true
+            && v["message"].as_str().unwrap_or("").contains("Second part")
+        {
+            seen = true;
+            assert_eq!(v["status"], "in_progress");
+            let c = get_json(&client, &format!("http://{addr}/api/v2/components.json"))
+                .await
                 .unwrap();
-                seen_under_maintenance |= c["components"][0]["status"] == "under_maintenance";
-                let html = client
-                    .get(format!("http://{addr}/"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                assert!(html.contains("Slow maintenance"), "{html}");
-                break;
-            }
+            assert_eq!(c["components"][0]["status"], "under_maintenance", "{c}");
+            let html = client.get(format!("http://{addr}/")).send().await.unwrap();
+            let html = html.text().await.unwrap();
+            assert!(html.contains("Slow maintenance"), "{html}");
+            assert!(html.contains("Second part"), "{html}");
+            let r = client
+                .post(format!("http://{addr}/api/v1/admin/updates"))
+                .bearer_auth(TOKEN)
+                .body(r#"{"body":"Half way there, all good."}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(seen_closed, "the page never showed the service closed");
-    assert!(seen_under_maintenance);
+    assert!(
+        seen,
+        "the page never showed the second part with the service closed"
+    );
     // The end of the run is on the page before the process stops serving.
     let mut completed = false;
     while t0.elapsed() < Duration::from_secs(30) {
-        match client.get(&url).send().await {
-            Ok(r) => {
-                let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-                if v["status"] == "none" && v["closed"] == false {
-                    completed = true;
-                    break;
-                }
+        match get_json(&client, &url).await {
+            Some(v) if v["status"] == "none" && v["closed"] == false => {
+                completed = true;
+                break;
             }
-            Err(_) => break,
+            Some(_) => {}
+            None => break,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(completed, "the page never showed the end");
     assert_eq!(child.wait().unwrap().code(), Some(0));
+    let updates = published(&w, "slow-1").await;
+    assert!(
+        updates.contains(&"manual:Half way there, all good.".to_owned()),
+        "{updates:?}"
+    );
+    // `second` ran past its expected 2 s: customers were told, once; `first` did not.
+    let overruns: Vec<&String> = updates
+        .iter()
+        .filter(|k| k.starts_with("overrun:"))
+        .collect();
+    assert_eq!(overruns.len(), 1, "{updates:?}");
+    assert!(
+        overruns[0].contains("Second part is taking longer than expected"),
+        "{updates:?}"
+    );
+    assert_eq!(
+        updates.last().unwrap(),
+        "completed:Slow maintenance is complete. Thank you for your patience."
+    );
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = client.get(url).send().await.ok()?;
+    serde_json::from_str(&r.text().await.ok()?).ok()
+}
+
+/// The public updates of a run, as `kind:body`.
+async fn published(w: &World, run: &str) -> Vec<String> {
+    let store = Store::open(&w.store).await.unwrap();
+    store
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            runbook::engine::event::Event::Published(u) => Some(format!("{}:{}", u.kind, u.body)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `runbook serve` on PostgreSQL follows a run in another process (LISTEN/NOTIFY).
+#[tokio::test]
+async fn serve_on_postgres_follows_a_run_in_another_process() {
+    let w = World::postgres();
+    w.write(
+        "m.yaml",
+        &MAINTENANCE.replace(
+            "title: Upgrade the shop, expected: 2m, run: { shell: \"true\" }",
+            "title: Upgrade the shop, expected: 2m, run: { shell: \"sleep 2\" }",
+        ),
+    );
+    let addr = free_addr();
+    let mut server = w
+        .command(&["serve", "--addr", &addr, "--page-name", "Acme"])
+        .spawn()
+        .unwrap();
+    let client = client();
+    let t0 = Instant::now();
+    while client.get(format!("http://{addr}/")).send().await.is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the server never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut run = w
+        .command(&["execute", "m.yaml", "--yes", "--now", "--run-id", "pg-1"])
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/maintenance");
+    let mut statuses: Vec<String> = Vec::new();
+    while t0.elapsed() < Duration::from_secs(40) {
+        let v = get_json(&client, &url).await.unwrap();
+        let s = format!("{}/{}", v["status"], v["closed"]);
+        if statuses.last() != Some(&s) {
+            statuses.push(s);
+        }
+        if v["status"] == "none" && run.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        statuses.contains(&"\"in_progress\"/true".to_owned()),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last().unwrap(), "\"none\"/false", "{statuses:?}");
+    let page = client
+        .get(format!("http://{addr}/maintenances/pg-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Upgrade the shop"));
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

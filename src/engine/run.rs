@@ -108,7 +108,9 @@ impl<'a> Runner<'a> {
     /// Records events that all come before the next action in one commit (all or none).
     /// When another process appended first (an abort, an approval), nothing is written:
     /// the state is read again and the answer is [`EngineError::Conflict`], so the engine
-    /// decides again from what really happened.
+    /// decides again from what really happened. Public updates written in between (a
+    /// person's through the admin API, an overrun notice) change nothing the engine
+    /// decided: then the same events are committed after them.
     pub async fn record_all(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
         let mut events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
         let at_ms = now_ms();
@@ -132,36 +134,87 @@ impl<'a> Runner<'a> {
                 events.push(e);
             }
         }
-        match self
-            .store
-            .append(&self.run_id, self.seq + 1, &events, at_ms)
-            .await
-        {
-            Ok(recorded) => {
-                self.state = next;
-                for r in &recorded {
-                    self.seq = r.seq;
-                    self.out.event(&self.run_id, r);
-                    crash_point(r.seq);
+        loop {
+            match self
+                .store
+                .append(&self.run_id, self.seq + 1, &events, at_ms)
+                .await
+            {
+                Ok(recorded) => {
+                    self.state = next;
+                    for r in &recorded {
+                        self.seq = r.seq;
+                        self.out.event(&self.run_id, r);
+                        crash_point(r.seq);
+                    }
+                    return Ok(());
                 }
-                Ok(())
+                Err(StoreError::Conflict(_)) => {
+                    if !self.sync().await? {
+                        return Err(EngineError::Conflict);
+                    }
+                    next = self.state.clone();
+                    for event in &events {
+                        next.apply(event, at_ms)?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(StoreError::Conflict(_)) => {
-                self.sync().await?;
-                Err(EngineError::Conflict)
-            }
-            Err(e) => Err(e.into()),
         }
     }
 
-    /// Folds events other processes appended (approvals, aborts).
-    pub async fn sync(&mut self) -> Result<(), EngineError> {
+    /// Folds events other processes appended (approvals, aborts, public updates).
+    /// `true` when they were all public updates (nothing the engine decides on).
+    pub async fn sync(&mut self) -> Result<bool, EngineError> {
+        let mut only_updates = true;
         for r in self.store.load_after(&self.run_id, self.seq).await? {
             self.state.apply(&r.event, r.at_ms)?;
             self.seq = r.seq;
             self.out.event(&self.run_id, &r);
+            only_updates &= matches!(r.event, Event::Published(_));
         }
-        Ok(())
+        Ok(only_updates)
+    }
+
+    /// Tells customers, once, that `step` runs past its `expected` time (with a new
+    /// ETA). Committed on its own while the step runs: the next record of the runner
+    /// finds it there and goes on.
+    async fn announce_overrun(&self, step: &Step) {
+        let Some(expected) = step.expected else {
+            return std::future::pending().await;
+        };
+        let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
+        let due = started + expected.as_millis() as i64;
+        let wait = (due - now_ms()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let publisher = crate::status::publish::Publisher::new(self.rb);
+        if let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now_ms()) {
+            let e = self.mask_event(Event::Published(u));
+            // After other public updates (a person's): say it after them. After anything
+            // else (an abort): say nothing.
+            let mut head = self.seq;
+            for _ in 0..10 {
+                let Ok(newer) = self.store.load_after(&self.run_id, head).await else {
+                    break;
+                };
+                if newer
+                    .iter()
+                    .any(|r| !matches!(r.event, Event::Published(_)))
+                {
+                    break;
+                }
+                head = newer.last().map_or(head, |r| r.seq);
+                match self
+                    .store
+                    .append(&self.run_id, head + 1, &[e.clone()], now_ms())
+                    .await
+                {
+                    Err(StoreError::Conflict(_)) => continue,
+                    _ => break,
+                }
+            }
+        }
+        std::future::pending().await
     }
 
     fn mask_event(&self, event: Event) -> Event {
@@ -507,6 +560,12 @@ impl<'a> Runner<'a> {
     /// The step's work under its `timeout`, stopped early when an operator aborts the run.
     async fn timed(&self, step: &Step, work: impl Future<Output = Outcome>) -> Outcome {
         let work = async {
+            let work = async {
+                tokio::select! {
+                    out = work => out,
+                    () = self.announce_overrun(step) => unreachable!("never returns"),
+                }
+            };
             match step.timeout {
                 Some(t) => tokio::time::timeout(t, work)
                     .await

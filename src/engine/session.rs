@@ -428,7 +428,7 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
     let result = match result {
         // Someone ended the run from outside (abort) while a step ran.
         Err(EngineError::Illegal(_)) => match runner.sync().await {
-            Ok(()) if runner.state.status.is_terminal() => Ok(Stop::Ended(runner.state.status)),
+            Ok(_) if runner.state.status.is_terminal() => Ok(Stop::Ended(runner.state.status)),
             _ => result,
         },
         other => other,
