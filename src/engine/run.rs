@@ -206,7 +206,7 @@ impl<'a> Runner<'a> {
                 head = newer.last().map_or(head, |r| r.seq);
                 match self
                     .store
-                    .append(&self.run_id, head + 1, &[e.clone()], now_ms())
+                    .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
                     .await
                 {
                     Err(StoreError::Conflict(_)) => continue,
