@@ -927,4 +927,5 @@ async fn serve_on_postgres_follows_a_run_in_another_process() {
     assert!(page.text().await.unwrap().contains("Upgrade the shop"));
     server.kill().unwrap();
     server.wait().unwrap();
+    run.wait().unwrap();
 }
