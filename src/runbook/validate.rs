@@ -1440,19 +1440,30 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
             }
         }
         "steps" => check_step_reference(scope, site, segs, &full),
-        other => Err((
-            format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
-            did_you_mean(other, ROOTS).or_else(|| {
-                Some(format!(
-                    "templates can use {}",
-                    ROOTS
-                        .iter()
-                        .map(|r| format!("`{r}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }),
-        )),
+        other => {
+            let roots: Vec<&str> = if site.update {
+                UPDATE_ROOTS
+                    .iter()
+                    .chain(["vars", "run", "window", "steps"].iter())
+                    .copied()
+                    .collect()
+            } else {
+                ROOTS.to_vec()
+            };
+            Err((
+                format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
+                did_you_mean(other, &roots).or_else(|| {
+                    Some(format!(
+                        "templates can use {}",
+                        roots
+                            .iter()
+                            .map(|r| format!("`{r}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }),
+            ))
+        }
     }
 }
 
