@@ -255,33 +255,21 @@ impl Store {
         events: &[Event],
         at_ms: i64,
     ) -> Result<Vec<Recorded>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for (i, event) in events.iter().enumerate() {
-            if let Event::RunStarted { runbook, .. } = event {
-                sqlx::query("INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)")
-                    .bind(run_id)
-                    .bind(runbook.as_str())
-                    .bind(at_ms)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| conflict_or(e, run_id))?;
-            }
-            let body = serde_json::to_string(event).expect("events serialize");
-            sqlx::query(
-                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(run_id)
-            .bind(first + i as i64)
-            .bind(at_ms)
-            .bind(event.kind())
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, run_id))?;
-        }
-        self.notify(&mut tx, run_id).await?;
-        tx.commit().await.map_err(|e| conflict_or(e, run_id))?;
-        changed();
+        let register = events.iter().find_map(|e| match e {
+            Event::RunStarted { runbook, .. } => Some(("runs", runbook.as_str())),
+            _ => None,
+        });
+        let rows: Vec<(&str, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind(),
+                    serde_json::to_string(e).expect("events serialize"),
+                )
+            })
+            .collect();
+        self.append_rows(run_id, register, first, &rows, at_ms)
+            .await?;
         Ok(events
             .iter()
             .enumerate()
@@ -291,6 +279,50 @@ impl Store {
                 event: event.clone(),
             })
             .collect())
+    }
+
+    /// Appends a stream's rows (`kind`, JSON body) numbered from `first` in one
+    /// transaction, registering a new stream in `register` (`runs` or `notices`, with
+    /// its runbook) first; notifies followers on commit.
+    async fn append_rows(
+        &self,
+        stream: &str,
+        register: Option<(&str, &str)>,
+        first: i64,
+        rows: &[(&str, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((table, runbook)) = register {
+            let sql = match table {
+                "runs" => "INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)",
+                _ => "INSERT INTO notices (id, runbook, created_ms) VALUES ($1, $2, $3)",
+            };
+            sqlx::query(sql)
+                .bind(stream)
+                .bind(runbook)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, stream))?;
+        }
+        for (i, (kind, body)) in rows.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(stream)
+            .bind(first + i as i64)
+            .bind(at_ms)
+            .bind(*kind)
+            .bind(body.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, stream))?;
+        }
+        self.notify(&mut tx, stream).await?;
+        tx.commit().await.map_err(|e| conflict_or(e, stream))?;
+        changed();
+        Ok(())
     }
 
     /// Tells followers in other processes (PostgreSQL's NOTIFY, delivered on commit;
@@ -324,33 +356,17 @@ impl Store {
         events: &[NoticeEvent],
         at_ms: i64,
     ) -> Result<Vec<NoticeRecorded>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if first == 1 {
-            sqlx::query("INSERT INTO notices (id, runbook, created_ms) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(runbook)
-                .bind(at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict_or(e, id))?;
-        }
-        for (i, event) in events.iter().enumerate() {
-            let body = serde_json::to_string(event).expect("events serialize");
-            sqlx::query(
-                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id)
-            .bind(first + i as i64)
-            .bind(at_ms)
-            .bind(event.kind())
-            .bind(body)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, id))?;
-        }
-        self.notify(&mut tx, id).await?;
-        tx.commit().await.map_err(|e| conflict_or(e, id))?;
-        changed();
+        let rows: Vec<(&str, String)> = events
+            .iter()
+            .map(|e| {
+                (
+                    e.kind(),
+                    serde_json::to_string(e).expect("events serialize"),
+                )
+            })
+            .collect();
+        let register = (first == 1).then_some(("notices", runbook));
+        self.append_rows(id, register, first, &rows, at_ms).await?;
         Ok(events
             .iter()
             .enumerate()

@@ -422,15 +422,7 @@ fn day(ms: i64, zone: Tz) -> Option<NaiveDate> {
 /// The page of a maintenance, its id percent-encoded (ids are URL-safe today; a link
 /// stays one whatever they become).
 fn href(id: &str) -> String {
-    let mut out = String::from("/maintenances/");
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    format!("/maintenances/{}", super::api::path_segment(id))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -129,16 +129,10 @@ fn secure(mut r: Response, csp: &HeaderValue) -> Response {
 
 /// A JSON error: `{"error": {"status": N, "message": "..."}}`.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "status": status.as_u16(), "message": message.into() } });
-    let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    ok(
+        status,
+        json!({ "error": { "status": status.as_u16(), "message": message.into() } }),
+    )
 }
 
 async fn not_allowed(State(st): St) -> Response {
@@ -201,27 +195,19 @@ async fn public(State(st): St, req: Request<Body>) -> Response {
     if method == Method::OPTIONS {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;
-        let h = r.headers_mut();
-        h.insert(
-            header::ALLOW,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("If-None-Match, If-Modified-Since, Cache-Control"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
+        for (name, value) in [
+            (header::ALLOW, "GET, HEAD, OPTIONS"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS"),
+            (
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                "If-None-Match, If-Modified-Since, Cache-Control",
+            ),
+            (header::ACCESS_CONTROL_MAX_AGE, "86400"),
+        ] {
+            r.headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
         return secure(r, &st.csp);
     }
     if method != Method::GET && method != Method::HEAD {
@@ -391,6 +377,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
     })
 }
 
+/// A JSON answer that no cache keeps.
 fn ok(status: StatusCode, body: serde_json::Value) -> Response {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
