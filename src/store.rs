@@ -77,6 +77,8 @@ pub enum StoreError {
     },
     #[error("no run `{0}` in this store")]
     UnknownRun(String),
+    #[error("`{0}` is a scheduled maintenance (from `runbook schedule`), not a run")]
+    NotARun(String),
     #[error("run `{0}` changed while this was being decided; try again")]
     Conflict(String),
 }
@@ -433,12 +435,16 @@ impl Store {
     /// Every event of a run, in order.
     pub async fn load(&self, run_id: &str) -> Result<Vec<Recorded>, StoreError> {
         let rows =
-            sqlx::query("SELECT seq, at_ms, body FROM events WHERE run_id = $1 ORDER BY seq")
+            sqlx::query("SELECT seq, at_ms, kind, body FROM events WHERE run_id = $1 ORDER BY seq")
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await?;
         if rows.is_empty() {
             return Err(StoreError::UnknownRun(run_id.to_owned()));
+        }
+        let kind: String = rows[0].try_get("kind")?;
+        if kind != "run_started" {
+            return Err(StoreError::NotARun(run_id.to_owned()));
         }
         rows.iter().map(|r| decode(run_id, r)).collect()
     }

@@ -631,6 +631,12 @@ async fn schedule_publishes_an_upcoming_maintenance_that_the_run_then_carries_ou
     assert_eq!(ms[0]["status"], "scheduled");
     assert_eq!(ms[0]["name"], "Shop upgrade");
     let id = ms[0]["id"].as_str().unwrap().to_owned();
+    // It is not a run: the run commands say so.
+    for cmd in ["status", "resume", "abort"] {
+        let o = w.run(&[cmd, &id]);
+        assert_eq!(o.code, 1, "{cmd}");
+        assert!(o.stderr.contains("is a scheduled maintenance"), "{cmd}: {}", o.stderr);
+    }
     // Components stay operational while it is only scheduled.
     let comps: serde_json::Value =
         serde_json::from_slice(&snap.get("/api/v2/components.json").unwrap().body).unwrap();
