@@ -119,6 +119,7 @@ async fn every_public_endpoint_answers_with_its_type_and_headers() {
         ("/badge.svg", "image/svg+xml"),
         ("/style.css", "text/css"),
         ("/app.js", "text/javascript"),
+        ("/favicon.svg", "image/svg+xml"),
     ];
     for (path, ty) in endpoints {
         let (status, h, body) = send(&app, get(path)).await;
@@ -635,7 +636,11 @@ async fn schedule_publishes_an_upcoming_maintenance_that_the_run_then_carries_ou
     for cmd in ["status", "resume", "abort"] {
         let o = w.run(&[cmd, &id]);
         assert_eq!(o.code, 1, "{cmd}");
-        assert!(o.stderr.contains("is a scheduled maintenance"), "{cmd}: {}", o.stderr);
+        assert!(
+            o.stderr.contains("is a scheduled maintenance"),
+            "{cmd}: {}",
+            o.stderr
+        );
     }
     // Components stay operational while it is only scheduled.
     let comps: serde_json::Value =

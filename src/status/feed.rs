@@ -130,7 +130,7 @@ fn atom(page: &Page, entries: &[Entry]) -> String {
     x.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     x.push_str("<feed xmlns=\"http://www.w3.org/2005/Atom\" xml:lang=\"en\">\n");
     let _ = writeln!(x, "  <id>{}</id>", escape(&format!("{base}/history.atom")));
-    let _ = writeln!(x, "  <title>{name} status history</title>");
+    let _ = writeln!(x, "  <title>{name} history</title>");
     let _ = writeln!(x, "  <updated>{}</updated>", rfc3339(page.updated_ms));
     let _ = writeln!(x, "  <author><name>{name}</name></author>");
     let _ = writeln!(
@@ -173,7 +173,7 @@ fn rss(page: &Page, entries: &[Entry]) -> String {
     x.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n");
     x.push_str("<rss version=\"2.0\" xmlns:atom=\"http://www.w3.org/2005/Atom\">\n");
     x.push_str("  <channel>\n");
-    let _ = writeln!(x, "    <title>{name} status history</title>");
+    let _ = writeln!(x, "    <title>{name} history</title>");
     let _ = writeln!(x, "    <link>{}</link>", escape(&format!("{base}/")));
     let about = format!("Maintenance and incident updates of {}", page.info.name);
     let _ = writeln!(
@@ -415,10 +415,10 @@ mod tests {
         assert_eq!(page.all_updates().len(), titles.len());
         // The feed's own title comes first.
         let atom_titles = texts(&atom, "title");
-        assert_eq!(atom_titles[0], "Acme Cloud status history");
+        assert_eq!(atom_titles[0], "Acme Cloud history");
         assert_eq!(atom_titles[1..], titles);
         let rss_titles = texts(&rss, "title");
-        assert_eq!(rss_titles[0], "Acme Cloud status history");
+        assert_eq!(rss_titles[0], "Acme Cloud history");
         assert_eq!(rss_titles[1..], titles);
 
         let summaries = texts(&atom, "summary");
@@ -505,7 +505,7 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &apos;quotes&apos;"
         ));
         // Titles are plain text; Atom says so of the summary too.
-        assert_eq!(texts(&atom, "title")[0], format!("{clean} status history"));
+        assert_eq!(texts(&atom, "title")[0], format!("{clean} history"));
         assert_eq!(texts(&atom, "title")[1], format!("{clean}: In progress"));
         assert_eq!(texts(&atom, "summary")[0], clean);
         assert_eq!(texts(&rss, "title")[1], format!("{clean}: In progress"));

@@ -55,9 +55,10 @@ const PARTIALS: &[(&str, &str)] = &[
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const APP_JS: &str = include_str!("../../web/app.js");
 const BANNER_JS: &str = include_str!("../../web/banner.js");
+const FAVICON: &str = include_str!("../../web/favicon.svg");
 
 /// The static files, hashed and compressed once (they change only with the binary).
-static STATIC_ASSETS: LazyLock<[(&str, Asset); 3]> = LazyLock::new(|| {
+static STATIC_ASSETS: LazyLock<[(&str, Asset); 4]> = LazyLock::new(|| {
     [
         (
             "/style.css",
@@ -65,6 +66,10 @@ static STATIC_ASSETS: LazyLock<[(&str, Asset); 3]> = LazyLock::new(|| {
         ),
         ("/app.js", Asset::new(JS, APP_JS, 0, snapshot::STATIC)),
         ("/banner.js", Asset::new(JS, BANNER_JS, 0, snapshot::STATIC)),
+        (
+            "/favicon.svg",
+            Asset::new("image/svg+xml", FAVICON, 0, snapshot::STATIC),
+        ),
     ]
 });
 

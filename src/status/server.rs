@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
 use super::model::{MaintenanceStatus, PageInfo};
-use super::snapshot::{Asset, Snapshot};
+use super::snapshot::Snapshot;
 use crate::engine::event::{Event, PublicUpdate};
 use crate::status::model::NoticeEvent;
 use crate::store::{Store, now_ms};
@@ -172,15 +172,6 @@ fn takes_gzip(headers: &HeaderMap) -> bool {
     })
 }
 
-fn not_modified_since(headers: &HeaderMap, asset: &Asset) -> bool {
-    let since = headers
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok());
-    let modified = chrono::DateTime::parse_from_rfc2822(&asset.last_modified).ok();
-    matches!((since, modified), (Some(s), Some(m)) if m <= s)
-}
-
 fn static_header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""))
 }
@@ -247,48 +238,42 @@ async fn public(State(st): St, req: Request<Body>) -> Response {
         return secure(r, &st.csp);
     };
     let headers = req.headers();
-    let gzip = asset.gzip.as_ref().filter(|_| takes_gzip(headers));
-    let etag = if gzip.is_some() {
-        &asset.etag_gzip
-    } else {
-        &asset.etag
+    let (body, prepared, etag) = match &asset.gzip {
+        Some(gz) if takes_gzip(headers) => (gz, &asset.headers_gzip, &asset.etag_gzip),
+        _ => (&asset.body, &asset.headers, &asset.etag),
     };
-    let fresh = match headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(inm) => matches_etag(inm, etag),
-        None => not_modified_since(headers, asset),
+    let fresh = match headers.get(header::IF_NONE_MATCH) {
+        Some(inm) => inm.to_str().is_ok_and(|inm| matches_etag(inm, etag)),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .is_some_and(|since| asset.modified_s <= since.timestamp()),
     };
     let mut r = if fresh {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = prepared.clone();
+        for gone in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ] {
+            r.headers_mut().remove(gone);
+        }
         r
     } else {
-        let body = gzip.unwrap_or(&asset.body).clone();
         let mut r = Response::new(if method == Method::HEAD {
             Body::empty()
         } else {
             Body::from(body.clone())
         });
-        let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, static_header(asset.content_type));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        if gzip.is_some() {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        }
+        *r.headers_mut() = prepared.clone();
         r
     };
-    let h = r.headers_mut();
-    h.insert(header::ETAG, static_header(etag));
-    h.insert(header::LAST_MODIFIED, static_header(&asset.last_modified));
-    h.insert(header::CACHE_CONTROL, static_header(asset.cache_control));
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    secure(r, &st.csp)
+    r.headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, st.csp.clone());
+    r
 }
 
 /// `/events`: one `update` event with the snapshot version now and after every change.

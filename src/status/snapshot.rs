@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
 
 /// One response body, ready to send.
@@ -22,6 +23,50 @@ pub struct Asset {
     pub last_modified: String,
     /// `Cache-Control` value.
     pub cache_control: &'static str,
+    /// `last_modified` as Unix seconds (for `If-Modified-Since`).
+    pub modified_s: i64,
+    /// The headers of a 200 with the plain body, and with the gzip body: built once
+    /// here, cloned per request.
+    pub headers: HeaderMap,
+    pub headers_gzip: HeaderMap,
+}
+
+/// Every header of a 200 but the CSP (which the server's configuration sets).
+fn prepared(
+    content_type: &'static str,
+    len: usize,
+    etag: &str,
+    last_modified: &str,
+    cache_control: &'static str,
+    gzip: bool,
+) -> HeaderMap {
+    let text = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
+    let mut h = HeaderMap::with_capacity(16);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::ETAG, text(etag));
+    h.insert(header::LAST_MODIFIED, text(last_modified));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("strict-origin-when-cross-origin"),
+    );
+    h
 }
 
 /// How long browsers and proxies may keep a page before asking again (short: the page
@@ -41,14 +86,39 @@ impl Asset {
         let body: Vec<u8> = body.into();
         let digest = Sha256::digest(&body);
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-        let gzip = (body.len() > 200).then(|| gzip(&body)).flatten();
+        let gzip = (body.len() > 200)
+            .then(|| gzip(&body))
+            .flatten()
+            .filter(|g| g.len() < body.len())
+            .map(Bytes::from);
+        let etag = format!("\"{hex}\"");
+        let etag_gzip = format!("\"{hex}-gz\"");
+        let last_modified = http_date(modified_ms);
+        let gz_len = gzip.as_ref().map_or(0, |g| g.len());
         Asset {
             content_type,
-            etag: format!("\"{hex}\""),
-            etag_gzip: format!("\"{hex}-gz\""),
-            gzip: gzip.filter(|g| g.len() < body.len()).map(Bytes::from),
+            headers: prepared(
+                content_type,
+                body.len(),
+                &etag,
+                &last_modified,
+                cache_control,
+                false,
+            ),
+            headers_gzip: prepared(
+                content_type,
+                gz_len,
+                &etag_gzip,
+                &last_modified,
+                cache_control,
+                true,
+            ),
+            modified_s: modified_ms.max(0) / 1000,
+            etag,
+            etag_gzip,
+            gzip,
             body: Bytes::from(body),
-            last_modified: http_date(modified_ms),
+            last_modified,
             cache_control,
         }
     }
