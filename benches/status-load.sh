@@ -84,6 +84,10 @@ wait_for() {
     sleep 0.1
   done
   echo "status-load: $url never showed \`$text\`" >&2
+  for log in "$work"/*.log; do
+    echo "--- $log" >&2
+    tail -20 "$log" >&2
+  done
   return 1
 }
 
