@@ -940,3 +940,59 @@ async fn serve_on_postgres_follows_a_run_in_another_process() {
     server.wait().unwrap();
     run.wait().unwrap();
 }
+
+/// A failed run opens an incident (major while it left the service closed), which a
+/// person resolves through the admin API.
+#[tokio::test]
+async fn a_failed_run_opens_an_incident_that_the_admin_api_resolves() {
+    let w = World::sqlite();
+    w.write(
+        "fail.yaml",
+        r#"
+runbook: doomed
+title: Doomed upgrade
+status_page: { components: [shop] }
+steps:
+  - { id: close, kind: close, title: Close the shop }
+  - { id: change, kind: patch, title: Change things, run: { shell: "true" }, rollback: { shell: "exit 1" } }
+  - { id: boom, kind: patch, title: Break, run: { shell: "exit 1" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    let o = w.execute("fail.yaml", "doomed-1");
+    assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
+    let (store, snap) = snapshot(&w).await;
+    let json = |path: &str, snap: &Snapshot| -> serde_json::Value {
+        serde_json::from_slice(&snap.get(path).unwrap().body).unwrap()
+    };
+    let open = json("/api/v2/incidents/unresolved.json", &snap);
+    let incidents = open["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{open}");
+    assert_eq!(incidents[0]["status"], "investigating");
+    assert_eq!(incidents[0]["impact"], "major");
+    assert_eq!(
+        json("/api/v2/status.json", &snap)["status"]["indicator"],
+        "major"
+    );
+    let comps = json("/api/v2/components.json", &snap);
+    assert_eq!(comps["components"][0]["status"], "major_outage", "{comps}");
+    let m = json("/api/v1/maintenance", &snap);
+    assert_eq!(m["status"], "none", "{m}");
+    // Resolved by a person.
+    let app = app(store, snap, Some(TOKEN));
+    let body = r#"{"maintenance":"doomed-1","status":"resolved","body":"The shop is back; we restored it by hand."}"#;
+    let (status, _, text) = send(&app, admin("/api/v1/admin/updates", Some(TOKEN), body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+    let (_, snap) = snapshot(&w).await;
+    let open = json("/api/v2/incidents/unresolved.json", &snap);
+    assert!(open["incidents"].as_array().unwrap().is_empty(), "{open}");
+    let all = json("/api/v2/incidents.json", &snap);
+    assert_eq!(all["incidents"][0]["status"], "resolved");
+    assert!(all["incidents"][0]["resolved_at"].is_string());
+    assert_eq!(
+        json("/api/v2/status.json", &snap)["status"]["indicator"],
+        "none"
+    );
+    let comps = json("/api/v2/components.json", &snap);
+    assert_eq!(comps["components"][0]["status"], "operational", "{comps}");
+}
