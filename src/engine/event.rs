@@ -118,8 +118,8 @@ pub enum Event {
     Published(PublicUpdate),
 }
 
-/// The public side of a run, recorded when it starts so that the status page is a
-/// projection of the journal alone: only text meant for customers.
+/// What a run is, recorded when it starts so that the status page and the post-run
+/// report are projections of the journal alone. The page reads only the public fields.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PublicPlan {
     /// The scheduled maintenance (from `runbook schedule`) this run carries out; `None`:
@@ -145,8 +145,8 @@ pub struct PublicPlan {
     pub steps: Vec<PublicStep>,
 }
 
-/// One step as the status page knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step as the status page and the report know it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PublicStep {
     pub id: String,
     /// Public title; `None` hides the step.
@@ -154,6 +154,16 @@ pub struct PublicStep {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_ms: Option<u64>,
+    /// The step's kind (`backup`, `migrate` ...), for the post-run report.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    /// The step's own title, public or not: for the engineers' report only, never
+    /// for the status page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// A rollback point.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoint: bool,
 }
 
 /// A public update, as published.

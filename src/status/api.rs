@@ -460,11 +460,13 @@ pub(crate) mod tests {
                     id: "migrate".into(),
                     title: Some("Migrating".into()),
                     expected_ms: None,
+                    ..PublicStep::default()
                 },
                 PublicStep {
                     id: "check".into(),
                     title: Some("Checking".into()),
                     expected_ms: None,
+                    ..PublicStep::default()
                 },
             ],
             ..PublicPlan::default()

@@ -538,6 +538,7 @@ mod tests {
                         id: format!("s{n}"),
                         title: Some(format!("Step title {n}")),
                         expected_ms: None,
+                        ..PublicStep::default()
                     })
                     .collect(),
             })),

@@ -122,6 +122,9 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
                     id: s.id.clone(),
                     title: step_title(s).map(|t| text(t, ctx)),
                     expected_ms: s.expected.map(|d| d.as_millis() as u64),
+                    kind: s.kind.as_str().to_owned(),
+                    label: s.title.as_deref().map(|t| text(t, ctx)),
+                    checkpoint: s.checkpoint,
                 }
             })
             .collect(),
