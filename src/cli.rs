@@ -48,6 +48,13 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Show, step by step, the runbook's `expected` next to what earlier runs took.
+        #[arg(long)]
+        history: bool,
+        /// Journal store whose earlier runs teach the durations (default: RUNBOOK_STORE,
+        /// else sqlite://.runbook/state.db; nothing is created).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
@@ -78,6 +85,10 @@ enum Command {
         /// Progress output.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// What the window guard does when a step and the rollback of what is done would
+        /// pass the window's end: `pause` for a person, or `strict`: roll back.
+        #[arg(long, value_enum, default_value_t = Guard::Pause)]
+        guard: Guard,
         /// Also serve the status page on ADDR (like `runbook serve`) while the run goes on.
         #[arg(long, value_name = "ADDR")]
         serve: Option<String>,
@@ -160,6 +171,21 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// The post-run report of a run (from its journal alone): planned versus actual for
+    /// every step, the window, closed time, rollbacks, approvals, public updates, a Gantt
+    /// chart, and a postmortem draft for runs that did not complete.
+    Report {
+        /// The run id.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::report::Format::Md)]
+        format: crate::report::Format,
+        /// Write the report to FILE (atomically) instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// The runs in the store, newest first.
     Runs {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -167,6 +193,12 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
+enum Guard {
+    Pause,
+    Strict,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -192,7 +224,16 @@ pub fn main() -> ExitCode {
             start,
             vars,
             format,
-        } => plan(&file, start.as_deref(), &vars, format),
+            history,
+            store,
+        } => plan(
+            &file,
+            start.as_deref(),
+            &vars,
+            format,
+            history,
+            store.as_deref(),
+        ),
         Command::Schema => {
             print(&format!(
                 "{}\n",
@@ -233,8 +274,10 @@ async fn run(command: Command) -> u8 {
             log_format,
             serve,
             page,
+            guard,
         } => {
             session::execute(session::ExecuteArgs {
+                guard_strict: guard == Guard::Strict,
                 file,
                 vars,
                 run_id,
@@ -323,6 +366,12 @@ async fn run(command: Command) -> u8 {
         Command::Runs { format, store } => {
             session::runs(matches!(format, Format::Json), store.as_deref()).await
         }
+        Command::Report {
+            run,
+            format,
+            output,
+            store,
+        } => crate::report::command(&run, format, output.as_deref(), store.as_deref()).await,
         Command::Validate { .. } | Command::Plan { .. } | Command::Schema => {
             unreachable!("handled above")
         }
@@ -399,6 +448,8 @@ fn plan(
     start: Option<&str>,
     vars: &[(String, String)],
     format: Format,
+    history: bool,
+    store: Option<&str>,
 ) -> u8 {
     let mut rb = match runbook::load_file(file) {
         Ok(rb) => rb,
@@ -419,8 +470,23 @@ fn plan(
             return EXIT_USAGE;
         }
     };
-    let p = crate::plan::plan(&rb, start, chrono::Utc::now());
+    // What earlier runs of this runbook took, from the store if there is one.
+    let url = crate::engine::session::store_url(store);
+    let learned = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(async {
+            match crate::store::Store::open_existing(&url).await {
+                Ok(Some(store)) => crate::engine::session::learned(&store, &rb.id, "").await,
+                _ => Default::default(),
+            }
+        }),
+        Err(_) => Default::default(),
+    };
+    let p = crate::plan::plan_learned(&rb, start, chrono::Utc::now(), &learned);
     match format {
+        Format::Text if history => print(&(p.to_text() + &p.history_text())),
         Format::Text => print(&p.to_text()),
         Format::Json => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

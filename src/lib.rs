@@ -5,6 +5,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod plan;
+pub mod report;
 pub mod runbook;
 pub mod status;
 pub mod store;

@@ -40,6 +40,18 @@ pub struct Plan<'a> {
     /// Steps without an `expected` duration (counted as zero).
     pub unestimated: Vec<&'a str>,
     pub steps: Vec<PlannedStep<'a>>,
+    /// The first step before which the window guard would stop the run: from there,
+    /// the step and the rollback of what is done no longer fit the window.
+    pub point_of_no_return: Option<PointOfNoReturn<'a>>,
+}
+
+/// Where the plan passes the point of no return.
+#[derive(Debug, Clone, Serialize)]
+pub struct PointOfNoReturn<'a> {
+    pub step: &'a str,
+    pub at: DateTime<Utc>,
+    /// The planned rollback of what is done by then.
+    pub rollback_seconds: u64,
 }
 
 /// One step of the planned timeline.
@@ -53,7 +65,17 @@ pub struct PlannedStep<'a> {
     pub public: bool,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// The runbook's `expected`.
     pub expected_seconds: Option<u64>,
+    /// The duration the timeline uses: learned from earlier runs when there are any
+    /// (scaled per item for a fan-out), else `expected`.
+    pub estimate_seconds: u64,
+    /// `learned`, `expected` or `unknown`.
+    pub estimate_source: crate::engine::timing::Source,
+    /// The earlier runs a learned figure is the median of.
+    pub learned_runs: usize,
+    /// What earlier runs took (median), whether or not it is used.
+    pub learned_seconds: Option<u64>,
     pub checkpoint: bool,
     pub requires: &'a [String],
     /// Fan-out item count, when known before the run.
@@ -79,6 +101,16 @@ pub struct FailurePath<'a> {
 
 /// Builds the plan. `start` overrides the window's start; without either, now.
 pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Plan<'_> {
+    plan_learned(rb, start, now, &crate::engine::timing::Learned::default())
+}
+
+/// The plan with what earlier runs of the runbook took.
+pub fn plan_learned<'a>(
+    rb: &'a Runbook,
+    start: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    learned: &crate::engine::timing::Learned,
+) -> Plan<'a> {
     let (start, start_source) = match (start, rb.window.start) {
         (Some(s), _) => (s, StartSource::Flag),
         (None, Some(s)) => (s, StartSource::Window),
@@ -103,8 +135,11 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
     let mut closed = false;
     for (pos, &i) in rb.order.iter().enumerate() {
         let s = &rb.steps[i];
-        let expected = s.expected.unwrap_or(Duration::ZERO);
-        if s.expected.is_none() && !matches!(s.kind, Kind::Close | Kind::Reopen) {
+        let est = crate::engine::timing::estimate(s, item_count(rb, s), learned);
+        let expected = Duration::from_millis(est.ms.max(0) as u64);
+        if est.source == crate::engine::timing::Source::Unknown
+            && !matches!(s.kind, Kind::Close | Kind::Reopen)
+        {
             unestimated.push(s.id.as_str());
         }
         total += expected;
@@ -122,6 +157,16 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
             start: at,
             end,
             expected_seconds: s.expected.map(|d| d.as_secs()),
+            estimate_seconds: expected.as_secs(),
+            estimate_source: est.source,
+            learned_runs: est.runs,
+            learned_seconds: learned.steps.get(&s.id).map(|l| {
+                let ms = match (l.per_item_ms, item_count(rb, s)) {
+                    (Some(per), Some(n)) => per * n as i64,
+                    _ => l.median_ms,
+                };
+                (ms.max(0) / 1000) as u64
+            }),
             checkpoint: s.checkpoint,
             requires: &s.requires,
             items: item_count(rb, s),
@@ -142,6 +187,7 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .map(|d| start + d);
     let slack = window_seconds.map(|w| w as i64 - total.as_secs() as i64);
+    let point_of_no_return = window_end.and_then(|end| point_of_no_return(rb, &steps, end));
     Plan {
         runbook: &rb.id,
         title: render(&rb.title),
@@ -156,7 +202,45 @@ pub fn plan(rb: &Runbook, start: Option<DateTime<Utc>>, now: DateTime<Utc>) -> P
         slack_seconds: slack,
         unestimated,
         steps,
+        point_of_no_return,
     }
+}
+
+/// The first step whose planned start plus its duration plus the planned rollback of
+/// the steps before it (as long again as they take, back to the last checkpoint; a
+/// checkpoint's `restore` as long as the checkpoint) passes the window's end.
+fn point_of_no_return<'a>(
+    rb: &'a Runbook,
+    steps: &[PlannedStep<'a>],
+    end: DateTime<Utc>,
+) -> Option<PointOfNoReturn<'a>> {
+    for (pos, p) in steps.iter().enumerate() {
+        if matches!(p.kind, "reopen" | "announce") {
+            continue;
+        }
+        let mut rollback = 0u64;
+        for q in steps[..pos].iter().rev() {
+            let s = &rb.steps[rb.order[q.position - 1]];
+            if s.checkpoint {
+                if s.restore.is_some() {
+                    rollback = q.estimate_seconds;
+                }
+                break;
+            }
+            if s.rollback.is_some() {
+                rollback += q.estimate_seconds;
+            }
+        }
+        let finish = p.start + chrono::Duration::seconds((p.estimate_seconds + rollback) as i64);
+        if finish > end {
+            return Some(PointOfNoReturn {
+                step: p.id,
+                at: p.start,
+                rollback_seconds: rollback,
+            });
+        }
+    }
+    None
 }
 
 /// Values public text can use at planning time.
@@ -172,7 +256,7 @@ fn template_data(rb: &Runbook, start: DateTime<Utc>) -> Value {
     })
 }
 
-fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
+pub(crate) fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
     match s.for_each.as_ref()? {
         crate::runbook::ForEach::Items(items) => Some(items.len()),
         crate::runbook::ForEach::Target(name) => match rb.targets.get(name)? {
@@ -239,6 +323,44 @@ impl Plan<'_> {
     }
 
     /// The plan for a terminal.
+    /// Expected versus learned, step by step (`plan --history`).
+    pub fn history_text(&self) -> String {
+        let id_w = self
+            .steps
+            .iter()
+            .map(|s| s.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let mut out = String::from("\nExpected versus earlier runs (median):\n");
+        let _ = writeln!(
+            out,
+            "  {:id_w$}  {:>8}  {:>8}  runs  used",
+            "step", "expected", "learned"
+        );
+        let secs = |s: Option<u64>| s.map_or("-".into(), |s| fmt_duration(Duration::from_secs(s)));
+        for s in &self.steps {
+            let used = match s.estimate_source {
+                crate::engine::timing::Source::Learned => "learned",
+                crate::engine::timing::Source::Expected => "expected",
+                crate::engine::timing::Source::Unknown => "-",
+            };
+            let row = format!(
+                "  {:id_w$}  {:>8}  {:>8}  {:>4}  {used}",
+                s.id,
+                secs(s.expected_seconds),
+                secs(s.learned_seconds),
+                if s.learned_seconds.is_some() {
+                    s.learned_runs.to_string()
+                } else {
+                    "0".into()
+                },
+            );
+            let _ = writeln!(out, "{}", row.trim_end());
+        }
+        out
+    }
+
     pub fn to_text(&self) -> String {
         let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
         let same_day = self.start.with_timezone(&tz).date_naive()
@@ -311,10 +433,17 @@ impl Plan<'_> {
             if !s.public {
                 notes.push("not public".to_owned());
             }
-            let expected = s
-                .expected_seconds
-                .map(|e| fmt_duration(Duration::from_secs(e)))
-                .unwrap_or_else(|| "-".into());
+            let expected = match s.estimate_source {
+                crate::engine::timing::Source::Unknown => "-".into(),
+                _ => fmt_duration(Duration::from_secs(s.estimate_seconds)),
+            };
+            if s.estimate_source == crate::engine::timing::Source::Learned {
+                notes.push(format!(
+                    "learned: median of {} run{}",
+                    s.learned_runs,
+                    if s.learned_runs == 1 { "" } else { "s" }
+                ));
+            }
             let row = format!(
                 "{:>3}  {:id_w$}  {:kind_w$}  {}  {}  {:>8}  {}",
                 s.position,
@@ -345,6 +474,22 @@ impl Plan<'_> {
                 "Total expected: {total} (no window duration to check against)."
             ),
         };
+        if let Some(end) = self.window_end {
+            let _ = match &self.point_of_no_return {
+                Some(p) => writeln!(
+                    out,
+                    "Point of no return: before `{}` at {}: from there the step and a rollback ({}) no longer fit the window (ends {}).",
+                    p.step,
+                    time(p.at),
+                    fmt_duration(Duration::from_secs(p.rollback_seconds)),
+                    time(end)
+                ),
+                None => writeln!(
+                    out,
+                    "Point of no return: none: before every step, the step and a rollback fit the window."
+                ),
+            };
+        }
         if !self.unestimated.is_empty() {
             let _ = writeln!(
                 out,

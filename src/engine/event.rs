@@ -21,6 +21,9 @@ pub enum Event {
         /// When the window opened for this run (Unix ms): `--now` opens it at the start.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         window_start_ms: Option<i64>,
+        /// `strict`: the window guard rolls back by itself instead of pausing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard: Option<String>,
         /// What the status page may show of this run (absent in journals written before
         /// the status page existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,8 +96,13 @@ pub enum Event {
     ServiceClosed,
     /// Maintenance mode is off.
     ServiceReopened,
-    /// The run stopped for an operator's decision.
-    RunPaused { reason: String },
+    /// The run stopped for an operator's decision. `guard`: the step the window guard
+    /// stopped (resuming with `continue` lets it start).
+    RunPaused {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guard: Option<String>,
+    },
     /// An operator resumed the run.
     RunResumed { decision: Decision, by: String },
     /// The run undoes completed steps back to the last checkpoint.

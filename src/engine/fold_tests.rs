@@ -35,6 +35,7 @@ fn run_started() -> Event {
         host: "db1".into(),
         pid: 4242,
         window_start_ms: None,
+        guard: None,
         public: None,
     }
 }
@@ -161,7 +162,10 @@ fn rejected(id: &str) -> Event {
 
 fn paused() -> Event {
     let reason = "step `a` failed: boom".into();
-    Event::RunPaused { reason }
+    Event::RunPaused {
+        reason,
+        guard: None,
+    }
 }
 
 fn resumed(decision: Decision) -> Event {

@@ -10,6 +10,7 @@ pub mod run;
 pub mod session;
 pub mod state;
 pub mod target;
+pub mod timing;
 
 #[cfg(test)]
 mod fold_tests;

@@ -241,7 +241,7 @@ pub fn describe(e: &Event) -> String {
         Rejected { step, by } => format!("step {step}: rejected by {by}"),
         ServiceClosed => "service closed (maintenance mode on)".into(),
         ServiceReopened => "service reopened (maintenance mode off)".into(),
-        RunPaused { reason } => format!("run paused: {reason}"),
+        RunPaused { reason, .. } => format!("run paused: {reason}"),
         RunResumed { decision, by } => format!("run resumed ({decision:?}) by {by}").to_lowercase(),
         RollbackStarted { reason } => format!("ROLLING BACK: {reason}"),
         StepRollbackStarted { step } => format!("step {step}: undoing"),

@@ -63,6 +63,8 @@ pub struct Runner<'a> {
     /// A dry run: SQL checks run where they cannot write.
     pub read_only: bool,
     templates: handlebars::Handlebars<'static>,
+    /// What earlier runs of this runbook took (ETA, overrun, window guard).
+    pub learned: super::timing::Learned,
 }
 
 impl<'a> Runner<'a> {
@@ -97,6 +99,7 @@ impl<'a> Runner<'a> {
             out,
             read_only: false,
             templates,
+            learned: Default::default(),
         }
     }
 
@@ -121,7 +124,7 @@ impl<'a> Runner<'a> {
         // What customers are told is committed with what it tells.
         if events.iter().any(crate::status::publish::announces) {
             let base = self.context_of(&next, None);
-            let updates = crate::status::publish::Publisher::new(self.rb).updates(
+            let updates = crate::status::publish::Publisher::new(self.rb, &self.learned).updates(
                 &self.state,
                 &events,
                 &next,
@@ -176,45 +179,57 @@ impl<'a> Runner<'a> {
         Ok(only_updates)
     }
 
-    /// Tells customers, once, that `step` runs past its `expected` time (with a new
-    /// ETA). Committed on its own while the step runs: the next record of the runner
-    /// finds it there and goes on.
+    /// Tells customers that `step` runs late: once it passes its estimate (learned, or
+    /// `expected`) by `status_page.overrun.after`, then again every
+    /// `status_page.overrun.every` while it runs, each time with a new ETA. Committed on
+    /// its own while the step runs: the runner's next record finds it and goes on.
     async fn announce_overrun(&self, step: &Step) {
-        let Some(expected) = step.expected else {
+        let items = crate::plan::item_count(self.rb, step);
+        let est = super::timing::estimate(step, items, &self.learned);
+        if est.source == super::timing::Source::Unknown {
             return std::future::pending().await;
-        };
+        }
+        let sp = &self.rb.status_page;
+        let margin = sp.overrun_after.of(Duration::from_millis(est.ms as u64));
         let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
-        let due = started + expected.as_millis() as i64;
-        let wait = (due - now_ms()).max(0) as u64;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        let publisher = crate::status::publish::Publisher::new(self.rb);
-        if let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now_ms()) {
-            let e = self.mask_event(Event::Published(u));
-            // After other public updates (a person's): say it after them. After anything
-            // else (an abort): say nothing.
-            let mut head = self.seq;
-            for _ in 0..10 {
-                let Ok(newer) = self.store.load_after(&self.run_id, head).await else {
-                    break;
-                };
-                if newer
-                    .iter()
-                    .any(|r| !matches!(r.event, Event::Published(_)))
-                {
-                    break;
-                }
-                head = newer.last().map_or(head, |r| r.seq);
-                match self
-                    .store
-                    .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
-                    .await
-                {
-                    Err(StoreError::Conflict(_)) => continue,
-                    _ => break,
-                }
+        let mut due = started + est.ms + margin.as_millis() as i64;
+        loop {
+            let wait = (due - now_ms()).max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            self.publish_overrun(step).await;
+            due = now_ms() + sp.overrun_every.as_millis() as i64;
+        }
+    }
+
+    async fn publish_overrun(&self, step: &Step) {
+        let publisher = crate::status::publish::Publisher::new(self.rb, &self.learned);
+        let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now_ms()) else {
+            return;
+        };
+        let e = self.mask_event(Event::Published(u));
+        // After other public updates (its own earlier ones, a person's): say it after
+        // them. After anything else (an abort): say nothing.
+        let mut head = self.seq;
+        for _ in 0..10 {
+            let Ok(newer) = self.store.load_after(&self.run_id, head).await else {
+                return;
+            };
+            if newer
+                .iter()
+                .any(|r| !matches!(r.event, Event::Published(_)))
+            {
+                return;
+            }
+            head = newer.last().map_or(head, |r| r.seq);
+            match self
+                .store
+                .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
+                .await
+            {
+                Err(StoreError::Conflict(_)) => continue,
+                _ => return,
             }
         }
-        std::future::pending().await
     }
 
     fn mask_event(&self, event: Event) -> Event {
@@ -305,6 +320,7 @@ impl<'a> Runner<'a> {
             Next::Pause { reason } => {
                 self.record(Event::RunPaused {
                     reason: reason.clone(),
+                    guard: None,
                 })
                 .await?;
                 return Ok(Some(Stop::Paused(reason)));
@@ -364,6 +380,9 @@ impl<'a> Runner<'a> {
                 attempt,
                 not_before_ms,
             } => {
+                if let Some(stop) = self.window_guard(step, attempt).await? {
+                    return Ok(stop);
+                }
                 if let Some(at) = not_before_ms {
                     let wait = at - now_ms();
                     if wait > 0 {
@@ -374,6 +393,57 @@ impl<'a> Runner<'a> {
             }
         }
         Ok(None)
+    }
+
+    /// The end of this run's window, when it has one.
+    pub fn window_end_ms(&self) -> Option<i64> {
+        let start = self.window_start(&self.state)?;
+        let d = chrono::Duration::from_std(self.rb.window.duration?).ok()?;
+        Some((start + d).timestamp_millis())
+    }
+
+    /// Before a step's first attempt: when the step and the rollback of what is done
+    /// would pass the window's end, pause for a person (or, with `--guard strict`, roll
+    /// back now). A step a person let go on after such a pause is not stopped again.
+    async fn window_guard(
+        &mut self,
+        i: usize,
+        attempt: u32,
+    ) -> Result<Option<Option<Stop>>, EngineError> {
+        let step = &self.rb.steps[i];
+        if attempt != 1
+            || matches!(step.kind, Kind::Reopen | Kind::Announce)
+            || self.state.guard_accepted.contains(&step.id)
+        {
+            return Ok(None);
+        }
+        let trip = super::timing::guard(
+            self.rb,
+            &self.state,
+            step,
+            &self.learned,
+            self.window_end_ms(),
+            now_ms(),
+        );
+        let Some(trip) = trip else { return Ok(None) };
+        let reason = trip.reason(self.rb.window.timezone);
+        if self.state.guard_strict {
+            self.record(Event::RollbackStarted {
+                reason: format!("{reason} (--guard strict)"),
+            })
+            .await?;
+            return Ok(Some(None));
+        }
+        let reason = format!(
+            "{reason}: `runbook resume {run}` to start it anyway, `runbook resume {run} --rollback` to roll back now",
+            run = self.run_id
+        );
+        self.record(Event::RunPaused {
+            reason: reason.clone(),
+            guard: Some(step.id.clone()),
+        })
+        .await?;
+        Ok(Some(Some(Stop::Paused(reason))))
     }
 
     /// When this run's window opened: as recorded at the start (`--now` opens it then),

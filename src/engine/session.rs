@@ -148,6 +148,8 @@ pub struct ExecuteArgs {
     pub log_format: LogFormat,
     /// Serve the status page on this address while the run goes on.
     pub serve: Option<(String, crate::status::command::PageArgs)>,
+    /// `strict`: the window guard rolls back by itself instead of pausing.
+    pub guard_strict: bool,
 }
 
 /// `runbook execute`.
@@ -278,6 +280,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         state_dir(&url).join("logs").join(&run_id),
         out,
     );
+    runner.learned = learned(&store, &rb.id, &run_id).await;
     // The scheduled maintenance (`runbook schedule`) this run carries out, if any.
     let scheduled = crate::status::schedule::pending(&store, &rb.id)
         .await
@@ -304,6 +307,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             pid: std::process::id(),
             // `--now`: the window opens now, and lasts `window.duration` from here.
             window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
+            guard: args.guard_strict.then(|| "strict".to_owned()),
             public: Some(Box::new(public)),
         })
         .await;
@@ -328,6 +332,24 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
 
 /// How long `execute --serve` keeps serving after the run ends.
 const SERVE_LINGER: Duration = Duration::from_secs(2);
+
+/// What earlier finished runs of `runbook` took, step by step (the latest 20 runs).
+pub async fn learned(store: &Store, runbook: &str, except: &str) -> crate::engine::timing::Learned {
+    let Ok(runs) = store.runs().await else {
+        return Default::default();
+    };
+    let mut journals = Vec::new();
+    for r in runs
+        .iter()
+        .filter(|r| r.runbook == runbook && r.run_id != except)
+        .take(20)
+    {
+        if let Ok(events) = store.load(&r.run_id).await {
+            journals.push(events);
+        }
+    }
+    crate::engine::timing::Learned::from_runs(journals.iter().map(Vec::as_slice))
+}
 
 /// Whether a lease is left over from a run that has ended (its runner died after
 /// recording the end, before giving the lease back): then it is released.
@@ -489,6 +511,7 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
         host: host(),
         pid: std::process::id(),
         window_start_ms: None,
+        guard: None,
         public: None,
     };
     let state = match RunState::default().fold(&started, now_ms()) {
@@ -717,6 +740,7 @@ pub async fn resume(
         state_dir(&url).join("logs").join(run_id),
         out,
     );
+    runner.learned = learned(&store, &rb.id, run_id).await;
     // A runner killed outright (SIGKILL, a power cut on a VM host) cannot stop what it
     // started; running or skipping its step again while that still runs would do it twice.
     let left = super::action::orphans(&state_dir(&url).join("logs").join(run_id));
@@ -1009,9 +1033,20 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
     let logs = state_dir(&url).join("logs").join(&run_id);
     // Every step of the runbook in execution order, pending ones too; the journal alone
     // knows only the steps that started.
-    let mut ids: Vec<String> = runbook_of(&state)
+    let rb = runbook_of(&state);
+    let mut ids: Vec<String> = rb
+        .as_ref()
         .map(|rb| rb.order.iter().map(|&i| rb.steps[i].id.clone()).collect())
         .unwrap_or_default();
+    // The projected end: what the steps not finished still need (learned durations
+    // first, fan-out progress extrapolated).
+    let eta = match &rb {
+        Some(rb) => {
+            let learned = learned(&store, &rb.id, &run_id).await;
+            super::timing::eta_ms(rb, &state, &learned, now_ms())
+        }
+        None => None,
+    };
     for id in state.steps.keys() {
         if !ids.contains(id) {
             ids.push(id.clone());
@@ -1047,6 +1082,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
             "reason": state.reason,
             "started_ms": state.started_ms,
             "ended_ms": state.ended_ms,
+            "eta_ms": eta,
             "steps": steps,
         });
         outln!(
@@ -1063,6 +1099,9 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
     outln!("started {}", fmt_ms(state.started_ms));
     if state.ended_ms.is_some() {
         outln!("ended   {}", fmt_ms(state.ended_ms));
+    }
+    if let Some(eta) = eta {
+        outln!("ETA     {}", fmt_ms(Some(eta)));
     }
     if state.closed {
         outln!("the service is CLOSED (maintenance mode on)");

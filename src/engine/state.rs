@@ -149,6 +149,12 @@ pub struct RunState {
     pub reason: Option<String>,
     /// Events folded so far.
     pub events: usize,
+    /// The step the window guard paused before, while paused for it.
+    pub guard_paused: Option<String>,
+    /// Steps a person let start despite the window guard.
+    pub guard_accepted: Vec<String>,
+    /// `strict`: the guard rolls back instead of pausing.
+    pub guard_strict: bool,
 }
 
 /// An event that cannot happen in the current state.
@@ -179,6 +185,9 @@ impl Default for RunState {
             closed: false,
             reason: None,
             events: 0,
+            guard_paused: None,
+            guard_accepted: Vec::new(),
+            guard_strict: false,
         }
     }
 }
@@ -481,8 +490,10 @@ impl RunState {
                 host,
                 pid,
                 window_start_ms,
+                guard,
                 public: _,
             } => {
+                self.guard_strict = guard.as_deref() == Some("strict");
                 self.status = R::Running;
                 self.runbook = runbook.clone();
                 self.title = title.clone();
@@ -508,12 +519,13 @@ impl RunState {
                 }
                 self.closed = false;
             }
-            E::RunPaused { reason } => {
+            E::RunPaused { reason, guard } => {
                 if !matches!(status, R::Running | R::Verifying | R::AwaitingApproval) {
                     return Err(run_illegal(self));
                 }
                 self.status = R::Paused;
                 self.reason = Some(reason.clone());
+                self.guard_paused = guard.clone();
             }
             E::RunResumed { decision, .. } => {
                 // A pause ends with any decision but a rollback (that is
@@ -535,6 +547,12 @@ impl RunState {
                     self.status = R::Running;
                 }
                 self.reason = None;
+                // Going on after the window guard's pause lets that step start.
+                if let Some(step) = self.guard_paused.take()
+                    && *decision != Decision::Rollback
+                {
+                    self.guard_accepted.push(step);
+                }
                 if *decision == Decision::Retry {
                     for step in self.steps.values_mut() {
                         if rolling {

@@ -43,12 +43,55 @@ pub struct Window {
 }
 
 /// How the run appears on the status page.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StatusPage {
     pub components: Vec<String>,
     pub announce_before: Option<Duration>,
     /// Update templates replacing the defaults, by kind.
     pub updates: IndexMap<String, String>,
+    /// How far past `expected` a step is announced as late.
+    pub overrun_after: Margin,
+    /// At most one overrun update per this interval.
+    pub overrun_every: Duration,
+}
+
+/// A margin past a planned duration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Margin {
+    Fixed(Duration),
+    /// A share of the planned duration, in percent.
+    Percent(f64),
+}
+
+impl Default for Margin {
+    fn default() -> Self {
+        Margin::Fixed(Duration::ZERO)
+    }
+}
+
+impl Margin {
+    /// The margin for a step planned to take `expected`.
+    pub fn of(self, expected: Duration) -> Duration {
+        match self {
+            Margin::Fixed(d) => d,
+            Margin::Percent(p) => expected.mul_f64(p / 100.0),
+        }
+    }
+}
+
+/// Default interval between overrun updates.
+pub const OVERRUN_EVERY: Duration = Duration::from_secs(15 * 60);
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        StatusPage {
+            components: Vec::new(),
+            announce_before: None,
+            updates: IndexMap::new(),
+            overrun_after: Margin::default(),
+            overrun_every: OVERRUN_EVERY,
+        }
+    }
 }
 
 /// Kinds of public update a runbook's `status_page.updates` may replace.

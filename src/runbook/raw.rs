@@ -285,11 +285,24 @@ pub struct RawStatusPage {
     pub components: Vec<String>,
     /// How long before the window the maintenance is shown as scheduled.
     pub announce_before: Option<Lenient<Dur>>,
+    /// When a step running late is announced: `{ after, every }`.
+    pub overrun: Option<RawOverrun>,
     /// Public update templates of this runbook, replacing the ones in `templates/`:
     /// `scheduled`, `in_progress`, `step_started`, `overrun`, `verifying`,
     /// `rolling_back`, `completed`, `rolled_back`, `failed`, `aborted`.
     #[serde(default)]
     pub updates: IndexMap<String, String>,
+}
+
+/// When a step running past `expected` is announced.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverrun {
+    /// How far past `expected` before the first update: a duration (`5m`) or a share of
+    /// `expected` (`20%`). Default 0.
+    pub after: Option<String>,
+    /// At most one update per this interval while it stays late (default 15m).
+    pub every: Option<Dur>,
 }
 
 /// A fan-out list: items written here, or a query whose rows are the items.

@@ -246,7 +246,42 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
                         .or_else(|| Some(format!("known: {}", UPDATE_KINDS.join(", "))));
                 }
             }
+            let mut overrun_after = Margin::default();
+            let mut overrun_every = OVERRUN_EVERY;
+            if let Some(o) = &sp.overrun {
+                let path = top.key("status_page").key("overrun");
+                if let Some(after) = &o.after {
+                    let t = after.trim();
+                    let parsed = match t.strip_suffix('%') {
+                        Some(p) => p
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|p| p.is_finite() && *p >= 0.0)
+                            .map(Margin::Percent),
+                        None => crate::duration::parse_duration(t).ok().map(Margin::Fixed),
+                    };
+                    match parsed {
+                        Some(m) => overrun_after = m,
+                        None => {
+                            cx.error(
+                                path.key("after"),
+                                format!("`{after}` is neither a duration (`5m`) nor a percentage (`20%`)"),
+                            );
+                        }
+                    }
+                }
+                if let Some(every) = &o.every {
+                    if every.0.is_zero() {
+                        cx.error(path.key("every"), "`every` must be more than zero");
+                    } else {
+                        overrun_every = every.0;
+                    }
+                }
+            }
             StatusPage {
+                overrun_after,
+                overrun_every,
                 updates: sp.updates,
                 components: sp.components,
                 announce_before: cx

@@ -382,6 +382,7 @@ pub(crate) mod tests {
             host: "db1".into(),
             pid: 1,
             window_start_ms: None,
+            guard: None,
             public: Some(Box::new(plan)),
         }
     }

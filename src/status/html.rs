@@ -525,6 +525,7 @@ mod tests {
             host: "h".into(),
             pid: 1,
             window_start_ms: None,
+            guard: None,
             public: Some(Box::new(PublicPlan {
                 maintenance: maintenance.map(Into::into),
                 title: None,

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::engine::event::{Event, PublicPlan, PublicStep, PublicUpdate};
 use crate::engine::state::{RunState, RunStatus, StepStatus};
+use crate::engine::timing::{Learned, eta_ms};
 use crate::runbook::{Kind, Public, Runbook, Step};
 
 /// The default templates, by kind.
@@ -131,42 +132,15 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
     }
 }
 
-/// When the run should end if every remaining step takes its `expected` time: the
-/// running step's remainder plus the steps not started. `None` when no step says.
-pub fn eta_ms(rb: &Runbook, state: &RunState, now_ms: i64) -> Option<i64> {
-    let mut left = 0i64;
-    let mut known = false;
-    for &i in &rb.order {
-        let step = &rb.steps[i];
-        let Some(expected) = step.expected else {
-            continue;
-        };
-        let expected = expected.as_millis() as i64;
-        let run = state.step(&step.id);
-        match run.status {
-            StepStatus::Pending | StepStatus::Checking => {
-                left += expected;
-                known = true;
-            }
-            StepStatus::Running => {
-                let spent = run.started_ms.map_or(0, |s| now_ms - s);
-                left += (expected - spent).max(0);
-                known = true;
-            }
-            _ => {}
-        }
-    }
-    known.then_some(now_ms + left)
-}
-
-/// Writes public updates for the runs's transitions.
+/// Writes public updates for the run's transitions.
 pub struct Publisher<'a> {
     rb: &'a Runbook,
+    learned: &'a Learned,
 }
 
 impl<'a> Publisher<'a> {
-    pub fn new(rb: &'a Runbook) -> Self {
-        Publisher { rb }
+    pub fn new(rb: &'a Runbook, learned: &'a Learned) -> Self {
+        Publisher { rb, learned }
     }
 
     /// The template context of an update: the run's (`vars`, `run`, `window`) and the
@@ -269,7 +243,7 @@ impl<'a> Publisher<'a> {
         now_ms: i64,
     ) -> Option<PublicUpdate> {
         step_title(step)?;
-        let eta = eta_ms(self.rb, state, now_ms);
+        let eta = eta_ms(self.rb, state, self.learned, now_ms);
         let status = self.status(state);
         self.update(
             "overrun",
@@ -290,7 +264,7 @@ impl<'a> Publisher<'a> {
         base: &Value,
         now_ms: i64,
     ) -> Vec<PublicUpdate> {
-        let eta = eta_ms(self.rb, after, now_ms);
+        let eta = eta_ms(self.rb, after, self.learned, now_ms);
         let status = self.status(after);
         let mut out = Vec::new();
         for event in events {

@@ -125,7 +125,8 @@ pub async fn schedule(store: &Store, rb: &Runbook) -> Result<Scheduled, String> 
             "timezone": rb.window.timezone.name(),
         },
     });
-    let update: Option<PublicUpdate> = Publisher::new(rb).scheduled(&base);
+    let learned = Default::default();
+    let update: Option<PublicUpdate> = Publisher::new(rb, &learned).scheduled(&base);
     let pending = pending(store, &rb.id).await.map_err(|e| e.to_string())?;
     let mut events = vec![NoticeEvent::MaintenanceScheduled(a.clone())];
     events.extend(update.map(NoticeEvent::Published));
