@@ -720,6 +720,22 @@ fn schedule_refuses_a_runbook_without_a_window_and_bad_files() {
 #[test]
 fn serve_refuses_a_taken_address_and_bad_flags() {
     let w = World::sqlite();
+    // A store in a directory that does not exist is a typo.
+    let o = w.run(&["serve", "--addr", "127.0.0.1:0"]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("does not exist"), "{}", o.stderr);
+    assert!(!w.path("state").exists());
+    std::fs::create_dir(w.path("state")).unwrap();
+    w.write("empty-token", "\n");
+    let o = w.run(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--admin-token-file",
+        "empty-token",
+    ]);
+    assert_eq!(o.code, 1);
+    assert!(o.stderr.contains("is empty"), "{}", o.stderr);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let o = w.run(&["serve", "--addr", &addr]);
@@ -976,8 +992,14 @@ steps:
     );
     let comps = json("/api/v2/components.json", &snap);
     assert_eq!(comps["components"][0]["status"], "major_outage", "{comps}");
+    // The service stays closed for load balancers and banners until someone says so.
     let m = json("/api/v1/maintenance", &snap);
-    assert_eq!(m["status"], "none", "{m}");
+    assert_eq!(m["status"], "incident", "{m}");
+    assert_eq!(m["closed"], true, "{m}");
+    assert!(
+        m["message"].as_str().unwrap().contains("investigating"),
+        "{m}"
+    );
     // Resolved by a person.
     let app = app(store, snap, Some(TOKEN));
     let body = r#"{"maintenance":"doomed-1","status":"resolved","body":"The shop is back; we restored it by hand."}"#;
@@ -995,4 +1017,127 @@ steps:
     );
     let comps = json("/api/v2/components.json", &snap);
     assert_eq!(comps["components"][0]["status"], "operational", "{comps}");
+    let m = json("/api/v1/maintenance", &snap);
+    assert_eq!(m["status"], "none", "{m}");
+    assert_eq!(m["closed"], false, "{m}");
+}
+
+/// Public texts are rendered with the run's own values; an abort from another process
+/// is announced; `schedule` masks secret values; the admin API's edges.
+#[tokio::test]
+async fn vars_in_public_text_abort_announced_and_secrets_masked_in_schedule() {
+    let w = World::sqlite();
+    let start = (chrono::Utc::now() + chrono::Duration::hours(5)).format("%Y-%m-%dT%H:%M:00Z");
+    w.write(
+        "m.yaml",
+        &format!(
+            r#"
+runbook: gated
+title: "Shop upgrade {{{{vars.version}}}}"
+summary: "Version {{{{vars.version}}}} comes out."
+window: {{ start: "{start}", duration: 1h }}
+vars: {{ version: "1.0" }}
+secrets: [DB_PASSWORD]
+status_page: {{ components: [shop] }}
+steps:
+  - {{ id: close, kind: close, title: Close the shop }}
+  - {{ id: go, kind: approve, title: Go or no go }}
+  - {{ id: reopen, kind: reopen, title: Reopen }}
+"#
+        ),
+    );
+    // `schedule` with a secret passed as a var: masked.
+    let mut c = w.command(&["schedule", "m.yaml", "--var", "version=hunter2-secret"]);
+    c.env("DB_PASSWORD", "hunter2-secret");
+    let o = common::output_of(&mut c);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (_, snap) = snapshot(&w).await;
+    for (path, a) in &snap.assets {
+        let body = String::from_utf8_lossy(&a.body);
+        assert!(!body.contains("hunter2-secret"), "{path}");
+    }
+    // A run with `--var version=3.2`, aborted while it waits with the service closed.
+    let mut child = w
+        .command(&[
+            "execute",
+            "m.yaml",
+            "--yes",
+            "--now",
+            "--run-id",
+            "g-1",
+            "--var",
+            "version=3.2",
+        ])
+        .env("DB_PASSWORD", "hunter2-secret")
+        .spawn()
+        .unwrap();
+    let store = Store::open(&w.store).await.unwrap();
+    let t0 = Instant::now();
+    while !store
+        .load("g-1")
+        .await
+        .is_ok_and(|e| e.iter().any(|r| r.event.kind() == "approval_requested"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(w.run(&["abort", "g-1", "--by", "sam"]).code, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    let updates = published(&w, "g-1").await;
+    assert!(
+        updates.iter().any(|u| u.starts_with("aborted:")),
+        "{updates:?}"
+    );
+    let (_, snap) = snapshot(&w).await;
+    let all: serde_json::Value = serde_json::from_slice(
+        &snap
+            .get("/api/v2/scheduled-maintenances.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let m = &all["scheduled_maintenances"][0];
+    assert_eq!(m["name"], "Shop upgrade 3.2", "{all}");
+    let v: serde_json::Value =
+        serde_json::from_slice(&snap.get("/api/v1/maintenance").unwrap().body).unwrap();
+    assert_eq!(
+        (&v["closed"], &v["status"]),
+        (&true.into(), &"incident".into()),
+        "{v}"
+    );
+    let inc: serde_json::Value =
+        serde_json::from_slice(&snap.get("/api/v2/incidents/unresolved.json").unwrap().body)
+            .unwrap();
+    assert_eq!(
+        inc["incidents"][0]["incident_updates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{inc}"
+    );
+
+    // The admin API: unknown endpoints are 404, the scheme is case-insensitive, and a
+    // body too large is refused in JSON (after the token check).
+    let app = app(store, snap, Some(TOKEN));
+    let (status, _, text) = send(&app, admin("/api/v1/admin/nope", Some(TOKEN), "{}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{text}");
+    let req = Request::post("/api/v1/admin/updates")
+        .header(header::AUTHORIZATION, format!("BEARER {TOKEN}"))
+        .body(Body::from("{not json"))
+        .unwrap();
+    let (status, _, text) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(text.matches("line 1").count(), 1, "{text}");
+    let big = "x".repeat(3 << 20);
+    let (status, _, _) = send(&app, admin("/api/v1/admin/updates", None, &big)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, h, text) = send(&app, admin("/api/v1/admin/updates", Some(TOKEN), &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{text}");
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
 }

@@ -466,7 +466,7 @@ impl<'a> Runner<'a> {
     }
 
     /// The values templates can use in `state`.
-    fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
+    pub(crate) fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
         let steps: serde_json::Map<String, Value> = state
             .steps
             .iter()

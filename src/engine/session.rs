@@ -287,30 +287,36 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         .unwrap_or_default()
         .into_iter()
         .next();
-    let public = crate::status::publish::plan(
+    let mut start = Event::RunStarted {
+        runbook: rb.id.clone(),
+        title: rb.title.clone(),
+        file: std::fs::canonicalize(&args.file)
+            .unwrap_or(args.file.clone())
+            .display()
+            .to_string(),
+        file_sha256: sha256(&bytes),
+        vars: rb.vars.clone(),
+        operator: operator(),
+        host: lease.host.clone(),
+        pid: std::process::id(),
+        // `--now`: the window opens now, and lasts `window.duration` from here.
+        window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
+        guard: args.guard_strict.then(|| "strict".to_owned()),
+        public: None,
+    };
+    // The public texts are rendered with the run's own values (its vars, its id).
+    let started_state = RunState::default()
+        .fold(&start, now_ms())
+        .unwrap_or_default();
+    let plan = crate::status::publish::plan(
         &rb,
         scheduled.as_ref().map(|p| p.id.clone()),
-        &runner.context(None),
+        &runner.context_of(&started_state, None),
     );
-    let started = runner
-        .record(Event::RunStarted {
-            runbook: rb.id.clone(),
-            title: rb.title.clone(),
-            file: std::fs::canonicalize(&args.file)
-                .unwrap_or(args.file.clone())
-                .display()
-                .to_string(),
-            file_sha256: sha256(&bytes),
-            vars: rb.vars.clone(),
-            operator: operator(),
-            host: lease.host.clone(),
-            pid: std::process::id(),
-            // `--now`: the window opens now, and lasts `window.duration` from here.
-            window_start_ms: (args.now && rb.window.start.is_some()).then(now_ms),
-            guard: args.guard_strict.then(|| "strict".to_owned()),
-            public: Some(Box::new(public)),
-        })
-        .await;
+    if let Event::RunStarted { public, .. } = &mut start {
+        *public = Some(Box::new(plan));
+    }
+    let started = runner.record(start).await;
     if started.is_ok()
         && let Some(p) = &scheduled
     {
@@ -846,14 +852,25 @@ pub(crate) async fn append_checked(
     run_id: &str,
     make: impl Fn(&RunState) -> Result<Event, String>,
 ) -> Result<RunState, String> {
+    append_checked_with(store, run_id, |state| make(state).map(|e| vec![e])).await
+}
+
+/// Like [`append_checked`], for events that go together in one commit.
+pub(crate) async fn append_checked_with(
+    store: &Store,
+    run_id: &str,
+    make: impl Fn(&RunState) -> Result<Vec<Event>, String>,
+) -> Result<RunState, String> {
     for _ in 0..50 {
         let (mut state, seq) = load_run(store, run_id).await?;
-        let event = make(&state)?;
+        let events = make(&state)?;
         let at = now_ms();
-        state
-            .apply(&event, at)
-            .map_err(|e| format!("run `{run_id}`: {e}"))?;
-        match store.append(run_id, seq + 1, &[event], at).await {
+        for event in &events {
+            state
+                .apply(event, at)
+                .map_err(|e| format!("run `{run_id}`: {e}"))?;
+        }
+        match store.append(run_id, seq + 1, &events, at).await {
             Ok(_) => return Ok(state),
             Err(StoreError::Conflict(_)) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -885,17 +902,39 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
 
 /// Aborts a run in `store` (the CLI's `abort` and the admin API's).
 pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), String> {
-    let state = append_checked(store, run_id, |state| {
+    let state = append_checked_with(store, run_id, |state| {
         if state.status.is_terminal() {
             return Err(format!(
                 "run `{run_id}` has already ended ({})",
                 state.status.as_str()
             ));
         }
-        Ok(Event::RunAborted {
+        let aborted = Event::RunAborted {
             by: by.to_owned(),
             reason: format!("aborted by {by}"),
-        })
+        };
+        // Customers are told, in the same commit, as when the run ends by itself.
+        let mut events = vec![aborted.clone()];
+        if let Some(mut rb) = runbook_of(state) {
+            rb.vars = state.vars.clone();
+            let mut after = state.clone();
+            if after.apply(&aborted, now_ms()).is_ok() {
+                let learned = Default::default();
+                let publisher = crate::status::publish::Publisher::new(&rb, &learned);
+                let base = json!({ "vars": state.vars, "run": { "id": run_id, "runbook": rb.id } });
+                let masker = super::action::Masker::new(
+                    rb.secrets
+                        .iter()
+                        .map(|n| (n.clone(), std::env::var(n).unwrap_or_default()))
+                        .collect::<IndexMap<String, String>>(),
+                );
+                for mut u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
+                    u.body = masker.mask(&u.body);
+                    events.push(Event::Published(u));
+                }
+            }
+        }
+        Ok(events)
     })
     .await
     .map_err(|e| e.to_string())?;

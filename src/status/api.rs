@@ -279,20 +279,32 @@ impl<'a> Api<'a> {
 
 /// `/api/v1/maintenance`: whether the service is closed, and for which maintenance.
 fn maintenance_v1(page: &Page, active: &[&Maintenance], upcoming: &[&Maintenance]) -> Value {
+    // A run that ended with the service still closed (failed, aborted) keeps it closed
+    // until a person resolves its incident.
+    let left_closed = page.maintenances.iter().find(|m| m.closed && !m.active());
     // The one that closed the service, else the newest active one, else the next one.
     let current = active
         .iter()
         .find(|m| m.closed)
-        .or(active.first())
-        .or(upcoming.first())
-        .copied();
-    let closed = active.iter().any(|m| m.closed);
+        .copied()
+        .or(left_closed)
+        .or(active.first().copied())
+        .or(upcoming.first().copied());
+    let closed = current.is_some_and(|m| m.closed);
     let status = match current {
-        Some(m) => m.status.as_str(),
+        Some(m) if m.active() || m.status == model::MaintenanceStatus::Scheduled => {
+            m.status.as_str()
+        }
+        Some(_) => "incident",
         None => "none",
     };
+    // The latest word: the incident's when the run left one open.
     let message = current
-        .and_then(|m| m.updates.iter().find(|u| !u.incident))
+        .and_then(|m| {
+            m.updates
+                .iter()
+                .find(|u| u.incident || !closed || m.active())
+        })
         .map(|u| u.body.as_str());
     let eta = current.and_then(|m| m.eta_ms.or(m.planned_end_ms));
     let eta_local = current

@@ -64,6 +64,12 @@ pub fn settings(page: &PageArgs, listener: &TcpListener) -> Result<(PageInfo, Co
         None => std::env::var("RUNBOOK_ADMIN_TOKEN").ok(),
     };
     let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if token.is_none() && page.admin_token_file.is_some() {
+        return Err(format!(
+            "--admin-token-file `{}` is empty",
+            page.admin_token_file.as_ref().expect("checked").display()
+        ));
+    }
     let url = match &page.public_url {
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => {
@@ -100,8 +106,29 @@ pub async fn spawn(
     }))
 }
 
+/// A SQLite store in a directory that does not exist is a typo, not a new page.
+fn existing_dir(store_url: &str) -> Result<(), String> {
+    // The default store is made where it belongs (`.runbook/`), as `execute` does.
+    if store_url == crate::store::DEFAULT_URL {
+        return Ok(());
+    }
+    if let Some(path) = store_url.strip_prefix("sqlite://") {
+        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "the store `{store_url}` is in `{}`, which does not exist",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `runbook serve`: until Ctrl-C or SIGTERM.
 pub async fn serve(addr: &str, store_url: &str, page: &PageArgs) -> Result<(), String> {
+    existing_dir(store_url)?;
     let listener = bind(addr).await?;
     let (info, cfg) = settings(page, &listener)?;
     let store = Store::open(store_url).await.map_err(|e| e.to_string())?;

@@ -59,16 +59,21 @@ const FAVICON: &str = include_str!("../../web/favicon.svg");
 
 /// The static files, hashed and compressed once (they change only with the binary).
 static STATIC_ASSETS: LazyLock<[(&str, Asset); 4]> = LazyLock::new(|| {
+    // They change only with the binary: last modified when this process first served.
+    let since = crate::store::now_ms();
     [
         (
             "/style.css",
-            Asset::new(CSS, STYLE_CSS, 0, snapshot::STATIC),
+            Asset::new(CSS, STYLE_CSS, since, snapshot::STATIC),
         ),
-        ("/app.js", Asset::new(JS, APP_JS, 0, snapshot::STATIC)),
-        ("/banner.js", Asset::new(JS, BANNER_JS, 0, snapshot::STATIC)),
+        ("/app.js", Asset::new(JS, APP_JS, since, snapshot::STATIC)),
+        (
+            "/banner.js",
+            Asset::new(JS, BANNER_JS, since, snapshot::STATIC),
+        ),
         (
             "/favicon.svg",
-            Asset::new("image/svg+xml", FAVICON, 0, snapshot::STATIC),
+            Asset::new("image/svg+xml", FAVICON, since, snapshot::STATIC),
         ),
     ]
 });
@@ -674,7 +679,7 @@ mod tests {
         for path in ["/style.css", "/app.js", "/banner.js"] {
             let a = snap.get(path).unwrap();
             assert_eq!(a.cache_control, snapshot::STATIC);
-            assert_eq!(a.last_modified, snapshot::http_date(0));
+            assert_ne!(a.last_modified, snapshot::http_date(0), "not dated 1970");
             assert!(!a.body.is_empty());
         }
         let badge = snap.get("/badge.svg").unwrap();

@@ -321,9 +321,14 @@ impl Page {
 
     /// Finished maintenances, newest first.
     pub fn past(&self) -> impl Iterator<Item = &Maintenance> {
-        self.maintenances
+        let mut v: Vec<&Maintenance> = self
+            .maintenances
             .iter()
             .filter(|m| m.status == MaintenanceStatus::Completed)
+            .collect();
+        // The latest to end first.
+        v.sort_by_key(|m| std::cmp::Reverse((m.ended_ms.unwrap_or(m.updated_ms), m.id.clone())));
+        v.into_iter()
     }
 
     pub fn unresolved_incidents(&self) -> impl Iterator<Item = &Incident> {
@@ -459,8 +464,12 @@ pub fn project(info: PageInfo, streams: &[Stream], now_ms: i64) -> Page {
     });
     incidents.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
     let components = components(&maintenances, &incidents);
+    let shown = |m: &&Maintenance| {
+        m.status != MaintenanceStatus::Scheduled || m.announce_from_ms.is_none_or(|t| t <= now_ms)
+    };
     let updated_ms = maintenances
         .iter()
+        .filter(shown)
         .map(|m| m.updated_ms)
         .chain(incidents.iter().map(|i| i.updated_ms))
         .chain(
@@ -499,7 +508,10 @@ fn fold_notice(id: &str, events: &[NoticeRecorded], tz: Tz) -> Option<Maintenanc
         match &r.event {
             NoticeEvent::MaintenanceScheduled(a) => {
                 let created_ms = m.as_ref().map_or(r.at_ms, |m| m.created_ms);
-                let updates = m.take().map(|m| m.updates).unwrap_or_default();
+                // Updates never shown (their announcement was still to come) go with
+                // the schedule they announced.
+                let mut updates = m.take().map(|m| m.updates).unwrap_or_default();
+                updates.retain(|u| u.at_ms <= r.at_ms);
                 m = Some(Maintenance {
                     id: id.to_owned(),
                     runbook: a.runbook.clone(),
@@ -665,6 +677,8 @@ fn fold_run(
                         i.updated_ms = r.at_ms;
                         if i.status == "resolved" {
                             i.resolved_ms.get_or_insert(r.at_ms);
+                            // A person says the service is back.
+                            m.closed = false;
                         } else {
                             i.resolved_ms = None;
                         }

@@ -222,15 +222,29 @@ impl<'a> Publisher<'a> {
     /// `verifying` only once the work is done (a check after a change step), not for
     /// the backup check before anything changed.
     fn status(&self, state: &RunState) -> &'static str {
-        let changed = self.rb.steps.iter().any(|s| {
+        let rb = self.rb;
+        let started = |s: &Step| state.step(&s.id).status != StepStatus::Pending;
+        // The last change step that succeeded, in execution order.
+        let last_change = rb.order.iter().rposition(|&i| {
+            let s = &rb.steps[i];
             matches!(
                 s.kind,
                 Kind::Patch | Kind::Migrate | Kind::Install | Kind::Optimise
             ) && state.step(&s.id).status == StepStatus::Succeeded
         });
+        // Once a check after the work has started, the maintenance is verifying until
+        // it ends (an approval or the reopen after the checks do not undo that).
+        let checking = last_change.is_some_and(|at| {
+            rb.order[at + 1..].iter().any(|&i| {
+                let s = &rb.steps[i];
+                matches!(s.kind, Kind::Test | Kind::Verify) && started(s)
+            })
+        });
         match maintenance_status(state.status) {
-            "verifying" if !changed => "in_progress",
-            other => other,
+            "completed" => "completed",
+            _ if state.status == RunStatus::RollingBack => "in_progress",
+            _ if checking => "verifying",
+            _ => "in_progress",
         }
     }
 

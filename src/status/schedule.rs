@@ -127,6 +127,22 @@ pub async fn schedule(store: &Store, rb: &Runbook) -> Result<Scheduled, String> 
     });
     let learned = Default::default();
     let update: Option<PublicUpdate> = Publisher::new(rb, &learned).scheduled(&base);
+    // Secret values (in `--var`s, say) never reach the page.
+    let masker = crate::engine::action::Masker::new(
+        rb.secrets
+            .iter()
+            .map(|n| (n.clone(), std::env::var(n).unwrap_or_default()))
+            .collect::<indexmap::IndexMap<String, String>>(),
+    );
+    let update = update.map(|u| PublicUpdate {
+        body: masker.mask(&u.body),
+        ..u
+    });
+    let a = Announcement {
+        title: masker.mask(&a.title),
+        summary: a.summary.as_deref().map(|s| masker.mask(s)),
+        ..a
+    };
     let pending = pending(store, &rb.id).await.map_err(|e| e.to_string())?;
     let mut events = vec![NoticeEvent::MaintenanceScheduled(a.clone())];
     events.extend(update.map(NoticeEvent::Published));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::Response;
@@ -201,6 +202,12 @@ async fn public(State(st): St, req: Request<Body>) -> Response {
         }
         return secure(r, &st.csp);
     }
+    if path.starts_with("/api/v1/admin/") {
+        return secure(
+            error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+            &st.csp,
+        );
+    }
     if method != Method::GET && method != Method::HEAD {
         let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -328,8 +335,9 @@ fn authorize(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            // The scheme is case-insensitive (RFC 9110).
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(token)
         })
         .map(str::trim);
     let Some(given) = given.filter(|g| !g.is_empty()) else {
@@ -351,14 +359,8 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
         &body[..]
     };
     serde_json::from_slice(text).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "invalid JSON body at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
+        // serde_json's message ends with the line and column.
+        error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
     })
 }
 
@@ -389,11 +391,30 @@ const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring"
 /// Longest manual update accepted.
 const MAX_BODY: usize = 5000;
 
-async fn admin_update(State(st): St, headers: HeaderMap, body: Bytes) -> Response {
-    let r = match authorize(&st, &headers) {
-        Ok(()) => post_update(&st, &body).await,
+/// The request body, or the refusal of one too large to read (after the token check,
+/// so that nobody learns anything without a token).
+fn body_of(st: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|e| {
+        secure(
+            error(e.status(), format!("the request body: {}", e.body_text())),
+            &st.csp,
+        )
+    })
+}
+
+async fn admin_update(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(r) = authorize(&st, &headers) {
+        return r;
+    }
+    let body = match body_of(&st, body) {
+        Ok(b) => b,
         Err(r) => return r,
     };
+    let r = post_update(&st, &body).await;
     secure(r.unwrap_or_else(|e| e), &st.csp)
 }
 
@@ -562,11 +583,21 @@ struct DecisionRequest {
     by: Option<String>,
 }
 
-async fn admin_approve(st: St, run: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn admin_approve(
+    st: St,
+    run: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     decide(st, run, headers, body, true).await
 }
 
-async fn admin_reject(st: St, run: Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn admin_reject(
+    st: St,
+    run: Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     decide(st, run, headers, body, false).await
 }
 
@@ -589,12 +620,16 @@ async fn decide(
     State(st): St,
     Path(run): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
     approve: bool,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let body = match body_of(&st, body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let result = async {
         let req: DecisionRequest = parse(&body)?;
         let store = existing_run(&st, &run).await?;
@@ -644,11 +679,15 @@ async fn admin_abort(
     State(st): St,
     Path(run): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(r) = authorize(&st, &headers) {
         return r;
     }
+    let body = match body_of(&st, body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let result = async {
         let req: DecisionRequest = parse(&body)?;
         if req.step.is_some() {
