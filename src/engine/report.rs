@@ -46,6 +46,8 @@ struct Current {
     items: Option<(usize, String)>,
     done: usize,
     failed: usize,
+    /// The projected end, as the latest public update gave it (Unix ms).
+    eta_ms: Option<i64>,
 }
 
 impl Current {
@@ -70,6 +72,13 @@ impl Current {
                 line.push_str(&format!(", {} failed", self.failed));
             }
         }
+        if let Some(eta) = self
+            .eta_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+        {
+            let local = eta.with_timezone(&chrono::Local);
+            line.push_str(&format!("  ETA {}", local.format("%H:%M")));
+        }
         line
     }
 
@@ -83,6 +92,7 @@ impl Current {
                 self.failed = 0;
             }
             Event::ItemSucceeded { .. } => self.done += 1,
+            Event::Published(u) if u.eta_ms.is_some() => self.eta_ms = u.eta_ms,
             Event::ItemFailed { .. } => {
                 self.done += 1;
                 self.failed += 1;
