@@ -120,6 +120,7 @@ async fn every_public_endpoint_answers_with_its_type_and_headers() {
         ("/style.css", "text/css"),
         ("/app.js", "text/javascript"),
         ("/favicon.svg", "image/svg+xml"),
+        ("/maintenances/run-1/report.json", "application/json"),
     ];
     for (path, ty) in endpoints {
         let (status, h, body) = send(&app, get(path)).await;
@@ -167,6 +168,19 @@ async fn every_public_endpoint_answers_with_its_type_and_headers() {
     assert!(
         !bodies.iter().any(|b| b.contains("Internal thing")),
         "{bodies:?}"
+    );
+    // The public part of the report, linked from the maintenance's page: public titles
+    // only, nothing of the hidden step.
+    let (_, _, page) = send(&app, get("/maintenances/run-1")).await;
+    assert!(
+        page.contains("href=\"/maintenances/run-1/report.json\""),
+        "{page}"
+    );
+    let (_, _, report) = send(&app, get("/maintenances/run-1/report.json")).await;
+    assert!(report.contains("Upgrade the shop"), "{report}");
+    assert!(
+        !report.contains("Internal thing") && !report.contains("\"internal\""),
+        "{report}"
     );
     let (_, _, body) = send(&app, get("/api/v2/components.json")).await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

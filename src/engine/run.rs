@@ -186,11 +186,17 @@ impl<'a> Runner<'a> {
     async fn announce_overrun(&self, step: &Step) {
         let items = crate::plan::item_count(self.rb, step);
         let est = super::timing::estimate(step, items, &self.learned);
-        if est.source == super::timing::Source::Unknown {
+        // Only a step that says how long it should take is announced as late (a learned
+        // figure can move the moment, not make a step without `expected` late).
+        if step.expected.is_none() {
             return std::future::pending().await;
         }
         let sp = &self.rb.status_page;
-        let margin = sp.overrun_after.of(Duration::from_millis(est.ms as u64));
+        // Never sooner than a second late: a few milliseconds over is not news.
+        let margin = sp
+            .overrun_after
+            .of(Duration::from_millis(est.ms as u64))
+            .max(Duration::from_secs(1));
         let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
         let mut due = started + est.ms + margin.as_millis() as i64;
         loop {

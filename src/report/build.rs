@@ -346,15 +346,10 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
             match e {
                 Event::PreconditionFailed {
                     attempt, message, ..
-                } => error(
-                    Some(*attempt),
-                    None,
-                    ErrorKind::PreconditionFailed,
-                    message,
-                ),
-                Event::StepFailed { attempt, error: x, .. } => {
-                    error(Some(*attempt), None, ErrorKind::Failed, x)
-                }
+                } => error(Some(*attempt), None, ErrorKind::PreconditionFailed, message),
+                Event::StepFailed {
+                    attempt, error: x, ..
+                } => error(Some(*attempt), None, ErrorKind::Failed, x),
                 Event::StepTimedOut { attempt, .. } => {
                     error(Some(*attempt), None, ErrorKind::TimedOut, "timed out")
                 }
@@ -486,9 +481,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                         _ => ApprovalDecision::Skipped,
                     };
                     a.by = match e {
-                        Event::Approved { by, .. } | Event::Rejected { by, .. } => {
-                            Some(by.clone())
-                        }
+                        Event::Approved { by, .. } | Event::Rejected { by, .. } => Some(by.clone()),
                         _ => None,
                     };
                     a.decided_at = Some(iso(at));
@@ -675,18 +668,22 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
 
 /// A draft postmortem: summary, timeline and impact from the journal.
 fn postmortem(report: &Report, events: &[Recorded], title: &dyn Fn(&str) -> String) -> Postmortem {
-    let fmt = |ms: i64| crate::duration::fmt_duration(std::time::Duration::from_millis(ms.max(0) as u64));
+    let fmt =
+        |ms: i64| crate::duration::fmt_duration(std::time::Duration::from_millis(ms.max(0) as u64));
     let run = &report.run;
+    let clock = super::Clock::new(&run.timezone, run.started_at_ms);
     let mut summary = format!(
         "Run {} of runbook `{}` ({}) started at {} by {} on {} and ended {} at {} after {}.",
         run.id,
         run.runbook,
         run.title,
-        run.started_at,
+        clock.full(run.started_at_ms),
         run.operator,
         run.host,
         run.outcome.label(),
-        run.ended_at.as_deref().unwrap_or("(not recorded)"),
+        run.ended_at_ms
+            .map(|t| clock.full(t))
+            .unwrap_or_else(|| "(not recorded)".into()),
         fmt(run.duration_ms),
     );
     let first_failure = report.steps.iter().find(|s| {
@@ -775,8 +772,16 @@ fn postmortem(report: &Report, events: &[Recorded], title: &dyn Fn(&str) -> Stri
     impact.push_str(&format!(
         " {} public update{} {} published{}.",
         report.public_updates.len(),
-        if report.public_updates.len() == 1 { "" } else { "s" },
-        if report.public_updates.len() == 1 { "was" } else { "were" },
+        if report.public_updates.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        if report.public_updates.len() == 1 {
+            "was"
+        } else {
+            "were"
+        },
         if incident {
             "; the failure opened an incident on the status page"
         } else {
@@ -826,10 +831,9 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::StepFailed { step, error, .. } => {
                 Some(format!("{} FAILED: {error}", name(step)))
             }
-            Event::PreconditionFailed { step, message, .. } => Some(format!(
-                "{}: precondition failed: {message}",
-                name(step)
-            )),
+            Event::PreconditionFailed { step, message, .. } => {
+                Some(format!("{}: precondition failed: {message}", name(step)))
+            }
             Event::StepTimedOut { step, .. } => Some(format!("{} TIMED OUT", name(step))),
             Event::RetryScheduled {
                 step, next_attempt, ..
@@ -855,10 +859,9 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                     n if n <= TIMELINE_ITEM_ERRORS => {
                         Some(format!("{}: item {index} FAILED: {error}", name(step)))
                     }
-                    n if n == TIMELINE_ITEM_ERRORS + 1 => Some(format!(
-                        "{}: more items failed (see the step)",
-                        name(step)
-                    )),
+                    n if n == TIMELINE_ITEM_ERRORS + 1 => {
+                        Some(format!("{}: more items failed (see the step)", name(step)))
+                    }
                     _ => None,
                 }
             }
@@ -867,9 +870,18 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             }
             Event::Approved { step, by } => Some(format!("{} approved by {by}", name(step))),
             Event::Rejected { step, by } => Some(format!("{} REJECTED by {by}", name(step))),
-            Event::ServiceClosed => Some("service closed to customers (maintenance mode on)".into()),
+            Event::ServiceClosed => {
+                Some("service closed to customers (maintenance mode on)".into())
+            }
             Event::ServiceReopened => Some("service reopened (maintenance mode off)".into()),
-            Event::RunPaused { reason } => Some(format!("run paused: {reason}")),
+            Event::RunPaused {
+                reason,
+                guard: Some(step),
+            } => Some(format!(
+                "run paused by the window guard before {}: {reason}",
+                name(step)
+            )),
+            Event::RunPaused { reason, .. } => Some(format!("run paused: {reason}")),
             Event::RunResumed { decision, by } => Some(format!(
                 "run resumed by {by} ({})",
                 serde_json::to_value(decision)

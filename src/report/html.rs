@@ -141,9 +141,9 @@ pub(super) fn render(r: &Report) -> String {
     );
 
     // Header.
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<header>\n<p class=\"eyebrow\">Maintenance report · runbook <code>{}</code> · run <code>{}</code></p>\n<h1>{}</h1>\n<span class=\"badge {}\">{}</span>\n",
+        "<header>\n<p class=\"eyebrow\">Maintenance report · runbook <code>{}</code> · run <code>{}</code></p>\n<h1>{}</h1>\n<span class=\"badge {}\">{}</span>",
         h(&run.runbook),
         h(&run.id),
         h(&run.title),
@@ -151,9 +151,9 @@ pub(super) fn render(r: &Report) -> String {
         h(run.outcome.label())
     );
     if !run.finished {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<p class=\"sofar\">Report so far: the run has not ended ({}). This is the journal up to {}.</p>\n",
+            "<p class=\"sofar\">Report so far: the run has not ended ({}). This is the journal up to {}.</p>",
             h(run.outcome.label()),
             h(&clock.full(r.generated_at_ms))
         );
@@ -170,7 +170,11 @@ pub(super) fn render(r: &Report) -> String {
                 dur(w.planned_end_ms - w.actual_end_ms.unwrap_or(w.planned_end_ms))
             ),
         ),
-        (Some(false), true) => (format!("Overrun {}", dur(w.overrun_ms)), "bad", "past the planned end".to_owned()),
+        (Some(false), true) => (
+            format!("Overrun {}", dur(w.overrun_ms)),
+            "bad",
+            "past the planned end".to_owned(),
+        ),
         (Some(false), false) => (
             format!("Overrun {}", dur(w.overrun_ms)),
             "bad",
@@ -193,6 +197,7 @@ pub(super) fn render(r: &Report) -> String {
         )
     });
     let over = count(&|s| s.overrun_ms.is_some());
+    let undone = count(&|s| s.status == StepState::RolledBack);
     o.push_str("<div class=\"cards\">\n");
     card(
         &mut o,
@@ -225,16 +230,49 @@ pub(super) fn render(r: &Report) -> String {
     card(
         &mut o,
         "Steps",
-        &format!("{done} of {} done", r.steps.len()),
+        &format!("{done} of {}", r.steps.len()),
         if failed > 0 { "bad" } else { "" },
-        &format!("{failed} failed · {not_run} not run · {over} over"),
+        &format!("succeeded; {failed} failed · {undone} undone · {not_run} not run · {over} over"),
     );
+    let undo_of = |st: UndoStatus| -> usize {
+        r.rollbacks
+            .iter()
+            .flat_map(|rb| &rb.steps)
+            .filter(|s| s.status == st)
+            .count()
+    };
+    let (undo_steps, undo_failed) = (undo_of(UndoStatus::Undone), undo_of(UndoStatus::UndoFailed));
     card(
         &mut o,
         "Rollbacks",
-        &r.rollbacks.len().to_string(),
+        &if r.rollbacks.is_empty() {
+            "None".to_owned()
+        } else {
+            r.rollbacks.len().to_string()
+        },
         if r.rollbacks.is_empty() { "" } else { "warn" },
-        &format!("{} public updates", r.public_updates.len()),
+        &if r.rollbacks.is_empty() {
+            String::new()
+        } else {
+            let mut t = format!(
+                "{undo_steps} step{} undone",
+                if undo_steps == 1 { "" } else { "s" }
+            );
+            if undo_failed > 0 {
+                t.push_str(&format!(", {undo_failed} failed to undo"));
+            }
+            t
+        },
+    );
+    card(
+        &mut o,
+        "Public updates",
+        &r.public_updates.len().to_string(),
+        "",
+        &r.public_updates
+            .last()
+            .map(|u| format!("last: {}", u.status))
+            .unwrap_or_default(),
     );
     o.push_str("</div>\n");
 
@@ -272,7 +310,11 @@ pub(super) fn render(r: &Report) -> String {
         fact(&mut o, "Components", &h(&run.components.join(", ")));
     }
     if let Some(m) = &run.maintenance {
-        fact(&mut o, "Scheduled maintenance", &format!("<code>{}</code>", h(m)));
+        fact(
+            &mut o,
+            "Scheduled maintenance",
+            &format!("<code>{}</code>", h(m)),
+        );
     }
     fact(
         &mut o,
@@ -288,41 +330,41 @@ pub(super) fn render(r: &Report) -> String {
 
     // Window.
     o.push_str("<section>\n<h2>Window</h2>\n<table>\n<thead><tr><th></th><th>Start</th><th>End</th><th>Duration</th></tr></thead>\n<tbody>\n");
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<tr><th>Planned</th><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>\n",
+        "<tr><th>Planned</th><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>",
         h(&clock.full(w.planned_start_ms)),
         h(&clock.full(w.planned_end_ms)),
         h(&dur(w.planned_duration_ms))
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<tr><th>Actual</th><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>\n</tbody>\n</table>\n",
+        "<tr><th>Actual</th><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>\n</tbody>\n</table>",
         h(&clock.full(w.actual_start_ms)),
         w.actual_end_ms
             .map(|e| h(&clock.full(e)))
             .unwrap_or_else(|| "not ended".into()),
         h(&dur(run.duration_ms))
     );
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<p>{}</p>\n<p class=\"muted\">{}</p>\n</section>\n",
+        "<p>{}</p>\n<p class=\"muted\">{}</p>\n</section>",
         emphasis(&window_verdict(w, run.finished)),
         emphasis(&window_basis(w, &clock))
     );
 
     // Service.
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<section>\n<h2>Service closed</h2>\n<p>{}</p>\n",
+        "<section>\n<h2>Service closed</h2>\n<p>{}</p>",
         emphasis(&closed_text(svc, &clock))
     );
     if !svc.intervals.is_empty() {
         o.push_str("<table>\n<thead><tr><th>Closed</th><th>Reopened</th><th>For</th></tr></thead>\n<tbody>\n");
         for i in &svc.intervals {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>\n",
+                "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>",
                 h(&clock.time(i.closed_at_ms)),
                 i.reopened_at_ms
                     .map(|t| h(&clock.time(t)))
@@ -340,7 +382,7 @@ pub(super) fn render(r: &Report) -> String {
         "<div class=\"legend\"><span><i style=\"background:#c7d2fe\"></i>planned</span>\
          <span><i style=\"background:#2563eb\"></i>actual</span>\
          <span><i style=\"background:#dc2626\"></i>actual, over expected</span>\
-         <span><i style=\"background:#6b7280\"></i>failed</span>\
+         <span><i style=\"background:#6b7280;outline:1.5px solid #111827\"></i>failed (outlined)</span>\
          <span><i style=\"background:#a855f7\"></i>undo</span>\
          <span><i style=\"background:#dcfce7;border:1px solid #86efac\"></i>planned window</span>\
          <span><i style=\"background:#b91c1c;height:2px\"></i>window end</span></div>\n",
@@ -366,7 +408,11 @@ pub(super) fn render(r: &Report) -> String {
         }
         let planned = format!(
             "{}<br><span class=\"muted\">{}</span>",
-            h(&span(&clock, Some(s.planned_start_ms), Some(s.planned_end_ms))),
+            h(&span(
+                &clock,
+                Some(s.planned_start_ms),
+                Some(s.planned_end_ms)
+            )),
             s.expected_ms
                 .map(|x| format!("expected {}", h(&dur(x as i64))))
                 .unwrap_or_else(|| "no expected time".into())
@@ -394,14 +440,16 @@ pub(super) fn render(r: &Report) -> String {
             }
             list.push_str("</ul>");
         }
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<tr><td class=\"num\">{}</td><td>{name}</td><td><span class=\"st st-{}\">{}</span></td><td class=\"t\">{planned}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"num\">{}</td><td class=\"t\">{}</td><td>{list}</td></tr>\n",
+            "<tr><td class=\"num\">{}</td><td>{name}</td><td><span class=\"st st-{}\">{}</span></td><td class=\"t\">{planned}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"num\">{}</td><td class=\"t\">{}</td><td>{list}</td></tr>",
             s.position,
             s.status.as_str(),
             h(s.status.label()),
             h(&span(&clock, s.actual_start_ms, s.actual_end_ms)),
-            s.duration_ms.map(|d| h(&dur(d))).unwrap_or_else(|| "—".into()),
+            s.duration_ms
+                .map(|d| h(&dur(d)))
+                .unwrap_or_else(|| "—".into()),
             s.attempts,
             s.overrun_ms
                 .map(|x| format!("<span class=\"over\">+{}</span>", h(&dur(x))))
@@ -416,9 +464,9 @@ pub(super) fn render(r: &Report) -> String {
         o.push_str("<p class=\"muted\">None.</p>\n");
     }
     for rb in &r.rollbacks {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<p>Started {}: {}.<br>{}.</p>\n",
+            "<p>Started {}: {}.<br>{}.</p>",
             h(&clock.time(rb.started_at_ms)),
             h(&rb.reason),
             h(&rollback_end(rb, &clock))
@@ -429,9 +477,9 @@ pub(super) fn render(r: &Report) -> String {
         }
         o.push_str("<table>\n<thead><tr><th>Step</th><th>Undo</th><th>Started</th><th>Took</th><th>Error</th></tr></thead>\n<tbody>\n");
         for s in &rb.steps {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<tr><td>{} <code>{}</code></td><td class=\"st st-{}\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{} <code>{}</code></td><td class=\"st st-{}\">{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>",
                 h(&s.title),
                 h(&s.id),
                 match s.status {
@@ -441,7 +489,9 @@ pub(super) fn render(r: &Report) -> String {
                 },
                 h(undo_label(s.status)),
                 h(&clock.time(s.started_at_ms)),
-                s.duration_ms.map(|d| h(&dur(d))).unwrap_or_else(|| "—".into()),
+                s.duration_ms
+                    .map(|d| h(&dur(d)))
+                    .unwrap_or_else(|| "—".into()),
                 s.error.as_deref().map(h).unwrap_or_default()
             );
         }
@@ -456,9 +506,9 @@ pub(super) fn render(r: &Report) -> String {
     } else {
         o.push_str("<table>\n<thead><tr><th>Step</th><th>Decision</th><th>By</th><th>Requested</th><th>Decided</th><th>Waited</th></tr></thead>\n<tbody>\n");
         for a in &r.approvals {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<tr><td>{} <code>{}</code></td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>\n",
+                "<tr><td>{} <code>{}</code></td><td>{}</td><td>{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td></tr>",
                 h(&a.title),
                 h(&a.step),
                 h(approval_label(a.decision)),
@@ -485,31 +535,31 @@ pub(super) fn render(r: &Report) -> String {
 
     if let Some(pm) = &r.postmortem {
         o.push_str("<section class=\"postmortem\">\n<h2>Postmortem draft</h2>\n");
-        let _ = write!(o, "<h3>Summary</h3>\n<p>{}</p>\n", emphasis(&pm.summary));
+        let _ = writeln!(o, "<h3>Summary</h3>\n<p>{}</p>", emphasis(&pm.summary));
         o.push_str("<h3>What happened</h3>\n<ol class=\"timeline\">\n");
         for e in &pm.timeline {
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<li><time datetime=\"{}\">{}</time>{}</li>\n",
+                "<li><time datetime=\"{}\">{}</time>{}</li>",
                 h(&e.at),
                 h(&clock.time(e.at_ms)),
                 emphasis(&e.text)
             );
         }
         o.push_str("</ol>\n");
-        let _ = write!(o, "<h3>Impact</h3>\n<p>{}</p>\n", h(&pm.impact.text));
+        let _ = writeln!(o, "<h3>Impact</h3>\n<p>{}</p>", h(&pm.impact.text));
         updates_table(&mut o, r, &clock);
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<h3>Root cause</h3>\n<p class=\"placeholder\">{}</p>\n<h3>Follow-ups</h3>\n<p class=\"placeholder\">{}</p>\n</section>\n",
+            "<h3>Root cause</h3>\n<p class=\"placeholder\">{}</p>\n<h3>Follow-ups</h3>\n<p class=\"placeholder\">{}</p>\n</section>",
             h(&pm.root_cause),
             h(&pm.follow_ups)
         );
     }
 
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<footer>Made by <code>runbook report</code> on {} from the journal of run <code>{}</code> ({} events). Times in {}.</footer>\n</main>\n</body>\n</html>\n",
+        "<footer>Made by <code>runbook report</code> on {} from the journal of run <code>{}</code> ({} events). Times in {}.</footer>\n</main>\n</body>\n</html>",
         h(&clock.full(r.generated_at_ms)),
         h(&run.id),
         run.events,
@@ -519,9 +569,9 @@ pub(super) fn render(r: &Report) -> String {
 }
 
 fn card(o: &mut String, k: &str, v: &str, class: &str, s: &str) {
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v {class}\">{}</div><div class=\"s\">{}</div></div>\n",
+        "<div class=\"card\"><div class=\"k\">{}</div><div class=\"v {class}\">{}</div><div class=\"s\">{}</div></div>",
         h(k),
         h(v),
         h(s)
@@ -529,7 +579,7 @@ fn card(o: &mut String, k: &str, v: &str, class: &str, s: &str) {
 }
 
 fn fact(o: &mut String, k: &str, v_html: &str) {
-    let _ = write!(o, "<dt>{}</dt><dd>{v_html}</dd>\n", h(k));
+    let _ = writeln!(o, "<dt>{}</dt><dd>{v_html}</dd>", h(k));
 }
 
 fn updates_table(o: &mut String, r: &Report, clock: &Clock) {
@@ -537,11 +587,13 @@ fn updates_table(o: &mut String, r: &Report, clock: &Clock) {
         o.push_str("<p class=\"muted\">None were published.</p>\n");
         return;
     }
-    o.push_str("<table>\n<thead><tr><th>Time</th><th>Status</th><th>Update</th></tr></thead>\n<tbody>\n");
+    o.push_str(
+        "<table>\n<thead><tr><th>Time</th><th>Status</th><th>Update</th></tr></thead>\n<tbody>\n",
+    );
     for u in &r.public_updates {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<tr><td class=\"t\">{}</td><td>{}{}</td><td>{}</td></tr>\n",
+            "<tr><td class=\"t\">{}</td><td>{}{}</td><td>{}</td></tr>",
             h(&clock.time(u.at_ms)),
             h(&u.status),
             if u.incident {
@@ -608,26 +660,30 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
     let x = |t: i64| X0 + (t - t0) as f64 / span_ms * (X1 - X0);
     let rows = r.steps.len().max(1) as f64;
     let height = TOP + rows * ROW + 12.0;
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {height}\" width=\"{W}\" height=\"{height}\" role=\"img\" aria-label=\"Gantt chart: planned versus actual time of every step\" font-size=\"12\">\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {height}\" width=\"{W}\" height=\"{height}\" role=\"img\" aria-label=\"Gantt chart: planned versus actual time of every step\" font-size=\"12\">"
     );
     // Row stripes.
     for i in (0..r.steps.len()).step_by(2) {
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<rect x=\"0\" y=\"{:.1}\" width=\"{W}\" height=\"{ROW}\" fill=\"#f9fafb\"/>\n",
+            "<rect x=\"0\" y=\"{:.1}\" width=\"{W}\" height=\"{ROW}\" fill=\"#f9fafb\"/>",
             TOP + i as f64 * ROW
         );
     }
     // The planned window, shaded.
     let (wx0, wx1) = (x(w.planned_start_ms), x(w.planned_end_ms));
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<rect x=\"{wx0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#dcfce7\" fill-opacity=\"0.55\"><title>planned window {}</title></rect>\n",
+        "<rect x=\"{wx0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#dcfce7\" fill-opacity=\"0.55\"><title>planned window {}</title></rect>",
         (wx1 - wx0).max(1.0),
         rows * ROW,
-        h(&span(clock, Some(w.planned_start_ms), Some(w.planned_end_ms)))
+        h(&span(
+            clock,
+            Some(w.planned_start_ms),
+            Some(w.planned_end_ms)
+        ))
     );
     // Axis: ticks at round local times.
     let tick = TICKS
@@ -648,9 +704,9 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
     let seconds = tick < 60_000;
     while t <= t1 {
         let tx = x(t);
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<line x1=\"{tx:.1}\" y1=\"{:.1}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#e5e7eb\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#6b7280\">{}</text>\n",
+            "<line x1=\"{tx:.1}\" y1=\"{:.1}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#e5e7eb\"/><text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#6b7280\">{}</text>",
             TOP - 4.0,
             TOP + rows * ROW,
             TOP - 10.0,
@@ -663,9 +719,9 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
         let y = TOP + i as f64 * ROW;
         let mut label = format!("{}. {}", s.position, s.title);
         label = cut(&label, 38);
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<text x=\"{LABEL}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#111827\">{}<title>{} ({}): {}</title></text>\n",
+            "<text x=\"{LABEL}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#111827\">{}<title>{} ({}): {}</title></text>",
             y + 15.0,
             h(&label),
             h(&s.title),
@@ -674,12 +730,18 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
         );
         let px0 = x(s.planned_start_ms);
         let pw = (x(s.planned_end_ms) - px0).max(2.0);
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<rect x=\"{px0:.1}\" y=\"{:.1}\" width=\"{pw:.1}\" height=\"7\" rx=\"1.5\" fill=\"#c7d2fe\"><title>planned {} ({})</title></rect>\n",
+            "<rect x=\"{px0:.1}\" y=\"{:.1}\" width=\"{pw:.1}\" height=\"7\" rx=\"1.5\" fill=\"#c7d2fe\"><title>planned {} ({})</title></rect>",
             y + 3.0,
-            h(&span(clock, Some(s.planned_start_ms), Some(s.planned_end_ms))),
-            h(&s.expected_ms.map(|e| dur(e as i64)).unwrap_or_else(|| "no expected time".into()))
+            h(&span(
+                clock,
+                Some(s.planned_start_ms),
+                Some(s.planned_end_ms)
+            )),
+            h(&s.expected_ms
+                .map(|e| dur(e as i64))
+                .unwrap_or_else(|| "no expected time".into()))
         );
         if let (Some(a), Some(e)) = (s.actual_start_ms, end_of(s)) {
             let ax0 = x(a);
@@ -693,21 +755,27 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
                 "#2563eb"
             };
             let running = s.actual_end_ms.is_none();
-            let mut tip = format!(
-                "actual {}",
-                span(clock, Some(a), s.actual_end_ms)
-            );
+            let mut tip = format!("actual {}", span(clock, Some(a), s.actual_end_ms));
             if let Some(d) = s.duration_ms {
                 let _ = write!(tip, " ({})", dur(d));
             }
             if let Some(ov) = s.overrun_ms {
                 let _ = write!(tip, ", {} over", delta(ov));
             }
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<rect x=\"{ax0:.1}\" y=\"{:.1}\" width=\"{aw:.1}\" height=\"8\" rx=\"1.5\" fill=\"{color}\"{}><title>{}: {}</title></rect>\n",
+                "<rect x=\"{ax0:.1}\" y=\"{:.1}\" width=\"{aw:.1}\" height=\"8\" rx=\"1.5\" fill=\"{color}\"{}{}><title>{}: {}</title></rect>",
                 y + 11.0,
-                if running { " fill-opacity=\"0.55\"" } else { "" },
+                if running {
+                    " fill-opacity=\"0.55\""
+                } else {
+                    ""
+                },
+                if failed {
+                    " stroke=\"#111827\" stroke-width=\"1.5\""
+                } else {
+                    ""
+                },
                 h(s.status.label()),
                 h(&tip)
             );
@@ -715,18 +783,18 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
         if let Some(u) = &s.undo {
             let ux0 = x(u.started_at_ms);
             let uw = (x(u.ended_at_ms.unwrap_or(now)) - ux0).max(2.0);
-            let _ = write!(
+            let _ = writeln!(
                 o,
-                "<rect x=\"{ux0:.1}\" y=\"{:.1}\" width=\"{uw:.1}\" height=\"8\" rx=\"1.5\" fill=\"#a855f7\"><title>{}</title></rect>\n",
+                "<rect x=\"{ux0:.1}\" y=\"{:.1}\" width=\"{uw:.1}\" height=\"8\" rx=\"1.5\" fill=\"#a855f7\"><title>{}</title></rect>",
                 y + 11.0,
                 h(&format!("undo: {}", undo_label(u.status)))
             );
         }
     }
     // The window's end, and now for a run still going on.
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<line x1=\"{wx1:.1}\" y1=\"{:.1}\" x2=\"{wx1:.1}\" y2=\"{:.1}\" stroke=\"#b91c1c\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/><text x=\"{wx1:.1}\" y=\"{:.1}\" text-anchor=\"{}\" fill=\"#b91c1c\" font-weight=\"600\">window end {}</text>\n",
+        "<line x1=\"{wx1:.1}\" y1=\"{:.1}\" x2=\"{wx1:.1}\" y2=\"{:.1}\" stroke=\"#b91c1c\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/><text x=\"{wx1:.1}\" y=\"{:.1}\" text-anchor=\"{}\" fill=\"#b91c1c\" font-weight=\"600\">window end {}</text>",
         TOP - 2.0,
         TOP + rows * ROW,
         TOP - 22.0,
@@ -735,9 +803,9 @@ fn gantt(o: &mut String, r: &Report, clock: &Clock) {
     );
     if !finished {
         let nx = x(now);
-        let _ = write!(
+        let _ = writeln!(
             o,
-            "<line x1=\"{nx:.1}\" y1=\"{:.1}\" x2=\"{nx:.1}\" y2=\"{:.1}\" stroke=\"#1d4ed8\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/><text x=\"{nx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#1d4ed8\">now</text>\n",
+            "<line x1=\"{nx:.1}\" y1=\"{:.1}\" x2=\"{nx:.1}\" y2=\"{:.1}\" stroke=\"#1d4ed8\" stroke-width=\"1.5\" stroke-dasharray=\"2 3\"/><text x=\"{nx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#1d4ed8\">now</text>",
             TOP - 2.0,
             TOP + rows * ROW,
             TOP + rows * ROW + 11.0

@@ -10,9 +10,15 @@ use super::{Clock, delta, dur, output_text};
 /// could start markup is backslash-escaped, line breaks become `<br>`.
 pub(crate) fn md(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
+    let mut prev = ' ';
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '&' | '~' | '#' | '!' => {
+            // Inside a word `_` cannot start emphasis (CommonMark): `in_progress` stays.
+            '_' if prev.is_alphanumeric() && chars.peek().is_some_and(|n| n.is_alphanumeric()) => {
+                out.push(c)
+            }
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '&' | '~' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -20,6 +26,7 @@ pub(crate) fn md(s: &str) -> String {
             '\r' => {}
             c => out.push(c),
         }
+        prev = c;
     }
     out
 }
@@ -109,7 +116,10 @@ pub(crate) fn span(clock: &Clock, start: Option<i64>, end: Option<i64>) -> Strin
 }
 
 pub(super) fn render(r: &Report) -> String {
-    let clock = Clock::new(&r.run.timezone, r.window.planned_start_ms.min(r.run.started_at_ms));
+    let clock = Clock::new(
+        &r.run.timezone,
+        r.window.planned_start_ms.min(r.run.started_at_ms),
+    );
     let mut o = String::with_capacity(4096 + r.steps.len() * 400);
     let run = &r.run;
     let w = &r.window;
@@ -136,7 +146,12 @@ pub(super) fn render(r: &Report) -> String {
         let _ = write!(outcome, " (aborted by {})", md(by));
     }
     let _ = writeln!(o, "| Outcome | {outcome} |");
-    let _ = writeln!(o, "| Operator | {} on {} |", md(&run.operator), md(&run.host));
+    let _ = writeln!(
+        o,
+        "| Operator | {} on {} |",
+        md(&run.operator),
+        md(&run.host)
+    );
     let _ = writeln!(o, "| Started | {} |", clock.full(run.started_at_ms));
     match run.ended_at_ms {
         Some(e) => {
@@ -288,7 +303,10 @@ pub(super) fn render(r: &Report) -> String {
             let _ = writeln!(o, "No step needed undoing.\n");
             continue;
         }
-        let _ = writeln!(o, "| Step | Undo | Started | Took | Error |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            o,
+            "| Step | Undo | Started | Took | Error |\n|---|---|---|---|---|"
+        );
         for s in &rb.steps {
             let _ = writeln!(
                 o,
@@ -390,14 +408,10 @@ pub(crate) fn window_verdict(w: &Window, finished: bool) -> String {
             "**The window held**: the run ended {} before the planned end.",
             dur(w.planned_end_ms - w.actual_end_ms.unwrap_or(w.planned_end_ms))
         ),
-        (Some(false), true) => format!(
-            "**The window was overrun by {}.**",
-            dur(w.overrun_ms)
-        ),
-        (Some(false), false) => format!(
-            "**The window is overrun by {} so far.**",
-            dur(w.overrun_ms)
-        ),
+        (Some(false), true) => format!("**The window was overrun by {}.**", dur(w.overrun_ms)),
+        (Some(false), false) => {
+            format!("**The window is overrun by {} so far.**", dur(w.overrun_ms))
+        }
         (None, _) => "The run is still inside its window.".into(),
     }
 }
@@ -409,7 +423,9 @@ pub(crate) fn window_basis(w: &Window, clock: &Clock) -> String {
         PlannedStartFrom::WindowOpened => {
             "the window opened when the run started (`--now`), so the planned start is the run's start"
         }
-        PlannedStartFrom::RunStart => "the runbook has no window start: the planned start is the run's start",
+        PlannedStartFrom::RunStart => {
+            "the runbook has no window start: the planned start is the run's start"
+        }
     };
     let end = match w.planned_end_from {
         PlannedEndFrom::Window => "the planned end is the window's end".to_owned(),
@@ -465,14 +481,19 @@ pub(crate) fn closed_text(s: &Service, clock: &Clock) -> String {
 }
 
 pub(crate) fn rollback_end(rb: &Rollback, clock: &Clock) -> String {
-    let took = rb.duration_ms.map(|d| format!(" after {}", dur(d))).unwrap_or_default();
+    let took = rb
+        .duration_ms
+        .map(|d| format!(" after {}", dur(d)))
+        .unwrap_or_default();
     let at = rb
         .ended_at_ms
         .map(|t| format!(" at {}", clock.time(t)))
         .unwrap_or_default();
     match rb.outcome {
         RollbackOutcome::RolledBack => format!("Rolled back{at}{took}: the service is restored"),
-        RollbackOutcome::Failed => format!("The rollback FAILED{at}{took}: a person must finish it"),
+        RollbackOutcome::Failed => {
+            format!("The rollback FAILED{at}{took}: a person must finish it")
+        }
         RollbackOutcome::Aborted => format!("Aborted{at}{took}"),
         RollbackOutcome::InProgress => "Still in progress".into(),
     }

@@ -64,11 +64,8 @@ pub fn settings(page: &PageArgs, listener: &TcpListener) -> Result<(PageInfo, Co
         None => std::env::var("RUNBOOK_ADMIN_TOKEN").ok(),
     };
     let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-    if token.is_none() && page.admin_token_file.is_some() {
-        return Err(format!(
-            "--admin-token-file `{}` is empty",
-            page.admin_token_file.as_ref().expect("checked").display()
-        ));
+    if let (None, Some(path)) = (&token, &page.admin_token_file) {
+        return Err(format!("--admin-token-file `{}` is empty", path.display()));
     }
     let url = match &page.public_url {
         Some(u) => u.trim_end_matches('/').to_owned(),

@@ -87,7 +87,26 @@ pub fn render_if_changed(
 ) -> (Option<Snapshot>, Option<i64>) {
     let page = project(info.clone(), &follower.streams(), now);
     let next_change = page.next_change_ms();
-    let snap = super::render(&page, last.version + 1);
+    let mut snap = super::render(&page, last.version + 1);
+    // The public part of the report of every run that has ended.
+    for m in page.maintenances.iter().filter(|m| m.outcome.is_some()) {
+        let Some(events) = m.run_id.as_ref().and_then(|r| follower.runs.get(r)) else {
+            continue;
+        };
+        let run = m.run_id.as_deref().unwrap_or_default();
+        if let Ok(summary) = crate::report::public_summary(run, events, now) {
+            let body = serde_json::to_vec(&summary).unwrap_or_default();
+            snap.insert(
+                format!("/maintenances/{}/report.json", m.id),
+                super::snapshot::Asset::new(
+                    "application/json; charset=utf-8",
+                    body,
+                    m.updated_ms,
+                    super::snapshot::SHORT,
+                ),
+            );
+        }
+    }
     let same = snap.assets.len() == last.assets.len()
         && snap
             .assets

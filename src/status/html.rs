@@ -266,6 +266,9 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
     json!({
         "id": m.id,
         "href": href(&m.id),
+        // The public part of the post-run report, once the run has ended.
+        "report": (m.outcome.is_some() && m.run_id.is_some())
+            .then(|| format!("{}/report.json", href(&m.id))),
         "title": m.title,
         "summary": m.summary,
         "status": m.status.as_str(),
