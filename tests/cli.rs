@@ -72,7 +72,13 @@ fn validate_without_files_is_a_usage_error() {
 
 #[test]
 fn plan_shows_the_timeline_window_fit_and_rollback_paths() {
-    let out = common::run(&["plan", "runbooks/demo.yaml"]);
+    // No earlier runs to learn from: the runbook's own durations.
+    let out = common::run(&[
+        "plan",
+        "runbooks/demo.yaml",
+        "--store",
+        "sqlite:///nonexistent/none.db",
+    ]);
     assert_eq!(out.stderr, "");
     assert_eq!(out.code, 0);
     assert_eq!(
@@ -94,6 +100,7 @@ Window: Tue 24 Nov 2026 19:00 GMT → Tue 24 Nov 2026 19:30 GMT (30m, Europe/Lon
   9  reopen         reopen    19:06  19:06         -
 
 Total expected: 6m10s; fits the window with 23m50s to spare.
+Point of no return: none: before every step, the step and a rollback fit the window.
 
 If a step fails:
   prepare        roll back: nothing to undo (back to the start)

@@ -192,18 +192,21 @@ impl<'a> Runner<'a> {
             return std::future::pending().await;
         }
         let sp = &self.rb.status_page;
-        // Never sooner than a second late: a few milliseconds over is not news.
-        let margin = sp
-            .overrun_after
-            .of(Duration::from_millis(est.ms as u64))
-            .max(Duration::from_secs(1));
+        let margin = sp.overrun_after.of(Duration::from_millis(est.ms as u64));
         let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
-        let mut due = started + est.ms + margin.as_millis() as i64;
+        let mut last = None;
         loop {
+            let due = super::timing::overrun_due(
+                started,
+                est.ms,
+                margin.as_millis() as i64,
+                sp.overrun_every.as_millis() as i64,
+                last,
+            );
             let wait = (due - now_ms()).max(0) as u64;
             tokio::time::sleep(Duration::from_millis(wait)).await;
             self.publish_overrun(step).await;
-            due = now_ms() + sp.overrun_every.as_millis() as i64;
+            last = Some(now_ms());
         }
     }
 

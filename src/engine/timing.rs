@@ -193,6 +193,21 @@ pub fn eta_ms(rb: &Runbook, state: &RunState, learned: &Learned, now_ms: i64) ->
     known.then_some(now_ms + left)
 }
 
+/// When the next overrun update of a step is due: once it passes its estimate by
+/// `margin` (never less than a second), then every `every` after the last one.
+pub fn overrun_due(
+    started_ms: i64,
+    estimate_ms: i64,
+    margin_ms: i64,
+    every_ms: i64,
+    last_published_ms: Option<i64>,
+) -> i64 {
+    match last_published_ms {
+        Some(last) => last + every_ms.max(1),
+        None => started_ms + estimate_ms + margin_ms.max(1000),
+    }
+}
+
 /// Why the window guard stops a step from starting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardTrip {
@@ -526,6 +541,21 @@ steps:
             },
         ));
         assert_eq!(eta_ms(&rb, &state(&events), &none, 61 * S), None);
+    }
+
+    #[test]
+    fn overrun_updates_come_after_the_margin_then_at_most_once_per_interval() {
+        // Started at 100 s, 60 s expected, 20% margin (12 s): first at 172 s.
+        assert_eq!(overrun_due(100 * S, 60 * S, 12 * S, 900 * S, None), 172 * S);
+        // No margin: still not before a second late.
+        assert_eq!(overrun_due(100 * S, 60 * S, 0, 900 * S, None), 161 * S);
+        // Then every 15 minutes after the last one, whatever the clock says now.
+        assert_eq!(
+            overrun_due(100 * S, 60 * S, 0, 900 * S, Some(161 * S)),
+            1061 * S
+        );
+        let margin = crate::runbook::Margin::Percent(20.0);
+        assert_eq!(margin.of(std::time::Duration::from_secs(60)).as_secs(), 12);
     }
 
     #[test]
