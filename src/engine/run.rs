@@ -476,9 +476,12 @@ impl<'a> Runner<'a> {
 
     /// The values templates can use in `state`.
     pub(crate) fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
+        // Only steps that produced something: a template can refer to nothing else, and
+        // a run of a thousand steps need not copy a thousand empty maps per context.
         let steps: serde_json::Map<String, Value> = state
             .steps
             .iter()
+            .filter(|(_, s)| !s.outputs.is_empty())
             .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
             .collect();
         let window = &self.rb.window;
