@@ -948,7 +948,7 @@ steps:
     kind: patch
     title: Migrate the schema
     expected: 300ms
-    run: { shell: "sleep 0.7; echo '{\"from_version\": 3, \"to_version\": 5}'" }
+    run: { shell: "sleep 1.5; echo '{\"from_version\": 3, \"to_version\": 5}'" }
     rollback: { shell: "sleep 0.2" }
   - id: optimise
     kind: patch

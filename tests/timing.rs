@@ -148,3 +148,56 @@ fn status_shows_the_eta_of_a_running_run() {
     assert_eq!(w.run(&["abort", "e1"]).code, 0);
     child.wait().unwrap();
 }
+
+#[test]
+fn a_step_running_late_is_announced_after_the_margin_and_again_at_the_interval() {
+    let w = World::sqlite();
+    w.write(
+        "late.yaml",
+        r#"
+runbook: late
+status_page: { overrun: { after: 1s, every: 1s } }
+steps:
+  - { id: slow, kind: patch, title: Updating table sequences, expected: 1s, run: { shell: "sleep 4.5" } }
+  - { id: fan, kind: patch, title: Processing the queue, expected: 1s, for_each: [a, b, c], run: { shell: "sleep 1.2" } }
+  - { id: quick, kind: patch, title: Quick, run: { shell: "sleep 0.5" } }
+"#,
+    );
+    let o = w.execute("late.yaml", "l1");
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let late = |title: &str| {
+        o.stdout
+            .lines()
+            .filter(|l| l.contains(&format!("{title} is taking longer than expected")))
+            .count()
+    };
+    // 1 s expected + 1 s margin, then every second: at 2, 3 and 4 s of 4.5 s.
+    let n = late("Updating table sequences");
+    assert!((2..=3).contains(&n), "{n} updates:\n{}", o.stdout);
+    // The fan-out (3.6 s against 1 s) is announced too; a step without `expected`
+    // never is.
+    assert!(late("Processing the queue") >= 1, "{}", o.stdout);
+    assert_eq!(late("Quick"), 0, "{}", o.stdout);
+}
+
+#[test]
+fn a_window_without_a_start_lasts_its_duration_from_the_run_in_the_report() {
+    let w = World::sqlite();
+    w.write(
+        "d.yaml",
+        "runbook: dur\ntitle: 'Upgrade {{vars.v}}'\nvars: { v: '3.2' }\nwindow: { duration: 10m }\nsteps:\n  - { id: a, kind: patch, expected: 1s, run: { shell: 'sleep 1.2' } }\n",
+    );
+    assert_eq!(w.execute("d.yaml", "d1").code, 0);
+    let o = w.run(&["report", "d1", "--format", "json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        v["window"]["planned_duration_ms"], 600_000,
+        "{}",
+        v["window"]
+    );
+    assert_eq!(v["window"]["held"], true, "{}", v["window"]);
+    // The title as rendered with the run's values, everywhere.
+    assert_eq!(v["run"]["title"], "Upgrade 3.2");
+    assert_eq!(w.status_json("d1")["title"], "Upgrade 3.2");
+}

@@ -148,6 +148,9 @@ pub struct PublicPlan {
     pub planned_start_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_end_ms: Option<i64>,
+    /// The window's length (`window.duration`), with or without a planned start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<i64>,
     /// Steps in execution order; a step with `public: false` has no title.
     #[serde(default)]
     pub steps: Vec<PublicStep>,

@@ -1062,6 +1062,15 @@ impl<'a> Runner<'a> {
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
         let mut aborted = false;
+        // Customers hear when a fan-out runs late, as for any step.
+        let estimate = super::timing::estimate(step, Some(items.len()), &self.learned);
+        let margin = self
+            .rb
+            .status_page
+            .overrun_after
+            .of(Duration::from_millis(estimate.ms.max(0) as u64));
+        let step_started = self.state.step(&id).started_ms.unwrap_or_else(now_ms);
+        let mut last_overrun: Option<i64> = None;
         loop {
             // Start what fits, all the starts in one commit, before any of them runs.
             let mut launch = Vec::new();
@@ -1098,6 +1107,21 @@ impl<'a> Runner<'a> {
                     None => std::future::pending().await,
                 }
             };
+            let overrun_at = super::timing::overrun_due(
+                step_started,
+                estimate.ms,
+                margin.as_millis() as i64,
+                self.rb.status_page.overrun_every.as_millis() as i64,
+                last_overrun,
+            );
+            let late = async {
+                if step.expected.is_none() {
+                    return std::future::pending().await;
+                }
+                let wait = (overrun_at - now_ms()).max(0) as u64;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            };
+            let mut overrun = false;
             let first = tokio::select! {
                 joined = running.join_next() => joined,
                 () = until => {
@@ -1108,7 +1132,20 @@ impl<'a> Runner<'a> {
                     aborted = true;
                     None
                 }
+                () = late => {
+                    overrun = true;
+                    None
+                }
             };
+            if overrun {
+                let publisher = crate::status::publish::Publisher::new(self.rb, &self.learned);
+                let ctx = self.context(None);
+                if let Some(u) = publisher.overrun(&self.state, step, &ctx, now_ms()) {
+                    self.record(Event::Published(u)).await?;
+                }
+                last_overrun = Some(now_ms());
+                continue;
+            }
             let Some(first) = first else { break };
             // Everything that has finished by now goes into one commit.
             let mut finished = vec![first];

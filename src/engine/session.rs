@@ -313,7 +313,11 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         scheduled.as_ref().map(|p| p.id.clone()),
         &runner.context_of(&started_state, None),
     );
-    if let Event::RunStarted { public, .. } = &mut start {
+    if let Event::RunStarted { public, title, .. } = &mut start {
+        // The title as rendered with the run's values (`{{vars.version}}` ...).
+        if let Some(t) = &plan.title {
+            *title = t.clone();
+        }
         *public = Some(Box::new(plan));
     }
     let started = runner.record(start).await;
@@ -472,7 +476,12 @@ async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
         }
         Ok(Stop::Paused(reason)) => {
             runner.out.note(&format!(
-                "paused: {reason}. Decide with `runbook resume {run_id} --retry | --skip | --rollback`"
+                "paused: {reason}. {}",
+                if reason.starts_with("window guard") {
+                    format!("Decide with `runbook resume {run_id}` (go on) or `runbook resume {run_id} --rollback`")
+                } else {
+                    format!("Decide with `runbook resume {run_id} --retry | --skip | --rollback`")
+                }
             ));
             exit::NEEDS_A_PERSON
         }

@@ -146,7 +146,9 @@ pub(super) fn window(
     let started = state.started_ms.unwrap_or(now_ms);
     let scheduled_start = plan.and_then(|p| p.planned_start_ms);
     let scheduled_end = plan.and_then(|p| p.planned_end_ms);
-    let length = scheduled_start.zip(scheduled_end).map(|(s, e)| e - s);
+    let length = plan
+        .and_then(|p| p.window_ms)
+        .or_else(|| scheduled_start.zip(scheduled_end).map(|(s, e)| e - s));
     let (start, start_from) = match (state.window_start_ms, scheduled_start) {
         // `--now`: the window opened at the run's start, for its recorded length.
         (Some(opened), _) => (opened, PlannedStartFrom::WindowOpened),
@@ -154,7 +156,9 @@ pub(super) fn window(
         (None, None) => (started, PlannedStartFrom::RunStart),
     };
     let (end, end_from) = match (start_from, length, scheduled_end) {
-        (PlannedStartFrom::WindowOpened, Some(len), _) => (start + len, PlannedEndFrom::Window),
+        (PlannedStartFrom::WindowOpened | PlannedStartFrom::RunStart, Some(len), _) => {
+            (start + len, PlannedEndFrom::Window)
+        }
         (PlannedStartFrom::Window, _, Some(e)) => (e, PlannedEndFrom::Window),
         _ => (start + expected_ms, PlannedEndFrom::ExpectedDurations),
     };
@@ -553,7 +557,9 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
             let overrun = duration
                 .zip(p.expected_ms)
                 .map(|(d, x)| d - x as i64)
-                .filter(|o| *o > 0);
+                // A few milliseconds over is not an overrun worth a manager's eye (the
+                // status page does not call it one either).
+                .filter(|o| *o >= 1000);
             let items = (!run.items.is_empty()).then(|| {
                 let count = |s: ItemStatus| run.items.values().filter(|x| **x == s).count();
                 Items {

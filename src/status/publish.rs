@@ -114,6 +114,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
         timezone: rb.window.timezone.name().to_owned(),
         planned_start_ms: start,
         planned_end_ms: end,
+        window_ms: rb.window.duration.map(|d| d.as_millis() as i64),
         steps: rb
             .order
             .iter()
