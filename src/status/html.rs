@@ -537,6 +537,7 @@ mod tests {
             public: Some(Box::new(PublicPlan {
                 maintenance: maintenance.map(Into::into),
                 title: None,
+                window_ms: None,
                 summary: Some(format!("Summary {EVIL}")),
                 components: vec!["API".into(), "Web <app>".into()],
                 timezone: "Europe/London".into(),
