@@ -183,7 +183,7 @@ pub(super) fn render(r: &Report) -> String {
         (None, _) => ("Inside".to_owned(), "", "so far".to_owned()),
     };
     let count = |f: &dyn Fn(&StepReport) -> bool| r.steps.iter().filter(|s| f(s)).count();
-    let done = count(&|s| s.status == StepState::Succeeded || s.status == StepState::RolledBack);
+    let done = count(&|s| s.status == StepState::Succeeded);
     let failed = count(&|s| {
         matches!(
             s.status,
