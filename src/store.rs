@@ -261,15 +261,7 @@ impl Store {
             Event::RunStarted { runbook, .. } => Some(("runs", runbook.as_str())),
             _ => None,
         });
-        let rows: Vec<(&str, String)> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.kind(),
-                    serde_json::to_string(e).expect("events serialize"),
-                )
-            })
-            .collect();
+        let rows = rows(events, Event::kind);
         self.append_rows(run_id, register, first, &rows, at_ms)
             .await?;
         Ok(events
@@ -358,15 +350,7 @@ impl Store {
         events: &[NoticeEvent],
         at_ms: i64,
     ) -> Result<Vec<NoticeRecorded>, StoreError> {
-        let rows: Vec<(&str, String)> = events
-            .iter()
-            .map(|e| {
-                (
-                    e.kind(),
-                    serde_json::to_string(e).expect("events serialize"),
-                )
-            })
-            .collect();
+        let rows = rows(events, NoticeEvent::kind);
         let register = (first == 1).then_some(("notices", runbook));
         self.append_rows(id, register, first, &rows, at_ms).await?;
         Ok(events
@@ -578,6 +562,17 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Journal rows of events: each one's kind and JSON body.
+fn rows<E: serde::Serialize>(
+    events: &[E],
+    kind: fn(&E) -> &'static str,
+) -> Vec<(&'static str, String)> {
+    events
+        .iter()
+        .map(|e| (kind(e), serde_json::to_string(e).expect("events serialize")))
+        .collect()
 }
 
 fn decode(run_id: &str, r: &AnyRow) -> Result<Recorded, StoreError> {

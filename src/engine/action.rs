@@ -30,6 +30,14 @@ pub struct Masker {
     secrets: Vec<(String, String)>,
 }
 
+/// The values of the secrets `names` from the environment (empty when unset).
+pub fn secret_values(names: &[String]) -> IndexMap<String, String> {
+    names
+        .iter()
+        .map(|name| (name.clone(), std::env::var(name).unwrap_or_default()))
+        .collect()
+}
+
 impl Masker {
     /// Masks these secrets, given as (name, value); empty values are ignored.
     pub fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {

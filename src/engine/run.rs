@@ -78,11 +78,7 @@ impl<'a> Runner<'a> {
         log_dir: PathBuf,
         out: Reporter,
     ) -> Self {
-        let secrets: IndexMap<String, String> = rb
-            .secrets
-            .iter()
-            .map(|name| (name.clone(), std::env::var(name).unwrap_or_default()))
-            .collect();
+        let secrets = action::secret_values(&rb.secrets);
         let masker = Masker::new(secrets.clone());
         let mut templates = handlebars::Handlebars::new();
         templates.set_strict_mode(true);
@@ -185,29 +181,36 @@ impl<'a> Runner<'a> {
     /// its own while the step runs: the runner's next record finds it and goes on.
     async fn announce_overrun(&self, step: &Step) {
         let items = crate::plan::item_count(self.rb, step);
-        let est = super::timing::estimate(step, items, &self.learned);
-        // Only a step that says how long it should take is announced as late (a learned
-        // figure can move the moment, not make a step without `expected` late).
-        if step.expected.is_none() {
-            return std::future::pending().await;
-        }
-        let sp = &self.rb.status_page;
-        let margin = sp.overrun_after.of(Duration::from_millis(est.ms as u64));
-        let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
         let mut last = None;
         loop {
-            let due = super::timing::overrun_due(
-                started,
-                est.ms,
-                margin.as_millis() as i64,
-                sp.overrun_every.as_millis() as i64,
-                last,
-            );
+            let Some(due) = self.overrun_due(step, items, last) else {
+                return std::future::pending().await;
+            };
             let wait = (due - now_ms()).max(0) as u64;
             tokio::time::sleep(Duration::from_millis(wait)).await;
             self.publish_overrun(step).await;
             last = Some(now_ms());
         }
+    }
+
+    /// When `step` (with `items` fan-out items) is next due an overrun update, after one
+    /// at `last`. Only a step that says how long it should take is announced as late
+    /// (a learned figure can move the moment, not make a step without `expected` late).
+    fn overrun_due(&self, step: &Step, items: Option<usize>, last: Option<i64>) -> Option<i64> {
+        step.expected?;
+        let est = super::timing::estimate(step, items, &self.learned);
+        let sp = &self.rb.status_page;
+        let margin = sp
+            .overrun_after
+            .of(Duration::from_millis(est.ms.max(0) as u64));
+        let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
+        Some(super::timing::overrun_due(
+            started,
+            est.ms,
+            margin.as_millis() as i64,
+            sp.overrun_every.as_millis() as i64,
+            last,
+        ))
     }
 
     async fn publish_overrun(&self, step: &Step) {
@@ -1063,13 +1066,6 @@ impl<'a> Runner<'a> {
         let mut timed_out = false;
         let mut aborted = false;
         // Customers hear when a fan-out runs late, as for any step.
-        let estimate = super::timing::estimate(step, Some(items.len()), &self.learned);
-        let margin = self
-            .rb
-            .status_page
-            .overrun_after
-            .of(Duration::from_millis(estimate.ms.max(0) as u64));
-        let step_started = self.state.step(&id).started_ms.unwrap_or_else(now_ms);
         let mut last_overrun: Option<i64> = None;
         loop {
             // Start what fits, all the starts in one commit, before any of them runs.
@@ -1107,18 +1103,12 @@ impl<'a> Runner<'a> {
                     None => std::future::pending().await,
                 }
             };
-            let overrun_at = super::timing::overrun_due(
-                step_started,
-                estimate.ms,
-                margin.as_millis() as i64,
-                self.rb.status_page.overrun_every.as_millis() as i64,
-                last_overrun,
-            );
+            let overrun_at = self.overrun_due(step, Some(items.len()), last_overrun);
             let late = async {
-                if step.expected.is_none() {
+                let Some(at) = overrun_at else {
                     return std::future::pending().await;
-                }
-                let wait = (overrun_at - now_ms()).max(0) as u64;
+                };
+                let wait = (at - now_ms()).max(0) as u64;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             };
             let mut overrun = false;

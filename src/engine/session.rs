@@ -931,12 +931,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Strin
                 let learned = Default::default();
                 let publisher = crate::status::publish::Publisher::new(&rb, &learned);
                 let base = json!({ "vars": state.vars, "run": { "id": run_id, "runbook": rb.id } });
-                let masker = super::action::Masker::new(
-                    rb.secrets
-                        .iter()
-                        .map(|n| (n.clone(), std::env::var(n).unwrap_or_default()))
-                        .collect::<IndexMap<String, String>>(),
-                );
+                let masker = super::action::Masker::new(super::action::secret_values(&rb.secrets));
                 for mut u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
                     u.body = masker.mask(&u.body);
                     events.push(Event::Published(u));

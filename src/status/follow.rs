@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::model::{NoticeRecorded, PageInfo, Stream, project};
+use super::model::{NoticeRecorded, PageInfo, project_journals};
 use super::snapshot::Snapshot;
 use crate::engine::event::Recorded;
 use crate::store::{NOTIFY_CHANNEL, Store, StoreError, now_ms};
@@ -62,19 +62,6 @@ impl Follower {
         }
         Ok(grew)
     }
-
-    /// Every stream read so far.
-    pub fn streams(&self) -> Vec<Stream> {
-        let runs = self.runs.iter().map(|(id, events)| Stream::Run {
-            id: id.clone(),
-            events: events.clone(),
-        });
-        let notices = self.notices.iter().map(|(id, events)| Stream::Notice {
-            id: id.clone(),
-            events: events.clone(),
-        });
-        runs.chain(notices).collect()
-    }
 }
 
 /// Renders the page of `follower` at `now`: the next snapshot, unless nothing anyone can
@@ -85,7 +72,18 @@ pub fn render_if_changed(
     last: &Snapshot,
     now: i64,
 ) -> (Option<Snapshot>, Option<i64>) {
-    let page = project(info.clone(), &follower.streams(), now);
+    let page = project_journals(
+        info.clone(),
+        follower
+            .runs
+            .iter()
+            .map(|(id, e)| (id.as_str(), e.as_slice())),
+        follower
+            .notices
+            .iter()
+            .map(|(id, e)| (id.as_str(), e.as_slice())),
+        now,
+    );
     let next_change = page.next_change_ms();
     let mut snap = super::render(&page, last.version + 1);
     // The public part of the report of every run that has ended.

@@ -436,25 +436,35 @@ fn zone(name: &str, fallback: Tz) -> Tz {
 
 /// Folds the streams into the page at `now_ms`.
 pub fn project(info: PageInfo, streams: &[Stream], now_ms: i64) -> Page {
+    let runs = streams.iter().filter_map(|s| match s {
+        Stream::Run { id, events } => Some((id.as_str(), events.as_slice())),
+        Stream::Notice { .. } => None,
+    });
+    let notices = streams.iter().filter_map(|s| match s {
+        Stream::Notice { id, events } => Some((id.as_str(), events.as_slice())),
+        Stream::Run { .. } => None,
+    });
+    project_journals(info, runs, notices, now_ms)
+}
+
+/// [`project`] over borrowed journals (the follower's, without copying them).
+pub fn project_journals<'a>(
+    info: PageInfo,
+    runs: impl Iterator<Item = (&'a str, &'a [Recorded])>,
+    notices: impl Iterator<Item = (&'a str, &'a [NoticeRecorded])>,
+    now_ms: i64,
+) -> Page {
     let tz = Tz::UTC;
     let mut maintenances: Vec<Maintenance> = Vec::new();
     let mut incidents: Vec<Incident> = Vec::new();
     // Notices first, so that a run finds the maintenance it carries out.
-    for s in streams {
-        if let Stream::Notice { id, events } = s
-            && let Some(m) = fold_notice(id, events, tz)
-        {
+    for (id, events) in notices {
+        if let Some(m) = fold_notice(id, events, tz) {
             maintenances.push(m);
         }
     }
-    let mut runs: Vec<(&String, &Vec<Recorded>)> = streams
-        .iter()
-        .filter_map(|s| match s {
-            Stream::Run { id, events } if !events.is_empty() => Some((id, events)),
-            _ => None,
-        })
-        .collect();
-    runs.sort_by_key(|(id, events)| (events[0].at_ms, (*id).clone()));
+    let mut runs: Vec<(&str, &[Recorded])> = runs.filter(|(_, e)| !e.is_empty()).collect();
+    runs.sort_by_key(|(id, events)| (events[0].at_ms, *id));
     for (id, events) in runs {
         fold_run(id, events, tz, &mut maintenances, &mut incidents);
     }

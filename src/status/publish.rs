@@ -90,7 +90,7 @@ pub fn step_title(step: &Step) -> Option<&str> {
 }
 
 /// Renders a public text of the runbook (a title with `{{vars.x}}`) in `ctx`.
-fn text(t: &str, ctx: &Value) -> String {
+pub(crate) fn text(t: &str, ctx: &Value) -> String {
     if !t.contains("{{") {
         return t.to_owned();
     }

@@ -93,11 +93,7 @@ pub fn announcement(rb: &Runbook, now: i64) -> Result<Announcement, String> {
         .announce_before
         .map_or(now, |b| start_ms - b.as_millis() as i64);
     let ctx = json!({ "vars": rb.vars });
-    let text = |t: &str| -> String {
-        let mut hb = handlebars::Handlebars::new();
-        hb.register_escape_fn(handlebars::no_escape);
-        hb.render_template(t, &ctx).unwrap_or_else(|_| t.to_owned())
-    };
+    let text = |t: &str| super::publish::text(t, &ctx);
     Ok(Announcement {
         runbook: rb.id.clone(),
         title: text(&rb.title),
@@ -128,12 +124,8 @@ pub async fn schedule(store: &Store, rb: &Runbook) -> Result<Scheduled, String> 
     let learned = Default::default();
     let update: Option<PublicUpdate> = Publisher::new(rb, &learned).scheduled(&base);
     // Secret values (in `--var`s, say) never reach the page.
-    let masker = crate::engine::action::Masker::new(
-        rb.secrets
-            .iter()
-            .map(|n| (n.clone(), std::env::var(n).unwrap_or_default()))
-            .collect::<indexmap::IndexMap<String, String>>(),
-    );
+    let masker =
+        crate::engine::action::Masker::new(crate::engine::action::secret_values(&rb.secrets));
     let update = update.map(|u| PublicUpdate {
         body: masker.mask(&u.body),
         ..u

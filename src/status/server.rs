@@ -25,8 +25,9 @@ use tokio_stream::StreamExt;
 use super::model::{MaintenanceStatus, PageInfo};
 use super::snapshot::Snapshot;
 use crate::engine::event::{Event, PublicUpdate};
+use crate::engine::state::RunState;
 use crate::status::model::NoticeEvent;
-use crate::store::{Store, now_ms};
+use crate::store::{Store, StoreError, now_ms};
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -391,26 +392,12 @@ const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring"
 /// Longest manual update accepted.
 const MAX_BODY: usize = 5000;
 
-/// The request body, or the refusal of one too large to read (after the token check,
-/// so that nobody learns anything without a token).
-fn body_of(st: &Shared, body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
-    body.map_err(|e| {
-        secure(
-            error(e.status(), format!("the request body: {}", e.body_text())),
-            &st.csp,
-        )
-    })
-}
-
 async fn admin_update(
     State(st): St,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let body = match body_of(&st, body) {
+    let body = match admit(&st, &headers, body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -602,18 +589,39 @@ async fn admin_reject(
 }
 
 /// The run named in a path, or 404.
-async fn existing_run(st: &Shared, run: &str) -> Result<Store, Response> {
+/// The run named in a path, as its journal folds now, or 404.
+async fn existing_run(st: &Shared, run: &str) -> Result<(Store, RunState), Response> {
     let Some(store) = st.store.clone() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no store to write to",
         ));
     };
-    match store.run_exists(run).await {
-        Ok(true) if store.load(run).await.is_ok() => Ok(store),
-        Ok(_) => Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`"))),
-        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+    let events = match store.load(run).await {
+        Ok(events) => events,
+        Err(StoreError::UnknownRun(_) | StoreError::NotARun(_)) => {
+            return Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`")));
+        }
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    };
+    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok((store, state))
+}
+
+/// An admin request's body, once its token is right (a refusal says nothing more).
+fn admit(
+    st: &Shared,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, Response> {
+    authorize(st, headers)?;
+    body.map_err(|e| {
+        secure(
+            error(e.status(), format!("the request body: {}", e.body_text())),
+            &st.csp,
+        )
+    })
 }
 
 async fn decide(
@@ -623,39 +631,26 @@ async fn decide(
     body: Result<Bytes, BytesRejection>,
     approve: bool,
 ) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let body = match body_of(&st, body) {
+    let body = match admit(&st, &headers, body) {
         Ok(b) => b,
         Err(r) => return r,
     };
     let result = async {
         let req: DecisionRequest = parse(&body)?;
-        let store = existing_run(&st, &run).await?;
+        let (store, state) = existing_run(&st, &run).await?;
         let step = match req.step {
             Some(s) => s,
-            None => {
-                let events = store
-                    .load(&run)
-                    .await
-                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                let state = crate::engine::state::RunState::from_events(
-                    events.iter().map(|r| (&r.event, r.at_ms)),
-                )
-                .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                state
-                    .steps
-                    .iter()
-                    .find(|(_, s)| s.awaiting_approval)
-                    .map(|(id, _)| id.clone())
-                    .ok_or_else(|| {
-                        error(
-                            StatusCode::CONFLICT,
-                            format!("no step of run `{run}` is waiting for approval"),
-                        )
-                    })?
-            }
+            None => state
+                .steps
+                .iter()
+                .find(|(_, s)| s.awaiting_approval)
+                .map(|(id, _)| id.clone())
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::CONFLICT,
+                        format!("no step of run `{run}` is waiting for approval"),
+                    )
+                })?,
         };
         let by = req.by.unwrap_or_else(|| "admin API".into());
         crate::engine::session::decide_in(&store, &run, &step, &by, approve)
@@ -681,10 +676,7 @@ async fn admin_abort(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = authorize(&st, &headers) {
-        return r;
-    }
-    let body = match body_of(&st, body) {
+    let body = match admit(&st, &headers, body) {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -696,7 +688,7 @@ async fn admin_abort(
                 "`step` has no meaning for an abort: the whole run stops",
             ));
         }
-        let store = existing_run(&st, &run).await?;
+        let (store, _) = existing_run(&st, &run).await?;
         let by = req.by.unwrap_or_else(|| "admin API".into());
         crate::engine::session::abort_in(&store, &run, &by)
             .await
