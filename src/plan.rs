@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::duration::fmt_duration;
+use crate::engine::undo;
 use crate::runbook::{Action, Kind, OnFailure, Public, Runbook, Step, Target};
 
 /// Where the plan's start time came from.
@@ -89,14 +90,30 @@ pub struct PlannedStep<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct FailurePath<'a> {
     pub policy: &'static str,
-    /// Ids of the steps undone, most recent first (policy `rollback` only).
+    /// Every step the rollback goes back over that changed something, most recent
+    /// first, with how it is undone (policy `rollback` only).
+    pub steps: Vec<UndoStep<'a>>,
+    /// Ids of the steps undone by their own rollback, most recent first.
     pub undo: Vec<&'a str>,
+    /// Ids of the steps the checkpoint's `restore` brings back.
+    pub restored: Vec<&'a str>,
+    /// Ids of the steps left as they are: no rollback, and no restore covers them.
+    pub left: Vec<&'a str>,
     /// The checkpoint the run returns to, if any.
     pub back_to: Option<&'a str>,
-    /// The checkpoint whose `restore` action replaces the per-step undos.
+    /// The checkpoint whose `restore` runs last, if it has one.
     pub restore_from: Option<&'a str>,
     /// The service is closed at this point, and the rollback ends by reopening it.
     pub reopen: bool,
+}
+
+/// One step a rollback goes back over.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoStep<'a> {
+    pub step: &'a str,
+    /// `rollback` (its own), `restore` (the checkpoint's restore brings it back) or
+    /// `left` (left as it is).
+    pub how: &'static str,
 }
 
 /// Builds the plan. `start` overrides the window's start; without either, now.
@@ -266,14 +283,18 @@ pub(crate) fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
     }
 }
 
-/// The rollback path for a failure of the step at `pos` in execution order: the
-/// completed steps after the most recent checkpoint, undone in reverse, or that
-/// checkpoint's `restore` action.
+/// The rollback path for a failure of the step at `pos` in execution order: the steps
+/// after the most recent checkpoint, most recent first, each undone by its rollback,
+/// brought back by the checkpoint's `restore`, or left as it is (the engine's rule,
+/// `engine::undo`).
 fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
     let step = &rb.steps[rb.order[pos]];
     let mut path = FailurePath {
         policy: step.on_failure.as_str(),
+        steps: Vec::new(),
         undo: Vec::new(),
+        restored: Vec::new(),
+        left: Vec::new(),
         back_to: None,
         restore_from: None,
         reopen: false,
@@ -281,37 +302,37 @@ fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
     if step.on_failure != OnFailure::Rollback {
         return path;
     }
-    let done = &rb.order[..pos];
+    // A fan-out step that fails may have items to undo itself.
+    let done = if step.for_each.is_some() {
+        &rb.order[..=pos]
+    } else {
+        &rb.order[..pos]
+    };
     path.reopen = closed;
-    let checkpoint = done.iter().rposition(|&i| rb.steps[i].checkpoint);
-    if let Some(c) = checkpoint {
-        let cp = &rb.steps[done[c]];
+    let checkpoint = rb.order[..pos].iter().rposition(|&i| rb.steps[i].checkpoint);
+    let cp = checkpoint.map(|c| &rb.steps[done[c]]);
+    if let Some(cp) = cp {
         path.back_to = Some(&cp.id);
         if cp.restore.is_some() {
             path.restore_from = Some(&cp.id);
-            return path;
         }
     }
     let from = checkpoint.map(|c| c + 1).unwrap_or(0);
-    path.undo = done[from..]
-        .iter()
-        .rev()
-        .filter(|&&i| changes_things(&rb.steps[i]))
-        .map(|&i| rb.steps[i].id.as_str())
-        .collect();
+    for &i in done[from..].iter().rev() {
+        let s = &rb.steps[i];
+        let how = undo::how(cp, s, &rb.vars);
+        match how {
+            undo::How::Rollback => path.undo.push(&s.id),
+            undo::How::Restore(_) => path.restored.push(&s.id),
+            undo::How::Left => path.left.push(&s.id),
+            undo::How::Nothing => continue,
+        }
+        path.steps.push(UndoStep {
+            step: &s.id,
+            how: how.as_str(),
+        });
+    }
     path
-}
-
-/// Whether a step leaves something to undo. Checks, approvals, announcements and
-/// backups change nothing in the service; close and reopen are settled by the rollback
-/// itself, which always ends with the service open.
-fn changes_things(s: &Step) -> bool {
-    s.rollback.is_some()
-        || s.run.is_some()
-        || matches!(
-            s.kind,
-            Kind::Patch | Kind::Migrate | Kind::Install | Kind::Restore
-        )
 }
 
 impl Plan<'_> {
@@ -498,53 +519,50 @@ impl Plan<'_> {
             );
         }
         out.push_str("\nIf a step fails:\n");
-        let undoable: std::collections::HashSet<&str> = self
-            .steps
-            .iter()
-            .filter(|s| s.rollback.is_some())
-            .map(|s| s.id)
-            .collect();
         for s in &self.steps {
             let _ = writeln!(
                 out,
                 "  {:id_w$}  {}",
                 s.id,
-                describe_failure(&s.if_it_fails, &undoable)
+                describe_failure(&s.if_it_fails)
             );
         }
         out
     }
 }
 
-fn describe_failure(f: &FailurePath<'_>, undoable: &std::collections::HashSet<&str>) -> String {
+fn describe_failure(f: &FailurePath<'_>) -> String {
     match f.policy {
         "pause" => "pause and wait for the operator".into(),
         "abort" => "abort the run, undoing nothing".into(),
         "continue" => "record the failure and continue".into(),
         _ => {
             let reopen = if f.reopen { "; reopen the service" } else { "" };
-            if let Some(cp) = &f.restore_from {
-                return format!("roll back: restore from checkpoint `{cp}`{reopen}");
-            }
-            let back = match &f.back_to {
-                Some(cp) => format!("back to checkpoint `{cp}`"),
-                None => "back to the start".into(),
-            };
-            if f.undo.is_empty() {
-                return format!("roll back: nothing to undo ({back}){reopen}");
-            }
-            let undo: Vec<String> = f
-                .undo
+            let mut parts: Vec<String> = f
+                .steps
                 .iter()
-                .map(|id| {
-                    if undoable.contains(id) {
-                        format!("undo {id}")
-                    } else {
-                        format!("{id} (no rollback, left as is)")
-                    }
+                .filter(|u| u.how == "rollback" || u.how == "left")
+                .map(|u| match u.how {
+                    "rollback" => format!("undo {}", u.step),
+                    _ => format!("{} (no rollback, left as is)", u.step),
                 })
                 .collect();
-            format!("roll back: {}; {back}{reopen}", undo.join(", "))
+            let back = match (&f.back_to, &f.restore_from) {
+                (Some(cp), Some(_)) if f.restored.is_empty() => {
+                    format!("restore from checkpoint `{cp}`")
+                }
+                (Some(cp), Some(_)) => format!(
+                    "restore from checkpoint `{cp}` (brings back {})",
+                    f.restored.join(", ")
+                ),
+                (Some(cp), None) => format!("back to checkpoint `{cp}`"),
+                (None, _) => "back to the start".into(),
+            };
+            if parts.is_empty() && f.restore_from.is_none() {
+                return format!("roll back: nothing to undo ({back}){reopen}");
+            }
+            parts.push(back);
+            format!("roll back: {}{reopen}", parts.join("; "))
         }
     }
 }
@@ -574,11 +592,15 @@ steps:
         let p = plan(&rb, None, Utc::now());
         let step = |id: &str| p.steps.iter().find(|s| s.id == id).unwrap();
         // Before any checkpoint: back to the start, undoing what changed things.
-        assert_eq!(step("snap").if_it_fails.undo, vec!["pre"]);
+        assert!(step("snap").if_it_fails.undo.is_empty());
+        assert_eq!(step("snap").if_it_fails.left, vec!["pre"]);
         assert_eq!(step("snap").if_it_fails.back_to, None);
         // After it: only the steps since the checkpoint, most recent first.
         let f = &step("reopen").if_it_fails;
-        assert_eq!(f.undo, vec!["m2", "m1"]);
+        assert_eq!(f.undo, vec!["m1"]);
+        assert_eq!(f.left, vec!["m2"]);
+        let how: Vec<(&str, &str)> = f.steps.iter().map(|u| (u.step, u.how)).collect();
+        assert_eq!(how, vec![("m2", "left"), ("m1", "rollback")]);
         assert_eq!(f.back_to, Some("snap"));
         assert!(f.reopen);
         assert!(step("m1").if_it_fails.reopen);

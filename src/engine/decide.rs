@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::state::{ItemStatus, RunState, RunStatus, StepRun, StepStatus};
+use super::undo;
 use crate::runbook::{Kind, OnFailure, Runbook, Step};
 
 /// The next thing to do.
@@ -52,7 +53,8 @@ pub enum Next {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Completed,
-    RolledBack,
+    /// Rolled back; `left`: the steps left as they were (they had no way back).
+    RolledBack { left: Vec<String> },
     Failed(String),
     Aborted(String),
 }
@@ -176,43 +178,38 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
             rerun: rb.steps[i].idempotent,
         };
     }
+    // Every step after the checkpoint that a restore does not bring back is undone by
+    // its own rollback, most recent first; then the checkpoint's restore, if it has one.
     let order = &rb.order;
-    let checkpoint = order.iter().rposition(|&i| {
-        let s = state.step(&rb.steps[i].id).status;
-        rb.steps[i].checkpoint
-            && matches!(
-                s,
-                StepStatus::Succeeded | StepStatus::RollingBack | StepStatus::RolledBack
-            )
-    });
-    if let Some(c) = checkpoint {
-        let cp = &rb.steps[order[c]];
-        if cp.restore.is_some() {
-            match state.step(&cp.id).status {
-                StepStatus::Succeeded | StepStatus::RollingBack => {
-                    return Next::Restore { step: order[c] };
-                }
-                _ => return finish_rollback(state),
-            }
-        }
-    }
+    let checkpoint = undo::checkpoint(rb, state);
+    let cp = checkpoint.map(|c| &rb.steps[order[c]]);
     let from = checkpoint.map(|c| c + 1).unwrap_or(0);
     for &i in order[from..].iter().rev() {
         let step = &rb.steps[i];
-        let status = state.step(&step.id).status;
-        if step.rollback.is_some()
-            && matches!(status, StepStatus::Succeeded | StepStatus::RollingBack)
-        {
+        let run = state.step(&step.id);
+        let pending = undo::has_work_to_undo(run) || run.status == StepStatus::RollingBack;
+        if pending && undo::how(cp, step, &state.vars) == undo::How::Rollback {
             return Next::RollbackStep { step: i };
         }
     }
-    finish_rollback(state)
+    if let Some(c) = checkpoint
+        && rb.steps[order[c]].restore.is_some()
+        && matches!(
+            state.step(&rb.steps[order[c]].id).status,
+            StepStatus::Succeeded | StepStatus::RollingBack
+        )
+    {
+        return Next::Restore { step: order[c] };
+    }
+    finish_rollback(rb, state)
 }
 
-fn finish_rollback(state: &RunState) -> Next {
+fn finish_rollback(rb: &Runbook, state: &RunState) -> Next {
     if state.closed {
         Next::Reopen
     } else {
-        Next::Finish(Outcome::RolledBack)
+        Next::Finish(Outcome::RolledBack {
+            left: undo::left_as_is(rb, state),
+        })
     }
 }

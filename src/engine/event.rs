@@ -109,14 +109,23 @@ pub enum Event {
     RollbackStarted { reason: String },
     /// Undoing one step.
     StepRollbackStarted { step: String },
-    /// One step undone.
-    StepRolledBack { step: String },
+    /// One step undone: by its own rollback, or (`by_restore`) by the restore of that
+    /// checkpoint, recorded with the restore's own outcome.
+    StepRolledBack {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_restore: Option<String>,
+    },
     /// Undoing one step failed; the run will end `failed`.
     StepRollbackFailed { step: String, error: String },
     /// All steps done.
     RunCompleted,
-    /// Rolled back to the checkpoint; the service is restored.
-    RunRolledBack,
+    /// Rolled back to the checkpoint. The service is restored unless `left` names steps
+    /// that changed something and had no way back: they are left as they are.
+    RunRolledBack {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<String>,
+    },
     /// The run needs a person: a rollback failed, or a step failed with no way back.
     RunFailed { reason: String },
     /// Stopped by an operator, or by the runbook's `on_failure: abort`.
@@ -238,7 +247,7 @@ impl Event {
             | Approved { step, .. }
             | Rejected { step, .. }
             | StepRollbackStarted { step }
-            | StepRolledBack { step }
+            | StepRolledBack { step, .. }
             | StepRollbackFailed { step, .. } => Some(step),
             _ => None,
         }
@@ -273,7 +282,7 @@ impl Event {
             StepRolledBack { .. } => "step_rolled_back",
             StepRollbackFailed { .. } => "step_rollback_failed",
             RunCompleted => "run_completed",
-            RunRolledBack => "run_rolled_back",
+            RunRolledBack { .. } => "run_rolled_back",
             RunFailed { .. } => "run_failed",
             RunAborted { .. } => "run_aborted",
             Published(_) => "published",

@@ -183,7 +183,10 @@ fn undo_started(id: &str) -> Event {
 }
 
 fn undone(id: &str) -> Event {
-    Event::StepRolledBack { step: id.into() }
+    Event::StepRolledBack {
+        step: id.into(),
+        by_restore: None,
+    }
 }
 
 fn undo_failed(id: &str) -> Event {
@@ -296,7 +299,7 @@ fn label(event: &Event) -> String {
         | E::StepRolledBack { .. }
         | E::StepRollbackFailed { .. }
         | E::RunCompleted
-        | E::RunRolledBack
+        | E::RunRolledBack { .. }
         | E::RunFailed { .. }
         | E::RunAborted { .. }
         | E::Published(_) => event.kind().to_owned(),
@@ -341,7 +344,7 @@ fn every_event(state: &RunState) -> Vec<Event> {
         paused(),
         rollback_started(),
         Event::RunCompleted,
-        Event::RunRolledBack,
+        Event::RunRolledBack { left: vec![] },
         run_failed(),
         run_aborted(),
         published(),
@@ -541,7 +544,7 @@ fn situations() -> Vec<Situation> {
         situation("completed", vec![run_started(), Event::RunCompleted], &[]),
         situation(
             "rolled back",
-            vec![run_started(), rollback_started(), Event::RunRolledBack],
+            vec![run_started(), rollback_started(), Event::RunRolledBack { left: vec![] }],
             &[],
         ),
         situation("failed", and(running("a"), [run_failed()]), &[]),
@@ -980,7 +983,7 @@ fn each_end_records_its_status_time_and_reason() {
         (&running, Event::RunCompleted, RunStatus::Completed, None),
         (
             &rolling,
-            Event::RunRolledBack,
+            Event::RunRolledBack { left: vec![] },
             RunStatus::RolledBack,
             Some("step `a` failed: boom"),
         ),
@@ -1218,8 +1221,13 @@ fn decide_rolls_back_most_recent_first_to_the_checkpoint_then_reopens() {
     // `prep` is before the checkpoint and stays done.
     assert_eq!(next(&rb, &journal), Next::Reopen);
     journal.push(Event::ServiceReopened);
-    assert_eq!(next(&rb, &journal), Next::Finish(Outcome::RolledBack));
-    journal.push(Event::RunRolledBack);
+    // `b` changed something and has no rollback: the run says it is left as it was.
+    let left = vec!["b".to_owned()];
+    assert_eq!(
+        next(&rb, &journal),
+        Next::Finish(Outcome::RolledBack { left: left.clone() })
+    );
+    journal.push(Event::RunRolledBack { left });
     assert_eq!(next(&rb, &journal), Next::Done(RunStatus::RolledBack));
 }
 
@@ -1266,7 +1274,7 @@ fn decide_rolls_back_only_to_the_most_recent_checkpoint_that_succeeded() {
     assert_eq!(next(&rb, &rolling_back(&all, "last")), undo("z"));
     let undone_z = and(rolling_back(&all, "last"), [undo_started("z"), undone("z")]);
     // The service was never closed: nothing to reopen.
-    assert_eq!(next(&rb, &undone_z), Next::Finish(Outcome::RolledBack));
+    assert_eq!(next(&rb, &undone_z), Next::Finish(Outcome::RolledBack { left: vec![] }));
     // A checkpoint that failed does not count.
     assert_eq!(next(&rb, &rolling_back(&all[..3], "cp2")), undo("y"));
     // With no checkpoint done, everything is undone.
@@ -1287,7 +1295,7 @@ steps:
 "#;
 
 #[test]
-fn decide_restores_a_checkpoint_instead_of_undoing_each_step() {
+fn decide_undoes_what_a_restore_does_not_bring_back_then_restores() {
     let rb = runbook(RESTORE);
     let restore = Next::Restore {
         step: ix(&rb, "snapshot"),
@@ -1295,6 +1303,12 @@ fn decide_restores_a_checkpoint_instead_of_undoing_each_step() {
     let mut journal = and(after(&["snapshot", "a"]), closing("close"));
     journal.extend([checking("bad", 1), started("bad", 1), failed("bad", 1)]);
     journal.push(rollback_started());
+    // A shell restore restores no database we know of: `a` is undone by its rollback.
+    assert_eq!(
+        next(&rb, &journal),
+        Next::RollbackStep { step: ix(&rb, "a") }
+    );
+    journal.extend([undo_started("a"), undone("a")]);
     assert_eq!(next(&rb, &journal), restore);
     journal.push(undo_started("snapshot"));
     let in_doubt = Next::InDoubt {
@@ -1305,7 +1319,60 @@ fn decide_restores_a_checkpoint_instead_of_undoing_each_step() {
     journal.push(undone("snapshot"));
     assert_eq!(next(&rb, &journal), Next::Reopen);
     journal.push(Event::ServiceReopened);
-    assert_eq!(next(&rb, &journal), Next::Finish(Outcome::RolledBack));
+    assert_eq!(
+        next(&rb, &journal),
+        Next::Finish(Outcome::RolledBack { left: vec![] })
+    );
+}
+
+/// A restore of the database `a` and `m` migrate, and an app step beside them.
+const RESTORE_DB: &str = r#"
+runbook: unit
+vars: { db: "sqlite://app.db" }
+steps:
+  - id: snapshot
+    kind: backup
+    checkpoint: true
+    with: { database: "{{vars.db}}" }
+    restore: { kind: restore, with: { database: "{{vars.db}}", from: "{{steps.snapshot.outputs.path}}" } }
+  - { id: m, kind: migrate, with: { database: "sqlite://app.db", dir: m }, rollback: { shell: "true" } }
+  - { id: app, kind: install, run: { shell: "true" }, rollback: { shell: "true" } }
+  - { id: other, kind: patch, run: { sql: "update t set x = 1", database: "sqlite://other.db" } }
+  - { id: bad, kind: patch, run: { shell: "false" } }
+"#;
+
+#[test]
+fn decide_restores_the_database_and_still_undoes_every_other_step() {
+    let rb = runbook(RESTORE_DB);
+    let mut journal = after(&["snapshot", "m", "app", "other"]);
+    journal.extend([checking("bad", 1), started("bad", 1), failed("bad", 1)]);
+    journal.push(rollback_started());
+    // The app step is undone; `m` is left to the restore; `other` cannot be undone.
+    assert_eq!(
+        next(&rb, &journal),
+        Next::RollbackStep { step: ix(&rb, "app") }
+    );
+    journal.extend([undo_started("app"), undone("app")]);
+    assert_eq!(
+        next(&rb, &journal),
+        Next::Restore {
+            step: ix(&rb, "snapshot")
+        }
+    );
+    journal.extend([
+        undo_started("snapshot"),
+        undone("snapshot"),
+        Event::StepRolledBack {
+            step: "m".into(),
+            by_restore: Some("snapshot".into()),
+        },
+    ]);
+    assert_eq!(
+        next(&rb, &journal),
+        Next::Finish(Outcome::RolledBack {
+            left: vec!["other".into()]
+        })
+    );
 }
 
 fn policy(on_failure: &str) -> Runbook {
@@ -1356,7 +1423,7 @@ fn decide_reports_every_ended_run_as_done() {
     let ends = [
         (vec![Event::RunCompleted], RunStatus::Completed),
         (
-            vec![rollback_started(), Event::RunRolledBack],
+            vec![rollback_started(), Event::RunRolledBack { left: vec![] }],
             RunStatus::RolledBack,
         ),
         (vec![run_failed()], RunStatus::Failed),

@@ -11,6 +11,8 @@ pub mod session;
 pub mod state;
 pub mod target;
 pub mod timing;
+pub mod undo;
+pub mod work;
 
 #[cfg(test)]
 mod fold_tests;

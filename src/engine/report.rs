@@ -255,12 +255,34 @@ pub fn describe(e: &Event) -> String {
         RunResumed { decision, by } => format!("run resumed ({decision:?}) by {by}").to_lowercase(),
         RollbackStarted { reason } => format!("ROLLING BACK: {reason}"),
         StepRollbackStarted { step } => format!("step {step}: undoing"),
-        StepRolledBack { step } => format!("step {step}: undone"),
+        StepRolledBack {
+            step,
+            by_restore: None,
+        } => format!("step {step}: undone"),
+        StepRolledBack {
+            step,
+            by_restore: Some(cp),
+        } => format!("step {step}: undone by the restore of checkpoint `{cp}`"),
         StepRollbackFailed { step, error } => format!("step {step}: UNDO FAILED: {error}"),
         Published(u) => format!("public update ({}): {}", u.status, u.body),
         RunCompleted => "run completed".into(),
-        RunRolledBack => "run rolled back: the service is restored".into(),
+        RunRolledBack { left } => rolled_back_words(left),
         RunFailed { reason } => format!("RUN FAILED: {reason}"),
         RunAborted { by, reason } => format!("run aborted by {by}: {reason}"),
     }
+}
+
+/// How a rolled-back run ends, in words: "restored" only when no step was left as it
+/// was.
+pub fn rolled_back_words(left: &[String]) -> String {
+    if left.is_empty() {
+        return "run rolled back: the service is restored".into();
+    }
+    let names: Vec<String> = left.iter().map(|s| format!("`{s}`")).collect();
+    format!(
+        "run rolled back, but NOT everything is restored: left as {} (no rollback, and no restore brings {} back): {}",
+        if left.len() == 1 { "it was" } else { "they were" },
+        if left.len() == 1 { "it" } else { "them" },
+        names.join(", ")
+    )
 }

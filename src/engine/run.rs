@@ -3,23 +3,21 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use indexmap::IndexMap;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::action::{self, Masker, Outcome, StepLog};
-use super::builtin;
+use super::action::{self, Masker, Outcome};
 use super::decide::{self, Next};
 use super::event::{Decision, Event};
 use super::report::Reporter;
 use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
-use super::target;
-use crate::runbook::{
-    Action, Check, Condition, ForEach, HttpCheck, Kind, MaxFailures, OnTimeout, Runbook, Step,
-    Target,
-};
+use super::undo;
+use super::work::{self, Unit, Worker};
+use crate::runbook::{Condition, ForEach, Kind, MaxFailures, OnTimeout, Runbook, Step};
 use crate::store::{Store, StoreError, now_ms};
 
 /// How often a runner at work looks for an operator's `runbook abort`.
@@ -372,12 +370,13 @@ impl<'a> Runner<'a> {
             Next::StartRollback { reason } => {
                 self.record(Event::RollbackStarted { reason }).await?;
             }
-            Next::RollbackStep { step } | Next::Restore { step } => self.undo(step).await?,
+            Next::RollbackStep { step } => self.undo(step, false).await?,
+            Next::Restore { step } => self.undo(step, true).await?,
             Next::Reopen => self.record(Event::ServiceReopened).await?,
             Next::Finish(outcome) => {
                 let event = match outcome {
                     decide::Outcome::Completed => Event::RunCompleted,
-                    decide::Outcome::RolledBack => Event::RunRolledBack,
+                    decide::Outcome::RolledBack { left } => Event::RunRolledBack { left },
                     decide::Outcome::Failed(reason) => Event::RunFailed { reason },
                     decide::Outcome::Aborted(reason) => Event::RunAborted {
                         by: "runbook (on_failure: abort)".into(),
@@ -458,102 +457,43 @@ impl<'a> Runner<'a> {
         Ok(Some(Some(Stop::Paused(reason))))
     }
 
-    /// When this run's window opened: as recorded at the start (`--now` opens it then),
-    /// else the runbook's planned start, else the run's start.
+    /// When this run's window opened (see [`work::window_start`]).
     fn window_start(&self, state: &RunState) -> Option<chrono::DateTime<chrono::Utc>> {
-        state
-            .window_start_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .or(self.rb.window.start)
-            .or_else(|| {
-                state
-                    .started_ms
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-            })
+        work::window_start(self.rb, state)
+    }
+
+    /// What a step's effects read of the run as it is now.
+    pub(crate) fn worker(&self) -> Worker<'_> {
+        Worker::new(
+            self.rb,
+            &self.state,
+            &self.run_id,
+            &self.masker,
+            &self.secrets,
+            &self.templates,
+            &self.log_dir,
+            self.read_only,
+        )
     }
 
     /// The values templates can use at this point of the run.
     pub(crate) fn context(&self, item: Option<&Value>) -> Value {
-        self.context_of(&self.state, item)
+        self.worker().context(item)
     }
 
     /// The values templates can use in `state`.
     pub(crate) fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
-        // Only steps that produced something: a template can refer to nothing else, and
-        // a run of a thousand steps need not copy a thousand empty maps per context.
-        let steps: serde_json::Map<String, Value> = state
-            .steps
-            .iter()
-            .filter(|(_, s)| !s.outputs.is_empty())
-            .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
-            .collect();
-        let window = &self.rb.window;
-        let start = self.window_start(state);
-        json!({
-            "vars": state.vars,
-            "targets": {},
-            "secrets": self.secrets,
-            "run": {
-                "id": self.run_id,
-                "runbook": self.rb.id,
-                "operator": state.operator,
-                "started_at": state.started_ms
-                    .and_then(chrono::DateTime::from_timestamp_millis)
-                    .map(|t| t.to_rfc3339()),
-            },
-            "window": {
-                "start": start.map(|t| t.to_rfc3339()),
-                "end": start.zip(window.duration).map(|(s, d)| (s + chrono::Duration::from_std(d).unwrap_or_default()).to_rfc3339()),
-                "duration": window.duration.map(crate::duration::fmt_duration),
-                "timezone": window.timezone.name(),
-            },
-            "steps": steps,
-            "item": item,
-        })
+        self.worker().context_of(state, item)
     }
 
-    fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
-        if !text.contains("{{") {
-            return Ok(text.to_owned());
-        }
-        match self.templates.render_template(text, ctx) {
-            // Outputs hold secrets as references; the action gets the values.
-            Ok(rendered) => Ok(self.masker.resolve(&rendered)),
-            Err(e) => Err(match e.reason() {
-                handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
-                    format!("`{{{{{path}}}}}` has no value at this point of the run (in `{text}`)")
-                }
-                reason => format!("template `{text}`: {reason}"),
-            }),
-        }
-    }
-
-    /// The request with its URL, headers, body and expected text rendered.
-    fn render_http(&self, h: &HttpCheck, ctx: &Value) -> Result<HttpCheck, String> {
-        Ok(HttpCheck {
-            url: self.render(&h.url, ctx)?,
-            headers: h
-                .headers
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
-                .collect::<Result<_, String>>()?,
-            body: h.body.as_ref().map(|b| self.render(b, ctx)).transpose()?,
-            expect_contains: h
-                .expect_contains
-                .as_ref()
-                .map(|c| self.render(c, ctx))
-                .transpose()?,
-            ..h.clone()
-        })
-    }
-
-    fn log(&self, step: &str) -> StepLog {
-        let path = self.log_dir.join(format!("{step}.log"));
-        StepLog::open(&path, self.masker.clone())
+    /// One condition, with this run's values (`runbook approve`'s checks, say).
+    pub(crate) async fn holds(&self, c: &Condition, ctx: &Value) -> Result<(), String> {
+        self.worker().holds(c, ctx).await
     }
 
     async fn run_step(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        let step = &self.rb.steps[i];
+        let rb = self.rb;
+        let step = &rb.steps[i];
         let id = step.id.clone();
         let checking = Event::StepChecking {
             step: id.clone(),
@@ -561,12 +501,16 @@ impl<'a> Runner<'a> {
         };
         // Events with no action between them share one commit.
         let mut batch = Vec::new();
-        if step.preconditions.is_empty() {
+        // A fan-out checks its preconditions per item, with that item.
+        if step.preconditions.is_empty() || step.for_each.is_some() {
             batch.push(checking);
         } else {
             self.record(checking).await?;
             let checked = self
-                .unless_aborted(self.preconditions(step), Err("the run was aborted".into()))
+                .unless_aborted(
+                    self.worker().preconditions(step),
+                    Err("the run was aborted".into()),
+                )
                 .await;
             if let Err(message) = checked {
                 self.record(Event::PreconditionFailed {
@@ -588,57 +532,52 @@ impl<'a> Runner<'a> {
             attempt,
             outputs: IndexMap::new(),
         };
+        let has_work = step.run.is_some()
+            || !step.checks.is_empty()
+            || step.for_each.is_some()
+            || step.kind == Kind::Wait
+            || work::has_builtin_work(step);
         match step.kind {
-            Kind::Close | Kind::Reopen if step.run.is_none() => {
-                let close = step.kind == Kind::Close;
-                if self.state.closed != close {
-                    batch.push(if close {
-                        Event::ServiceClosed
-                    } else {
-                        Event::ServiceReopened
-                    });
-                }
-                batch.push(succeeded);
-                return self.record_all(batch).await;
-            }
+            // `close` closes the service before its action runs (to stop the
+            // application, say); `reopen` reopens it once its action succeeded.
+            Kind::Close if !self.state.closed => batch.push(Event::ServiceClosed),
             Kind::Approve => {
                 batch.push(Event::ApprovalRequested { step: id });
                 self.record_all(batch).await?;
                 return self.await_approval(i).await;
             }
-            // Nothing to do but say so (an announcement, a kind with no action).
-            Kind::Announce | Kind::Patch | Kind::Install | Kind::Test | Kind::Verify
-                if step.run.is_none()
-                    && step.checks.is_empty()
-                    && step.for_each.is_none()
-                    && (step.kind != Kind::Verify || step.with.is_empty()) =>
-            {
-                batch.push(succeeded);
-                return self.record_all(batch).await;
-            }
-            _ => self.record_all(batch).await?,
+            _ => {}
         }
-        let outcome = match step.kind {
-            Kind::Wait => self.timed(step, self.wait_until(step)).await,
-            _ if step.for_each.is_some() => return self.fan_out(i, attempt).await,
-            _ => {
-                let mut ctx = self.context(None);
-                ctx["step"] = Value::from(id.as_str());
-                let mut log = self.log(&id);
-                let work = async {
-                    match self.act(step, &ctx, &mut log).await {
-                        Outcome::Succeeded(outputs) => {
-                            match self.checks(&step.checks, &ctx).await {
-                                Ok(()) => Outcome::Succeeded(outputs),
-                                Err(e) => Outcome::Failed(e),
-                            }
-                        }
-                        other => other,
-                    }
-                };
-                self.timed(step, work).await
+        if !has_work {
+            // Nothing to do but say so (an announcement, a kind with no action).
+            if step.kind == Kind::Reopen && self.state.closed {
+                batch.push(Event::ServiceReopened);
             }
-        };
+            batch.push(succeeded);
+            return self.record_all(batch).await;
+        }
+        self.record_all(batch).await?;
+        if step.for_each.is_some() {
+            return self.fan_out(i, attempt).await;
+        }
+        let outcome = self
+            .timed(step, self.worker().work(step, Unit::Step))
+            .await;
+        if step.kind == Kind::Reopen
+            && self.state.closed
+            && let Outcome::Succeeded(outputs) = outcome
+        {
+            return self
+                .record_all(vec![
+                    Event::ServiceReopened,
+                    Event::StepSucceeded {
+                        step: id,
+                        attempt,
+                        outputs,
+                    },
+                ])
+                .await;
+        }
         self.finish_attempt(&id, attempt, outcome).await
     }
 
@@ -708,287 +647,6 @@ impl<'a> Runner<'a> {
         self.record(event).await
     }
 
-    /// The step's own action: its `run`, or nothing (a kind whose work is its checks).
-    async fn act(&self, step: &Step, ctx: &Value, log: &mut StepLog) -> Outcome {
-        match &step.run {
-            Some(a) => self.action(a, ctx, log).await,
-            // A `verify` step with only `checks` has nothing built in to do.
-            None if builtin::has_builtin(step.kind)
-                && !(step.kind == Kind::Verify && step.with.is_empty()) =>
-            {
-                self.builtin(step.kind, &step.with, ctx, log).await
-            }
-            None => Outcome::Succeeded(IndexMap::new()),
-        }
-    }
-
-    /// A kind's built-in behaviour, its `with` rendered first.
-    async fn builtin(
-        &self,
-        kind: Kind,
-        with: &IndexMap<String, Value>,
-        ctx: &Value,
-        log: &mut StepLog,
-    ) -> Outcome {
-        let name = ctx["step"].as_str().unwrap_or_default();
-        match self.builtin_item(kind, with, ctx, name, Arc::new(self.all_outputs())) {
-            Ok(item) => item.run(log).await,
-            Err(e) => Outcome::Failed(e),
-        }
-    }
-
-    /// A built-in behaviour ready to run on its own (a fan-out item's task, say): `with`
-    /// rendered, and what it needs of the run owned. `name` (`STEP` or `STEP.N`) names
-    /// its files.
-    fn builtin_item(
-        &self,
-        kind: Kind,
-        with: &IndexMap<String, Value>,
-        ctx: &Value,
-        name: &str,
-        outputs: Arc<Outputs>,
-    ) -> Result<BuiltinItem, String> {
-        Ok(BuiltinItem {
-            kind,
-            with: with
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
-                .collect::<Result<_, String>>()?,
-            work_dir: self.work_dir(),
-            run_id: self.run_id.clone(),
-            name: name.to_owned(),
-            outputs,
-        })
-    }
-
-    /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify`
-    /// finds what a fan-out `backup` recorded of each file).
-    fn all_outputs(&self) -> Outputs {
-        let mut all = IndexMap::new();
-        for (id, s) in &self.state.steps {
-            all.insert(id.clone(), s.outputs.clone());
-            for (ix, o) in &s.item_outputs {
-                all.insert(format!("{id}.{ix}"), o.clone());
-            }
-        }
-        all
-    }
-
-    /// Every string in a `with` value rendered as a template.
-    fn render_value(&self, v: &Value, ctx: &Value) -> Result<Value, String> {
-        Ok(match v {
-            Value::String(s) => Value::String(self.render(s, ctx)?),
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .map(|x| self.render_value(x, ctx))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(o) => Value::Object(
-                o.iter()
-                    .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-            other => other.clone(),
-        })
-    }
-
-    /// This run's directory for the files built-in actions make (backups, scratch).
-    fn work_dir(&self) -> PathBuf {
-        let state_dir = self
-            .log_dir
-            .parent()
-            .and_then(|logs| logs.parent())
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        state_dir.join("work").join(&self.run_id)
-    }
-
-    async fn action(&self, a: &Action, ctx: &Value, log: &mut StepLog) -> Outcome {
-        match a {
-            Action::Shell {
-                command,
-                env,
-                cwd,
-                timeout,
-            } => {
-                let rendered = (|| {
-                    let command = self.render(command, ctx)?;
-                    let env = env
-                        .iter()
-                        .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
-                        .collect::<Result<IndexMap<_, _>, String>>()?;
-                    let cwd = cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?;
-                    Ok::<_, String>((command, env, cwd))
-                })();
-                match rendered {
-                    Ok((command, env, cwd)) => {
-                        action::shell(
-                            &command,
-                            &env,
-                            cwd.as_deref().map(std::path::Path::new),
-                            *timeout,
-                            log,
-                        )
-                        .await
-                    }
-                    Err(e) => Outcome::Failed(e),
-                }
-            }
-            Action::Sql {
-                sql,
-                database,
-                transaction,
-            } => match (self.render(sql, ctx), self.render(database, ctx)) {
-                (Ok(sql), Ok(db)) => target::sql(&db, &sql, *transaction, None).await,
-                (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
-            },
-            Action::Http(h) => match self.render_http(h, ctx) {
-                Ok(h) => action::http(&h, log).await,
-                Err(e) => Outcome::Failed(e),
-            },
-            Action::Builtin { kind, with } => self.builtin(*kind, with, ctx, log).await,
-        }
-    }
-
-    async fn preconditions(&self, step: &Step) -> Result<(), String> {
-        if step.preconditions.is_empty() {
-            return Ok(());
-        }
-        let ctx = self.context(None);
-        let deadline = step.wait_for.map(|w| Instant::now() + w);
-        loop {
-            let result = self.conditions(&step.preconditions, &ctx).await;
-            match (result, deadline) {
-                (Ok(()), _) => return Ok(()),
-                (Err(e), Some(d)) if Instant::now() < d => {
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_secs(1).min(d - Instant::now())).await;
-                }
-                (Err(e), _) => return Err(e),
-            }
-        }
-    }
-
-    async fn checks(&self, checks: &[Condition], ctx: &Value) -> Result<(), String> {
-        if checks.is_empty() {
-            return Ok(());
-        }
-        self.conditions(checks, ctx).await
-    }
-
-    /// Every condition, in order; the first that does not hold fails with its message.
-    async fn conditions(&self, conditions: &[Condition], ctx: &Value) -> Result<(), String> {
-        for c in conditions {
-            self.holds(c, ctx).await?;
-        }
-        Ok(())
-    }
-
-    /// One condition; when it does not hold, its `message` says what that means.
-    pub(crate) async fn holds(&self, c: &Condition, ctx: &Value) -> Result<(), String> {
-        self.condition(&c.check, ctx)
-            .await
-            .map_err(|why| match &c.message {
-                Some(m) => format!("{m}: {why}"),
-                None => why,
-            })
-    }
-
-    async fn condition(&self, check: &Check, ctx: &Value) -> Result<(), String> {
-        match check {
-            Check::Sql {
-                sql,
-                database,
-                expect,
-            } => {
-                let sql = self.render(sql, ctx)?;
-                let db = self.render(database, ctx)?;
-                target::sql_check(&db, &sql, expect.as_ref(), self.read_only).await
-            }
-            Check::Shell { command, env } => {
-                let command = self.render(command, ctx)?;
-                let env = env
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
-                    .collect::<Result<IndexMap<_, _>, String>>()?;
-                let mut log = StepLog::memory(self.masker.clone());
-                match action::shell(
-                    &command,
-                    &env,
-                    None,
-                    Some(Duration::from_secs(300)),
-                    &mut log,
-                )
-                .await
-                {
-                    Outcome::Succeeded(_) => Ok(()),
-                    Outcome::Failed(e) => Err(e),
-                    Outcome::TimedOut => Err(format!("`{command}` timed out")),
-                }
-            }
-            Check::Window { remaining_at_least } => {
-                let (Some(start), Some(duration)) =
-                    (self.window_start(&self.state), self.rb.window.duration)
-                else {
-                    return Ok(());
-                };
-                let end = start + chrono::Duration::from_std(duration).unwrap_or_default();
-                let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
-                if left >= *remaining_at_least {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "only {} of the window is left, {} needed",
-                        crate::duration::fmt_duration(left),
-                        crate::duration::fmt_duration(*remaining_at_least)
-                    ))
-                }
-            }
-            Check::Step { id, state } => {
-                let got = self.state.step(id).status;
-                let want = match state {
-                    crate::runbook::StepState::Succeeded => StepStatus::Succeeded,
-                    crate::runbook::StepState::Failed => StepStatus::Failed,
-                    crate::runbook::StepState::Skipped => StepStatus::Skipped,
-                    crate::runbook::StepState::TimedOut => StepStatus::TimedOut,
-                    crate::runbook::StepState::RolledBack => StepStatus::RolledBack,
-                };
-                if got == want {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "step `{id}` is {}, not {}",
-                        got.as_str(),
-                        want.as_str()
-                    ))
-                }
-            }
-            Check::Http(h) => {
-                let h = self.render_http(h, ctx)?;
-                let mut log = StepLog::memory(self.masker.clone());
-                match action::http(&h, &mut log).await {
-                    Outcome::Succeeded(_) => Ok(()),
-                    Outcome::Failed(e) => Err(e),
-                    Outcome::TimedOut => Err(format!("{} {} timed out", h.method, h.url)),
-                }
-            }
-        }
-    }
-
-    async fn wait_until(&self, step: &Step) -> Outcome {
-        let ctx = self.context(None);
-        let interval = step.interval.unwrap_or(Duration::from_secs(10));
-        let deadline = step.timeout.map(|t| Instant::now() + t);
-        loop {
-            match self.conditions(&step.until, &ctx).await {
-                Ok(()) => return Outcome::Succeeded(IndexMap::new()),
-                Err(_) if deadline.is_some_and(|d| Instant::now() + interval > d) => {
-                    return Outcome::TimedOut;
-                }
-                Err(_) => tokio::time::sleep(interval).await,
-            }
-        }
-    }
 
     async fn await_approval(&mut self, i: usize) -> Result<(), EngineError> {
         let step = &self.rb.steps[i];
@@ -1021,11 +679,30 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Runs the items of a fan-out step not yet done, `concurrency` at a time.
+
+    /// Runs the items of a fan-out step not yet done, `concurrency` at a time, each
+    /// through the same work as a single step ([`Worker::work`]) with its `{{item}}`.
     async fn fan_out(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
-        let step = &self.rb.steps[i];
+        let rb = self.rb;
+        let step = &rb.steps[i];
         let id = step.id.clone();
-        let items = match self.items(step).await {
+        // What the items read of the run: the run as the step starts (the items record
+        // only their own starts and outcomes).
+        let state = self.state.clone();
+        let (run_id, masker, secrets) =
+            (self.run_id.clone(), self.masker.clone(), self.secrets.clone());
+        let (templates, log_dir) = (self.templates.clone(), self.log_dir.clone());
+        let worker = Worker::new(
+            rb,
+            &state,
+            &run_id,
+            &masker,
+            &secrets,
+            &templates,
+            &log_dir,
+            self.read_only,
+        );
+        let items = match worker.items(step).await {
             Ok(items) => items,
             Err(e) => {
                 return self
@@ -1058,9 +735,7 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
-        // What earlier steps produced, read once for every item of this step.
-        let outputs = Arc::new(self.all_outputs());
-        let mut running = tokio::task::JoinSet::new();
+        let mut running = FuturesUnordered::new();
         let concurrency = step.concurrency.max(1) as usize;
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut timed_out = false;
@@ -1085,17 +760,11 @@ impl<'a> Runner<'a> {
                 self.record_all(started).await?;
             }
             for ix in launch {
-                let ctx = self.context(Some(&items[ix]));
-                let prepared =
-                    self.prepare_item(step, &ctx, &format!("{id}.{ix}"), outputs.clone());
-                let mut log = self.log(&format!("{id}.{ix}"));
-                running.spawn(async move {
-                    let outcome = match prepared {
-                        Ok(p) => p.run(&mut log).await,
-                        Err(e) => Outcome::Failed(e),
-                    };
-                    (ix, outcome)
-                });
+                let (worker, item) = (&worker, &items[ix]);
+                running.push(async move { (ix, worker.work(step, Unit::Item(ix, item)).await) });
+            }
+            if running.is_empty() {
+                break;
             }
             let until = async {
                 match deadline {
@@ -1113,7 +782,7 @@ impl<'a> Runner<'a> {
             };
             let mut overrun = false;
             let first = tokio::select! {
-                joined = running.join_next() => joined,
+                joined = running.next() => joined,
                 () = until => {
                     timed_out = true;
                     None
@@ -1139,13 +808,12 @@ impl<'a> Runner<'a> {
             let Some(first) = first else { break };
             // Everything that has finished by now goes into one commit.
             let mut finished = vec![first];
-            while let Some(more) = running.try_join_next() {
+            while let Some(Some(more)) = running.next().now_or_never() {
                 finished.push(more);
             }
             let outcomes = finished
                 .into_iter()
-                .map(|joined| {
-                    let (index, outcome) = joined.expect("item tasks do not panic");
+                .map(|(index, outcome)| {
                     let step = id.clone();
                     match outcome {
                         Outcome::Succeeded(outputs) => Event::ItemSucceeded {
@@ -1170,8 +838,8 @@ impl<'a> Runner<'a> {
                 .collect();
             self.record_all(outcomes).await?;
         }
-        // Items still running are stopped (their process groups killed) as the set drops.
-        running.abort_all();
+        // Items still running are stopped (their process groups killed) as they drop.
+        drop(running);
         if aborted {
             return self
                 .finish_attempt(
@@ -1196,157 +864,47 @@ impl<'a> Runner<'a> {
         self.finish_attempt(&id, attempt, outcome).await
     }
 
-    async fn items(&self, step: &Step) -> Result<Vec<Value>, String> {
-        match step.for_each.as_ref().expect("fan-out step") {
-            ForEach::Items(items) => Ok(items.clone()),
-            ForEach::Target(name) => match self.rb.targets.get(name) {
-                Some(Target::Static(items)) => Ok(items.clone()),
-                Some(Target::Query { sql, database }) => {
-                    let ctx = self.context(None);
-                    let sql = self.render(sql, &ctx)?;
-                    let db = self.render(database, &ctx)?;
-                    target::query_items(&db, &sql).await
-                }
-                None => Err(format!("unknown target `{name}`")),
-            },
-        }
-    }
-
-    /// One fan-out item's work with its templates rendered; `name` (`STEP.N`) names its
-    /// files.
-    fn prepare_item(
-        &self,
-        step: &Step,
-        ctx: &Value,
-        name: &str,
-        outputs: Arc<Outputs>,
-    ) -> Result<Prepared, String> {
-        let builtin = |kind: Kind, with: &IndexMap<String, Value>| {
-            Ok(Prepared::Builtin(Box::new(self.builtin_item(
-                kind,
-                with,
-                ctx,
-                name,
-                outputs.clone(),
-            )?)))
-        };
-        match step.run.as_deref() {
-            Some(Action::Shell {
-                command, env, cwd, ..
-            }) => Ok(Prepared::Shell {
-                command: self.render(command, ctx)?,
-                env: env
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
-                    .collect::<Result<_, String>>()?,
-                cwd: cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?,
-            }),
-            Some(Action::Sql {
-                sql,
-                database,
-                transaction,
-            }) => Ok(Prepared::Sql {
-                sql: self.render(sql, ctx)?,
-                database: self.render(database, ctx)?,
-                transaction: *transaction,
-            }),
-            Some(Action::Http(h)) => Ok(Prepared::Http(self.render_http(h, ctx)?)),
-            Some(Action::Builtin { kind, with }) => builtin(*kind, with),
-            // A database kind fans out its own behaviour: back up every tenant, say.
-            None if builtin::has_builtin(step.kind) && !step.with.is_empty() => {
-                builtin(step.kind, &step.with)
-            }
-            None => Ok(Prepared::Nothing),
-        }
-    }
-
-    /// Undoes one step (its `rollback`), or restores a checkpoint (its `restore`).
-    async fn undo(&mut self, i: usize) -> Result<(), EngineError> {
-        let step = &self.rb.steps[i];
+    /// Undoes one step with its `rollback`, or (`restore`) restores a checkpoint with
+    /// its `restore` action: a fan-out one item by item. A restore that succeeds also
+    /// records the steps it brought back.
+    async fn undo(&mut self, i: usize, restore: bool) -> Result<(), EngineError> {
+        let rb = self.rb;
+        let step = &rb.steps[i];
         let id = step.id.clone();
-        if self.state.step(&id).status == StepStatus::Succeeded {
+        if self.state.step(&id).status != StepStatus::RollingBack {
             self.record(Event::StepRollbackStarted { step: id.clone() })
                 .await?;
         }
-        let action = step
-            .restore
-            .as_deref()
-            .filter(|_| step.checkpoint)
-            .or(step.rollback.as_deref())
-            .expect("decide only undoes steps with an action");
-        let restoring = step.checkpoint && step.restore.is_some();
-        let outcome = if step.for_each.is_some() && !restoring {
-            self.undo_items(step, action).await
+        let action = if restore {
+            step.restore.as_deref()
         } else {
-            let mut ctx = self.context(None);
-            ctx["step"] = Value::from(id.as_str());
-            let mut log = self.log(&format!("{id}.rollback"));
-            self.undo_once(step, action, &ctx, &mut log).await
-        };
-        let event = match outcome {
-            Outcome::Succeeded(_) => Event::StepRolledBack { step: id },
-            Outcome::Failed(error) => Event::StepRollbackFailed { step: id, error },
-            Outcome::TimedOut => Event::StepRollbackFailed {
+            step.rollback.as_deref()
+        }
+        .expect("decide only undoes steps with an action");
+        let outcome = self.worker().undo(step, action).await;
+        let events = match outcome {
+            Outcome::Succeeded(_) => {
+                let mut events = vec![Event::StepRolledBack {
+                    step: id.clone(),
+                    by_restore: None,
+                }];
+                if restore {
+                    events.extend(undo::restored_by(rb, &self.state, i).into_iter().map(
+                        |step| Event::StepRolledBack {
+                            step,
+                            by_restore: Some(id.clone()),
+                        },
+                    ));
+                }
+                events
+            }
+            Outcome::Failed(error) => vec![Event::StepRollbackFailed { step: id, error }],
+            Outcome::TimedOut => vec![Event::StepRollbackFailed {
                 step: id,
                 error: "timed out".into(),
-            },
+            }],
         };
-        self.record(event).await
-    }
-
-    async fn undo_once(
-        &self,
-        step: &Step,
-        action: &Action,
-        ctx: &Value,
-        log: &mut StepLog,
-    ) -> Outcome {
-        match step.timeout {
-            Some(t) => tokio::time::timeout(t, self.action(action, ctx, log))
-                .await
-                .unwrap_or(Outcome::TimedOut),
-            None => self.action(action, ctx, log).await,
-        }
-    }
-
-    /// A fan-out step is undone item by item, most recent first, each with its `{{item}}`
-    /// and its own outputs as `{{steps.ID.outputs.NAME}}` (the version that tenant was
-    /// migrated from, say). Items that failed did nothing to undo.
-    async fn undo_items(&self, step: &Step, action: &Action) -> Outcome {
-        let items = match self.items(step).await {
-            Ok(items) => items,
-            Err(e) => return Outcome::Failed(format!("cannot list the items to undo: {e}")),
-        };
-        let run = self.state.step(&step.id);
-        let done: Vec<usize> = run
-            .items
-            .iter()
-            .filter(|(_, s)| **s == ItemStatus::Succeeded)
-            .map(|(ix, _)| *ix)
-            .collect();
-        for ix in done.into_iter().rev() {
-            let Some(item) = items.get(ix) else {
-                return Outcome::Failed(format!(
-                    "item {ix} is no longer in the list of items; undo it by hand"
-                ));
-            };
-            let mut ctx = self.context(Some(item));
-            ctx["step"] = Value::from(format!("{}.{ix}", step.id));
-            if let Some(outputs) = run.item_outputs.get(&ix) {
-                let mut merged = run.outputs.clone();
-                merged.extend(outputs.clone());
-                ctx["steps"][step.id.as_str()]["outputs"] = json!(merged);
-            }
-            let mut log = self.log(&format!("{}.{ix}.rollback", step.id));
-            match self.undo_once(step, action, &ctx, &mut log).await {
-                Outcome::Succeeded(_) => {}
-                Outcome::Failed(e) => return Outcome::Failed(format!("item {ix} ({item}): {e}")),
-                Outcome::TimedOut => {
-                    return Outcome::Failed(format!("item {ix} ({item}): timed out"));
-                }
-            }
-        }
-        Outcome::Succeeded(IndexMap::new())
+        self.record_all(events).await
     }
 }
 
@@ -1363,74 +921,5 @@ fn crash_point(seq: i64) {
     if *at == Some(seq) {
         // SAFETY: sending a signal to ourselves.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    }
-}
-
-/// A fan-out item's action with its templates rendered, ready to run on its own task.
-enum Prepared {
-    Shell {
-        command: String,
-        env: IndexMap<String, String>,
-        cwd: Option<String>,
-    },
-    Sql {
-        sql: String,
-        database: String,
-        transaction: bool,
-    },
-    Http(HttpCheck),
-    Builtin(Box<BuiltinItem>),
-    Nothing,
-}
-
-impl BuiltinItem {
-    async fn run(self, log: &mut StepLog) -> Outcome {
-        let env = builtin::Env {
-            work_dir: self.work_dir,
-            run_id: &self.run_id,
-            step: &self.name,
-            outputs: &self.outputs,
-            log,
-        };
-        builtin::run(self.kind, &self.with, env).await
-    }
-}
-
-/// A built-in behaviour with what it needs owned, so it can run on its own task.
-struct BuiltinItem {
-    kind: Kind,
-    with: IndexMap<String, Value>,
-    work_dir: PathBuf,
-    run_id: String,
-    /// `STEP.N`: names the item's files (a default backup path, say).
-    name: String,
-    outputs: Arc<Outputs>,
-}
-
-/// Outputs by step id (and `STEP.N` for fan-out items).
-type Outputs = IndexMap<String, IndexMap<String, Value>>;
-
-impl Prepared {
-    async fn run(self, log: &mut StepLog) -> Outcome {
-        match self {
-            Prepared::Shell { command, env, cwd } => {
-                action::shell(
-                    &command,
-                    &env,
-                    cwd.as_deref().map(std::path::Path::new),
-                    None,
-                    log,
-                )
-                .await
-            }
-            Prepared::Sql {
-                sql,
-                database,
-                transaction,
-            } => target::sql(&database, &sql, transaction, None).await,
-            Prepared::Http(h) => action::http(&h, log).await,
-            Prepared::Builtin(b) => b.run(log).await,
-            Prepared::Nothing => Outcome::Succeeded(IndexMap::new()),
-        }
     }
 }

@@ -458,10 +458,20 @@ impl RunState {
                     self.status = R::Running;
                 }
                 E::StepRollbackStarted { .. } => {
-                    if !rolling || step.status != S::Succeeded {
+                    if !rolling || !super::undo::has_work_to_undo(step) {
                         return Err(illegal(step.status));
                     }
                     step.status = S::RollingBack;
+                }
+                // Brought back by a checkpoint's restore, with the restore's outcome.
+                E::StepRolledBack {
+                    by_restore: Some(_),
+                    ..
+                } => {
+                    if !rolling || !super::undo::has_work_to_undo(step) {
+                        return Err(illegal(step.status));
+                    }
+                    step.status = S::RolledBack;
                 }
                 E::StepRolledBack { .. } | E::StepRollbackFailed { .. } => {
                     if !rolling || step.status != S::RollingBack {
@@ -597,7 +607,7 @@ impl RunState {
                 self.status = R::Completed;
                 self.ended_ms = Some(at_ms);
             }
-            E::RunRolledBack => {
+            E::RunRolledBack { .. } => {
                 // Not while an undo has no outcome, nor after one failed (that run
                 // ends `failed`).
                 let unfinished = self.steps.values().any(|s| {

@@ -436,7 +436,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                 outcome: RollbackOutcome::InProgress,
                 steps: Vec::new(),
             }),
-            Event::RunRolledBack | Event::RunFailed { .. } | Event::RunAborted { .. } => {
+            Event::RunRolledBack { .. } | Event::RunFailed { .. } | Event::RunAborted { .. } => {
                 if let Some(rb) = rollbacks
                     .last_mut()
                     .filter(|rb| rb.outcome == RollbackOutcome::InProgress)
@@ -445,7 +445,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                     rb.ended_at_ms = Some(at);
                     rb.duration_ms = Some(at - rb.started_at_ms);
                     rb.outcome = match e {
-                        Event::RunRolledBack => RollbackOutcome::RolledBack,
+                        Event::RunRolledBack { .. } => RollbackOutcome::RolledBack,
                         Event::RunFailed { .. } => RollbackOutcome::Failed,
                         _ => RollbackOutcome::Aborted,
                     };
@@ -896,13 +896,16 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                     .unwrap_or_default()
             )),
             Event::RollbackStarted { reason } => Some(format!("ROLLBACK started: {reason}")),
-            Event::StepRolledBack { step } => Some(format!("{} undone", name(step))),
+            Event::StepRolledBack { step, by_restore } => Some(match by_restore {
+                Some(cp) => format!("{} undone by the restore of `{cp}`", name(step)),
+                None => format!("{} undone", name(step)),
+            }),
             Event::StepRollbackFailed { step, error } => {
                 Some(format!("{} UNDO FAILED: {error}", name(step)))
             }
             Event::Published(u) => Some(format!("public update ({}): {}", u.status, u.body)),
             Event::RunCompleted => Some("run completed".into()),
-            Event::RunRolledBack => Some("run rolled back: the service is restored".into()),
+            Event::RunRolledBack { left } => Some(crate::engine::report::rolled_back_words(left)),
             Event::RunFailed { reason } => Some(format!("RUN FAILED: {reason}")),
             Event::RunAborted { by, reason } => Some(format!("run aborted by {by}: {reason}")),
             Event::StepChecking { .. }

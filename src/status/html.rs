@@ -759,7 +759,7 @@ mod tests {
     fn the_html_is_csp_clean_and_well_formed_enough() {
         let streams = [
             running(),
-            finished("old-1", T0 - 5000 * MIN, Event::RunRolledBack),
+            finished("old-1", T0 - 5000 * MIN, Event::RunRolledBack { left: vec![] }),
             finished(
                 "old-2",
                 T0 - 6000 * MIN,
@@ -818,7 +818,7 @@ mod tests {
     #[test]
     fn the_maintenance_page_says_how_it_ended() {
         let streams = [
-            finished("rb", T0 - 5000 * MIN, Event::RunRolledBack),
+            finished("rb", T0 - 5000 * MIN, Event::RunRolledBack { left: vec![] }),
             finished(
                 "failed",
                 T0 - 6000 * MIN,

@@ -639,7 +639,7 @@ fn fold_run(
             Event::RollbackStarted { .. } => {
                 m.status = MaintenanceStatus::InProgress;
             }
-            Event::RunCompleted | Event::RunRolledBack => {
+            Event::RunCompleted | Event::RunRolledBack { .. } => {
                 m.status = MaintenanceStatus::Completed;
                 m.ended_ms = Some(r.at_ms);
                 m.updated_ms = r.at_ms;

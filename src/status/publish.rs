@@ -328,7 +328,7 @@ impl<'a> Publisher<'a> {
                 Event::RunCompleted => {
                     self.update("completed", "completed", base, None, None, None)
                 }
-                Event::RunRolledBack => {
+                Event::RunRolledBack { .. } => {
                     self.update("rolled_back", "completed", base, None, None, None)
                 }
                 Event::RunFailed { .. } => self
@@ -364,7 +364,7 @@ pub fn announces(event: &Event) -> bool {
             | Event::StepStarted { attempt: 1, .. }
             | Event::RollbackStarted { .. }
             | Event::RunCompleted
-            | Event::RunRolledBack
+            | Event::RunRolledBack { .. }
             | Event::RunFailed { .. }
             | Event::RunAborted { .. }
     )

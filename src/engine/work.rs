@@ -1,0 +1,616 @@
+//! The effects of a step: its templates rendered, its action, its conditions. One path
+//! for a single step and for every fan-out item, so that both check their
+//! preconditions, run their action under its own `timeout`, and run their checks alike.
+//!
+//! A [`Worker`] only reads the run (it never records): the runner records what it
+//! reports.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::action::{self, Masker, Outcome, StepLog};
+use super::builtin;
+use super::state::{ItemStatus, RunState, StepStatus};
+use super::target;
+use crate::runbook::{Action, Check, Condition, ForEach, HttpCheck, Kind, Runbook, Step, Target};
+
+/// Outputs by step id (and `STEP.N` for fan-out items).
+pub(crate) type Outputs = IndexMap<String, IndexMap<String, Value>>;
+
+/// What the effects of a step read of the run: all borrowed, nothing recorded.
+pub(crate) struct Worker<'w> {
+    pub rb: &'w Runbook,
+    pub state: &'w RunState,
+    pub run_id: &'w str,
+    pub masker: &'w Masker,
+    pub secrets: &'w IndexMap<String, String>,
+    pub templates: &'w handlebars::Handlebars<'static>,
+    pub log_dir: &'w Path,
+    /// A dry run: SQL checks run where they cannot write.
+    pub read_only: bool,
+    /// Every step's outputs, read once when a built-in first needs them.
+    outputs: OnceLock<Arc<Outputs>>,
+}
+
+/// What a step's work is done for: the step itself, or one fan-out item.
+#[derive(Clone, Copy)]
+pub(crate) enum Unit<'v> {
+    Step,
+    Item(usize, &'v Value),
+}
+
+impl<'w> Worker<'w> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rb: &'w Runbook,
+        state: &'w RunState,
+        run_id: &'w str,
+        masker: &'w Masker,
+        secrets: &'w IndexMap<String, String>,
+        templates: &'w handlebars::Handlebars<'static>,
+        log_dir: &'w Path,
+        read_only: bool,
+    ) -> Self {
+        Worker {
+            rb,
+            state,
+            run_id,
+            masker,
+            secrets,
+            templates,
+            log_dir,
+            read_only,
+            outputs: OnceLock::new(),
+        }
+    }
+
+    /// The name of a unit's files and its `{{step}}`: `STEP`, or `STEP.N` for an item.
+    fn name(step: &Step, unit: Unit<'_>) -> String {
+        match unit {
+            Unit::Step => step.id.clone(),
+            Unit::Item(ix, _) => format!("{}.{ix}", step.id),
+        }
+    }
+
+    /// The context of a unit: the run's values, `{{item}}` for an item, and the step's
+    /// name as `{{step}}`.
+    fn unit_context(&self, step: &Step, unit: Unit<'_>) -> Value {
+        let item = match unit {
+            Unit::Step => None,
+            Unit::Item(_, v) => Some(v),
+        };
+        let mut ctx = self.context(item);
+        ctx["step"] = Value::from(Self::name(step, unit));
+        ctx
+    }
+
+    /// The work of a step, or of one of its fan-out items: the preconditions (an item
+    /// checks its own; a single step's are checked before it starts), the action (or
+    /// the `until` conditions of a `wait`), then the checks, all with the unit's
+    /// context. A panic in the work fails the unit with the panic's message.
+    pub async fn work(&self, step: &Step, unit: Unit<'_>) -> Outcome {
+        let work = async {
+            let ctx = self.unit_context(step, unit);
+            if matches!(unit, Unit::Item(..))
+                && let Err(e) = self.preconditions_in(step, &ctx).await
+            {
+                return Outcome::Failed(format!("precondition: {e}"));
+            }
+            let mut log = self.log(&Self::name(step, unit));
+            let outcome = if step.kind == Kind::Wait {
+                self.wait_until(step, &ctx).await
+            } else {
+                self.act(step, &ctx, &mut log).await
+            };
+            match outcome {
+                Outcome::Succeeded(outputs) => match self.checks(&step.checks, &ctx).await {
+                    Ok(()) => Outcome::Succeeded(outputs),
+                    Err(e) => Outcome::Failed(e),
+                },
+                other => other,
+            }
+        };
+        unless_panics(work).await
+    }
+
+    /// The values templates can use at this point of the run.
+    pub fn context(&self, item: Option<&Value>) -> Value {
+        self.context_of(self.state, item)
+    }
+
+    /// The values templates can use in `state`.
+    pub fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
+        // Only steps that produced something: a template can refer to nothing else, and
+        // a run of a thousand steps need not copy a thousand empty maps per context.
+        let steps: serde_json::Map<String, Value> = state
+            .steps
+            .iter()
+            .filter(|(_, s)| !s.outputs.is_empty())
+            .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
+            .collect();
+        let window = &self.rb.window;
+        let start = window_start(self.rb, state);
+        json!({
+            "vars": state.vars,
+            "targets": {},
+            "secrets": self.secrets,
+            "run": {
+                "id": self.run_id,
+                "runbook": self.rb.id,
+                "operator": state.operator,
+                "started_at": state.started_ms
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .map(|t| t.to_rfc3339()),
+            },
+            "window": {
+                "start": start.map(|t| t.to_rfc3339()),
+                "end": start.zip(window.duration).map(|(s, d)| (s + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)).to_rfc3339()),
+                "duration": window.duration.map(crate::duration::fmt_duration),
+                "timezone": window.timezone.name(),
+            },
+            "steps": steps,
+            "item": item,
+        })
+    }
+
+    pub fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        if !text.contains("{{") {
+            return Ok(text.to_owned());
+        }
+        match self.templates.render_template(text, ctx) {
+            // Outputs hold secrets as references; the action gets the values.
+            Ok(rendered) => Ok(self.masker.resolve(&rendered)),
+            Err(e) => Err(match e.reason() {
+                handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
+                    format!("`{{{{{path}}}}}` has no value at this point of the run (in `{text}`)")
+                }
+                reason => format!("template `{text}`: {reason}"),
+            }),
+        }
+    }
+
+    /// The request with its URL, headers, body and expected text and values rendered.
+    fn render_http(&self, h: &HttpCheck, ctx: &Value) -> Result<HttpCheck, String> {
+        Ok(HttpCheck {
+            url: self.render(&h.url, ctx)?,
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+                .collect::<Result<_, String>>()?,
+            body: h.body.as_ref().map(|b| self.render(b, ctx)).transpose()?,
+            expect_contains: h
+                .expect_contains
+                .as_ref()
+                .map(|c| self.render(c, ctx))
+                .transpose()?,
+            expect_json: h
+                .expect_json
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+                .collect::<Result<_, String>>()?,
+            ..h.clone()
+        })
+    }
+
+    /// Every string in a value rendered as a template.
+    fn render_value(&self, v: &Value, ctx: &Value) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => Value::String(self.render(s, ctx)?),
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .map(|x| self.render_value(x, ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| Ok((k.clone(), self.render_value(x, ctx)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn render_env(
+        &self,
+        env: &IndexMap<String, String>,
+        ctx: &Value,
+    ) -> Result<IndexMap<String, String>, String> {
+        env.iter()
+            .map(|(k, v)| Ok((k.clone(), self.render(v, ctx)?)))
+            .collect()
+    }
+
+    pub fn log(&self, name: &str) -> StepLog {
+        let path = self.log_dir.join(format!("{name}.log"));
+        StepLog::open(&path, self.masker.clone())
+    }
+
+    /// The step's own action: its `run`, or its kind's built-in behaviour, or nothing
+    /// (a kind whose work is its checks).
+    async fn act(&self, step: &Step, ctx: &Value, log: &mut StepLog) -> Outcome {
+        match &step.run {
+            Some(a) => self.action(a, ctx, log).await,
+            None if has_builtin_work(step) => self.builtin(step.kind, &step.with, ctx, log).await,
+            None => Outcome::Succeeded(IndexMap::new()),
+        }
+    }
+
+    /// A kind's built-in behaviour, its `with` rendered first.
+    async fn builtin(
+        &self,
+        kind: Kind,
+        with: &IndexMap<String, Value>,
+        ctx: &Value,
+        log: &mut StepLog,
+    ) -> Outcome {
+        let with = match with
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.render_value(v, ctx)?)))
+            .collect::<Result<IndexMap<_, _>, String>>()
+        {
+            Ok(w) => w,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let outputs = self
+            .outputs
+            .get_or_init(|| Arc::new(all_outputs(self.state)))
+            .clone();
+        let env = builtin::Env {
+            work_dir: self.work_dir(),
+            run_id: self.run_id,
+            step: ctx["step"].as_str().unwrap_or_default(),
+            outputs: &outputs,
+            log,
+        };
+        builtin::run(kind, &with, env).await
+    }
+
+    /// This run's directory for the files built-in actions make (backups, scratch).
+    fn work_dir(&self) -> PathBuf {
+        let state_dir = self
+            .log_dir
+            .parent()
+            .and_then(|logs| logs.parent())
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        state_dir.join("work").join(self.run_id)
+    }
+
+    pub async fn action(&self, a: &Action, ctx: &Value, log: &mut StepLog) -> Outcome {
+        match a {
+            Action::Shell {
+                command,
+                env,
+                cwd,
+                timeout,
+            } => {
+                let rendered = (|| {
+                    let command = self.render(command, ctx)?;
+                    let env = self.render_env(env, ctx)?;
+                    let cwd = cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?;
+                    Ok::<_, String>((command, env, cwd))
+                })();
+                match rendered {
+                    Ok((command, env, cwd)) => {
+                        action::shell(
+                            &command,
+                            &env,
+                            cwd.as_deref().map(std::path::Path::new),
+                            *timeout,
+                            log,
+                        )
+                        .await
+                    }
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            Action::Sql {
+                sql,
+                database,
+                transaction,
+            } => match (self.render(sql, ctx), self.render(database, ctx)) {
+                (Ok(sql), Ok(db)) => target::sql(&db, &sql, *transaction, None).await,
+                (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
+            },
+            Action::Http(h) => match self.render_http(h, ctx) {
+                Ok(h) => action::http(&h, log).await,
+                Err(e) => Outcome::Failed(e),
+            },
+            Action::Builtin { kind, with } => self.builtin(*kind, with, ctx, log).await,
+        }
+    }
+
+    /// A single step's preconditions, checked before it starts.
+    pub async fn preconditions(&self, step: &Step) -> Result<(), String> {
+        if step.preconditions.is_empty() {
+            return Ok(());
+        }
+        let ctx = self.unit_context(step, Unit::Step);
+        self.preconditions_in(step, &ctx).await
+    }
+
+    /// The preconditions in `ctx`, checked again for `wait_for` while they fail.
+    async fn preconditions_in(&self, step: &Step, ctx: &Value) -> Result<(), String> {
+        if step.preconditions.is_empty() {
+            return Ok(());
+        }
+        let deadline = step.wait_for.map(|w| Instant::now() + w);
+        loop {
+            let result = self.conditions(&step.preconditions, ctx).await;
+            match (result, deadline) {
+                (Ok(()), _) => return Ok(()),
+                (Err(_), Some(d)) if Instant::now() < d => {
+                    tokio::time::sleep(Duration::from_secs(1).min(d - Instant::now())).await;
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
+    }
+
+    async fn checks(&self, checks: &[Condition], ctx: &Value) -> Result<(), String> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        self.conditions(checks, ctx).await
+    }
+
+    /// Every condition, in order; the first that does not hold fails with its message.
+    async fn conditions(&self, conditions: &[Condition], ctx: &Value) -> Result<(), String> {
+        for c in conditions {
+            self.holds(c, ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// One condition; when it does not hold, its `message` says what that means.
+    pub async fn holds(&self, c: &Condition, ctx: &Value) -> Result<(), String> {
+        self.condition(&c.check, ctx)
+            .await
+            .map_err(|why| match &c.message {
+                Some(m) => format!("{m}: {why}"),
+                None => why,
+            })
+    }
+
+    async fn condition(&self, check: &Check, ctx: &Value) -> Result<(), String> {
+        match check {
+            Check::Sql {
+                sql,
+                database,
+                expect,
+            } => {
+                let sql = self.render(sql, ctx)?;
+                let db = self.render(database, ctx)?;
+                let expect = expect
+                    .as_ref()
+                    .map(|e| self.render_value(e, ctx))
+                    .transpose()?;
+                target::sql_check(&db, &sql, expect.as_ref(), self.read_only).await
+            }
+            Check::Shell { command, env } => {
+                let command = self.render(command, ctx)?;
+                let env = self.render_env(env, ctx)?;
+                let mut log = StepLog::memory(self.masker.clone());
+                match action::shell(
+                    &command,
+                    &env,
+                    None,
+                    Some(Duration::from_secs(300)),
+                    &mut log,
+                )
+                .await
+                {
+                    Outcome::Succeeded(_) => Ok(()),
+                    Outcome::Failed(e) => Err(e),
+                    Outcome::TimedOut => Err(format!("`{command}` timed out")),
+                }
+            }
+            Check::Window { remaining_at_least } => {
+                let (Some(start), Some(duration)) =
+                    (window_start(self.rb, self.state), self.rb.window.duration)
+                else {
+                    return Ok(());
+                };
+                let end = start
+                    .checked_add_signed(
+                        chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX),
+                    )
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
+                if left >= *remaining_at_least {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "only {} of the window is left, {} needed",
+                        crate::duration::fmt_duration(left),
+                        crate::duration::fmt_duration(*remaining_at_least)
+                    ))
+                }
+            }
+            Check::Step { id, state } => {
+                let got = self.state.step(id).status;
+                let want = match state {
+                    crate::runbook::StepState::Succeeded => StepStatus::Succeeded,
+                    crate::runbook::StepState::Failed => StepStatus::Failed,
+                    crate::runbook::StepState::Skipped => StepStatus::Skipped,
+                    crate::runbook::StepState::TimedOut => StepStatus::TimedOut,
+                    crate::runbook::StepState::RolledBack => StepStatus::RolledBack,
+                };
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "step `{id}` is {}, not {}",
+                        got.as_str(),
+                        want.as_str()
+                    ))
+                }
+            }
+            Check::Http(h) => {
+                let h = self.render_http(h, ctx)?;
+                let mut log = StepLog::memory(self.masker.clone());
+                match action::http(&h, &mut log).await {
+                    Outcome::Succeeded(_) => Ok(()),
+                    Outcome::Failed(e) => Err(e),
+                    Outcome::TimedOut => Err(format!("{} {} timed out", h.method, h.url)),
+                }
+            }
+        }
+    }
+
+    /// A `wait` step (or item): its `until` conditions, checked every `interval` until
+    /// they hold or its `timeout` would pass.
+    async fn wait_until(&self, step: &Step, ctx: &Value) -> Outcome {
+        let interval = step.interval.unwrap_or(Duration::from_secs(10));
+        let deadline = step.timeout.map(|t| Instant::now() + t);
+        loop {
+            match self.conditions(&step.until, ctx).await {
+                Ok(()) => return Outcome::Succeeded(IndexMap::new()),
+                Err(_) if deadline.is_some_and(|d| Instant::now() + interval > d) => {
+                    return Outcome::TimedOut;
+                }
+                Err(_) => tokio::time::sleep(interval).await,
+            }
+        }
+    }
+
+    /// The items of a fan-out step.
+    pub async fn items(&self, step: &Step) -> Result<Vec<Value>, String> {
+        match step.for_each.as_ref().expect("fan-out step") {
+            ForEach::Items(items) => Ok(items.clone()),
+            ForEach::Target(name) => match self.rb.targets.get(name) {
+                Some(Target::Static(items)) => Ok(items.clone()),
+                Some(Target::Query { sql, database }) => {
+                    let ctx = self.context(None);
+                    let sql = self.render(sql, &ctx)?;
+                    let db = self.render(database, &ctx)?;
+                    target::query_items(&db, &sql).await
+                }
+                None => Err(format!("unknown target `{name}`")),
+            },
+        }
+    }
+
+    /// Runs an undo action (a `rollback` or a `restore`) under the step's `timeout`.
+    async fn undo_once(
+        &self,
+        step: &Step,
+        action: &Action,
+        ctx: &Value,
+        log: &mut StepLog,
+    ) -> Outcome {
+        let work = unless_panics(self.action(action, ctx, log));
+        match step.timeout {
+            Some(t) => tokio::time::timeout(t, work)
+                .await
+                .unwrap_or(Outcome::TimedOut),
+            None => work.await,
+        }
+    }
+
+    /// Undoes a step with `action` (its `rollback`, or its checkpoint's `restore`). A
+    /// fan-out step is undone item by item, most recent first, each with its
+    /// `{{item}}` and its own outputs as `{{steps.ID.outputs.NAME}}` (the version that
+    /// tenant was migrated from, the backup of that tenant, say). Items that failed did
+    /// nothing to undo.
+    pub async fn undo(&self, step: &Step, action: &Action) -> Outcome {
+        if step.for_each.is_none() {
+            let ctx = self.unit_context(step, Unit::Step);
+            let mut log = self.log(&format!("{}.rollback", step.id));
+            return self.undo_once(step, action, &ctx, &mut log).await;
+        }
+        let items = match self.items(step).await {
+            Ok(items) => items,
+            Err(e) => return Outcome::Failed(format!("cannot list the items to undo: {e}")),
+        };
+        let run = self.state.step(&step.id);
+        let done: Vec<usize> = run
+            .items
+            .iter()
+            .filter(|(_, s)| **s == ItemStatus::Succeeded)
+            .map(|(ix, _)| *ix)
+            .collect();
+        for ix in done.into_iter().rev() {
+            let Some(item) = items.get(ix) else {
+                return Outcome::Failed(format!(
+                    "item {ix} is no longer in the list of items; undo it by hand"
+                ));
+            };
+            let mut ctx = self.unit_context(step, Unit::Item(ix, item));
+            if let Some(outputs) = run.item_outputs.get(&ix) {
+                let mut merged = run.outputs.clone();
+                merged.extend(outputs.clone());
+                ctx["steps"][step.id.as_str()]["outputs"] = json!(merged);
+            }
+            let mut log = self.log(&format!("{}.{ix}.rollback", step.id));
+            match self.undo_once(step, action, &ctx, &mut log).await {
+                Outcome::Succeeded(_) => {}
+                Outcome::Failed(e) => return Outcome::Failed(format!("item {ix} ({item}): {e}")),
+                Outcome::TimedOut => {
+                    return Outcome::Failed(format!("item {ix} ({item}): timed out"));
+                }
+            }
+        }
+        Outcome::Succeeded(IndexMap::new())
+    }
+}
+
+/// Whether a step without `run:` has built-in work of its kind to do (a `verify` step
+/// with only `checks` has none).
+pub(crate) fn has_builtin_work(step: &Step) -> bool {
+    builtin::has_builtin(step.kind) && !(step.kind == Kind::Verify && step.with.is_empty())
+}
+
+/// When a run's window opened: as recorded at the start (`--now` opens it then), else
+/// the runbook's planned start, else the run's start.
+pub(crate) fn window_start(
+    rb: &Runbook,
+    state: &RunState,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    state
+        .window_start_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .or(rb.window.start)
+        .or_else(|| {
+            state
+                .started_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        })
+}
+
+/// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify` finds
+/// what a fan-out `backup` recorded of each file).
+fn all_outputs(state: &RunState) -> Outputs {
+    let mut all = IndexMap::new();
+    for (id, s) in &state.steps {
+        all.insert(id.clone(), s.outputs.clone());
+        for (ix, o) in &s.item_outputs {
+            all.insert(format!("{id}.{ix}"), o.clone());
+        }
+    }
+    all
+}
+
+/// `work`'s outcome, or a failure with the panic's message when it panics: one item's
+/// bug fails that item, not the runner.
+async fn unless_panics(work: impl Future<Output = Outcome>) -> Outcome {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Outcome::Failed(format!("internal error (panic): {message}"))
+        }
+    }
+}
