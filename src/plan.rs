@@ -309,7 +309,9 @@ fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
         &rb.order[..pos]
     };
     path.reopen = closed;
-    let checkpoint = rb.order[..pos].iter().rposition(|&i| rb.steps[i].checkpoint);
+    let checkpoint = rb.order[..pos]
+        .iter()
+        .rposition(|&i| rb.steps[i].checkpoint);
     let cp = checkpoint.map(|c| &rb.steps[done[c]]);
     if let Some(cp) = cp {
         path.back_to = Some(&cp.id);

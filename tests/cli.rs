@@ -167,7 +167,14 @@ fn plan_lists_undo_steps_most_recent_first() {
         .unwrap();
     let f = &smoke["if_it_fails"];
     assert_eq!(f["back_to"], "backup");
-    assert_eq!(f["undo"], serde_json::json!(["install", "migrate"]));
+    // The fan-out `install` has no rollback: its tenants are left as they are, and
+    // the plan says so.
+    assert_eq!(f["undo"], serde_json::json!(["migrate"]));
+    assert_eq!(f["left"], serde_json::json!(["install"]));
+    assert_eq!(
+        f["steps"],
+        serde_json::json!([{"step": "install", "how": "left"}, {"step": "migrate", "how": "rollback"}])
+    );
     let step = |id: &str| {
         p["steps"]
             .as_array()

@@ -54,7 +54,9 @@ pub enum Next {
 pub enum Outcome {
     Completed,
     /// Rolled back; `left`: the steps left as they were (they had no way back).
-    RolledBack { left: Vec<String> },
+    RolledBack {
+        left: Vec<String>,
+    },
     Failed(String),
     Aborted(String),
 }

@@ -544,7 +544,11 @@ fn situations() -> Vec<Situation> {
         situation("completed", vec![run_started(), Event::RunCompleted], &[]),
         situation(
             "rolled back",
-            vec![run_started(), rollback_started(), Event::RunRolledBack { left: vec![] }],
+            vec![
+                run_started(),
+                rollback_started(),
+                Event::RunRolledBack { left: vec![] },
+            ],
             &[],
         ),
         situation("failed", and(running("a"), [run_failed()]), &[]),
@@ -1274,7 +1278,10 @@ fn decide_rolls_back_only_to_the_most_recent_checkpoint_that_succeeded() {
     assert_eq!(next(&rb, &rolling_back(&all, "last")), undo("z"));
     let undone_z = and(rolling_back(&all, "last"), [undo_started("z"), undone("z")]);
     // The service was never closed: nothing to reopen.
-    assert_eq!(next(&rb, &undone_z), Next::Finish(Outcome::RolledBack { left: vec![] }));
+    assert_eq!(
+        next(&rb, &undone_z),
+        Next::Finish(Outcome::RolledBack { left: vec![] })
+    );
     // A checkpoint that failed does not count.
     assert_eq!(next(&rb, &rolling_back(&all[..3], "cp2")), undo("y"));
     // With no checkpoint done, everything is undone.
@@ -1350,7 +1357,9 @@ fn decide_restores_the_database_and_still_undoes_every_other_step() {
     // The app step is undone; `m` is left to the restore; `other` cannot be undone.
     assert_eq!(
         next(&rb, &journal),
-        Next::RollbackStep { step: ix(&rb, "app") }
+        Next::RollbackStep {
+            step: ix(&rb, "app")
+        }
     );
     journal.extend([undo_started("app"), undone("app")]);
     assert_eq!(

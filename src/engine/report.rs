@@ -281,7 +281,11 @@ pub fn rolled_back_words(left: &[String]) -> String {
     let names: Vec<String> = left.iter().map(|s| format!("`{s}`")).collect();
     format!(
         "run rolled back, but NOT everything is restored: left as {} (no rollback, and no restore brings {} back): {}",
-        if left.len() == 1 { "it was" } else { "they were" },
+        if left.len() == 1 {
+            "it was"
+        } else {
+            "they were"
+        },
         if left.len() == 1 { "it" } else { "them" },
         names.join(", ")
     )

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
 use serde_json::Value;
 
@@ -19,6 +19,10 @@ use super::undo;
 use super::work::{self, Unit, Worker};
 use crate::runbook::{Condition, ForEach, Kind, MaxFailures, OnTimeout, Runbook, Step};
 use crate::store::{Store, StoreError, now_ms};
+
+/// How soon a public update the store refused is tried again, doubling up to the max.
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How often a runner at work looks for an operator's `runbook abort`.
 const ABORT_POLL: Duration = Duration::from_secs(1);
@@ -218,26 +222,44 @@ impl<'a> Runner<'a> {
         };
         let e = self.mask_event(Event::Published(u));
         // After other public updates (its own earlier ones, a person's): say it after
-        // them. After anything else (an abort): say nothing.
+        // them. After anything else (an abort): say nothing. A store that fails is
+        // tried again soon (customers must not read a past ETA), and the engineer hears
+        // of it.
         let mut head = self.seq;
-        for _ in 0..10 {
-            let Ok(newer) = self.store.load_after(&self.run_id, head).await else {
-                return;
+        let mut delay = PUBLISH_RETRY_FIRST;
+        loop {
+            let appended = match self.store.load_after(&self.run_id, head).await {
+                Err(e) => Err(e),
+                Ok(newer) => {
+                    if newer
+                        .iter()
+                        .any(|r| !matches!(r.event, Event::Published(_)))
+                    {
+                        return;
+                    }
+                    head = newer.last().map_or(head, |r| r.seq);
+                    match injected_publish_failure() {
+                        Some(e) => Err(e),
+                        None => {
+                            self.store
+                                .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
+                                .await
+                        }
+                    }
+                }
             };
-            if newer
-                .iter()
-                .any(|r| !matches!(r.event, Event::Published(_)))
-            {
-                return;
-            }
-            head = newer.last().map_or(head, |r| r.seq);
-            match self
-                .store
-                .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
-                .await
-            {
+            match appended {
+                Ok(_) => return,
                 Err(StoreError::Conflict(_)) => continue,
-                _ => return,
+                Err(err) => {
+                    self.out.note(&format!(
+                        "the public update that step `{}` runs late could not be recorded ({err}); trying again in {}",
+                        step.id,
+                        crate::duration::fmt_duration(delay)
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(PUBLISH_RETRY_MAX);
+                }
             }
         }
     }
@@ -560,9 +582,7 @@ impl<'a> Runner<'a> {
         if step.for_each.is_some() {
             return self.fan_out(i, attempt).await;
         }
-        let outcome = self
-            .timed(step, self.worker().work(step, Unit::Step))
-            .await;
+        let outcome = self.timed(step, self.worker().work(step, Unit::Step)).await;
         if step.kind == Kind::Reopen
             && self.state.closed
             && let Outcome::Succeeded(outputs) = outcome
@@ -647,7 +667,6 @@ impl<'a> Runner<'a> {
         self.record(event).await
     }
 
-
     async fn await_approval(&mut self, i: usize) -> Result<(), EngineError> {
         let step = &self.rb.steps[i];
         let id = step.id.clone();
@@ -679,7 +698,6 @@ impl<'a> Runner<'a> {
         }
     }
 
-
     /// Runs the items of a fan-out step not yet done, `concurrency` at a time, each
     /// through the same work as a single step ([`Worker::work`]) with its `{{item}}`.
     async fn fan_out(&mut self, i: usize, attempt: u32) -> Result<(), EngineError> {
@@ -689,8 +707,11 @@ impl<'a> Runner<'a> {
         // What the items read of the run: the run as the step starts (the items record
         // only their own starts and outcomes).
         let state = self.state.clone();
-        let (run_id, masker, secrets) =
-            (self.run_id.clone(), self.masker.clone(), self.secrets.clone());
+        let (run_id, masker, secrets) = (
+            self.run_id.clone(),
+            self.masker.clone(),
+            self.secrets.clone(),
+        );
         let (templates, log_dir) = (self.templates.clone(), self.log_dir.clone());
         let worker = Worker::new(
             rb,
@@ -882,30 +903,55 @@ impl<'a> Runner<'a> {
         }
         .expect("decide only undoes steps with an action");
         let outcome = self.worker().undo(step, action).await;
-        let events = match outcome {
-            Outcome::Succeeded(_) => {
-                let mut events = vec![Event::StepRolledBack {
-                    step: id.clone(),
-                    by_restore: None,
-                }];
-                if restore {
-                    events.extend(undo::restored_by(rb, &self.state, i).into_iter().map(
-                        |step| Event::StepRolledBack {
-                            step,
-                            by_restore: Some(id.clone()),
-                        },
-                    ));
+        let events =
+            match outcome {
+                Outcome::Succeeded(_) => {
+                    let mut events = vec![Event::StepRolledBack {
+                        step: id.clone(),
+                        by_restore: None,
+                    }];
+                    if restore {
+                        events.extend(undo::restored_by(rb, &self.state, i).into_iter().map(
+                            |step| Event::StepRolledBack {
+                                step,
+                                by_restore: Some(id.clone()),
+                            },
+                        ));
+                    }
+                    events
                 }
-                events
-            }
-            Outcome::Failed(error) => vec![Event::StepRollbackFailed { step: id, error }],
-            Outcome::TimedOut => vec![Event::StepRollbackFailed {
-                step: id,
-                error: "timed out".into(),
-            }],
-        };
+                Outcome::Failed(error) => vec![Event::StepRollbackFailed { step: id, error }],
+                Outcome::TimedOut => vec![Event::StepRollbackFailed {
+                    step: id,
+                    error: "timed out".into(),
+                }],
+            };
         self.record_all(events).await
     }
+}
+
+/// Fault injection for the tests: with `RUNBOOK_TEST_FAIL_PUBLISH=N` the first N
+/// attempts to record a public update while a step runs fail as a store outage would.
+fn injected_publish_failure() -> Option<StoreError> {
+    static LEFT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(
+            std::env::var("RUNBOOK_TEST_FAIL_PUBLISH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    let take = left.fetch_update(
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+        |n| n.checked_sub(1),
+    );
+    take.is_ok().then(|| {
+        StoreError::Sql(sqlx::Error::Protocol(
+            "injected failure (RUNBOOK_TEST_FAIL_PUBLISH)".into(),
+        ))
+    })
 }
 
 /// Fault injection for the crash tests: with `RUNBOOK_TEST_KILL_AFTER_EVENT=N` the

@@ -63,7 +63,12 @@ pub fn changes_things(s: &Step) -> bool {
         || (s.run.is_some()
             && !matches!(
                 s.kind,
-                Kind::Test | Kind::Verify | Kind::Approve | Kind::Announce | Kind::Wait | Kind::Backup
+                Kind::Test
+                    | Kind::Verify
+                    | Kind::Approve
+                    | Kind::Announce
+                    | Kind::Wait
+                    | Kind::Backup
             ))
 }
 

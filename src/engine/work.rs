@@ -97,6 +97,7 @@ impl<'w> Worker<'w> {
     /// context. A panic in the work fails the unit with the panic's message.
     pub async fn work(&self, step: &Step, unit: Unit<'_>) -> Outcome {
         let work = async {
+            panic_point(&Self::name(step, unit));
             let ctx = self.unit_context(step, unit);
             if matches!(unit, Unit::Item(..))
                 && let Err(e) = self.preconditions_in(step, &ctx).await
@@ -375,7 +376,11 @@ impl<'w> Worker<'w> {
         self.condition(&c.check, ctx)
             .await
             .map_err(|why| match &c.message {
-                Some(m) => format!("{m}: {why}"),
+                // The message is a template too (`tenant {{item}} answers`).
+                Some(m) => {
+                    let m = self.render(m, ctx).unwrap_or_else(|_| m.clone());
+                    format!("{m}: {why}")
+                }
                 None => why,
             })
     }
@@ -612,5 +617,15 @@ async fn unless_panics(work: impl Future<Output = Outcome>) -> Outcome {
                 .unwrap_or_else(|| "unknown panic".into());
             Outcome::Failed(format!("internal error (panic): {message}"))
         }
+    }
+}
+
+/// Fault injection for the tests: with `RUNBOOK_TEST_PANIC=NAME` the work of the step or
+/// item `NAME` (`STEP` or `STEP.N`) panics, as a bug would.
+fn panic_point(name: &str) {
+    static AT: OnceLock<Option<String>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("RUNBOOK_TEST_PANIC").ok());
+    if at.as_deref() == Some(name) {
+        panic!("injected panic in `{name}` (RUNBOOK_TEST_PANIC)");
     }
 }

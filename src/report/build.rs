@@ -382,6 +382,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                 Event::StepRollbackStarted { .. } => {
                     let undo = f.undo.get_or_insert(Undo {
                         status: UndoStatus::Undoing,
+                        restored_by: None,
                         started_at: iso(at),
                         started_at_ms: at,
                         ended_at: None,
@@ -390,6 +391,22 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                         error: None,
                     });
                     undo.status = UndoStatus::Undoing;
+                }
+                // Brought back by a restore: undone when the restore was.
+                Event::StepRolledBack {
+                    by_restore: Some(cp),
+                    ..
+                } => {
+                    f.undo = Some(Undo {
+                        status: UndoStatus::Restored,
+                        restored_by: Some(cp.clone()),
+                        started_at: iso(at),
+                        started_at_ms: at,
+                        ended_at: Some(iso(at)),
+                        ended_at_ms: Some(at),
+                        duration_ms: Some(0),
+                        error: None,
+                    });
                 }
                 Event::StepRolledBack { .. } | Event::StepRollbackFailed { .. } => {
                     if let Some(undo) = &mut f.undo {
@@ -407,6 +424,26 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                 }
                 _ => {}
             }
+            // A step the restore brought back, in the order of the restore.
+            if let Event::StepRolledBack {
+                step,
+                by_restore: Some(cp),
+            } = e
+                && let Some(rb) = rollbacks.last_mut()
+            {
+                rb.steps.push(RollbackStep {
+                    id: step.clone(),
+                    title: title(step),
+                    status: UndoStatus::Restored,
+                    restored_by: Some(cp.clone()),
+                    started_at: iso(at),
+                    started_at_ms: at,
+                    ended_at: Some(iso(at)),
+                    ended_at_ms: Some(at),
+                    duration_ms: Some(0),
+                    error: None,
+                });
+            }
             // Rollback order: the first time a step's undo starts.
             if let Event::StepRollbackStarted { step } = e
                 && let Some(rb) = rollbacks.last_mut()
@@ -416,6 +453,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                     id: step.clone(),
                     title: title(step),
                     status: UndoStatus::Undoing,
+                    restored_by: None,
                     started_at: iso(at),
                     started_at_ms: at,
                     ended_at: None,
@@ -435,6 +473,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                 duration_ms: None,
                 outcome: RollbackOutcome::InProgress,
                 steps: Vec::new(),
+                left: Vec::new(),
             }),
             Event::RunRolledBack { .. } | Event::RunFailed { .. } | Event::RunAborted { .. } => {
                 if let Some(rb) = rollbacks
@@ -449,6 +488,35 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                         Event::RunFailed { .. } => RollbackOutcome::Failed,
                         _ => RollbackOutcome::Aborted,
                     };
+                    // What the rollback could not undo is named, step by step.
+                    if let Event::RunRolledBack { left } = e {
+                        rb.left.clone_from(left);
+                        for step in left {
+                            let undo = Undo {
+                                status: UndoStatus::Left,
+                                restored_by: None,
+                                started_at: iso(at),
+                                started_at_ms: at,
+                                ended_at: None,
+                                ended_at_ms: None,
+                                duration_ms: None,
+                                error: None,
+                            };
+                            facts.entry(step.as_str()).or_default().undo = Some(undo);
+                            rb.steps.push(RollbackStep {
+                                id: step.clone(),
+                                title: title(step),
+                                status: UndoStatus::Left,
+                                restored_by: None,
+                                started_at: iso(at),
+                                started_at_ms: at,
+                                ended_at: None,
+                                ended_at_ms: None,
+                                duration_ms: None,
+                                error: None,
+                            });
+                        }
+                    }
                 }
                 if let Event::RunAborted { by, .. } = e {
                     aborted_by = Some(by.clone());
@@ -527,6 +595,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
         for s in &mut rb.steps {
             if let Some(undo) = facts.get(s.id.as_str()).and_then(|f| f.undo.as_ref()) {
                 s.status = undo.status;
+                s.restored_by.clone_from(&undo.restored_by);
                 s.ended_at.clone_from(&undo.ended_at);
                 s.ended_at_ms = undo.ended_at_ms;
                 s.duration_ms = undo.duration_ms;

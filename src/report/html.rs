@@ -483,8 +483,8 @@ pub(super) fn render(r: &Report) -> String {
                 h(&s.title),
                 h(&s.id),
                 match s.status {
-                    UndoStatus::Undone => "rolled_back",
-                    UndoStatus::UndoFailed => "rollback_failed",
+                    UndoStatus::Undone | UndoStatus::Restored => "rolled_back",
+                    UndoStatus::UndoFailed | UndoStatus::Left => "rollback_failed",
                     UndoStatus::Undoing => "running",
                 },
                 h(undo_label(s.status)),

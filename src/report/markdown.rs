@@ -91,8 +91,13 @@ pub(crate) fn details(s: &StepReport, clock: &Clock) -> Vec<String> {
     if let Some(u) = &s.undo {
         let mut t = match u.status {
             UndoStatus::Undone => "undone".to_owned(),
+            UndoStatus::Restored => format!(
+                "undone by the restore of `{}`",
+                u.restored_by.as_deref().unwrap_or_default()
+            ),
             UndoStatus::UndoFailed => "UNDO FAILED".to_owned(),
             UndoStatus::Undoing => "undo started, no outcome".to_owned(),
+            UndoStatus::Left => "LEFT AS IT WAS (no rollback)".to_owned(),
         };
         let _ = write!(t, " at {}", clock.time(u.started_at_ms));
         if let Some(d) = u.duration_ms {
@@ -490,7 +495,13 @@ pub(crate) fn rollback_end(rb: &Rollback, clock: &Clock) -> String {
         .map(|t| format!(" at {}", clock.time(t)))
         .unwrap_or_default();
     match rb.outcome {
-        RollbackOutcome::RolledBack => format!("Rolled back{at}{took}: the service is restored"),
+        RollbackOutcome::RolledBack if rb.left.is_empty() => {
+            format!("Rolled back{at}{took}: the service is restored")
+        }
+        RollbackOutcome::RolledBack => format!(
+            "Rolled back{at}{took}, but NOT everything is restored: left as it was: {}",
+            rb.left.join(", ")
+        ),
         RollbackOutcome::Failed => {
             format!("The rollback FAILED{at}{took}: a person must finish it")
         }
@@ -501,9 +512,11 @@ pub(crate) fn rollback_end(rb: &Rollback, clock: &Clock) -> String {
 
 pub(crate) fn undo_label(s: UndoStatus) -> &'static str {
     match s {
-        UndoStatus::Undone => "undone",
+        UndoStatus::Undone => "undone by its rollback",
+        UndoStatus::Restored => "undone by the restore",
         UndoStatus::UndoFailed => "undo failed",
         UndoStatus::Undoing => "no outcome",
+        UndoStatus::Left => "left as it was",
     }
 }
 

@@ -121,7 +121,7 @@ impl Outcome {
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Completed => "completed",
-            Outcome::RolledBack => "rolled back (service restored)",
+            Outcome::RolledBack => "rolled back",
             Outcome::Failed => "failed",
             Outcome::Aborted => "aborted",
             Outcome::Running => "still running",
@@ -400,6 +400,8 @@ pub enum ErrorKind {
 #[schemars(deny_unknown_fields)]
 pub struct Undo {
     pub status: UndoStatus,
+    /// The checkpoint whose restore brought the step back (status `restored`).
+    pub restored_by: Option<String>,
     pub started_at: String,
     pub started_at_ms: i64,
     pub ended_at: Option<String>,
@@ -411,10 +413,16 @@ pub struct Undo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UndoStatus {
+    /// Undone by its own rollback.
     Undone,
+    /// Brought back by a checkpoint's restore (`restored_by`).
+    Restored,
     UndoFailed,
     /// Started and no outcome recorded.
     Undoing,
+    /// Changed something, had no rollback and no restore brought it back: left as it
+    /// was when the run rolled back.
+    Left,
 }
 
 /// A rollback: from `rollback_started` to the run's end.
@@ -428,14 +436,17 @@ pub struct Rollback {
     pub ended_at_ms: Option<i64>,
     pub duration_ms: Option<i64>,
     pub outcome: RollbackOutcome,
-    /// Steps undone (or not), in the order they were undone.
+    /// Steps undone (or not), in the order they were undone; the steps left as they
+    /// were come last.
     pub steps: Vec<RollbackStep>,
+    /// Ids of the steps left as they were: the service is restored only when empty.
+    pub left: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackOutcome {
-    /// Back at the checkpoint: the service is restored.
+    /// Back at the checkpoint: the service is restored, but for the steps in `left`.
     RolledBack,
     /// An undo failed: a person has to finish it.
     Failed,
@@ -450,6 +461,8 @@ pub struct RollbackStep {
     pub id: String,
     pub title: String,
     pub status: UndoStatus,
+    /// The checkpoint whose restore brought the step back (status `restored`).
+    pub restored_by: Option<String>,
     pub started_at: String,
     pub started_at_ms: i64,
     pub ended_at: Option<String>,

@@ -759,7 +759,11 @@ mod tests {
     fn the_html_is_csp_clean_and_well_formed_enough() {
         let streams = [
             running(),
-            finished("old-1", T0 - 5000 * MIN, Event::RunRolledBack { left: vec![] }),
+            finished(
+                "old-1",
+                T0 - 5000 * MIN,
+                Event::RunRolledBack { left: vec![] },
+            ),
             finished(
                 "old-2",
                 T0 - 6000 * MIN,
