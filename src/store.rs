@@ -42,6 +42,10 @@ const MIGRATIONS: &[&str] = &[
         runbook TEXT NOT NULL,
         created_ms BIGINT NOT NULL
     );",
+    // The lease is a fence: `epoch` counts its acquisitions (every take-over bumps it),
+    // and a lease given back stays as a `released` row, so its count goes on from there.
+    "ALTER TABLE leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE leases ADD COLUMN released BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// Every commit to a journal in this process bumps this; followers (the status page)
@@ -81,6 +85,31 @@ pub enum StoreError {
     NotARun(String),
     #[error("run `{0}` changed while this was being decided; try again")]
     Conflict(String),
+    /// The runner's lease was taken over (or given back) since it acquired it: nothing
+    /// was written, and the runner must stop.
+    #[error("lost the lease on runbook `{runbook}` to {}: stopping", lost_to(.holder))]
+    LeaseLost {
+        runbook: String,
+        /// Who holds it now (or last held it, when it has been given back since).
+        holder: Option<Box<Lease>>,
+    },
+}
+
+fn lost_to(holder: &Option<Box<Lease>>) -> String {
+    match holder {
+        None => "nobody (it was given back)".to_owned(),
+        Some(h) => format!(
+            "run `{}` on host {} (pid {}){}",
+            h.run_id,
+            h.host,
+            h.pid,
+            if h.released {
+                ", which has given it back since"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 /// A unique violation on append means another writer took the sequence number (or the
@@ -102,6 +131,23 @@ pub struct Lease {
     pub host: String,
     pub pid: i64,
     pub heartbeat_ms: i64,
+    /// How many times the lease has been acquired (taken over included): the holder's
+    /// proof that it is still the holder. Set by [`Store::acquire`].
+    pub epoch: i64,
+    /// Given back (only in a [`StoreError::LeaseLost`]: who held it last).
+    pub released: bool,
+}
+
+fn lease_of(r: &AnyRow) -> Result<Lease, sqlx::Error> {
+    Ok(Lease {
+        runbook: r.try_get("runbook")?,
+        run_id: r.try_get("run_id")?,
+        host: r.try_get("host")?,
+        pid: r.try_get("pid")?,
+        heartbeat_ms: r.try_get("heartbeat_ms")?,
+        epoch: r.try_get("epoch")?,
+        released: r.try_get::<i64, _>("released")? != 0,
+    })
 }
 
 /// A run as listed by `runbook runs`.
@@ -117,6 +163,8 @@ pub struct RunRow {
 pub struct Store {
     pool: AnyPool,
     pub url: String,
+    /// The lease a runner holds ([`Store::holding`]): every append checks it.
+    fence: Option<std::sync::Arc<Lease>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -162,6 +210,7 @@ impl Store {
         let store = Store {
             pool,
             url: url.to_owned(),
+            fence: None,
         };
         if sqlite {
             // WAL lets readers (`status`, the status page) run while a run writes;
@@ -212,6 +261,7 @@ impl Store {
         let store = Store {
             pool,
             url: url.into(),
+            fence: None,
         };
         store.migrate(false).await?;
         Ok(store)
@@ -242,6 +292,18 @@ impl Store {
                 .await?;
         }
         tx.commit().await
+    }
+
+    /// The same store for the runner holding `lease` (as [`Store::acquire`] returned
+    /// it): each of its appends first checks, in its own transaction, that the lease is
+    /// still that one (same run, same epoch, not given back), and writes nothing but
+    /// answers [`StoreError::LeaseLost`] when it is not. Appends through a store not
+    /// holding a lease (an approval, an abort, the admin API) are not checked.
+    pub fn holding(&self, lease: &Lease) -> Store {
+        Store {
+            fence: Some(std::sync::Arc::new(lease.clone())),
+            ..self.clone()
+        }
     }
 
     /// Appends events to a run's journal in one transaction, numbered from `first`: all
@@ -287,6 +349,24 @@ impl Store {
         at_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = &self.fence {
+            // A write first: it takes the row (PostgreSQL) or the database (SQLite) for
+            // this transaction, so no take-over can commit between check and append. A
+            // runner that appends is alive: its heartbeat is renewed on the way.
+            let held = sqlx::query(
+                "UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3 AND epoch = $4 AND released = 0",
+            )
+            .bind(now_ms())
+            .bind(lease.runbook.as_str())
+            .bind(lease.run_id.as_str())
+            .bind(lease.epoch)
+            .execute(&mut *tx)
+            .await?;
+            if held.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Err(self.lost(&lease.runbook).await);
+            }
+        }
         if let Some((table, runbook)) = register {
             let sql = match table {
                 "runs" => "INSERT INTO runs (run_id, runbook, started_ms) VALUES ($1, $2, $3)",
@@ -476,45 +556,58 @@ impl Store {
 
     /// The lease on a runbook, if anyone holds it.
     pub async fn lease(&self, runbook: &str) -> Result<Option<Lease>, StoreError> {
+        Ok(self.lease_row(runbook).await?.filter(|l| !l.released))
+    }
+
+    /// The lease row of a runbook: its holder, or who gave it back last.
+    async fn lease_row(&self, runbook: &str) -> Result<Option<Lease>, StoreError> {
         let row = sqlx::query(
-            "SELECT runbook, run_id, host, pid, heartbeat_ms FROM leases WHERE runbook = $1",
+            "SELECT runbook, run_id, host, pid, heartbeat_ms, epoch, released FROM leases WHERE runbook = $1",
         )
         .bind(runbook)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            None => None,
-            Some(r) => Some(Lease {
-                runbook: r.try_get("runbook")?,
-                run_id: r.try_get("run_id")?,
-                host: r.try_get("host")?,
-                pid: r.try_get("pid")?,
-                heartbeat_ms: r.try_get("heartbeat_ms")?,
-            }),
-        })
+        Ok(row.as_ref().map(lease_of).transpose()?)
+    }
+
+    /// The answer to a holder whose lease is no longer its own.
+    async fn lost(&self, runbook: &str) -> StoreError {
+        match self.lease_row(runbook).await {
+            Ok(holder) => StoreError::LeaseLost {
+                runbook: runbook.to_owned(),
+                holder: holder.map(Box::new),
+            },
+            Err(e) => e,
+        }
     }
 
     /// Takes the lease on `lease.runbook` if it is free, or held by `expected` (the
-    /// lease as last seen: a crashed runner's, being taken over). Returns the holder
-    /// when someone else has it.
+    /// lease as last seen: a crashed runner's, being taken over), one epoch on from the
+    /// last. Returns the lease taken (with its epoch), or the holder when someone else
+    /// has it.
     pub async fn acquire(
         &self,
         lease: &Lease,
         expected: Option<&Lease>,
-    ) -> Result<Result<(), Lease>, StoreError> {
-        let done = match expected {
+    ) -> Result<Result<Lease, Lease>, StoreError> {
+        let epoch: Option<i64> = match expected {
             None => sqlx::query(
-                "INSERT INTO leases (runbook, run_id, host, pid, heartbeat_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (runbook) DO NOTHING",
+                "INSERT INTO leases (runbook, run_id, host, pid, heartbeat_ms, epoch, released) VALUES ($1, $2, $3, $4, $5, 1, 0)
+                 ON CONFLICT (runbook) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid, heartbeat_ms = excluded.heartbeat_ms, epoch = leases.epoch + 1, released = 0
+                 WHERE leases.released <> 0
+                 RETURNING epoch",
             )
             .bind(lease.runbook.as_str())
             .bind(lease.run_id.as_str())
             .bind(lease.host.as_str())
             .bind(lease.pid)
             .bind(lease.heartbeat_ms)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
             .await?,
             Some(old) => sqlx::query(
-                "UPDATE leases SET run_id = $1, host = $2, pid = $3, heartbeat_ms = $4 WHERE runbook = $5 AND run_id = $6 AND heartbeat_ms = $7",
+                "UPDATE leases SET run_id = $1, host = $2, pid = $3, heartbeat_ms = $4, epoch = epoch + 1
+                 WHERE runbook = $5 AND run_id = $6 AND heartbeat_ms = $7 AND epoch = $8 AND released = 0
+                 RETURNING epoch",
             )
             .bind(lease.run_id.as_str())
             .bind(lease.host.as_str())
@@ -523,11 +616,18 @@ impl Store {
             .bind(lease.runbook.as_str())
             .bind(old.run_id.as_str())
             .bind(old.heartbeat_ms)
-            .execute(&self.pool)
+            .bind(old.epoch)
+            .fetch_optional(&self.pool)
             .await?,
-        };
-        if done.rows_affected() == 1 {
-            return Ok(Ok(()));
+        }
+        .map(|r| r.try_get("epoch"))
+        .transpose()?;
+        if let Some(epoch) = epoch {
+            return Ok(Ok(Lease {
+                epoch,
+                released: false,
+                ..lease.clone()
+            }));
         }
         match self.lease(&lease.runbook).await? {
             Some(holder) => Ok(Err(holder)),
@@ -536,25 +636,36 @@ impl Store {
         }
     }
 
-    /// Refreshes the heartbeat of a lease we hold.
-    pub async fn heartbeat(&self, runbook: &str, run_id: &str) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3")
-                .bind(now_ms())
-                .bind(runbook)
-                .bind(run_id)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() == 1)
+    /// Refreshes the heartbeat of `lease` (as [`Store::acquire`] returned it); answers
+    /// [`StoreError::LeaseLost`] when it has been taken over.
+    pub async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3 AND epoch = $4 AND released = 0",
+        )
+        .bind(now_ms())
+        .bind(lease.runbook.as_str())
+        .bind(lease.run_id.as_str())
+        .bind(lease.epoch)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(self.lost(&lease.runbook).await)
+        }
     }
 
-    /// Gives the lease back.
+    /// Gives the lease back. The row stays, marked released, so that the next
+    /// acquisition counts on from its epoch (a runner that lost the lease can never
+    /// find its old epoch again) and a runner that lost it is told who had it.
     pub async fn release(&self, runbook: &str, run_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM leases WHERE runbook = $1 AND run_id = $2")
-            .bind(runbook)
-            .bind(run_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE leases SET released = 1 WHERE runbook = $1 AND run_id = $2 AND released = 0",
+        )
+        .bind(runbook)
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -956,16 +956,21 @@ fn injected_publish_failure() -> Option<StoreError> {
 
 /// Fault injection for the crash tests: with `RUNBOOK_TEST_KILL_AFTER_EVENT=N` the
 /// runner kills itself with SIGKILL right after committing journal event N, as a power
-/// cut or an OOM kill would.
+/// cut or an OOM kill would; with `RUNBOOK_TEST_STOP_AFTER_EVENT=N` it stops itself
+/// there (SIGSTOP, until a SIGCONT), as a runner stalled past its lease would.
 fn crash_point(seq: i64) {
-    static AT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    static AT: std::sync::OnceLock<[Option<i64>; 2]> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| {
-        std::env::var("RUNBOOK_TEST_KILL_AFTER_EVENT")
-            .ok()
-            .and_then(|v| v.parse().ok())
+        [
+            "RUNBOOK_TEST_KILL_AFTER_EVENT",
+            "RUNBOOK_TEST_STOP_AFTER_EVENT",
+        ]
+        .map(|var| std::env::var(var).ok().and_then(|v| v.parse().ok()))
     });
-    if *at == Some(seq) {
-        // SAFETY: sending a signal to ourselves.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    for (n, signal) in at.iter().zip([libc::SIGKILL, libc::SIGSTOP]) {
+        if *n == Some(seq) {
+            // SAFETY: sending a signal to ourselves.
+            unsafe { libc::kill(libc::getpid(), signal) };
+        }
     }
 }

@@ -58,6 +58,15 @@ pub mod exit {
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(3);
 
+/// [`STALE_AFTER`]; for tests only, `RUNBOOK_TEST_STALE_AFTER_MS` replaces it (the
+/// take-over tests stall a runner and take its lease over at once with `0`).
+fn stale_after() -> Duration {
+    std::env::var("RUNBOOK_TEST_STALE_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(STALE_AFTER, Duration::from_millis)
+}
+
 fn fail(message: impl std::fmt::Display) -> u8 {
     errln!("error: {message}");
     exit::INVALID
@@ -265,15 +274,17 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         host: host(),
         pid: std::process::id() as i64,
         heartbeat_ms: now_ms(),
+        epoch: 0,
+        released: false,
     };
-    match store.acquire(&lease, None).await {
-        Ok(Ok(())) => {}
+    let lease = match store.acquire(&lease, None).await {
+        Ok(Ok(lease)) => lease,
         Ok(Err(holder)) => return refuse_lease(&holder),
         Err(e) => return fail(e),
-    }
+    };
     let mut runner = Runner::new(
         &rb,
-        store.clone(),
+        store.holding(&lease),
         run_id.clone(),
         RunState::default(),
         0,
@@ -331,7 +342,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         let _ = store.release(&rb.id, &run_id).await;
         return fail(e);
     }
-    let code = finish(runner, &rb.id).await;
+    let code = finish(runner, &lease).await;
     if let Some(server) = server {
         // Long enough for the page and its live clients to show how the run ended.
         tokio::time::sleep(SERVE_LINGER).await;
@@ -389,7 +400,7 @@ fn pid_alive(pid: i64) -> bool {
 /// Whether the runner holding a lease is still at work: its heartbeat is fresh and, on
 /// this host, its process exists.
 fn holder_alive(holder: &Lease) -> bool {
-    now_ms() - holder.heartbeat_ms < STALE_AFTER.as_millis() as i64
+    now_ms() - holder.heartbeat_ms < stale_after().as_millis() as i64
         && (holder.host != host() || pid_alive(holder.pid))
 }
 
@@ -426,33 +437,53 @@ async fn interrupted() -> &'static str {
     }
 }
 
-/// Drives the run with a heartbeat, then says how it ended and returns the exit code.
-async fn finish(mut runner: Runner<'_>, runbook_id: &str) -> u8 {
+/// Why a drive was cut short.
+enum Cut {
+    Signal(&'static str),
+    /// The heartbeat found the lease taken over.
+    LeaseLost(StoreError),
+}
+
+/// Drives the run with a heartbeat, holding `lease`, then says how it ended and
+/// returns the exit code.
+async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
     let store = runner.store.clone();
     let run_id = runner.run_id.clone();
-    let beat = {
-        let (store, rb, run) = (store.clone(), runbook_id.to_owned(), run_id.clone());
+    let runbook_id = lease.runbook.as_str();
+    let mut beat = {
+        let (store, lease) = (store.clone(), lease.clone());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
-                let _ = store.heartbeat(&rb, &run).await;
+                // A store that cannot be reached is tried again; a lease taken over is
+                // the end of this runner.
+                if let Err(lost @ StoreError::LeaseLost { .. }) = store.heartbeat(&lease).await {
+                    return lost;
+                }
             }
         })
     };
     // Ctrl-C or SIGTERM drops the drive: the running step's processes are killed and
-    // the step stays in doubt in the journal, for `resume` to decide.
+    // the step stays in doubt in the journal, for `resume` to decide. A lease taken over
+    // drops it the same way, and the new holder decides.
     let driven = tokio::select! {
         result = runner.drive() => Ok(result),
-        signal = interrupted() => Err(signal),
+        signal = interrupted() => Err(Cut::Signal(signal)),
+        Ok(lost) = &mut beat => Err(Cut::LeaseLost(lost)),
     };
     beat.abort();
     runner.out.finish();
     let result = match driven {
         Ok(result) => result,
-        Err(signal) => {
+        Err(Cut::Signal(signal)) => {
             runner.out.note(&format!(
                 "stopped by {signal}; the run is unfinished (a step that was running is in doubt). Go on with `runbook resume {run_id}`, or end it with `runbook abort {run_id}`"
             ));
+            store.close().await;
+            return exit::NEEDS_A_PERSON;
+        }
+        Err(Cut::LeaseLost(lost)) => {
+            errln!("error: {lost}");
             store.close().await;
             return exit::NEEDS_A_PERSON;
         }
@@ -717,11 +748,13 @@ pub async fn resume(
         host: host(),
         pid: std::process::id() as i64,
         heartbeat_ms: now_ms(),
+        epoch: 0,
+        released: false,
     };
-    match store.lease(&rb.id).await {
+    let lease = match store.lease(&rb.id).await {
         Err(e) => return fail(e),
         Ok(None) => match store.acquire(&lease, None).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(lease)) => lease,
             Ok(Err(holder)) => return refuse_lease(&holder),
             Err(e) => return fail(e),
         },
@@ -737,18 +770,20 @@ pub async fn resume(
                 }
                 return refuse_lease(&holder);
             }
+            // Taken over: the stalled runner's next append or heartbeat finds the
+            // epoch moved on, and it stops.
             match store.acquire(&lease, Some(&holder)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(lease)) => lease,
                 Ok(Err(holder)) => return refuse_lease(&holder),
                 Err(e) => return fail(e),
             }
         }
-    }
+    };
     let out = Reporter::new(log_format, &rb);
     say_run_id(log_format, run_id);
     let mut runner = Runner::new(
         &rb,
-        store.clone(),
+        store.holding(&lease),
         run_id.to_owned(),
         state,
         seq,
@@ -850,7 +885,7 @@ pub async fn resume(
         errln!("error: {e}");
         return code;
     }
-    finish(runner, &rb.id).await
+    finish(runner, &lease).await
 }
 
 /// Appends the event `make` draws from the run's current state, checked against that

@@ -85,6 +85,8 @@ impl World {
             .current_dir(self.dir.path())
             .env("RUNBOOK_STORE", &self.store)
             .env_remove("RUNBOOK_TEST_KILL_AFTER_EVENT")
+            .env_remove("RUNBOOK_TEST_STOP_AFTER_EVENT")
+            .env_remove("RUNBOOK_TEST_STALE_AFTER_MS")
             .stdin(Stdio::null());
         c
     }
