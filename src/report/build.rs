@@ -781,38 +781,40 @@ fn postmortem(report: &Report, events: &[Recorded], title: &dyn Fn(&str) -> Stri
         summary.push_str(&format!(" Aborted by {by}."));
     }
     for rb in &report.rollbacks {
-        let undone: Vec<&str> = rb
-            .steps
-            .iter()
-            .filter(|s| s.status == UndoStatus::Undone)
-            .map(|s| s.id.as_str())
-            .collect();
-        let failed: Vec<&str> = rb
-            .steps
-            .iter()
-            .filter(|s| s.status != UndoStatus::Undone)
-            .map(|s| s.id.as_str())
-            .collect();
+        let ids = |f: &dyn Fn(UndoStatus) -> bool| -> Vec<String> {
+            rb.steps
+                .iter()
+                .filter(|s| f(s.status))
+                .map(|s| format!("`{}`", s.id))
+                .collect()
+        };
+        let undone = ids(&|s| s == UndoStatus::Undone);
+        let restored = ids(&|s| s == UndoStatus::Restored);
+        let left = ids(&|s| s == UndoStatus::Left);
+        let failed = ids(&|s| matches!(s, UndoStatus::UndoFailed | UndoStatus::Undoing));
         summary.push_str(&format!(
             " The rollback undid {}",
             if undone.is_empty() {
                 "no step".to_owned()
             } else {
-                undone
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                undone.join(", ")
             }
         ));
-        if !failed.is_empty() {
+        if !restored.is_empty() {
             summary.push_str(&format!(
-                "; undoing {} did not finish",
-                failed
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "; its restore brought back {}",
+                restored.join(", ")
+            ));
+        }
+        if !failed.is_empty() {
+            summary.push_str(&format!("; undoing {} did not finish", failed.join(", ")));
+        }
+        if !left.is_empty() {
+            summary.push_str(&format!(
+                "; {} had no way back and {} left as {} was",
+                left.join(", "),
+                if left.len() == 1 { "is" } else { "are" },
+                if left.len() == 1 { "it" } else { "they" }
             ));
         }
         summary.push('.');
