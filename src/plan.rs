@@ -305,7 +305,7 @@ fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
 /// Whether a step leaves something to undo. Checks, approvals, announcements and
 /// backups change nothing in the service; close and reopen are settled by the rollback
 /// itself, which always ends with the service open.
-fn changes_things(s: &Step) -> bool {
+pub(crate) fn changes_things(s: &Step) -> bool {
     s.rollback.is_some()
         || s.run.is_some()
         || matches!(
