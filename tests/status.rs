@@ -1155,3 +1155,240 @@ steps:
             .starts_with("application/json")
     );
 }
+
+/// `runbook serve` answers from the store from its very first answer: a client that
+/// polls as soon as the port takes a connection never sees the `404` of a page not yet
+/// rendered (a Statuspage client reports that as a configuration error).
+#[tokio::test]
+async fn serve_answers_from_the_store_from_its_first_connection_on() {
+    let w = World::sqlite();
+    // One runbook per writer: a runbook runs once at a time.
+    for t in 0..4 {
+        w.write(
+            &format!("tiny{t}.yaml"),
+            &format!(
+                "runbook: tiny{t}\ntitle: Tiny change\nsteps:\n  - {{ id: a, kind: patch, run: {{ shell: \"true\" }} }}\n"
+            ),
+        );
+    }
+    w.write(
+        "broken.yaml",
+        "runbook: broken\ntitle: Broken change\nsteps:\n  - { id: a, kind: patch, run: { shell: \"true\" }, rollback: { shell: \"exit 1\" } }\n  - { id: b, kind: patch, run: { shell: \"exit 1\" } }\n",
+    );
+    // 150 real runs, a few at a time; the last one fails (its undo fails too) and opens
+    // an incident, which the summary shows.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let w = &w;
+            s.spawn(move || {
+                for i in (t..149).step_by(4) {
+                    let o = w.execute(&format!("tiny{t}.yaml"), &format!("tiny-{i}"));
+                    assert_eq!(o.code, 0, "{}", o.stderr);
+                }
+            });
+        }
+    });
+    assert_eq!(w.execute("broken.yaml", "broken-1").code, 4);
+    let addr = free_addr();
+    let _server = Killed(
+        w.command(&["serve", "--addr", &addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the server never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let client = client();
+    let first = client
+        .get(format!("http://{addr}/api/v2/summary.json"))
+        .send()
+        .await
+        .unwrap();
+    let status = first.status();
+    let body = first.text().await.unwrap();
+    assert_eq!(status, 200, "the first answer: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["incidents"][0]["id"], "inc-broken-1", "{v}");
+    let all = get_json(
+        &client,
+        &format!("http://{addr}/api/v2/scheduled-maintenances.json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        all["scheduled_maintenances"].as_array().unwrap().len(),
+        50,
+        "{all}"
+    );
+    for run in ["tiny-0", "tiny-148", "broken-1"] {
+        let page = client
+            .get(format!("http://{addr}/maintenances/{run}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200, "{run}");
+    }
+}
+
+/// A process of the test, killed when the test ends (or fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bodies of the public updates of maintenance `id`, as the JSON API shows them.
+fn update_bodies(snap: &Snapshot, id: &str) -> Vec<String> {
+    let all: serde_json::Value = serde_json::from_slice(
+        &snap
+            .get("/api/v2/scheduled-maintenances.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let m = all["scheduled_maintenances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no maintenance {id}: {all}"));
+    m["incident_updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A rollback tells customers why: a person said no (`no_go`), the run stopped before
+/// changing anything (`stopped_before_changes`), or changes are being undone
+/// (`rolling_back`); a runbook's own `no_go` text replaces the default.
+#[tokio::test]
+async fn each_kind_of_rollback_publishes_its_own_update() {
+    let w = World::sqlite();
+    w.write(
+        "nogo.yaml",
+        r#"
+runbook: nogo
+title: Shop upgrade
+steps:
+  - { id: close, kind: close, title: Close the shop }
+  - { id: change, kind: patch, title: Change things, run: { shell: "true" }, rollback: { shell: "true" } }
+  - { id: go, kind: approve, title: Go or no go }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    w.write(
+        "early.yaml",
+        r#"
+runbook: early
+title: Shop upgrade
+steps:
+  - { id: close, kind: close, title: Close the shop }
+  - id: change
+    kind: migrate
+    title: Change things
+    preconditions: [{ shell: "exit 1", message: the replica has caught up }]
+    run: { shell: "true" }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    w.write(
+        "late.yaml",
+        r#"
+runbook: late
+title: Shop upgrade
+steps:
+  - { id: close, kind: close, title: Close the shop }
+  - { id: change, kind: patch, title: Change things, run: { shell: "true" }, rollback: { shell: "true" } }
+  - { id: boom, kind: patch, title: Break, run: { shell: "exit 1" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    w.write(
+        "waited.yaml",
+        r#"
+runbook: waited
+title: Shop upgrade
+status_page:
+  updates: { no_go: "Nobody said go for {{title}}, so it does not happen." }
+steps:
+  - { id: go, kind: approve, title: Go or no go, timeout: 1s }
+  - { id: change, kind: patch, title: Change things, run: { shell: "true" } }
+"#,
+    );
+    // Rejected from another process while it waits.
+    let mut child = w
+        .command(&[
+            "execute",
+            "nogo.yaml",
+            "--yes",
+            "--now",
+            "--run-id",
+            "nogo-1",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = Store::open(&w.store).await.unwrap();
+    let t0 = Instant::now();
+    while !store
+        .load("nogo-1")
+        .await
+        .is_ok_and(|e| e.iter().any(|r| r.event.kind() == "approval_requested"))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = w.run(&["reject", "nogo-1", "go", "--by", "sam"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    for (file, run) in [
+        ("early.yaml", "early-1"),
+        ("late.yaml", "late-1"),
+        ("waited.yaml", "waited-1"),
+    ] {
+        let o = w.execute(file, run);
+        assert_eq!(o.code, 3, "{run}: {}\n{}", o.stdout, o.stderr);
+    }
+    let (_, snap) = snapshot(&w).await;
+    let no_go = "We have decided not to go ahead with the maintenance, so we are undoing any \
+                 changes made so far. The service will come back as it was before the maintenance.";
+    let before_changes = "We stopped the maintenance before making any changes, as something \
+                          was not ready for it. The service stays as it was before the maintenance.";
+    let rolling_back = "Something did not go as planned, so we are undoing the changes made so \
+                        far. The service will come back as it was before the maintenance.";
+    let own = "Nobody said go for Shop upgrade, so it does not happen.";
+    for (run, kind, text) in [
+        ("nogo-1", "no_go", no_go),
+        ("early-1", "stopped_before_changes", before_changes),
+        ("late-1", "rolling_back", rolling_back),
+        ("waited-1", "no_go", own),
+    ] {
+        // Recorded in the journal with its kind, once, and nothing of the other kinds.
+        let updates = published(&w, run).await;
+        let rollbacks: Vec<&String> = updates
+            .iter()
+            .filter(|u| {
+                ["no_go:", "stopped_before_changes:", "rolling_back:"]
+                    .iter()
+                    .any(|k| u.starts_with(k))
+            })
+            .collect();
+        assert_eq!(rollbacks, [&format!("{kind}:{text}")], "{run}: {updates:?}");
+        // And on the page.
+        let bodies = update_bodies(&snap, run);
+        assert!(bodies.iter().any(|b| b == text), "{run}: {bodies:?}");
+    }
+}

@@ -190,8 +190,9 @@ pub struct PublicStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublicUpdate {
     /// What it announces, which is also the template that wrote it: `scheduled`,
-    /// `in_progress`, `step_started`, `overrun`, `verifying`, `rolling_back`,
-    /// `completed`, `rolled_back`, `failed`, `aborted`, `announce`, or `manual`.
+    /// `in_progress`, `step_started`, `overrun`, `verifying`, `no_go`,
+    /// `stopped_before_changes`, `rolling_back`, `completed`, `rolled_back`, `failed`,
+    /// `aborted`, `announce`, or `manual`.
     pub kind: String,
     /// The Statuspage status it sets: `scheduled`, `in_progress`, `verifying`,
     /// `completed` for a maintenance; `investigating`, `identified`, `monitoring`,

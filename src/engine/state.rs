@@ -99,6 +99,9 @@ pub enum ItemStatus {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StepRun {
     pub status: StepStatus,
+    /// An attempt's action has started (past its preconditions): it may have changed
+    /// something, even if it then failed.
+    pub acted: bool,
     /// Attempts started so far (1 after the first `StepChecking`).
     pub attempts: u32,
     pub started_ms: Option<i64>,
@@ -318,6 +321,7 @@ impl RunState {
                         }
                         E::StepStarted { verifying, .. } => {
                             step.status = S::Running;
+                            step.acted = true;
                             self.status = if *verifying { R::Verifying } else { R::Running };
                         }
                         _ => unreachable!(),

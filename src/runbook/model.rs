@@ -101,6 +101,8 @@ pub const UPDATE_KINDS: &[&str] = &[
     "step_started",
     "overrun",
     "verifying",
+    "no_go",
+    "stopped_before_changes",
     "rolling_back",
     "completed",
     "rolled_back",

@@ -288,8 +288,9 @@ pub struct RawStatusPage {
     /// When a step running late is announced: `{ after, every }`.
     pub overrun: Option<RawOverrun>,
     /// Public update templates of this runbook, replacing the ones in `templates/`:
-    /// `scheduled`, `in_progress`, `step_started`, `overrun`, `verifying`,
-    /// `rolling_back`, `completed`, `rolled_back`, `failed`, `aborted`.
+    /// `scheduled`, `in_progress`, `step_started`, `overrun`, `verifying`, `no_go`,
+    /// `stopped_before_changes`, `rolling_back`, `completed`, `rolled_back`, `failed`,
+    /// `aborted`.
     #[serde(default)]
     pub updates: IndexMap<String, String>,
 }

@@ -105,7 +105,9 @@ pub fn render_if_changed(
             );
         }
     }
-    let same = snap.assets.len() == last.assets.len()
+    // The first render is always published: the server waits for it.
+    let same = last.version > 0
+        && snap.assets.len() == last.assets.len()
         && snap
             .assets
             .iter()

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::engine::event::{Event, PublicPlan, PublicStep, PublicUpdate};
 use crate::engine::state::{RunState, RunStatus, StepStatus};
 use crate::engine::timing::{Learned, eta_ms};
-use crate::runbook::{Kind, Public, Runbook, Step};
+use crate::runbook::{Kind, OnTimeout, Public, Runbook, Step};
 
 /// The default templates, by kind.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -34,6 +34,11 @@ const DEFAULTS: &[(&str, &str)] = &[
     (
         "verifying",
         include_str!("../../templates/updates/verifying.hbs"),
+    ),
+    ("no_go", include_str!("../../templates/updates/no_go.hbs")),
+    (
+        "stopped_before_changes",
+        include_str!("../../templates/updates/stopped_before_changes.hbs"),
     ),
     (
         "rolling_back",
@@ -200,7 +205,14 @@ impl<'a> Publisher<'a> {
         own: Option<&String>,
     ) -> Option<PublicUpdate> {
         let ctx = self.context(base, eta, step);
-        let template = own.or_else(|| self.rb.status_page.updates.get(kind));
+        let updates = &self.rb.status_page.updates;
+        // A runbook that wrote its own `rolling_back` (or silenced it) meant every
+        // rollback, unless it also wrote the finer kind.
+        let template = own.or_else(|| updates.get(kind)).or_else(|| {
+            matches!(kind, "no_go" | "stopped_before_changes")
+                .then(|| updates.get("rolling_back"))
+                .flatten()
+        });
         let body = render(template, kind, &ctx);
         // An empty template is how a runbook says "publish nothing here".
         (!body.is_empty()).then(|| PublicUpdate {
@@ -249,6 +261,48 @@ impl<'a> Publisher<'a> {
         }
     }
 
+    /// What a rollback beginning after `before` and then `prior` is, for customers:
+    /// `no_go` when a person said no (an `approve` step rejected, or timed out with
+    /// `on_timeout: reject`), `stopped_before_changes` when no step that changes things
+    /// (the plan's rule) has succeeded yet, nor any item of one that fans out, else
+    /// `rolling_back`.
+    fn rollback_kind(&self, before: &RunState, prior: &[Event]) -> &'static str {
+        let mut folded;
+        let state = if prior.is_empty() {
+            before
+        } else {
+            folded = before.clone();
+            for e in prior {
+                // Every event of the batch was checked by the caller.
+                let _ = folded.apply(e, 0);
+            }
+            &folded
+        };
+        let said_no = self.rb.steps.iter().any(|s| {
+            let r = state.step(&s.id);
+            s.kind == Kind::Approve
+                && !r.failure_ignored
+                && match r.status {
+                    StepStatus::Failed => {
+                        r.outputs.get("decision").and_then(Value::as_str) == Some("rejected")
+                    }
+                    StepStatus::TimedOut => s.on_timeout == OnTimeout::Reject,
+                    _ => false,
+                }
+        });
+        let changed = self.rb.steps.iter().any(|s| {
+            let r = state.step(&s.id);
+            crate::engine::undo::changes_things(s) && r.acted
+        });
+        if said_no {
+            "no_go"
+        } else if !changed {
+            "stopped_before_changes"
+        } else {
+            "rolling_back"
+        }
+    }
+
     /// The update for a step running past its `expected` duration.
     pub fn overrun(
         &self,
@@ -282,7 +336,7 @@ impl<'a> Publisher<'a> {
         let eta = eta_ms(self.rb, after, self.learned, now_ms);
         let status = self.status(after);
         let mut out = Vec::new();
-        for event in events {
+        for (n, event) in events.iter().enumerate() {
             let u = match event {
                 Event::RunStarted { .. } => {
                     self.update("in_progress", "in_progress", base, eta, None, None)
@@ -323,7 +377,8 @@ impl<'a> Publisher<'a> {
                     }
                 }
                 Event::RollbackStarted { .. } => {
-                    self.update("rolling_back", "in_progress", base, None, None, None)
+                    let kind = self.rollback_kind(before, &events[..n]);
+                    self.update(kind, "in_progress", base, None, None, None)
                 }
                 Event::RunCompleted => {
                     self.update("completed", "completed", base, None, None, None)

@@ -86,7 +86,9 @@ pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &
 }
 
 /// Serves the page of `store` on `listener` until the process ends: follows the journal
-/// in the background and answers from memory.
+/// in the background and answers from memory. Nothing is accepted before the first
+/// snapshot of the store is rendered: a client connecting early waits in the listen
+/// queue, then gets the page, never a `404` of a page not yet there.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Store,
@@ -94,8 +96,14 @@ pub async fn serve(
     cfg: Config,
 ) -> std::io::Result<()> {
     raise_fd_limit();
-    let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(super::follow::follow(store.clone(), info, tx));
+    // The empty snapshot is version 0; the follower's first render is 1.
+    if rx.wait_for(|s| s.version > 0).await.is_err() {
+        return Err(std::io::Error::other(
+            "the status page stopped before its first render",
+        ));
+    }
     let app = router(rx, Some(store), &cfg);
     axum::serve(listener, app).await
 }
