@@ -257,10 +257,35 @@ pub fn describe(e: &Event) -> String {
         StepRollbackStarted { step } => format!("step {step}: undoing"),
         StepRolledBack { step } => format!("step {step}: undone"),
         StepRollbackFailed { step, error } => format!("step {step}: UNDO FAILED: {error}"),
+        StatementCancelled { step, .. } => format!("step {step}: {}", cancelled(e)),
         Published(u) => format!("public update ({}): {}", u.status, u.body),
         RunCompleted => "run completed".into(),
         RunRolledBack => "run rolled back: the service is restored".into(),
         RunFailed { reason } => format!("RUN FAILED: {reason}"),
         RunAborted { by, reason } => format!("run aborted by {by}: {reason}"),
     }
+}
+
+/// A `statement_cancelled` event in words, without its step: what was stopped where, and
+/// how (or why it could not be).
+pub fn cancelled(e: &Event) -> String {
+    let Event::StatementCancelled {
+        database,
+        pid,
+        statement,
+        terminated,
+        error,
+        ..
+    } = e
+    else {
+        return String::new();
+    };
+    let backend = pid.map(|p| format!(" (backend {p})")).unwrap_or_default();
+    let how = match (error, terminated) {
+        (Some(why), _) => format!("could NOT be stopped on the server: {why}"),
+        (None, true) => "ignored the cancel; its backend was terminated".into(),
+        (None, false) if pid.is_some() => "cancelled on the server".into(),
+        (None, false) => "interrupted".into(),
+    };
+    format!("statement `{statement}` on {database}{backend} {how}")
 }
