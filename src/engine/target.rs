@@ -228,6 +228,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_CHARS: usize = 200;
 
 /// How to stop a connection's statement from outside it.
+#[derive(Clone)]
 enum Stopper {
     /// From another connection, by backend pid.
     Postgres {
@@ -246,42 +247,18 @@ struct RawSqlite(std::ptr::NonNull<libsqlite3_sys::sqlite3>);
 
 // SAFETY: only used for `sqlite3_interrupt`, which SQLite allows from any thread.
 unsafe impl Send for RawSqlite {}
-unsafe impl Sync for RawSqlite {}
 
 /// Armed while a statement runs; dropped armed (its future dropped), it stops the
 /// statement on the server.
 struct Watch {
-    stop: Option<(StopOrder, String)>,
-}
-
-enum StopOrder {
-    Postgres {
-        url: String,
-        database: String,
-        pid: i32,
-    },
-    Sqlite {
-        database: String,
-        handle: RawSqlite,
-    },
+    stop: Option<(Stopper, String)>,
 }
 
 impl Watch {
     fn arm(stopper: &Stopper, statement: &str) -> Watch {
-        let order = match stopper {
-            Stopper::Postgres { url, database, pid } => StopOrder::Postgres {
-                url: url.clone(),
-                database: database.clone(),
-                pid: *pid,
-            },
-            Stopper::Sqlite { database, handle } => StopOrder::Sqlite {
-                database: database.clone(),
-                handle: *handle,
-            },
-        };
         registry().armed.fetch_add(1, Ordering::SeqCst);
         Watch {
-            stop: Some((order, shorten(statement))),
+            stop: Some((stopper.clone(), shorten(statement))),
         }
     }
 
@@ -295,12 +272,12 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let Some((order, statement)) = self.stop.take() else {
+        let Some((stopper, statement)) = self.stop.take() else {
             return;
         };
         let reg = registry();
-        let pending = match order {
-            StopOrder::Sqlite { database, handle } => {
+        let pending = match stopper {
+            Stopper::Sqlite { database, handle } => {
                 // SAFETY: the connection is open: the watch is dropped inside the
                 // `guarded` call that borrows it.
                 unsafe { libsqlite3_sys::sqlite3_interrupt(handle.0.as_ptr()) };
@@ -312,7 +289,7 @@ impl Drop for Watch {
                     error: None,
                 })
             }
-            StopOrder::Postgres { url, database, pid } => {
+            Stopper::Postgres { url, database, pid } => {
                 let Ok(rt) = tokio::runtime::Handle::try_current() else {
                     reg.armed.fetch_sub(1, Ordering::SeqCst);
                     return;
