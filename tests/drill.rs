@@ -109,7 +109,9 @@ fn drill_args<'a>(w: &World, t: &'a Tenants, run: &'a str, extra: &[&'a str]) ->
     let root = common::root();
     let mut args: Vec<String> = vec![
         "execute".into(),
-        root.join("runbooks/postgres-drill.yaml").display().to_string(),
+        root.join("runbooks/postgres-drill.yaml")
+            .display()
+            .to_string(),
         "--now".into(),
         "--yes".into(),
         "--run-id".into(),
@@ -143,7 +145,11 @@ fn the_failure_drill_puts_every_tenant_and_the_application_back() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = w.run(&args);
     assert_eq!(out.code, 3, "{}\n{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("the service is restored"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("the service is restored"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(t.snapshot(), before, "every tenant is as it was");
     assert_eq!(app_version(&w), "1\n", "the application is back");
     // The same run without the drill really changes all of it.
@@ -164,7 +170,11 @@ fn wait_for(path: &Path, child: &mut std::process::Child) {
             "the runner ended before {} appeared",
             path.display()
         );
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -176,16 +186,19 @@ fn seq_of_install_undo() -> i64 {
     let t = Tenants::new();
     std::fs::create_dir_all(w.path("app")).unwrap();
     w.write("app/version", "1\n");
-    let args = drill_args(&w, &t, "clean", &["--var", "drill=fail", "--log-format", "json"]);
+    let args = drill_args(
+        &w,
+        &t,
+        "clean",
+        &["--var", "drill=fail", "--log-format", "json"],
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = w.run(&args);
     assert_eq!(out.code, 3, "{}", out.stderr);
     out.stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| {
-            e["event"]["type"] == "step_rollback_started" && e["event"]["step"] == "install"
-        })
+        .find(|e| e["event"]["type"] == "step_rollback_started" && e["event"]["step"] == "install")
         .and_then(|e| e["seq"].as_i64())
         .expect("install is undone")
 }

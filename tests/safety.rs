@@ -269,8 +269,14 @@ steps:
         md.contains("NOT everything is restored: left as it was: tweak"),
         "{md}"
     );
-    assert!(md.contains("| migrate `migrate` | undone by the restore |"), "{md}");
-    assert!(md.contains("tweak\\` had no way back and is left as it was"), "{md}");
+    assert!(
+        md.contains("| migrate `migrate` | undone by the restore |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("tweak\\` had no way back and is left as it was"),
+        "{md}"
+    );
 }
 
 fn close_and_reopen_with_an_action_still_close_and_reopen(w: &World) {

@@ -130,6 +130,24 @@ pub enum Event {
     RunFailed { reason: String },
     /// Stopped by an operator, or by the runbook's `on_failure: abort`.
     RunAborted { by: String, reason: String },
+    /// A statement the runner stopped waiting for (a timeout, an abort, Ctrl-C) was
+    /// stopped on the server: cancelled (PostgreSQL `pg_cancel_backend`, SQLite
+    /// interrupt), its backend `terminated` when the cancel did not take. `error`: it
+    /// could not be stopped and may still be running. It changes nothing in the run.
+    StatementCancelled {
+        step: String,
+        /// The database's URL, without its password.
+        database: String,
+        /// The PostgreSQL backend that ran it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
+        /// The statement, shortened.
+        statement: String,
+        #[serde(default)]
+        terminated: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// A public update on the status page: rendered from `templates/` by the run, or
     /// written by a person through the admin API. It changes nothing in the run.
     Published(PublicUpdate),
@@ -249,7 +267,8 @@ impl Event {
             | Rejected { step, .. }
             | StepRollbackStarted { step }
             | StepRolledBack { step, .. }
-            | StepRollbackFailed { step, .. } => Some(step),
+            | StepRollbackFailed { step, .. }
+            | StatementCancelled { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -286,6 +305,7 @@ impl Event {
             RunRolledBack { .. } => "run_rolled_back",
             RunFailed { .. } => "run_failed",
             RunAborted { .. } => "run_aborted",
+            StatementCancelled { .. } => "statement_cancelled",
             Published(_) => "published",
         }
     }

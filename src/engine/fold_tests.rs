@@ -52,6 +52,17 @@ fn published() -> Event {
     })
 }
 
+fn statement_cancelled(id: &str) -> Event {
+    Event::StatementCancelled {
+        step: id.into(),
+        database: "postgres://ops@db1/app".into(),
+        pid: Some(4711),
+        statement: "SELECT pg_sleep(600)".into(),
+        terminated: false,
+        error: None,
+    }
+}
+
 fn checking(id: &str, attempt: u32) -> Event {
     let step = id.into();
     Event::StepChecking { step, attempt }
@@ -302,6 +313,7 @@ fn label(event: &Event) -> String {
         | E::RunRolledBack { .. }
         | E::RunFailed { .. }
         | E::RunAborted { .. }
+        | E::StatementCancelled { .. }
         | E::Published(_) => event.kind().to_owned(),
     }
 }
@@ -336,6 +348,7 @@ fn every_event(state: &RunState) -> Vec<Event> {
         undo_started("a"),
         undone("a"),
         undo_failed("a"),
+        statement_cancelled("a"),
     ];
     let run_events = [
         run_started(),
@@ -368,8 +381,9 @@ struct Situation {
 
 impl Situation {
     fn allows(&self, label: &str) -> bool {
-        // A public update is legal whenever the run has started, even after its end.
-        if label == "published" {
+        // A public update, or a statement stopped on the server, is legal whenever the
+        // run has started, even after its end.
+        if label == "published" || label == "statement_cancelled" {
             return !self.journal.is_empty();
         }
         self.legal.split_whitespace().any(|l| l == label)
@@ -610,6 +624,23 @@ fn run_started_records_the_run_and_starts_it() {
         (s.started_ms, s.ended_ms, s.events),
         (Some(SECOND), None, 1)
     );
+}
+
+#[test]
+fn a_cancelled_statement_is_recorded_on_its_step_and_changes_nothing_else() {
+    let aborted = and(running("a"), [run_aborted()]);
+    let before = fold(&aborted);
+    let after = apply(&before, &statement_cancelled("a"));
+    assert_eq!(after.status, RunStatus::Aborted);
+    let a = after.step("a");
+    assert_eq!(a.status, before.step("a").status);
+    assert_eq!(a.cancelled.len(), 1);
+    let c = &a.cancelled[0];
+    assert_eq!(
+        (c.database.as_str(), c.pid, c.statement.as_str()),
+        ("postgres://ops@db1/app", Some(4711), "SELECT pg_sleep(600)")
+    );
+    assert!(!c.terminated && c.error.is_none());
 }
 
 #[test]

@@ -264,6 +264,7 @@ pub fn describe(e: &Event) -> String {
             by_restore: Some(cp),
         } => format!("step {step}: undone by the restore of checkpoint `{cp}`"),
         StepRollbackFailed { step, error } => format!("step {step}: UNDO FAILED: {error}"),
+        StatementCancelled { step, .. } => format!("step {step}: {}", cancelled(e)),
         Published(u) => format!("public update ({}): {}", u.status, u.body),
         RunCompleted => "run completed".into(),
         RunRolledBack { left } => rolled_back_words(left),
@@ -289,4 +290,28 @@ pub fn rolled_back_words(left: &[String]) -> String {
         if left.len() == 1 { "it" } else { "them" },
         names.join(", ")
     )
+}
+
+/// A `statement_cancelled` event in words, without its step: what was stopped where, and
+/// how (or why it could not be).
+pub fn cancelled(e: &Event) -> String {
+    let Event::StatementCancelled {
+        database,
+        pid,
+        statement,
+        terminated,
+        error,
+        ..
+    } = e
+    else {
+        return String::new();
+    };
+    let backend = pid.map(|p| format!(" (backend {p})")).unwrap_or_default();
+    let how = match (error, terminated) {
+        (Some(why), _) => format!("could NOT be stopped on the server: {why}"),
+        (None, true) => "ignored the cancel; its backend was terminated".into(),
+        (None, false) if pid.is_some() => "cancelled on the server".into(),
+        (None, false) => "interrupted".into(),
+    };
+    format!("statement `{statement}` on {database}{backend} {how}")
 }

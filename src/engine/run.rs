@@ -15,6 +15,7 @@ use super::decide::{self, Next};
 use super::event::{Decision, Event};
 use super::report::Reporter;
 use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
+use super::target;
 use super::undo;
 use super::work::{self, Unit, Worker};
 use crate::runbook::{Condition, ForEach, Kind, MaxFailures, OnTimeout, Runbook, Step};
@@ -177,6 +178,53 @@ impl<'a> Runner<'a> {
         Ok(only_updates)
     }
 
+    /// Records the statements stopped on the server since the last call (the work that
+    /// ran them was dropped: a timeout, an abort, a signal), as events of `step` (else of
+    /// the step at work, or the last one that started). They are facts, recorded whatever else was written meanwhile
+    /// (an abort). With `all`, every statement still running is being stopped too.
+    pub async fn record_cancellations(
+        &mut self,
+        step: Option<&str>,
+        all: bool,
+    ) -> Result<(), EngineError> {
+        let cancelled = target::settle_cancellations(all).await;
+        if cancelled.is_empty() {
+            return Ok(());
+        }
+        let step = step.map(str::to_owned).unwrap_or_else(|| {
+            let at_work = self.state.steps.iter().find(|(_, s)| {
+                matches!(
+                    s.status,
+                    StepStatus::Checking | StepStatus::Running | StepStatus::RollingBack
+                )
+            });
+            // Else the step that started last.
+            at_work
+                .or(self.state.steps.last())
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default()
+        });
+        let events: Vec<Event> = cancelled
+            .into_iter()
+            .map(|c| Event::StatementCancelled {
+                step: step.clone(),
+                database: c.database,
+                pid: c.pid,
+                statement: c.statement,
+                terminated: c.terminated,
+                error: c.error,
+            })
+            .collect();
+        // A conflict has read the state again; the next try goes after what came in.
+        let mut tries = 0;
+        loop {
+            match self.record_all(events.clone()).await {
+                Err(EngineError::Conflict) if tries < 10 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
     /// Tells customers that `step` runs late: once it passes its estimate (learned, or
     /// `expected`) by `status_page.overrun.after`, then again every
     /// `status_page.overrun.every` while it runs, each time with a new ETA. Committed on
@@ -316,6 +364,21 @@ impl<'a> Runner<'a> {
             Event::StepRollbackFailed { step, error } => Event::StepRollbackFailed {
                 step,
                 error: self.masker.mask(&error),
+            },
+            Event::StatementCancelled {
+                step,
+                database,
+                pid,
+                statement,
+                terminated,
+                error,
+            } => Event::StatementCancelled {
+                step,
+                database: self.masker.mask(&database),
+                pid,
+                statement: self.masker.mask(&statement),
+                terminated,
+                error: error.map(|e| self.masker.mask(&e)),
             },
             Event::Published(u) => Event::Published(crate::engine::event::PublicUpdate {
                 body: self.masker.mask(&u.body),
@@ -535,6 +598,10 @@ impl<'a> Runner<'a> {
                 )
                 .await;
             if let Err(message) = checked {
+                self.record_cancellations(Some(&id), false).await?;
+                if self.state.status.is_terminal() {
+                    return Ok(());
+                }
                 self.record(Event::PreconditionFailed {
                     step: id,
                     attempt,
@@ -650,6 +717,11 @@ impl<'a> Runner<'a> {
         attempt: u32,
         outcome: Outcome,
     ) -> Result<(), EngineError> {
+        // What the stopped work left running on a server is stopped first, and said so.
+        self.record_cancellations(Some(id), false).await?;
+        if self.state.status.is_terminal() {
+            return Ok(());
+        }
         let step = id.to_owned();
         let event = match outcome {
             Outcome::Succeeded(outputs) => Event::StepSucceeded {
@@ -859,7 +931,8 @@ impl<'a> Runner<'a> {
                 .collect();
             self.record_all(outcomes).await?;
         }
-        // Items still running are stopped (their process groups killed) as they drop.
+        // Items still running are stopped (their process groups killed, their SQL
+        // stopped on the server) as they drop.
         drop(running);
         if aborted {
             return self
@@ -903,6 +976,7 @@ impl<'a> Runner<'a> {
         }
         .expect("decide only undoes steps with an action");
         let outcome = self.worker().undo(step, action).await;
+        self.record_cancellations(Some(&id), false).await?;
         let events =
             match outcome {
                 Outcome::Succeeded(_) => {

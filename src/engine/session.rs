@@ -473,6 +473,12 @@ async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
     };
     beat.abort();
     runner.out.finish();
+    // A cut drive's SQL is stopped on the server before the process ends, and recorded.
+    if driven.is_err()
+        && let Err(e) = runner.record_cancellations(None, true).await
+    {
+        errln!("error: cannot record the statements stopped on the server: {e}");
+    }
     let result = match driven {
         Ok(result) => result,
         Err(Cut::Signal(signal)) => {
@@ -1146,6 +1152,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
                     "outputs": s.outputs,
                     "items": { "done": s.items.values().filter(|i| **i != super::state::ItemStatus::Running).count(), "failed": s.items.values().filter(|i| **i == super::state::ItemStatus::Failed).count() },
                     "output": tail(&logs.join(format!("{id}.log")), 5),
+                    "cancelled": s.cancelled,
                 }),
             )
         })

@@ -119,6 +119,20 @@ pub struct StepRun {
     pub items: BTreeMap<usize, ItemStatus>,
     /// What fan-out items produced, by index (only items with outputs).
     pub item_outputs: BTreeMap<usize, IndexMap<String, Value>>,
+    /// Its statements stopped on the server.
+    pub cancelled: Vec<StoppedStatement>,
+}
+
+/// A statement of a step that was stopped on the server when the runner stopped
+/// waiting for it (`statement_cancelled`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoppedStatement {
+    pub database: String,
+    pub pid: Option<i32>,
+    pub statement: String,
+    pub terminated: bool,
+    /// It could not be stopped, and may still be running.
+    pub error: Option<String>,
 }
 
 impl StepRun {
@@ -277,6 +291,34 @@ impl RunState {
             // person's last word on the page).
             E::Published(_) if self.status == R::Scheduled => return Err(run_illegal(self)),
             E::Published(_) => {
+                self.events += 1;
+                return Ok(());
+            }
+            // A fact about what the runner stopped, recorded after it stopped waiting
+            // (possibly after an abort ended the run); it changes no decision.
+            E::StatementCancelled { .. } if self.status == R::Scheduled => {
+                return Err(run_illegal(self));
+            }
+            E::StatementCancelled {
+                step,
+                database,
+                pid,
+                statement,
+                terminated,
+                error,
+            } => {
+                let stopped = StoppedStatement {
+                    database: database.clone(),
+                    pid: *pid,
+                    statement: statement.clone(),
+                    terminated: *terminated,
+                    error: error.clone(),
+                };
+                self.steps
+                    .entry(step.clone())
+                    .or_default()
+                    .cancelled
+                    .push(stopped);
                 self.events += 1;
                 return Ok(());
             }

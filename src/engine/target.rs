@@ -3,6 +3,7 @@
 //! fan-out queries.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -16,8 +17,17 @@ use super::action::Outcome;
 /// How long a SQL check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A connection to a maintenance target.
-pub enum Target {
+/// A connection to a maintenance target. A statement run through it ([`Target::rows`],
+/// [`Target::guarded`]) whose future is dropped before the statement ended (a step's
+/// timeout, an abort, Ctrl-C) is stopped on the server: see [`settle_cancellations`].
+pub struct Target {
+    pub conn: Conn,
+    /// How to stop this connection's statement from outside.
+    stopper: Stopper,
+}
+
+/// The connection itself, by engine.
+pub enum Conn {
     Postgres(sqlx::PgConnection),
     Sqlite(sqlx::SqliteConnection),
 }
@@ -80,44 +90,83 @@ fn connect_url(database: &str) -> Result<String, String> {
 pub async fn connect(database: &str) -> Result<Target, String> {
     let url = connect_url(database)?;
     let failed = |e: sqlx::Error| format!("cannot connect to `{database}`: {}", describe(&e));
+    let shown = shown_url(database);
     Ok(if url.starts_with("sqlite:") {
-        Target::Sqlite(
-            sqlx::SqliteConnection::connect(&url)
-                .await
-                .map_err(failed)?,
-        )
+        let mut c = sqlx::SqliteConnection::connect(&url)
+            .await
+            .map_err(failed)?;
+        let handle = c.lock_handle().await.map_err(failed)?.as_raw_handle();
+        Target {
+            conn: Conn::Sqlite(c),
+            stopper: Stopper::Sqlite {
+                database: shown,
+                handle: RawSqlite(handle),
+            },
+        }
     } else {
-        Target::Postgres(sqlx::PgConnection::connect(&url).await.map_err(failed)?)
+        let mut c = sqlx::PgConnection::connect(&url).await.map_err(failed)?;
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut c)
+            .await
+            .map_err(failed)?;
+        Target {
+            conn: Conn::Postgres(c),
+            stopper: Stopper::Postgres {
+                url,
+                database: shown,
+                pid,
+            },
+        }
     })
 }
 
 impl Target {
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.conn, Conn::Postgres(_))
+    }
+
+    /// Runs `work`, the statement(s) `statement` on this connection. When `work` is
+    /// dropped before it ends, the statement is stopped on the server (and recorded for
+    /// [`settle_cancellations`]) instead of running on, holding its locks.
+    pub async fn guarded<T>(
+        &mut self,
+        statement: &str,
+        work: impl AsyncFnOnce(&mut Conn) -> T,
+    ) -> T {
+        // The connection outlives the watch: an interrupted SQLite handle is still open.
+        let watch = Watch::arm(&self.stopper, statement);
+        let out = work(&mut self.conn).await;
+        watch.disarm();
+        out
+    }
+
     /// Runs the statements (in one transaction when asked) and returns every row.
     pub async fn rows(
         &mut self,
         statements: &str,
         transaction: bool,
     ) -> Result<Vec<Cells>, String> {
-        match self {
-            Target::Postgres(c) => Ok(fetch::<sqlx::Postgres>(c, statements, transaction)
+        self.guarded(statements, async |conn| match conn {
+            Conn::Postgres(c) => Ok(fetch::<sqlx::Postgres>(c, statements, transaction)
                 .await?
                 .iter()
                 .map(pg_cells)
                 .collect()),
-            Target::Sqlite(c) => Ok(fetch::<sqlx::Sqlite>(c, statements, transaction)
+            Conn::Sqlite(c) => Ok(fetch::<sqlx::Sqlite>(c, statements, transaction)
                 .await?
                 .iter()
                 .map(sqlite_cells)
                 .collect()),
-        }
+        })
+        .await
     }
 
     /// Runs a query that must not change anything: in a read-only transaction that is
     /// rolled back (PostgreSQL), with `query_only` on (SQLite). A function that writes
     /// fails instead of writing.
     async fn read_only_rows(&mut self, query: &str) -> Result<Vec<Cells>, String> {
-        match self {
-            Target::Postgres(c) => {
+        self.guarded(query, async |conn| match conn {
+            Conn::Postgres(c) => {
                 let mut tx = c.begin().await.map_err(|e| describe(&e))?;
                 sqlx::raw_sql("SET TRANSACTION READ ONLY")
                     .execute(&mut *tx)
@@ -130,7 +179,7 @@ impl Target {
                 tx.rollback().await.map_err(|e| describe(&e))?;
                 Ok(rows.iter().map(pg_cells).collect())
             }
-            Target::Sqlite(c) => {
+            Conn::Sqlite(c) => {
                 sqlx::raw_sql("PRAGMA query_only = ON")
                     .execute(&mut *c)
                     .await
@@ -141,14 +190,287 @@ impl Target {
                     .map_err(|e| describe(&e))?;
                 Ok(rows.iter().map(sqlite_cells).collect())
             }
-        }
+        })
+        .await
     }
 
     pub async fn close(self) {
-        let _ = match self {
-            Target::Postgres(c) => c.close().await,
-            Target::Sqlite(c) => c.close().await,
+        let _ = match self.conn {
+            Conn::Postgres(c) => c.close().await,
+            Conn::Sqlite(c) => c.close().await,
         };
+    }
+}
+
+/// A statement stopped on the server because the runner stopped waiting for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cancelled {
+    /// The database's URL without its password.
+    pub database: String,
+    /// The PostgreSQL backend that ran it (none for SQLite).
+    pub pid: Option<i32>,
+    /// The statement, shortened to a line.
+    pub statement: String,
+    /// It ignored the cancel request and its backend was terminated.
+    pub terminated: bool,
+    /// Why it could not be stopped (it may still be running).
+    pub error: Option<String>,
+}
+
+/// How long a cancelled PostgreSQL statement has to stop before its backend is
+/// terminated, and then how long the backend has to go.
+const CANCEL_GRACE: Duration = Duration::from_millis(500);
+
+/// How long stopping one statement may take in all (connecting included).
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest statement text a cancellation records.
+const STATEMENT_CHARS: usize = 200;
+
+/// How to stop a connection's statement from outside it.
+#[derive(Clone)]
+enum Stopper {
+    /// From another connection, by backend pid.
+    Postgres {
+        url: String,
+        database: String,
+        pid: i32,
+    },
+    /// `sqlite3_interrupt` on the connection's handle.
+    Sqlite { database: String, handle: RawSqlite },
+}
+
+/// A SQLite connection's `sqlite3*`. `sqlite3_interrupt` may be called from any thread
+/// while the connection is open; a [`Watch`] lives only while its [`Target`] does.
+#[derive(Clone, Copy)]
+struct RawSqlite(std::ptr::NonNull<libsqlite3_sys::sqlite3>);
+
+// SAFETY: only used for `sqlite3_interrupt`, which SQLite allows from any thread.
+unsafe impl Send for RawSqlite {}
+
+/// Armed while a statement runs; dropped armed (its future dropped), it stops the
+/// statement on the server.
+struct Watch {
+    stop: Option<(Stopper, String)>,
+}
+
+impl Watch {
+    fn arm(stopper: &Stopper, statement: &str) -> Watch {
+        registry().armed.fetch_add(1, Ordering::SeqCst);
+        Watch {
+            stop: Some((stopper.clone(), shorten(statement))),
+        }
+    }
+
+    /// The statement ended: nothing to stop.
+    fn disarm(mut self) {
+        if self.stop.take().is_some() {
+            registry().armed.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let Some((stopper, statement)) = self.stop.take() else {
+            return;
+        };
+        let reg = registry();
+        let pending = match stopper {
+            Stopper::Sqlite { database, handle } => {
+                // SAFETY: the connection is open: the watch is dropped inside the
+                // `guarded` call that borrows it.
+                unsafe { libsqlite3_sys::sqlite3_interrupt(handle.0.as_ptr()) };
+                Pending::Done(Cancelled {
+                    database,
+                    pid: None,
+                    statement,
+                    terminated: false,
+                    error: None,
+                })
+            }
+            Stopper::Postgres { url, database, pid } => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    reg.armed.fetch_sub(1, Ordering::SeqCst);
+                    return;
+                };
+                Pending::Stopping(rt.spawn(stop_postgres(url, database, pid, statement)))
+            }
+        };
+        reg.pending.lock().expect("not poisoned").push(pending);
+        // Counted down after it is pending: `settle_cancellations` sees it either way.
+        reg.armed.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Cancellations under way or done, not yet settled.
+struct Registry {
+    /// Statements running under a [`Watch`].
+    armed: AtomicUsize,
+    pending: std::sync::Mutex<Vec<Pending>>,
+}
+
+enum Pending {
+    Done(Cancelled),
+    /// `None`: the statement had ended by itself.
+    Stopping(tokio::task::JoinHandle<Option<Cancelled>>),
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: Registry = Registry {
+        armed: AtomicUsize::new(0),
+        pending: std::sync::Mutex::new(Vec::new()),
+    };
+    &REGISTRY
+}
+
+/// How long [`settle_cancellations`] waits for statements being dropped (fan-out tasks
+/// aborted, say) to reach their watch.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until every statement whose future was dropped has been stopped on the server,
+/// and returns what was stopped since the last call. The runner records these before it
+/// records the step's outcome or exits. With `all`, it first waits (a short while) for
+/// statements still running to be dropped: the work is being stopped as a whole.
+pub async fn settle_cancellations(all: bool) -> Vec<Cancelled> {
+    let reg = registry();
+    if all {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        while reg.armed.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let pending = std::mem::take(&mut *reg.pending.lock().expect("not poisoned"));
+    let mut done = Vec::new();
+    for p in pending {
+        match p {
+            Pending::Done(c) => done.push(c),
+            Pending::Stopping(task) => {
+                if let Ok(Some(c)) = task.await {
+                    done.push(c);
+                }
+            }
+        }
+    }
+    done
+}
+
+/// Stops backend `pid` from a fresh connection if it is still running a statement:
+/// cancel, and terminate the backend when the statement has not stopped after
+/// [`CANCEL_GRACE`]. `None` when it had already ended.
+async fn stop_postgres(
+    url: String,
+    database: String,
+    pid: i32,
+    statement: String,
+) -> Option<Cancelled> {
+    let mut cancelled = Cancelled {
+        database,
+        pid: Some(pid),
+        statement,
+        terminated: false,
+        error: None,
+    };
+    let stopping = async {
+        let mut c = sqlx::PgConnection::connect(&url).await?;
+        let active = async |c: &mut sqlx::PgConnection| {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+            )
+            .bind(pid)
+            .fetch_one(c)
+            .await
+        };
+        // Gone within `CANCEL_GRACE`, polled.
+        let stops = async |c: &mut sqlx::PgConnection| {
+            let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
+            loop {
+                if !active(c).await? {
+                    return Ok::<_, sqlx::Error>(true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        // Not active yet may be a statement still on its way to the backend: wait until
+        // it runs, or the backend is gone (its client's connection was dropped with the
+        // statement) or stays idle (the statement ended).
+        let deadline = tokio::time::Instant::now() + CANCEL_GRACE;
+        loop {
+            let state: Option<Option<String>> =
+                sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
+                    .bind(pid)
+                    .fetch_optional(&mut c)
+                    .await?;
+            match state {
+                Some(Some(s)) if s == "active" => break,
+                Some(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {
+                    let _ = c.close().await;
+                    return Ok(None);
+                }
+            }
+        }
+        let signalled: bool = sqlx::query_scalar("SELECT pg_cancel_backend($1)")
+            .bind(pid)
+            .fetch_one(&mut c)
+            .await?;
+        let mut stopped = signalled && stops(&mut c).await?;
+        let mut terminated = false;
+        if !stopped {
+            terminated = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut c)
+                .await?;
+            stopped = terminated && stops(&mut c).await?;
+        }
+        let _ = c.close().await;
+        Ok::<_, sqlx::Error>(Some((terminated, stopped)))
+    };
+    match tokio::time::timeout(STOP_TIMEOUT, stopping).await {
+        Ok(Ok(None)) => return None,
+        Ok(Ok(Some((terminated, stopped)))) => {
+            cancelled.terminated = terminated;
+            if !stopped {
+                cancelled.error = Some(format!(
+                    "backend {pid} is still running it: neither pg_cancel_backend nor pg_terminate_backend stopped it"
+                ));
+            }
+        }
+        Ok(Err(e)) => {
+            cancelled.error = Some(format!(
+                "cannot stop backend {pid}, it may still be running: {}",
+                describe(&e)
+            ))
+        }
+        Err(_) => {
+            cancelled.error = Some(format!(
+                "cannot stop backend {pid} within {}s, it may still be running",
+                STOP_TIMEOUT.as_secs()
+            ))
+        }
+    }
+    Some(cancelled)
+}
+
+/// A statement on one line, at most [`STATEMENT_CHARS`] long.
+fn shorten(statement: &str) -> String {
+    let line = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(STATEMENT_CHARS) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
+/// A database URL as it may be shown and recorded: without a password.
+fn shown_url(database: &str) -> String {
+    match engine(database) {
+        Ok(Engine::Postgres) => super::builtin::backup::pg_url_without_password(database),
+        _ => database.to_owned(),
     }
 }
 

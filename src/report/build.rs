@@ -974,6 +974,11 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::StepRollbackFailed { step, error } => {
                 Some(format!("{} UNDO FAILED: {error}", name(step)))
             }
+            Event::StatementCancelled { step, .. } => Some(format!(
+                "{}: {}",
+                name(step),
+                crate::engine::report::cancelled(&r.event)
+            )),
             Event::Published(u) => Some(format!("public update ({}): {}", u.status, u.body)),
             Event::RunCompleted => Some("run completed".into()),
             Event::RunRolledBack { left } => Some(crate::engine::report::rolled_back_words(left)),

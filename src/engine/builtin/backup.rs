@@ -29,7 +29,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
 use super::Env;
 use crate::engine::action::{self, Outcome, StepLog};
-use crate::engine::target::{self, Engine, Target, describe};
+use crate::engine::target::{self, Conn, Engine, describe};
 use crate::runbook::Kind;
 
 /// A step's outputs.
@@ -185,7 +185,7 @@ fn pg_url_with_db(url: &str, name: &str) -> String {
 
 /// The URL without its password (recorded in outputs; the password then comes from
 /// `PGPASSWORD` or `~/.pgpass`, as for the tools).
-fn pg_url_without_password(url: &str) -> String {
+pub(crate) fn pg_url_without_password(url: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let (auth_end, _) = pg_url_bounds(url);
     let auth = &url[start..auth_end];
@@ -744,16 +744,14 @@ async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, S
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "database".into());
-    let mut conn = match target::connect(&p.database).await? {
-        Target::Sqlite(c) => c,
-        other => {
-            other.close().await;
-            return Err(format!("`{}` is not a SQLite database", p.database));
-        }
-    };
+    let mut conn = target::connect(&p.database).await?;
+    if conn.is_postgres() {
+        conn.close().await;
+        return Err(format!("`{}` is not a SQLite database", p.database));
+    }
     let dest = artifact_path(p.to.as_deref(), env, &name, "db", false);
     if let Err(e) = make_parent(&dest, "the backup") {
-        let _ = conn.close().await;
+        conn.close().await;
         return Err(e);
     }
     let tmp = Scrap::new(temp_beside(&dest, "partial"));
@@ -761,8 +759,14 @@ async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, S
     // compacted; it refuses to write over an existing file, hence the fresh name.
     let statement = format!("VACUUM INTO {}", literal(&tmp.path().display().to_string()));
     env.log.line("sql", &statement);
-    let copied = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(&mut conn)
+    let copied = conn
+        .guarded(&statement, async |c| match c {
+            Conn::Sqlite(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(c)
+                .await
+                .map(|_| ()),
+            Conn::Postgres(_) => unreachable!("checked above"),
+        })
         .await
         .map_err(|e| {
             format!(
@@ -772,7 +776,7 @@ async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, S
                 describe(&e)
             )
         });
-    let _ = conn.close().await;
+    conn.close().await;
     copied?;
     // The counts are those of the copy: exactly what the backup holds, taken in the
     // same read transaction as the copy itself.

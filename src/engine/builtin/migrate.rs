@@ -44,7 +44,7 @@ use sqlx::Connection;
 
 use super::Env;
 use crate::engine::action::{Outcome, StepLog};
-use crate::engine::target::{self, Target};
+use crate::engine::target::{self, Conn, Target};
 use crate::runbook::Kind;
 
 /// The tracking table in the target database.
@@ -960,7 +960,7 @@ where
 
 impl Db {
     fn is_postgres(&self) -> bool {
-        matches!(self.conn, Target::Postgres(_))
+        self.conn.is_postgres()
     }
 
     /// What the lock wait bound is called on this database.
@@ -973,10 +973,12 @@ impl Db {
     }
 
     async fn exec(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        match &mut self.conn {
-            Target::Postgres(c) => exec::<sqlx::Postgres>(c, sql).await,
-            Target::Sqlite(c) => exec::<sqlx::Sqlite>(c, sql).await,
-        }
+        self.conn
+            .guarded(sql, async |conn| match conn {
+                Conn::Postgres(c) => exec::<sqlx::Postgres>(c, sql).await,
+                Conn::Sqlite(c) => exec::<sqlx::Sqlite>(c, sql).await,
+            })
+            .await
     }
 
     /// The lock wait bound, the advisory lock (PostgreSQL), the tracking table.
@@ -1107,20 +1109,37 @@ impl Db {
     ) -> Result<u64, Failure> {
         let pg = self.is_postgres();
         let record = |ms| record(pg, job, ms);
-        let result = match &mut self.conn {
-            Target::Postgres(c) => {
-                let prelude = format!(
-                    "SET LOCAL lock_timeout = '{}ms'",
-                    lock_timeout.as_millis().max(1)
-                );
-                transaction::<sqlx::Postgres>(c, "BEGIN", Some(prelude), job.sql, started, record)
+        let result = self
+            .conn
+            .guarded(job.sql, async |conn| match conn {
+                Conn::Postgres(c) => {
+                    let prelude = format!(
+                        "SET LOCAL lock_timeout = '{}ms'",
+                        lock_timeout.as_millis().max(1)
+                    );
+                    transaction::<sqlx::Postgres>(
+                        c,
+                        "BEGIN",
+                        Some(prelude),
+                        job.sql,
+                        started,
+                        record,
+                    )
                     .await
-            }
-            Target::Sqlite(c) => {
-                transaction::<sqlx::Sqlite>(c, "BEGIN IMMEDIATE", None, job.sql, started, record)
+                }
+                Conn::Sqlite(c) => {
+                    transaction::<sqlx::Sqlite>(
+                        c,
+                        "BEGIN IMMEDIATE",
+                        None,
+                        job.sql,
+                        started,
+                        record,
+                    )
                     .await
-            }
-        };
+                }
+            })
+            .await;
         result.map_err(|e| classify_error(&e, pg))
     }
 

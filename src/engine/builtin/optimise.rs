@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::Env;
 use crate::engine::action::Outcome;
-use crate::engine::target::{self, Target};
+use crate::engine::target::{self, Conn, Target};
 use crate::runbook::Kind;
 
 /// `with` of an `optimise` step.
@@ -67,7 +67,7 @@ async fn run(
         None => Duration::from_millis(500),
     };
     let mut conn = target::connect(&p.database).await?;
-    let postgres = matches!(conn, Target::Postgres(_));
+    let postgres = conn.is_postgres();
     let actions = p.actions.clone().unwrap_or(if postgres {
         vec![Action::Vacuum, Action::Analyze]
     } else {
@@ -268,9 +268,9 @@ async fn drop_leftovers(
 
 /// The database's size in bytes.
 async fn size(conn: &mut Target) -> Result<i64, String> {
-    let sql = match conn {
-        Target::Postgres(_) => "SELECT pg_database_size(current_database()) AS size",
-        Target::Sqlite(_) => {
+    let sql = match conn.conn {
+        Conn::Postgres(_) => "SELECT pg_database_size(current_database()) AS size",
+        Conn::Sqlite(_) => {
             "SELECT page_count * page_size AS size FROM pragma_page_count(), pragma_page_size()"
         }
     };
@@ -285,12 +285,12 @@ async fn size(conn: &mut Target) -> Result<i64, String> {
 /// The user's tables, quoted: PostgreSQL outside the system schemas, SQLite outside
 /// `sqlite_*`.
 async fn user_tables(conn: &mut Target) -> Result<Vec<String>, String> {
-    let sql = match conn {
-        Target::Postgres(_) => {
+    let sql = match conn.conn {
+        Conn::Postgres(_) => {
             "SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables \
              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
         }
-        Target::Sqlite(_) => {
+        Conn::Sqlite(_) => {
             "SELECT '\"' || replace(name, '\"', '\"\"') || '\"' AS t FROM sqlite_master \
              WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY 1"
         }
