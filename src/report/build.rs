@@ -380,16 +380,9 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                     f.skip_reason = Some(reason.clone());
                 }
                 Event::StepRollbackStarted { .. } => {
-                    let undo = f.undo.get_or_insert(Undo {
-                        status: UndoStatus::Undoing,
-                        restored_by: None,
-                        started_at: iso(at),
-                        started_at_ms: at,
-                        ended_at: None,
-                        ended_at_ms: None,
-                        duration_ms: None,
-                        error: None,
-                    });
+                    let undo = f
+                        .undo
+                        .get_or_insert_with(|| undo_at(UndoStatus::Undoing, None, at, false));
                     undo.status = UndoStatus::Undoing;
                 }
                 // Brought back by a restore: undone when the restore was.
@@ -397,16 +390,7 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                     by_restore: Some(cp),
                     ..
                 } => {
-                    f.undo = Some(Undo {
-                        status: UndoStatus::Restored,
-                        restored_by: Some(cp.clone()),
-                        started_at: iso(at),
-                        started_at_ms: at,
-                        ended_at: Some(iso(at)),
-                        ended_at_ms: Some(at),
-                        duration_ms: Some(0),
-                        error: None,
-                    });
+                    f.undo = Some(undo_at(UndoStatus::Restored, Some(cp), at, true));
                 }
                 Event::StepRolledBack { .. } | Event::StepRollbackFailed { .. } => {
                     if let Some(undo) = &mut f.undo {
@@ -431,36 +415,16 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
             } = e
                 && let Some(rb) = rollbacks.last_mut()
             {
-                rb.steps.push(RollbackStep {
-                    id: step.clone(),
-                    title: title(step),
-                    status: UndoStatus::Restored,
-                    restored_by: Some(cp.clone()),
-                    started_at: iso(at),
-                    started_at_ms: at,
-                    ended_at: Some(iso(at)),
-                    ended_at_ms: Some(at),
-                    duration_ms: Some(0),
-                    error: None,
-                });
+                let undo = undo_at(UndoStatus::Restored, Some(cp), at, true);
+                rb.steps.push(rollback_step(step, title(step), &undo));
             }
             // Rollback order: the first time a step's undo starts.
             if let Event::StepRollbackStarted { step } = e
                 && let Some(rb) = rollbacks.last_mut()
                 && !rb.steps.iter().any(|s| &s.id == step)
             {
-                rb.steps.push(RollbackStep {
-                    id: step.clone(),
-                    title: title(step),
-                    status: UndoStatus::Undoing,
-                    restored_by: None,
-                    started_at: iso(at),
-                    started_at_ms: at,
-                    ended_at: None,
-                    ended_at_ms: None,
-                    duration_ms: None,
-                    error: None,
-                });
+                let undo = undo_at(UndoStatus::Undoing, None, at, false);
+                rb.steps.push(rollback_step(step, title(step), &undo));
             }
         }
         match e {
@@ -492,29 +456,9 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
                     if let Event::RunRolledBack { left } = e {
                         rb.left.clone_from(left);
                         for step in left {
-                            let undo = Undo {
-                                status: UndoStatus::Left,
-                                restored_by: None,
-                                started_at: iso(at),
-                                started_at_ms: at,
-                                ended_at: None,
-                                ended_at_ms: None,
-                                duration_ms: None,
-                                error: None,
-                            };
+                            let undo = undo_at(UndoStatus::Left, None, at, false);
+                            rb.steps.push(rollback_step(step, title(step), &undo));
                             facts.entry(step.as_str()).or_default().undo = Some(undo);
-                            rb.steps.push(RollbackStep {
-                                id: step.clone(),
-                                title: title(step),
-                                status: UndoStatus::Left,
-                                restored_by: None,
-                                started_at: iso(at),
-                                started_at_ms: at,
-                                ended_at: None,
-                                ended_at_ms: None,
-                                duration_ms: None,
-                                error: None,
-                            });
                         }
                     }
                 }
@@ -998,4 +942,35 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
         }
     }
     out
+}
+
+/// A step's undo as it stands at `at_ms`; `ended`: it ended then too (a restore's
+/// outcome covers the steps it brought back).
+fn undo_at(status: UndoStatus, restored_by: Option<&String>, at_ms: i64, ended: bool) -> Undo {
+    Undo {
+        status,
+        restored_by: restored_by.cloned(),
+        started_at: iso(at_ms),
+        started_at_ms: at_ms,
+        ended_at: ended.then(|| iso(at_ms)),
+        ended_at_ms: ended.then_some(at_ms),
+        duration_ms: ended.then_some(0),
+        error: None,
+    }
+}
+
+/// A rollback's line for a step, from the step's undo.
+fn rollback_step(id: &str, title: String, u: &Undo) -> RollbackStep {
+    RollbackStep {
+        id: id.to_owned(),
+        title,
+        status: u.status,
+        restored_by: u.restored_by.clone(),
+        started_at: u.started_at.clone(),
+        started_at_ms: u.started_at_ms,
+        ended_at: u.ended_at.clone(),
+        ended_at_ms: u.ended_at_ms,
+        duration_ms: u.duration_ms,
+        error: u.error.clone(),
+    }
 }
