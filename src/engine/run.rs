@@ -207,8 +207,8 @@ impl<'a> Runner<'a> {
         Some(super::timing::overrun_due(
             started,
             est.ms,
-            margin.as_millis() as i64,
-            sp.overrun_every.as_millis() as i64,
+            crate::duration::millis(margin),
+            crate::duration::millis(sp.overrun_every),
             last,
         ))
     }
@@ -410,8 +410,7 @@ impl<'a> Runner<'a> {
     /// The end of this run's window, when it has one.
     pub fn window_end_ms(&self) -> Option<i64> {
         let start = self.window_start(&self.state)?;
-        let d = chrono::Duration::from_std(self.rb.window.duration?).ok()?;
-        Some((start + d).timestamp_millis())
+        Some(crate::duration::after(start, self.rb.window.duration?).timestamp_millis())
     }
 
     /// Before a step's first attempt: when the step and the rollback of what is done
@@ -503,7 +502,7 @@ impl<'a> Runner<'a> {
             },
             "window": {
                 "start": start.map(|t| t.to_rfc3339()),
-                "end": start.zip(window.duration).map(|(s, d)| (s + chrono::Duration::from_std(d).unwrap_or_default()).to_rfc3339()),
+                "end": start.zip(window.duration).map(|(s, d)| crate::duration::after(s, d).to_rfc3339()),
                 "duration": window.duration.map(crate::duration::fmt_duration),
                 "timezone": window.timezone.name(),
             },
@@ -932,7 +931,7 @@ impl<'a> Runner<'a> {
                 else {
                     return Ok(());
                 };
-                let end = start + chrono::Duration::from_std(duration).unwrap_or_default();
+                let end = crate::duration::after(start, duration);
                 let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
                 if left >= *remaining_at_least {
                     Ok(())
@@ -1006,7 +1005,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             if let Some(t) = step.timeout
-                && now_ms() - started >= t.as_millis() as i64
+                && now_ms() - started >= crate::duration::millis(t)
             {
                 let event = match step.on_timeout {
                     OnTimeout::Reject => Event::StepTimedOut { step: id, attempt },

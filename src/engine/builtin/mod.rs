@@ -62,12 +62,7 @@ pub struct WithProblem {
 /// fields (and which there are), and a required one missing from a `with` that is there. The values' types are left to
 /// the run, since templates give them their values only then.
 pub fn with_problems(kind: Kind, with: &IndexMap<String, Value>) -> Vec<WithProblem> {
-    let check = |w: &IndexMap<String, Value>| match kind {
-        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, w),
-        Kind::Migrate => migrate::check_params(w),
-        Kind::Optimise => optimise::check_params(w),
-        _ => Ok(()),
-    };
+    let check = |w: &IndexMap<String, Value>| check_params(kind, w);
     // The fields there are, as serde lists them for a field that is not one.
     let probe = IndexMap::from([("runbook-probe".to_owned(), Value::Null)]);
     let fields: Vec<String> = match check(&probe) {
@@ -114,6 +109,34 @@ pub fn with_problems(kind: Kind, with: &IndexMap<String, Value>) -> Vec<WithProb
             message: e,
         }],
         _ => Vec::new(),
+    }
+}
+
+/// The fields a kind's `with` cannot do without (`database`, say), in order.
+pub fn required_fields(kind: Kind) -> Vec<String> {
+    let mut with = IndexMap::new();
+    // Each round names the next missing field; a kind has only a few.
+    for _ in 0..8 {
+        let Err(e) = check_params(kind, &with) else {
+            break;
+        };
+        let Some(name) = e
+            .split_once("missing field `")
+            .and_then(|(_, rest)| rest.split('`').next())
+        else {
+            break;
+        };
+        with.insert(name.to_owned(), Value::from("x"));
+    }
+    with.into_keys().collect()
+}
+
+fn check_params(kind: Kind, with: &IndexMap<String, Value>) -> Result<(), String> {
+    match kind {
+        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, with),
+        Kind::Migrate => migrate::check_params(with),
+        Kind::Optimise => optimise::check_params(with),
+        _ => Ok(()),
     }
 }
 
