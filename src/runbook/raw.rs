@@ -397,7 +397,10 @@ pub struct RawStep {
     /// Step id, unique in the runbook: `[a-z0-9][a-z0-9_-]*`.
     pub id: String,
     /// What the step is; database kinds have built-in behaviour.
-    pub kind: Kind,
+    // Read as optional so that a step whose kind is missing or unknown still has its
+    // other fields checked; `validate` reports it missing.
+    #[schemars(required, schema_with = "kind_schema")]
+    pub kind: Option<Kind>,
     /// Public text for the step (templates allowed).
     pub title: Option<String>,
     /// Planned duration: ETA, overrun alerts, window guard.
@@ -455,6 +458,11 @@ pub struct RawStep {
     /// Names of the outputs the step's `run` action produces.
     #[serde(default)]
     pub outputs: Vec<String>,
+}
+
+/// A step's `kind` in the schema: required, and one of the kinds.
+fn kind_schema(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<Kind>()
 }
 
 /// Retries: a count, or a policy.

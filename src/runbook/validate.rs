@@ -400,7 +400,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         .map(|(i, node)| {
             let path = top.key("steps").index(i);
             let rs = cx.lenient(path.clone(), Some(lenient::<Box<RawStep>>(node)))?;
-            Some(validate_step(&mut cx, &path, *rs, &index_of, &targets))
+            validate_step(&mut cx, &path, *rs, &index_of, &targets)
         })
         .collect();
 
@@ -529,7 +529,12 @@ fn validate_step(
     rs: RawStep,
     index_of: &HashMap<String, usize>,
     targets: &IndexMap<String, Target>,
-) -> Step {
+) -> Option<Step> {
+    // A kind that is not there or not known (reported) leaves out the rules of kinds;
+    // everything else about the step is still checked.
+    if rs.kind.is_none() && !cx.present(&path.key("kind")) {
+        cx.error(path.clone(), "missing field `kind`");
+    }
     for (j, req) in rs.requires.iter().enumerate() {
         let p = path.key("requires").index(j);
         if req == &rs.id {
@@ -596,16 +601,20 @@ fn validate_step(
     let public_unread = rs.public.is_none() && written("public");
     let checks = conditions(cx, &path.key("checks"), rs.checks, false, index_of);
     let until = conditions(cx, &path.key("until"), rs.until, false, index_of);
-    if !checks.is_empty() && !matches!(rs.kind, Kind::Test | Kind::Verify) {
+    if let Some(kind) = rs.kind
+        && !checks.is_empty()
+        && !matches!(kind, Kind::Test | Kind::Verify)
+    {
         cx.error_key(
             path.key("checks"),
             format!(
                 "`checks` belong to `test` and `verify` steps, not `{}`",
-                rs.kind.as_str()
+                kind.as_str()
             ),
         );
     }
-    if rs.kind == Kind::Wait && cx.node(&path.key("until")).is_none() {
+    let not = |k: Kind| rs.kind.is_some_and(|kind| kind != k);
+    if rs.kind == Some(Kind::Wait) && cx.node(&path.key("until")).is_none() {
         cx.error(
             path.key("kind"),
             format!(
@@ -614,13 +623,13 @@ fn validate_step(
             ),
         );
     }
-    if !until.is_empty() && rs.kind != Kind::Wait {
+    if !until.is_empty() && not(Kind::Wait) {
         cx.error_key(path.key("until"), "`until` belongs to `wait` steps");
     }
-    if interval_written && rs.kind != Kind::Wait {
+    if interval_written && not(Kind::Wait) {
         cx.error_key(path.key("interval"), "`interval` belongs to `wait` steps");
     }
-    if on_timeout_written && rs.kind != Kind::Approve {
+    if on_timeout_written && not(Kind::Approve) {
         cx.error_key(
             path.key("on_timeout"),
             "`on_timeout` belongs to `approve` steps",
@@ -641,17 +650,19 @@ fn validate_step(
     let run = rs
         .run
         .map(|a| Box::new(action(cx, &path.key("run"), a, false)));
-    if matches!(rs.kind, Kind::Patch | Kind::Install) && !run_written {
+    if let Some(kind @ (Kind::Patch | Kind::Install)) = rs.kind
+        && !run_written
+    {
         cx.error(
             path.key("kind"),
             format!(
                 "step `{}` of kind `{}` has nothing to do: give it a `run:` action",
                 rs.id,
-                rs.kind.as_str()
+                kind.as_str()
             ),
         );
     }
-    if rs.kind == Kind::Test && !run_written && !checks_written {
+    if rs.kind == Some(Kind::Test) && !run_written && !checks_written {
         cx.error(
             path.key("kind"),
             format!(
@@ -688,11 +699,13 @@ fn validate_step(
             cx.error(at.key("lock_timeout"), e);
         }
     };
-    let own_builtin = !run_written
-        && crate::engine::builtin::has_builtin(rs.kind)
-        && (rs.kind != Kind::Verify || with_written);
-    if own_builtin {
-        check_with(rs.kind, &rs.with, path.key("with"));
+    let builtin = rs
+        .kind
+        .filter(|&k| !run_written && crate::engine::builtin::has_builtin(k));
+    if let Some(kind) = builtin
+        && (kind != Kind::Verify || with_written)
+    {
+        check_with(kind, &rs.with, path.key("with"));
     }
     for (name, undo) in [("rollback", &rollback), ("restore", &restore)] {
         if let Some(Action::Builtin { kind, with }) = undo.as_deref() {
@@ -714,16 +727,18 @@ fn validate_step(
     let at_with_or = |cx: &Ctx, at: FieldPath, or: FieldPath| {
         if cx.node(&at).is_some() { at } else { or }
     };
-    if !run_written && !with_written && crate::engine::builtin::has_builtin(rs.kind) {
+    if let Some(kind) = builtin
+        && !with_written
+    {
         let at = at_with_or(cx, path.key("with"), path.key("kind"));
-        if rs.kind != Kind::Verify {
+        if kind != Kind::Verify {
             cx.error(
                 at,
                 format!(
                     "step `{}` of kind `{}` has nothing to do: give it {} (or a `run:` action)",
                     rs.id,
-                    rs.kind.as_str(),
-                    needs(rs.kind)
+                    kind.as_str(),
+                    needs(kind)
                 ),
             );
         } else if !checks_written {
@@ -732,7 +747,7 @@ fn validate_step(
                 format!(
                     "`verify` step `{}` has nothing to check: give it {} (the backup to check), or `checks:`",
                     rs.id,
-                    needs(rs.kind)
+                    needs(kind)
                 ),
             );
         }
@@ -762,7 +777,7 @@ fn validate_step(
     // A migrations directory that is there when the file is checked is checked too: a
     // gap, a duplicate, or a down file missing for a rollback that needs it is known
     // before anything runs. (One that does not exist yet is left to the run.)
-    if rs.kind == Kind::Migrate
+    if rs.kind == Some(Kind::Migrate)
         && run.is_none()
         && let Some(Value::String(dir)) = rs.with.get("dir")
         && !dir.contains("{{")
@@ -898,7 +913,7 @@ fn validate_step(
             d.title.map(Public::Text).unwrap_or(Public::Shown)
         }
     };
-    if rs.kind == Kind::Announce
+    if rs.kind == Some(Kind::Announce)
         && !title_written
         && !public_unread
         && !matches!(public, Public::Text(_))
@@ -921,9 +936,9 @@ fn validate_step(
         }
     }
 
-    Step {
+    Some(Step {
         id: rs.id,
-        kind: rs.kind,
+        kind: rs.kind?,
         title: rs.title,
         expected: rs.expected.map(|d| d.0),
         timeout: rs.timeout.map(|d| d.0),
@@ -949,7 +964,7 @@ fn validate_step(
         public,
         updates,
         outputs: rs.outputs,
-    }
+    })
 }
 
 fn texts(m: Option<IndexMap<String, Text>>) -> IndexMap<String, String> {
