@@ -33,7 +33,7 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// A serde error with the path where it happened.
+/// serde_path_to_error's error as ours.
 fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldError {
     let path = FieldPath(
         e.path()
