@@ -3,20 +3,53 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// Parses a human duration (`20m`, `1h30m`, `90s`, `2 days`).
+/// The longest duration a runbook (or a command) may give: a year, leap or not. Longer
+/// ones are refused rather than counted wrong.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86_400);
+
+/// Parses a human duration (`20m`, `1h30m`, `90s`, `2 days`), at most `MAX_DURATION`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     use humantime::DurationError as E;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        let why = match e {
-            E::UnknownUnit { unit, .. } if unit.is_empty() => "a unit is missing".to_owned(),
-            E::UnknownUnit { unit, .. } => format!("unknown unit `{unit}`"),
-            E::NumberExpected(_) => "a number is missing".to_owned(),
-            E::InvalidCharacter(_) => "unexpected character".to_owned(),
-            E::NumberOverflow => "too long".to_owned(),
-            E::Empty => "it is empty".to_owned(),
-        };
-        format!("invalid duration `{text}`: {why}; write it like `20m`, `1h30m` or `90s`")
-    })
+    let too_long = || {
+        format!(
+            "duration `{text}` is too long: a duration is at most {}",
+            fmt_duration(MAX_DURATION)
+        )
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > MAX_DURATION => Err(too_long()),
+        Ok(d) => Ok(d),
+        Err(E::NumberOverflow) => Err(too_long()),
+        Err(e) => {
+            let why = match e {
+                E::UnknownUnit { unit, .. } if unit.is_empty() => "a unit is missing".to_owned(),
+                E::UnknownUnit { unit, .. } => format!("unknown unit `{unit}`"),
+                E::NumberExpected(_) => "a number is missing".to_owned(),
+                E::InvalidCharacter(_) => "unexpected character".to_owned(),
+                E::NumberOverflow => "too long".to_owned(),
+                E::Empty => "it is empty".to_owned(),
+            };
+            Err(format!(
+                "invalid duration `{text}`: {why}; write it like `20m`, `1h30m` or `90s`"
+            ))
+        }
+    }
+}
+
+/// Whole milliseconds, saturating (never wrapping to a small or negative number).
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The same length as a `chrono` duration, saturating at its largest.
+pub fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `t + d`, saturating at the last representable time instead of panicking.
+pub fn after(t: chrono::DateTime<chrono::Utc>, d: Duration) -> chrono::DateTime<chrono::Utc> {
+    t.checked_add_signed(to_chrono(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }
 
 /// A duration as people write it in runbooks: `1h35m`, `20m`, `90s` → `1m30s`.
@@ -59,6 +92,29 @@ mod tests {
                 .unwrap_err()
                 .contains("unit is missing")
         );
+    }
+
+    #[test]
+    fn durations_over_a_year_and_a_day_are_refused() {
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        for long in ["367d", "1000000000y", "99999999999999999999s", "2y"] {
+            assert_eq!(
+                parse_duration(long),
+                Err(format!(
+                    "duration `{long}` is too long: a duration is at most 366d"
+                )),
+            );
+        }
+    }
+
+    #[test]
+    fn conversions_saturate() {
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(millis(huge), i64::MAX);
+        assert_eq!(to_chrono(huge), chrono::Duration::MAX);
+        let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        assert_eq!(after(t, huge), chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub fn plan_learned<'a>(
             unestimated.push(s.id.as_str());
         }
         total += expected;
-        let end = at + chrono::Duration::from_std(expected).unwrap_or(chrono::Duration::MAX);
+        let end = crate::duration::after(at, expected);
         let title = match &s.public {
             Public::Text(t) => render(t),
             _ => render(s.display_title()),
@@ -179,7 +179,7 @@ pub fn plan_learned<'a>(
             learned_runs: est.runs,
             learned_seconds: learned.steps.get(&s.id).map(|l| {
                 let ms = match (l.per_item_ms, item_count(rb, s)) {
-                    (Some(per), Some(n)) => per * n as i64,
+                    (Some(per), Some(n)) => per.saturating_mul(n as i64),
                     _ => l.median_ms,
                 };
                 (ms.max(0) / 1000) as u64
@@ -198,12 +198,9 @@ pub fn plan_learned<'a>(
         }
     }
     let window_seconds = rb.window.duration.map(|d| d.as_secs());
-    let window_end = rb
-        .window
-        .duration
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| start + d);
-    let slack = window_seconds.map(|w| w as i64 - total.as_secs() as i64);
+    let window_end = rb.window.duration.map(|d| crate::duration::after(start, d));
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    let slack = window_seconds.map(|w| secs(w).saturating_sub(secs(total.as_secs())));
     let point_of_no_return = window_end.and_then(|end| point_of_no_return(rb, &steps, end));
     Plan {
         runbook: &rb.id,

@@ -222,7 +222,7 @@ fn plan_reports_a_window_overrun() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("tight.yaml"),
-        "runbook: tight\nwindow: { start: 2026-11-24T19:00:00Z, duration: 30m }\nsteps:\n  - { id: migrate, kind: migrate, expected: 25m }\n  - { id: smoke, kind: test, expected: 10m, checks: [ { shell: 'true' } ] }\n",
+        "runbook: tight\nwindow: { start: 2026-11-24T19:00:00Z, duration: 30m }\nsteps:\n  - { id: migrate, kind: migrate, expected: 25m, with: { database: 'sqlite://app.db', dir: migrations } }\n  - { id: smoke, kind: test, expected: 10m, checks: [ { shell: 'true' } ] }\n",
     )
     .unwrap();
     let out = common::run_in(dir.path(), &["plan", "tight.yaml"]);
@@ -237,6 +237,39 @@ fn plan_reports_a_window_overrun() {
     let p: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(p["fits_window"], false);
     assert_eq!(p["slack_seconds"], -300);
+}
+
+#[test]
+fn plan_refuses_a_duration_too_long_to_count() {
+    // Once counted as 0s ("fits the window with 2h to spare").
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("long.yaml"),
+        "runbook: long\nwindow: { start: 2026-11-24T19:00:00Z, duration: 2h }\nsteps:\n  - { id: patch, kind: patch, expected: 1000000000y, run: { shell: 'true' } }\n",
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let out = common::run_in(dir.path(), &["plan", "long.yaml", "--format", format]);
+        assert_eq!(out.code, 1, "{}", out.stdout);
+        assert_eq!(out.stdout, "");
+        assert_eq!(
+            out.stderr,
+            "error: duration `1000000000y` is too long: a duration is at most 366d\n \
+             --> long.yaml:4:41\n  |\n4 |   - { id: patch, kind: patch, expected: 1000000000y, run: { shell: 'true' } }\n  \
+             |                                         ^^^^^^^^^^^\n  = field: steps[0].expected\n"
+        );
+    }
+    // A year and a day is the most: it is counted, and does not fit.
+    std::fs::write(
+        dir.path().join("year.yaml"),
+        "runbook: year\nwindow: { start: 2026-11-24T19:00:00Z, duration: 2h }\nsteps:\n  - { id: patch, kind: patch, expected: 366d, run: { shell: 'true' } }\n",
+    )
+    .unwrap();
+    let out = common::run_in(dir.path(), &["plan", "year.yaml", "--format", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let p: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(p["fits_window"], false);
+    assert_eq!(p["total_expected_seconds"], 366 * 86_400);
 }
 
 #[test]

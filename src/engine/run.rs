@@ -257,8 +257,8 @@ impl<'a> Runner<'a> {
         Some(super::timing::overrun_due(
             started,
             est.ms,
-            margin.as_millis() as i64,
-            sp.overrun_every.as_millis() as i64,
+            crate::duration::millis(margin),
+            crate::duration::millis(sp.overrun_every),
             last,
         ))
     }
@@ -494,8 +494,7 @@ impl<'a> Runner<'a> {
     /// The end of this run's window, when it has one.
     pub fn window_end_ms(&self) -> Option<i64> {
         let start = self.window_start(&self.state)?;
-        let d = chrono::Duration::from_std(self.rb.window.duration?).ok()?;
-        Some((start + d).timestamp_millis())
+        Some(crate::duration::after(start, self.rb.window.duration?).timestamp_millis())
     }
 
     /// Before a step's first attempt: when the step and the rollback of what is done
@@ -755,7 +754,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             if let Some(t) = step.timeout
-                && now_ms() - started >= t.as_millis() as i64
+                && now_ms() - started >= crate::duration::millis(t)
             {
                 let event = match step.on_timeout {
                     OnTimeout::Reject => Event::StepTimedOut { step: id, attempt },

@@ -118,7 +118,7 @@ pub struct Estimate {
 pub fn estimate(step: &Step, items: Option<usize>, learned: &Learned) -> Estimate {
     if let Some(s) = learned.steps.get(&step.id) {
         let ms = match (s.per_item_ms, items) {
-            (Some(per), Some(n)) => per * n as i64,
+            (Some(per), Some(n)) => per.saturating_mul(n as i64),
             _ => s.median_ms,
         };
         return Estimate {
@@ -129,7 +129,7 @@ pub fn estimate(step: &Step, items: Option<usize>, learned: &Learned) -> Estimat
     }
     match step.expected {
         Some(d) => Estimate {
-            ms: d.as_millis() as i64,
+            ms: crate::duration::millis(d),
             source: Source::Expected,
             runs: 0,
         },
@@ -164,7 +164,9 @@ pub fn remaining_ms(
                 .filter(|s| **s != ItemStatus::Running)
                 .count();
             match total {
-                Some(n) if done > 0 && n > done => spent / done as i64 * (n - done) as i64,
+                Some(n) if done > 0 && n > done => {
+                    (spent / done as i64).saturating_mul((n - done) as i64)
+                }
                 // A step late by now is not about to end: a quarter of the time it has
                 // taken so far is the guess (the same as the estimate at 80% of it).
                 _ => (est.ms - spent).max(spent / 4),
@@ -203,8 +205,10 @@ pub fn overrun_due(
     last_published_ms: Option<i64>,
 ) -> i64 {
     match last_published_ms {
-        Some(last) => last + every_ms.max(1),
-        None => started_ms + estimate_ms + margin_ms.max(1000),
+        Some(last) => last.saturating_add(every_ms.max(1)),
+        None => started_ms
+            .saturating_add(estimate_ms)
+            .saturating_add(margin_ms.max(1000)),
     }
 }
 

@@ -152,7 +152,7 @@ impl<'w> Worker<'w> {
             },
             "window": {
                 "start": start.map(|t| t.to_rfc3339()),
-                "end": start.zip(window.duration).map(|(s, d)| (s + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)).to_rfc3339()),
+                "end": start.zip(window.duration).map(|(s, d)| crate::duration::after(s, d).to_rfc3339()),
                 "duration": window.duration.map(crate::duration::fmt_duration),
                 "timezone": window.timezone.name(),
             },
@@ -424,11 +424,7 @@ impl<'w> Worker<'w> {
                 else {
                     return Ok(());
                 };
-                let end = start
-                    .checked_add_signed(
-                        chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX),
-                    )
-                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+                let end = crate::duration::after(start, duration);
                 let left = (end - chrono::Utc::now()).to_std().unwrap_or_default();
                 if left >= *remaining_at_least {
                     Ok(())

@@ -74,7 +74,9 @@ impl Margin {
     pub fn of(self, expected: Duration) -> Duration {
         match self {
             Margin::Fixed(d) => d,
-            Margin::Percent(p) => expected.mul_f64(p / 100.0),
+            // Saturating: a share of a long estimate must not overflow (or panic).
+            Margin::Percent(p) => Duration::try_from_secs_f64(expected.as_secs_f64() * p / 100.0)
+                .unwrap_or(Duration::MAX),
         }
     }
 }

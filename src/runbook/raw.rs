@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::de::DeserializeOwned;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -15,12 +16,14 @@ use super::yaml::{Node, NodeValue, Scalar};
 use crate::diagnostic::{FieldPath, Seg};
 use crate::duration::parse_duration;
 
-/// A value that failed to deserialize does not stop its siblings: the error is kept with
-/// its path (relative to this value) so every problem in a file can be reported.
+/// A value read as far as it goes: what could be read, and every problem found on the
+/// way (each with its path relative to this value), so one mistake does not hide the
+/// others in a file.
 #[derive(Debug)]
-pub enum Lenient<T> {
-    Ok(T),
-    Err(FieldError),
+pub struct Lenient<T> {
+    /// `None` when the value could not be read at all.
+    pub value: Option<T>,
+    pub errors: Vec<FieldError>,
 }
 
 /// A serde error with the path where it happened.
@@ -30,72 +33,108 @@ pub struct FieldError {
     pub message: String,
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Tree deserializers (ours, serde_json's `Value`) hand the value over as a fresh
-        // deserializer here, so an error inside it can be kept instead of propagated.
-        d.deserialize_newtype_struct("Lenient", LenientVisitor(std::marker::PhantomData))
-    }
-}
-
-struct LenientVisitor<T>(std::marker::PhantomData<T>);
-
-impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for LenientVisitor<T> {
-    type Value = Lenient<T>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a value")
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Ok(match serde_path_to_error::deserialize::<_, T>(d) {
-            Ok(t) => Lenient::Ok(t),
-            Err(e) => Lenient::Err(field_error(e)),
-        })
-    }
-}
-
-/// A serde error with the path where it happened.
+/// serde_path_to_error's error as ours.
 fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldError {
-    {
-        {
-            {
-                let path = FieldPath(
-                    e.path()
-                        .iter()
-                        .filter_map(|seg| match seg {
-                            serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
-                            serde_path_to_error::Segment::Map { key } => {
-                                Some(Seg::Key(key.clone()))
-                            }
-                            _ => None,
-                        })
-                        .collect(),
-                );
-                FieldError {
-                    path,
-                    message: e.into_inner().to_string(),
-                }
+    let path = FieldPath(
+        e.path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                _ => None,
+            })
+            .collect(),
+    );
+    FieldError {
+        path,
+        message: e.into_inner().to_string(),
+    }
+}
+
+/// Deserializes one node as far as it goes. serde stops at the first problem, so the
+/// field it is in is reported and taken out, and the rest is read again, until what is
+/// left reads: every problem of a step is found in one pass, and the step is still
+/// checked against the rules of the format. The path-tracking deserializer only runs
+/// when there is an error to locate, which keeps large runbooks fast.
+pub(super) fn lenient<T: DeserializeOwned>(node: &Node) -> Lenient<T> {
+    if let Ok(t) = T::deserialize(node) {
+        return Lenient {
+            value: Some(t),
+            errors: Vec::new(),
+        };
+    }
+    let mut node = node.clone();
+    let mut errors = Vec::new();
+    // What was taken out, and whether as an unknown field (a misspelt known one, maybe).
+    let mut removed: Vec<(FieldPath, bool)> = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(&node) {
+            Ok(t) => {
+                return Lenient {
+                    value: Some(t),
+                    errors,
+                };
+            }
+            Err(e) => field_error(e),
+        };
+        // A required field taken out for its bad value is missing now, and one written
+        // with a typo was never there: either way, already said.
+        let follow_on = e
+            .message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .is_some_and(|name| {
+                removed.iter().any(|(r, unknown)| match r.0.split_last() {
+                    Some((Seg::Key(k), parent)) if parent == e.path.0.as_slice() => {
+                        k == name || (*unknown && crate::suggest::closest(k, &[name]).is_some())
+                    }
+                    _ => false,
+                })
+            });
+        let unknown = e.message.starts_with("unknown field `");
+        // The deepest field on the error's path goes; without one, nothing can be read.
+        let cut = e
+            .path
+            .0
+            .iter()
+            .rposition(|s| matches!(s, Seg::Key(_)))
+            .map(|at| FieldPath(e.path.0[..=at].to_vec()));
+        if !follow_on {
+            errors.push(e);
+        }
+        match cut {
+            Some(cut) if remove(&mut node, &cut.0) => removed.push((cut, unknown)),
+            _ => {
+                return Lenient {
+                    value: None,
+                    errors,
+                };
             }
         }
     }
 }
 
-/// Deserializes one node, keeping an error (with its path) instead of failing. The
-/// path-tracking deserializer only runs again when there is an error to locate, which
-/// keeps large runbooks fast.
-pub(super) fn lenient<'de, T: Deserialize<'de>>(node: &'de Node) -> Lenient<T> {
-    match T::deserialize(node) {
-        Ok(t) => Lenient::Ok(t),
-        Err(_) => match serde_path_to_error::deserialize::<_, T>(node) {
-            Ok(t) => Lenient::Ok(t),
-            Err(e) => Lenient::Err(field_error(e)),
-        },
+/// Takes the entry at `path` out of a mapping in `node`; false when there is none.
+fn remove(node: &mut Node, path: &[Seg]) -> bool {
+    match (path, &mut node.value) {
+        ([Seg::Key(k)], NodeValue::Map(entries)) => {
+            let before = entries.len();
+            entries.retain(|(key, _)| key.as_str() != Some(k.as_str()));
+            entries.len() < before
+        }
+        ([Seg::Key(k), rest @ ..], NodeValue::Map(entries)) => entries
+            .iter_mut()
+            .find(|(key, _)| key.as_str() == Some(k.as_str()))
+            .is_some_and(|(_, v)| remove(v, rest)),
+        ([Seg::Index(i), rest @ ..], NodeValue::Seq(items)) => {
+            items.get_mut(*i).is_some_and(|v| remove(v, rest))
+        }
+        _ => false,
     }
 }
 
 /// A top-level field, absent when missing or null.
-fn field<'de, T: Deserialize<'de>>(root: &'de Node, name: &str) -> Option<Lenient<T>> {
+fn field<T: DeserializeOwned>(root: &Node, name: &str) -> Option<Lenient<T>> {
     let (_, node) = root.entry(name)?;
     match &node.value {
         NodeValue::Scalar(Scalar::Null, _) => None,
@@ -126,10 +165,19 @@ impl<'a> RawRunbook<'a> {
     pub fn from_node(root: &'a Node) -> RawRunbook<'a> {
         let steps = root.entry("steps").and_then(|(_, node)| match &node.value {
             NodeValue::Scalar(Scalar::Null, _) => None,
-            NodeValue::Seq(items) => Some(Lenient::Ok(StepList(items))),
+            NodeValue::Seq(items) => Some(Lenient {
+                value: Some(StepList(items)),
+                errors: Vec::new(),
+            }),
             _ => match lenient::<Vec<serde::de::IgnoredAny>>(node) {
-                Lenient::Err(e) => Some(Lenient::Err(e)),
-                Lenient::Ok(_) => None,
+                Lenient {
+                    value: None,
+                    errors,
+                } => Some(Lenient {
+                    value: None,
+                    errors,
+                }),
+                Lenient { value: Some(_), .. } => None,
             },
         });
         RawRunbook {
@@ -271,7 +319,7 @@ pub struct RawWindow {
     /// `timezone`.
     pub start: Option<String>,
     /// Length of the window; the deadline is start + duration.
-    pub duration: Option<Lenient<Dur>>,
+    pub duration: Option<Dur>,
     /// IANA time zone for display (`Europe/London`); default UTC.
     pub timezone: Option<String>,
 }
@@ -284,7 +332,7 @@ pub struct RawStatusPage {
     #[serde(default)]
     pub components: Vec<String>,
     /// How long before the window the maintenance is shown as scheduled.
-    pub announce_before: Option<Lenient<Dur>>,
+    pub announce_before: Option<Dur>,
     /// When a step running late is announced: `{ after, every }`.
     pub overrun: Option<RawOverrun>,
     /// Public update templates of this runbook, replacing the ones in `templates/`:
@@ -350,7 +398,10 @@ pub struct RawStep {
     /// Step id, unique in the runbook: `[a-z0-9][a-z0-9_-]*`.
     pub id: String,
     /// What the step is; database kinds have built-in behaviour.
-    pub kind: Kind,
+    // Read as optional so that a step whose kind is missing or unknown still has its
+    // other fields checked; `validate` reports it missing.
+    #[schemars(required, schema_with = "kind_schema")]
+    pub kind: Option<Kind>,
     /// Public text for the step (templates allowed).
     pub title: Option<String>,
     /// Planned duration: ETA, overrun alerts, window guard.
@@ -408,6 +459,11 @@ pub struct RawStep {
     /// Names of the outputs the step's `run` action produces.
     #[serde(default)]
     pub outputs: Vec<String>,
+}
+
+/// A step's `kind` in the schema: required, and one of the kinds.
+fn kind_schema(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<Kind>()
 }
 
 /// Retries: a count, or a policy.

@@ -109,13 +109,30 @@ impl<'a> Ctx<'a> {
 
     /// Unwraps a lenient value, reporting its serde error in terms people use.
     fn lenient<T>(&mut self, base: FieldPath, value: Option<Lenient<T>>) -> Option<T> {
-        match value? {
-            Lenient::Ok(t) => Some(t),
-            Lenient::Err(e) => {
-                self.serde_error(base.join(&e.path), &e.message);
-                None
-            }
+        let Lenient { value, errors } = value?;
+        for e in errors {
+            self.serde_error(base.join(&e.path), &e.message);
         }
+        value
+    }
+
+    /// Whether the field at `path` is there (with a value other than null). Rules about
+    /// what a step has are decided on this, not on what could be read: a field with a
+    /// bad value is reported once, as that, and not again as missing.
+    fn present(&self, path: &FieldPath) -> bool {
+        self.node(path)
+            .is_some_and(|n| !matches!(n.value, NodeValue::Scalar(Scalar::Null, _)))
+    }
+
+    /// Whether the field at `path` is written with something in it: a value, or a list or
+    /// mapping that is not empty.
+    fn written(&self, path: &FieldPath) -> bool {
+        self.node(path).is_some_and(|n| match &n.value {
+            NodeValue::Scalar(Scalar::Null, _) => false,
+            NodeValue::Seq(items) => !items.is_empty(),
+            NodeValue::Map(entries) => !entries.is_empty(),
+            NodeValue::Scalar(..) => true,
+        })
     }
 
     /// Rewrites serde's messages into ours: unknown fields and values get a suggestion.
@@ -252,22 +269,26 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
                 let path = top.key("status_page").key("overrun");
                 if let Some(after) = &o.after {
                     let t = after.trim();
+                    let neither = || {
+                        format!("`{after}` is neither a duration (`5m`) nor a percentage (`20%`)")
+                    };
                     let parsed = match t.strip_suffix('%') {
                         Some(p) => p
                             .trim()
                             .parse::<f64>()
                             .ok()
                             .filter(|p| p.is_finite() && *p >= 0.0)
-                            .map(Margin::Percent),
-                        None => crate::duration::parse_duration(t).ok().map(Margin::Fixed),
+                            .map(Margin::Percent)
+                            .ok_or_else(neither),
+                        // A duration over the limit is told as that.
+                        None => crate::duration::parse_duration(t)
+                            .map(Margin::Fixed)
+                            .map_err(|e| if e.contains("too long") { e } else { neither() }),
                     };
                     match parsed {
-                        Some(m) => overrun_after = m,
-                        None => {
-                            cx.error(
-                                path.key("after"),
-                                format!("`{after}` is neither a duration (`5m`) nor a percentage (`20%`)"),
-                            );
+                        Ok(m) => overrun_after = m,
+                        Err(e) => {
+                            cx.error(path.key("after"), e);
                         }
                     }
                 }
@@ -284,12 +305,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
                 overrun_every,
                 updates: sp.updates,
                 components: sp.components,
-                announce_before: cx
-                    .lenient(
-                        top.key("status_page").key("announce_before"),
-                        sp.announce_before,
-                    )
-                    .map(|d| d.0),
+                announce_before: sp.announce_before.map(|d| d.0),
             }
         }
         None => StatusPage::default(),
@@ -383,30 +399,25 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         .enumerate()
         .map(|(i, node)| {
             let path = top.key("steps").index(i);
-            match lenient::<Box<RawStep>>(node) {
-                Lenient::Ok(rs) => Some(validate_step(&mut cx, &path, *rs, &index_of, &targets)),
-                Lenient::Err(e) => {
-                    cx.serde_error(path.join(&e.path), &e.message);
-                    None
-                }
-            }
+            let rs = cx.lenient(path.clone(), Some(lenient::<Box<RawStep>>(node)))?;
+            validate_step(&mut cx, &path, *rs, &index_of, &targets)
         })
         .collect();
 
-    let order = order_steps(&mut cx, &steps, &index_of);
-    if let Some(order) = &order {
-        let scope = Scope {
-            vars: &vars,
-            targets: &targets,
-            secrets: &secrets,
-            steps: &steps,
-            index_of: &index_of,
-            position: order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect(),
-        };
-        check_top_templates(&mut cx, &scope);
-        for i in 0..steps.len() {
-            check_step_templates(&mut cx, &scope, i);
-        }
+    // A cycle is reported, and templates are still checked (but not for running later).
+    let (order, cyclic) = order_steps(&mut cx, &steps, &index_of);
+    let scope = Scope {
+        vars: &vars,
+        secrets: &secrets,
+        steps: &steps,
+        index_of: &index_of,
+        ids: &all_ids,
+        position: order.iter().enumerate().map(|(pos, &i)| (i, pos)).collect(),
+        cyclic,
+    };
+    check_top_templates(&mut cx, &scope);
+    for i in 0..steps.len() {
+        check_step_templates(&mut cx, &scope, i);
     }
 
     if cx.diags.is_empty() {
@@ -421,7 +432,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             secrets,
             targets,
             steps,
-            order: order.unwrap_or_default(),
+            order,
         })
     } else {
         Err(cx.diags)
@@ -467,7 +478,7 @@ fn validate_window(cx: &mut Ctx, raw: Option<RawWindow>) -> Window {
                 None
             }
         });
-    let duration = cx.lenient(path.key("duration"), raw.duration).map(|d| d.0);
+    let duration = raw.duration.map(|d| d.0);
     if duration.is_some_and(|d| d.is_zero()) {
         cx.error(
             path.key("duration"),
@@ -518,7 +529,12 @@ fn validate_step(
     rs: RawStep,
     index_of: &HashMap<String, usize>,
     targets: &IndexMap<String, Target>,
-) -> Step {
+) -> Option<Step> {
+    // A kind that is not there or not known (reported) leaves out the rules of kinds;
+    // everything else about the step is still checked.
+    if rs.kind.is_none() && !cx.present(&path.key("kind")) {
+        cx.error(path.clone(), "missing field `kind`");
+    }
     for (j, req) in rs.requires.iter().enumerate() {
         let p = path.key("requires").index(j);
         if req == &rs.id {
@@ -561,19 +577,44 @@ fn validate_step(
         true,
         index_of,
     );
-    let checks_written = !rs.checks.is_empty();
+    let written = |f: &str| cx.written(&path.key(f));
+    let (checks_written, run_written, with_written) =
+        (written("checks"), written("run"), written("with"));
+    let (timeout_written, reason_written, title_written) =
+        (written("timeout"), written("reason"), written("title"));
+    let (rollback_written, restore_written, fan_out) =
+        (written("rollback"), written("restore"), written("for_each"));
+    let (interval_written, on_timeout_written, wait_for_written) = (
+        written("interval"),
+        written("on_timeout"),
+        written("wait_for"),
+    );
+    let preconditions_written = written("preconditions");
+    // `checkpoint` written with a value that is not a boolean was reported as that.
+    let not_checkpoint = !rs.checkpoint
+        && cx.node(&path.key("checkpoint")).is_none_or(|n| {
+            matches!(
+                n.value,
+                NodeValue::Scalar(Scalar::Null | Scalar::Bool(false), _)
+            )
+        });
+    let public_unread = rs.public.is_none() && written("public");
     let checks = conditions(cx, &path.key("checks"), rs.checks, false, index_of);
     let until = conditions(cx, &path.key("until"), rs.until, false, index_of);
-    if !checks.is_empty() && !matches!(rs.kind, Kind::Test | Kind::Verify) {
+    if let Some(kind) = rs.kind
+        && !checks.is_empty()
+        && !matches!(kind, Kind::Test | Kind::Verify)
+    {
         cx.error_key(
             path.key("checks"),
             format!(
                 "`checks` belong to `test` and `verify` steps, not `{}`",
-                rs.kind.as_str()
+                kind.as_str()
             ),
         );
     }
-    if rs.kind == Kind::Wait && cx.node(&path.key("until")).is_none() {
+    let not = |k: Kind| rs.kind.is_some_and(|kind| kind != k);
+    if rs.kind == Some(Kind::Wait) && cx.node(&path.key("until")).is_none() {
         cx.error(
             path.key("kind"),
             format!(
@@ -582,24 +623,24 @@ fn validate_step(
             ),
         );
     }
-    if !until.is_empty() && rs.kind != Kind::Wait {
+    if !until.is_empty() && not(Kind::Wait) {
         cx.error_key(path.key("until"), "`until` belongs to `wait` steps");
     }
-    if rs.interval.is_some() && rs.kind != Kind::Wait {
+    if interval_written && not(Kind::Wait) {
         cx.error_key(path.key("interval"), "`interval` belongs to `wait` steps");
     }
-    if rs.on_timeout.is_some() && rs.kind != Kind::Approve {
+    if on_timeout_written && not(Kind::Approve) {
         cx.error_key(
             path.key("on_timeout"),
             "`on_timeout` belongs to `approve` steps",
         );
-    } else if rs.on_timeout.is_some() && rs.timeout.is_none() {
+    } else if on_timeout_written && !timeout_written {
         cx.error_key(
             path.key("on_timeout"),
             "`on_timeout` needs a `timeout` to wait for",
         );
     }
-    if rs.wait_for.is_some() && preconditions.is_empty() {
+    if wait_for_written && !preconditions_written {
         cx.error_key(
             path.key("wait_for"),
             "`wait_for` needs `preconditions` to re-check",
@@ -609,17 +650,19 @@ fn validate_step(
     let run = rs
         .run
         .map(|a| Box::new(action(cx, &path.key("run"), a, false)));
-    if matches!(rs.kind, Kind::Patch | Kind::Install) && run.is_none() {
+    if let Some(kind @ (Kind::Patch | Kind::Install)) = rs.kind
+        && !run_written
+    {
         cx.error(
             path.key("kind"),
             format!(
                 "step `{}` of kind `{}` has nothing to do: give it a `run:` action",
                 rs.id,
-                rs.kind.as_str()
+                kind.as_str()
             ),
         );
     }
-    if rs.kind == Kind::Test && run.is_none() && !checks_written {
+    if rs.kind == Some(Kind::Test) && !run_written && !checks_written {
         cx.error(
             path.key("kind"),
             format!(
@@ -647,22 +690,94 @@ fn validate_step(
                 }
             }
         }
+        // A duration written out (not a template) is held to the rule of every duration.
+        if matches!(kind, Kind::Migrate | Kind::Optimise)
+            && let Some(Value::String(t)) = with.get("lock_timeout")
+            && !t.contains("{{")
+            && let Err(e) = crate::duration::parse_duration(t)
+        {
+            cx.error(at.key("lock_timeout"), e);
+        }
     };
-    let own_builtin = run.is_none()
-        && crate::engine::builtin::has_builtin(rs.kind)
-        && !(rs.kind == Kind::Verify && rs.with.is_empty());
-    if own_builtin {
-        check_with(rs.kind, &rs.with, path.key("with"));
+    let builtin = rs
+        .kind
+        .filter(|&k| !run_written && crate::engine::builtin::has_builtin(k));
+    if let Some(kind) = builtin
+        && (kind != Kind::Verify || with_written)
+    {
+        check_with(kind, &rs.with, path.key("with"));
     }
     for (name, undo) in [("rollback", &rollback), ("restore", &restore)] {
         if let Some(Action::Builtin { kind, with }) = undo.as_deref() {
             check_with(*kind, with, path.key(name).key("with"));
         }
     }
+    // A database kind with no `with` has nothing to work on: alone it would fail when it
+    // runs, and fanned out each item would "succeed" having done nothing. Either way it
+    // is known now. (Its built-in rollback or restore likewise.)
+    let needs = |kind: Kind| {
+        let fields = crate::engine::builtin::required_fields(kind);
+        let listed: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        match listed.as_slice() {
+            [] => "`with:`".to_owned(),
+            [one] => format!("`with:` with {one}"),
+            [init @ .., last] => format!("`with:` with {} and {last}", init.join(", ")),
+        }
+    };
+    let at_with_or = |cx: &Ctx, at: FieldPath, or: FieldPath| {
+        if cx.node(&at).is_some() { at } else { or }
+    };
+    if let Some(kind) = builtin
+        && !with_written
+    {
+        let at = at_with_or(cx, path.key("with"), path.key("kind"));
+        if kind != Kind::Verify {
+            cx.error(
+                at,
+                format!(
+                    "step `{}` of kind `{}` has nothing to do: give it {} (or a `run:` action)",
+                    rs.id,
+                    kind.as_str(),
+                    needs(kind)
+                ),
+            );
+        } else if !checks_written {
+            cx.error(
+                at,
+                format!(
+                    "`verify` step `{}` has nothing to check: give it {} (the backup to check), or `checks:`",
+                    rs.id,
+                    needs(kind)
+                ),
+            );
+        }
+    }
+    for name in ["rollback", "restore"] {
+        let undo = path.key(name);
+        if cx.written(&undo.key("kind")) && !cx.written(&undo.key("with")) {
+            let kind = match (name, rollback.as_deref(), restore.as_deref()) {
+                ("rollback", Some(Action::Builtin { kind, .. }), _)
+                | ("restore", _, Some(Action::Builtin { kind, .. })) => *kind,
+                _ => continue,
+            };
+            if crate::engine::builtin::has_builtin(kind) {
+                let at = at_with_or(cx, undo.key("with"), undo.key("kind"));
+                cx.error(
+                    at,
+                    format!(
+                        "the `{name}` of step `{}` (kind `{}`) has nothing to do: give it {}",
+                        rs.id,
+                        kind.as_str(),
+                        needs(kind)
+                    ),
+                );
+            }
+        }
+    }
     // A migrations directory that is there when the file is checked is checked too: a
     // gap, a duplicate, or a down file missing for a rollback that needs it is known
     // before anything runs. (One that does not exist yet is left to the run.)
-    if rs.kind == Kind::Migrate
+    if rs.kind == Some(Kind::Migrate)
         && run.is_none()
         && let Some(Value::String(dir)) = rs.with.get("dir")
         && !dir.contains("{{")
@@ -681,7 +796,7 @@ fn validate_step(
             cx.error(path.key("with").key("dir"), e);
         }
     }
-    if restore.is_some() && !rs.checkpoint {
+    if restore_written && not_checkpoint {
         cx.error_key(
             path.key("restore"),
             format!(
@@ -691,7 +806,7 @@ fn validate_step(
         );
     }
     let on_failure = rs.on_failure.unwrap_or_default();
-    if on_failure == OnFailure::Continue && rollback.is_some() && rs.reason.is_none() {
+    if on_failure == OnFailure::Continue && rollback_written && !reason_written {
         cx.error(
             path.key("on_failure"),
             format!(
@@ -746,7 +861,7 @@ fn validate_step(
     if rs.concurrency == Some(0) {
         cx.error(path.key("concurrency"), "`concurrency` must be at least 1");
     }
-    if for_each.is_none() {
+    if !fan_out {
         for field in ["concurrency", "max_failures"] {
             if cx.node(&path.key(field)).is_some() {
                 cx.error_key(path.key(field), format!("`{field}` needs `for_each`"));
@@ -798,7 +913,11 @@ fn validate_step(
             d.title.map(Public::Text).unwrap_or(Public::Shown)
         }
     };
-    if rs.kind == Kind::Announce && rs.title.is_none() && !matches!(public, Public::Text(_)) {
+    if rs.kind == Some(Kind::Announce)
+        && !title_written
+        && !public_unread
+        && !matches!(public, Public::Text(_))
+    {
         cx.error(
             path.key("kind"),
             format!(
@@ -817,9 +936,9 @@ fn validate_step(
         }
     }
 
-    Step {
+    Some(Step {
         id: rs.id,
-        kind: rs.kind,
+        kind: rs.kind?,
         title: rs.title,
         expected: rs.expected.map(|d| d.0),
         timeout: rs.timeout.map(|d| d.0),
@@ -845,7 +964,7 @@ fn validate_step(
         public,
         updates,
         outputs: rs.outputs,
-    }
+    })
 }
 
 fn texts(m: Option<IndexMap<String, Text>>) -> IndexMap<String, String> {
@@ -925,13 +1044,22 @@ fn conditions(
         } else {
             "`sql`, `http` or `shell`"
         };
+        // What is written decides; a field whose value could not be read is reported.
+        let w = |f: &str| cx.present(&p.key(f));
         let fields = [
-            ("sql", c.sql.is_some()),
-            ("http", c.http.is_some()),
-            ("shell", c.shell.is_some()),
-            ("window", c.window.is_some()),
-            ("step", c.step.is_some()),
+            ("sql", w("sql")),
+            ("http", w("http")),
+            ("shell", w("shell")),
+            ("window", w("window")),
+            ("step", w("step")),
         ];
+        let misplaced_fields = [
+            ("database", w("database"), "sql"),
+            ("expect", w("expect"), "sql"),
+            ("env", w("env"), "shell"),
+            ("state", w("state"), "step"),
+        ];
+        let database_written = w("database");
         let Some(kind) = exactly_one(cx, &p, &fields, "a condition", allowed) else {
             continue;
         };
@@ -942,21 +1070,23 @@ fn conditions(
             );
             continue;
         }
-        misplaced(
-            cx,
-            &p,
-            kind,
-            &[
-                ("database", c.database.is_some(), "sql"),
-                ("expect", c.expect.is_some(), "sql"),
-                ("env", c.env.is_some(), "shell"),
-                ("state", c.state.is_some(), "step"),
-            ],
-        );
+        misplaced(cx, &p, kind, &misplaced_fields);
+        let read = match kind {
+            "sql" => c.sql.is_some(),
+            "http" => c.http.is_some(),
+            "shell" => c.shell.is_some(),
+            "window" => c.window.is_some(),
+            _ => c.step.is_some(),
+        };
+        if !read {
+            continue;
+        }
         let check = match kind {
             "sql" => {
                 let Some(database) = c.database else {
-                    cx.error(p.clone(), "an `sql` condition needs `database`");
+                    if !database_written {
+                        cx.error(p.clone(), "an `sql` condition needs `database`");
+                    }
                     continue;
                 };
                 Check::Sql {
@@ -1004,13 +1134,31 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
     } else {
         "`shell`, `sql` or `http`"
     };
+    // What is written decides; a field whose value could not be read is reported.
+    let w = |f: &str| cx.present(&path.key(f));
     let fields = [
-        ("kind", a.kind.is_some()),
-        ("shell", a.shell.is_some()),
-        ("sql", a.sql.is_some()),
-        ("http", a.http.is_some()),
+        ("kind", w("kind")),
+        ("shell", w("shell")),
+        ("sql", w("sql")),
+        ("http", w("http")),
     ];
+    let misplaced_fields = [
+        ("with", w("with"), "kind"),
+        ("database", w("database"), "sql"),
+        ("transaction", w("transaction"), "sql"),
+        ("env", w("env"), "shell"),
+        ("cwd", w("cwd"), "shell"),
+    ];
+    let database_written = w("database");
     let kind = exactly_one(cx, path, &fields, "an action", allowed);
+    let read = match kind {
+        Some("kind") => a.kind.is_some(),
+        Some("shell") => a.shell.is_some(),
+        Some("sql") => a.sql.is_some(),
+        Some("http") => a.http.is_some(),
+        _ => true,
+    };
+    let kind = kind.filter(|_| read);
     let kind = match kind {
         Some("kind") if !undo => {
             cx.error_key(
@@ -1029,18 +1177,7 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
             timeout: None,
         };
     };
-    misplaced(
-        cx,
-        path,
-        kind,
-        &[
-            ("with", a.with.is_some(), "kind"),
-            ("database", a.database.is_some(), "sql"),
-            ("transaction", a.transaction.is_some(), "sql"),
-            ("env", a.env.is_some(), "shell"),
-            ("cwd", a.cwd.is_some(), "shell"),
-        ],
-    );
+    misplaced(cx, path, kind, &misplaced_fields);
     match kind {
         "kind" => Action::Builtin {
             kind: a.kind.expect("kind is set"),
@@ -1053,7 +1190,7 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
             timeout: a.timeout.map(|d| d.0),
         },
         "sql" => {
-            if a.database.is_none() {
+            if !database_written {
                 cx.error(path.clone(), "an `sql` action needs `database`");
             }
             Action::Sql {
@@ -1066,12 +1203,13 @@ fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
     }
 }
 
-/// Orders steps: file order, with each step's `requires` placed before it. Reports cycles.
+/// Orders steps: file order, with each step's `requires` placed before it. Reports cycles
+/// (and says whether there was one: the order then breaks it somewhere).
 fn order_steps(
     cx: &mut Ctx,
     steps: &[Option<Step>],
     index_of: &HashMap<String, usize>,
-) -> Option<Vec<usize>> {
+) -> (Vec<usize>, bool) {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -1128,18 +1266,21 @@ fn order_steps(
             }
         }
     }
-    (!cyclic).then_some(order)
+    (order, cyclic)
 }
 
 /// What a template in a given field may refer to.
 struct Scope<'a> {
     vars: &'a IndexMap<String, Value>,
-    targets: &'a IndexMap<String, Target>,
     secrets: &'a [String],
     steps: &'a [Option<Step>],
     index_of: &'a HashMap<String, usize>,
+    /// Each step's id as written (a step that did not read still has one).
+    ids: &'a [Option<&'a str>],
     /// Step index → position in execution order.
     position: HashMap<usize, usize>,
+    /// The steps' requirements have a cycle (reported): there is no order to check.
+    cyclic: bool,
 }
 
 /// Where a template is written, which decides what it may refer to.
@@ -1149,7 +1290,7 @@ struct Site {
     step: Option<usize>,
     /// Public text: shown to customers, so secrets are forbidden.
     public: bool,
-    /// `{{item}}` is defined (inside a fan-out step's actions).
+    /// `{{item}}` is defined (a fan-out step's `run`, `with` and `rollback`).
     item: bool,
     /// Rollback and restore run after the step: its own outputs exist.
     own_outputs: bool,
@@ -1195,9 +1336,10 @@ fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
 }
 
 fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
-    let Some(step) = &scope.steps[i] else { return };
+    // From the file, so that a step with a problem of its own is checked too.
     let path = FieldPath::root().key("steps").index(i);
     let Some(node) = cx.node(&path) else { return };
+    let fan_out = cx.written(&path.key("for_each"));
     let NodeValue::Map(entries) = &node.value else {
         return;
     };
@@ -1206,7 +1348,14 @@ fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
         let site = Site {
             step: Some(i),
             public: matches!(field, "title" | "public"),
-            item: step.for_each.is_some() && !matches!(field, "title" | "public" | "for_each"),
+            // Each item's work is everything the step does: its preconditions, `run`
+            // (or built-in `with`), `until`, checks, and its `rollback` and a
+            // checkpoint's `restore` (per item that succeeded).
+            item: fan_out
+                && matches!(
+                    field,
+                    "run" | "rollback" | "with" | "restore" | "preconditions" | "checks" | "until"
+                ),
             own_outputs: matches!(field, "rollback" | "restore"),
             update: false,
         };
@@ -1437,11 +1586,11 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
             }
             Ok(())
         }
-        "targets" => member(
-            "targets",
-            segs.get(1),
-            names(&mut scope.targets.keys().map(String::as_str)),
-        ),
+        // A target is the list a step fans out over; text has no value for it.
+        "targets" => Err((
+            format!("`{{{{{full}}}}}`: a target is only for `for_each`, not a value in text"),
+            Some("a fan-out step's actions have each item as `{{item}}`".into()),
+        )),
         "secrets" => {
             if site.public {
                 return Err((
@@ -1469,7 +1618,7 @@ fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Result<(), Ref
                 Ok(())
             } else {
                 Err((
-                    "`{{item}}` is only defined in the actions of a step with `for_each`".into(),
+                    "`{{item}}` is only defined in what a step with `for_each` does for each item: its `run`, `with`, `preconditions`, `checks`, `until`, `rollback` and `restore`".into(),
                     None,
                 ))
             }
@@ -1527,7 +1676,7 @@ fn check_step_reference(
             did_you_mean(id, &ids),
         ));
     };
-    if let Some(me) = site.step {
+    if let Some(me) = site.step.filter(|_| !scope.cyclic) {
         let (t, m) = (scope.position[&target], scope.position[&me]);
         let ok = t < m || (t == m && site.own_outputs);
         if !ok {
@@ -1536,10 +1685,7 @@ fn check_step_reference(
             } else {
                 "it runs later"
             };
-            let my_id = scope.steps[me]
-                .as_ref()
-                .map(|s| s.id.as_str())
-                .unwrap_or("?");
+            let my_id = scope.ids[me].unwrap_or("?");
             return Err((
                 format!("step `{my_id}` uses outputs of step `{id}`, but {when}"),
                 Some("only outputs of earlier steps can be used".into()),

@@ -110,7 +110,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
     let start = rb.window.start.map(|t| t.timestamp_millis());
     let end = start
         .zip(rb.window.duration)
-        .map(|(s, d)| s + d.as_millis() as i64);
+        .map(|(s, d)| s.saturating_add(crate::duration::millis(d)));
     PublicPlan {
         maintenance,
         title: Some(text(&rb.title, ctx)),
@@ -119,7 +119,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
         timezone: rb.window.timezone.name().to_owned(),
         planned_start_ms: start,
         planned_end_ms: end,
-        window_ms: rb.window.duration.map(|d| d.as_millis() as i64),
+        window_ms: rb.window.duration.map(crate::duration::millis),
         steps: rb
             .order
             .iter()
@@ -128,7 +128,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
                 PublicStep {
                     id: s.id.clone(),
                     title: step_title(s).map(|t| text(t, ctx)),
-                    expected_ms: s.expected.map(|d| d.as_millis() as u64),
+                    expected_ms: s.expected.map(|d| crate::duration::millis(d) as u64),
                     kind: s.kind.as_str().to_owned(),
                     label: s.title.as_deref().map(|t| text(t, ctx)),
                     checkpoint: s.checkpoint,

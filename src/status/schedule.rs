@@ -91,7 +91,7 @@ pub fn announcement(rb: &Runbook, now: i64) -> Result<Announcement, String> {
     let announce_from_ms = rb
         .status_page
         .announce_before
-        .map_or(now, |b| start_ms - b.as_millis() as i64);
+        .map_or(now, |b| start_ms.saturating_sub(crate::duration::millis(b)));
     let ctx = json!({ "vars": rb.vars });
     let text = |t: &str| super::publish::text(t, &ctx);
     Ok(Announcement {

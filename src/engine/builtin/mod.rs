@@ -59,15 +59,11 @@ pub struct WithProblem {
 }
 
 /// What the loader can tell of a built-in kind's `with` before anything runs: unknown
-/// fields (and which there are), and a required one missing from a `with` that is there. The values' types are left to
-/// the run, since templates give them their values only then.
+/// fields (and which there are), and the required ones missing from a `with` that is
+/// there (the loader refuses a missing `with` itself). The values' types are left to the
+/// run, since templates give them their values only then.
 pub fn with_problems(kind: Kind, with: &IndexMap<String, Value>) -> Vec<WithProblem> {
-    let check = |w: &IndexMap<String, Value>| match kind {
-        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, w),
-        Kind::Migrate => migrate::check_params(w),
-        Kind::Optimise => optimise::check_params(w),
-        _ => Ok(()),
-    };
+    let check = |w: &IndexMap<String, Value>| check_params(kind, w);
     // The fields there are, as serde lists them for a field that is not one.
     let probe = IndexMap::from([("runbook-probe".to_owned(), Value::Null)]);
     let fields: Vec<String> = match check(&probe) {
@@ -103,17 +99,64 @@ pub fn with_problems(kind: Kind, with: &IndexMap<String, Value>) -> Vec<WithProb
             }
         })
         .collect();
-    if !unknown.is_empty() {
-        return unknown;
+    // Every required field missing too, at once; one that is missing because it is
+    // misspelt among the unknown ones is that problem, said once.
+    let mut problems = unknown;
+    if with.is_empty() {
+        return problems;
     }
-    // A missing field is reported when `with` is written at all: a step without one is
-    // left to say so when it runs (the format's examples of other problems have none).
-    match check(with) {
-        Err(e) if !with.is_empty() && e.contains("missing field") => vec![WithProblem {
-            field: None,
-            message: e,
-        }],
-        _ => Vec::new(),
+    let known = with
+        .iter()
+        .filter(|(k, _)| fields.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for name in missing_fields(kind, known) {
+        let misspelt = problems.iter().any(|p| {
+            p.field
+                .as_deref()
+                .is_some_and(|k| crate::suggest::closest(k, &[name.as_str()]).is_some())
+        });
+        if !misspelt {
+            problems.push(WithProblem {
+                field: None,
+                message: format!("`with` ({} step): missing field `{name}`", kind.as_str()),
+            });
+        }
+    }
+    problems
+}
+
+/// The fields a kind's `with` cannot do without (`database`, say), in order.
+pub fn required_fields(kind: Kind) -> Vec<String> {
+    missing_fields(kind, IndexMap::new())
+}
+
+/// The required fields `with` lacks (serde names one at a time).
+fn missing_fields(kind: Kind, mut with: IndexMap<String, Value>) -> Vec<String> {
+    let mut missing = Vec::new();
+    // Each round names the next missing field; a kind has only a few.
+    for _ in 0..8 {
+        let Err(e) = check_params(kind, &with) else {
+            break;
+        };
+        let Some(name) = e
+            .split_once("missing field `")
+            .and_then(|(_, rest)| rest.split('`').next())
+        else {
+            break;
+        };
+        with.insert(name.to_owned(), Value::from("x"));
+        missing.push(name.to_owned());
+    }
+    missing
+}
+
+fn check_params(kind: Kind, with: &IndexMap<String, Value>) -> Result<(), String> {
+    match kind {
+        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, with),
+        Kind::Migrate => migrate::check_params(with),
+        Kind::Optimise => optimise::check_params(with),
+        _ => Ok(()),
     }
 }
 
