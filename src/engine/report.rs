@@ -245,6 +245,8 @@ pub fn describe(e: &Event) -> String {
         FailureIgnored { step } => format!("step {step}: failure tolerated (on_failure: continue)"),
         ItemStarted { step, index } => format!("step {step}: item {index} started"),
         ItemSucceeded { step, index, .. } => format!("step {step}: item {index} succeeded"),
+        ItemRollbackStarted { step, index } => format!("step {step}: item {index} undoing"),
+        ItemRolledBack { step, index } => format!("step {step}: item {index} undone"),
         ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
         ApprovalRequested { step } => format!("step {step}: waiting for approval"),
         Approved { step, by } => format!("step {step}: approved by {by}"),
