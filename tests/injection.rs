@@ -62,6 +62,29 @@ steps:
     assert_eq!(undone, format!("[{SHELL_PAYLOAD}]"));
 }
 
+#[test]
+fn raw_inserts_text_as_it_is_and_a_plain_template_one_word() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        r#"runbook: inject
+vars: { words: "a   b", star: "*" }
+steps:
+  - id: words
+    kind: patch
+    run: { shell: "echo {{raw vars.words}} > raw && echo {{vars.words}} {{vars.star}} > quoted" }
+"#,
+    );
+    let out = w.execute("rb.yaml", "r1");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(w.path("raw")).unwrap(), "a b\n");
+    // Not split, not a glob.
+    assert_eq!(
+        std::fs::read_to_string(w.path("quoted")).unwrap(),
+        "a   b *\n"
+    );
+}
+
 /// A server whose `/item` answers a JSON object with a field that is shell code.
 fn http_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -45,6 +45,21 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The forms other than itself in which quoting may write `value` inside its quotes (the
+/// shell's `'\''`, SQL's `''`, PostgreSQL's `\\`). A secret's value differs from them only
+/// when it holds a quote or a backslash; a masker must mask them too, since a command or
+/// statement shown in an error is the quoted text.
+pub fn quoted_forms(value: &str) -> Vec<String> {
+    let mut forms = vec![
+        value.replace('\'', r"'\''"),
+        value.replace('\'', "''"),
+        value.replace('\'', "''").replace('\\', r"\\"),
+    ];
+    forms.retain(|f| f != value);
+    forms.dedup();
+    forms
+}
+
 /// The template registries of a run, one per [`Mode`].
 #[derive(Clone)]
 pub struct Templates {
@@ -156,6 +171,26 @@ mod tests {
         assert_eq!(literal(Engine::Postgres, "it's"), "'it''s'");
         assert_eq!(literal(Engine::Postgres, r"a\'b"), r"E'a\\''b'");
         assert_eq!(ident(r#"my "t""#), r#""my ""t""""#);
+    }
+
+    #[test]
+    fn the_quoted_forms_of_a_value_are_what_quoting_writes_inside_its_quotes() {
+        assert!(quoted_forms("plain").is_empty());
+        assert_eq!(quoted_forms(r"it's\"), [r"it'\''s\", r"it''s\", r"it''s\\"]);
+        for v in ["it's", r"a\b", r"x\'y"] {
+            for text in [
+                shell_word(v),
+                literal(Engine::Postgres, v),
+                literal(Engine::Sqlite, v),
+            ] {
+                let inner = text.strip_prefix('E').unwrap_or(&text);
+                let inner = &inner[1..inner.len() - 1];
+                assert!(
+                    inner == v || quoted_forms(v).iter().any(|f| f == inner),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]
