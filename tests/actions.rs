@@ -95,7 +95,7 @@ steps:
         expect_json: {{ /got: \"release 3.2\" }}
   - id: use-output
     kind: patch
-    run: {{ shell: \"echo '{{{{steps.ready.outputs.got}}}} {{{{steps.ready.outputs.auth}}}} {{{{steps.ready.outputs.http_status}}}}' >> markers\" }}
+    run: {{ shell: \"echo {{{{steps.ready.outputs.got}}}} {{{{steps.ready.outputs.auth}}}} {{{{steps.ready.outputs.http_status}}}} >> markers\" }}
   - id: smoke
     kind: test
     checks:
@@ -426,7 +426,7 @@ steps:
   - id: fails
     kind: patch
     on_failure: abort
-    run: { shell: \"echo {{secrets.DB_PASSWORD}} >&2; exit 3 # {{secrets.DB_PASSWORD}}\" }
+    run: { shell: \"echo {{secrets.DB_PASSWORD}} >&2; exit 3; : {{secrets.DB_PASSWORD}}\" }
 ",
     );
     let out = w
@@ -786,7 +786,7 @@ steps:
     run: { shell: \"printf '{\\\"dsn\\\": \\\"postgres://app:%s@db/app\\\"}\\\\n' \\\"$PW\\\"\", env: { PW: \"{{secrets.DB_PASSWORD}}\" } }
   - id: use-dsn
     kind: patch
-    run: { shell: \"test '{{steps.make-dsn.outputs.dsn}}' = 'postgres://app:hunter2x@db/app' && echo same >> markers\" }
+    run: { shell: \"test {{steps.make-dsn.outputs.dsn}} = 'postgres://app:hunter2x@db/app' && echo same >> markers\" }
 ",
     );
     let out = w

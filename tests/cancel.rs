@@ -233,11 +233,12 @@ fn a_fan_out_timeout_cancels_every_item_statement() {
         ),
     );
     let mut runner = spawn(&w, "f");
-    wait_active(&w, "pg_sleep(60", 2, &mut runner);
+    // (`''`: the text goes into a LIKE pattern's literal.)
+    wait_active(&w, "pg_sleep(''60", 2, &mut runner);
     let started = Instant::now();
     stops_soon_after(
         &w,
-        "pg_sleep(60",
+        "pg_sleep(''60",
         Duration::from_secs(2) + STOP_WITHIN,
         started,
     );
@@ -247,7 +248,11 @@ fn a_fan_out_timeout_cancels_every_item_statement() {
         .map(|c| c["statement"].as_str().unwrap().to_owned())
         .collect();
     statements.sort();
-    assert_eq!(statements, ["SELECT pg_sleep(601)", "SELECT pg_sleep(602)"]);
+    // Each item is inserted as a quoted literal.
+    assert_eq!(
+        statements,
+        ["SELECT pg_sleep('601')", "SELECT pg_sleep('602')"]
+    );
 }
 
 #[test]
@@ -256,7 +261,7 @@ fn a_recorded_statement_has_its_secrets_masked() {
     sleeper(
         &w,
         "1s",
-        "SELECT pg_sleep(600), '{{secrets.CANCEL_TEST_SECRET}}'",
+        "SELECT pg_sleep(600), {{secrets.CANCEL_TEST_SECRET}}",
     );
     let text = std::fs::read_to_string(w.path("rb.yaml")).unwrap();
     w.write(

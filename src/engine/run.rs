@@ -65,7 +65,7 @@ pub struct Runner<'a> {
     pub out: Reporter,
     /// A dry run: SQL checks run where they cannot write.
     pub read_only: bool,
-    templates: handlebars::Handlebars<'static>,
+    templates: super::quote::Templates,
     /// What earlier runs of this runbook took (ETA, overrun, window guard).
     pub learned: super::timing::Learned,
 }
@@ -83,9 +83,7 @@ impl<'a> Runner<'a> {
     ) -> Self {
         let secrets = action::secret_values(&rb.secrets);
         let masker = Masker::new(secrets.clone());
-        let mut templates = handlebars::Handlebars::new();
-        templates.set_strict_mode(true);
-        templates.register_escape_fn(handlebars::no_escape);
+        let templates = super::quote::Templates::new(&masker);
         Runner {
             rb,
             store,

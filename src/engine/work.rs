@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::action::{self, Masker, Outcome, StepLog};
 use super::builtin;
+use super::quote::{Mode, Templates};
 use super::state::{RunState, StepStatus};
 use super::target;
 use crate::runbook::{Action, Check, Condition, ForEach, HttpCheck, Kind, Runbook, Step, Target};
@@ -31,7 +32,7 @@ pub(crate) struct Worker<'w> {
     pub run_id: &'w str,
     pub masker: &'w Masker,
     pub secrets: &'w IndexMap<String, String>,
-    pub templates: &'w handlebars::Handlebars<'static>,
+    pub templates: &'w Templates,
     pub log_dir: &'w Path,
     /// A dry run: SQL checks run where they cannot write.
     pub read_only: bool,
@@ -54,7 +55,7 @@ impl<'w> Worker<'w> {
         run_id: &'w str,
         masker: &'w Masker,
         secrets: &'w IndexMap<String, String>,
-        templates: &'w handlebars::Handlebars<'static>,
+        templates: &'w Templates,
         log_dir: &'w Path,
         read_only: bool,
     ) -> Self {
@@ -161,13 +162,22 @@ impl<'w> Worker<'w> {
         })
     }
 
+    /// Text that is neither a shell command nor SQL, rendered: values inserted as they are.
     pub fn render(&self, text: &str, ctx: &Value) -> Result<String, String> {
+        self.render_in(text, ctx, Mode::Plain)
+    }
+
+    /// Text rendered for what it is: in a shell command or an SQL statement every value a
+    /// template inserts is quoted (see [`super::quote`]).
+    pub fn render_in(&self, text: &str, ctx: &Value, mode: Mode) -> Result<String, String> {
         if !text.contains("{{") {
             return Ok(text.to_owned());
         }
-        match self.templates.render_template(text, ctx) {
-            // Outputs hold secrets as references; the action gets the values.
-            Ok(rendered) => Ok(self.masker.resolve(&rendered)),
+        match self.templates.get(mode).render_template(text, ctx) {
+            // Outputs hold secrets as references; the action gets the values (quoted
+            // code has each value resolved as it is quoted).
+            Ok(rendered) if mode == Mode::Plain => Ok(self.masker.resolve(&rendered)),
+            Ok(rendered) => Ok(rendered),
             Err(e) => Err(match e.reason() {
                 handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
                     format!("`{{{{{path}}}}}` has no value at this point of the run (in `{text}`)")
@@ -175,6 +185,19 @@ impl<'w> Worker<'w> {
                 reason => format!("template `{text}`: {reason}"),
             }),
         }
+    }
+
+    /// A statement and its database URL, rendered: the URL first, since the database's
+    /// kind decides how the statement quotes values.
+    fn render_sql(
+        &self,
+        sql: &str,
+        database: &str,
+        ctx: &Value,
+    ) -> Result<(String, String), String> {
+        let db = self.render(database, ctx)?;
+        let engine = target::engine(&db)?;
+        Ok((self.render_in(sql, ctx, Mode::Sql(engine))?, db))
     }
 
     /// The request with its URL, headers, body and expected text and values rendered.
@@ -294,7 +317,7 @@ impl<'w> Worker<'w> {
                 timeout,
             } => {
                 let rendered = (|| {
-                    let command = self.render(command, ctx)?;
+                    let command = self.render_in(command, ctx, Mode::Shell)?;
                     let env = self.render_env(env, ctx)?;
                     let cwd = cwd.as_ref().map(|c| self.render(c, ctx)).transpose()?;
                     Ok::<_, String>((command, env, cwd))
@@ -317,9 +340,9 @@ impl<'w> Worker<'w> {
                 sql,
                 database,
                 transaction,
-            } => match (self.render(sql, ctx), self.render(database, ctx)) {
-                (Ok(sql), Ok(db)) => target::sql(&db, &sql, *transaction, None).await,
-                (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
+            } => match self.render_sql(sql, database, ctx) {
+                Ok((sql, db)) => target::sql(&db, &sql, *transaction, None).await,
+                Err(e) => Outcome::Failed(e),
             },
             Action::Http(h) => match self.render_http(h, ctx) {
                 Ok(h) => action::http(&h, log).await,
@@ -392,8 +415,7 @@ impl<'w> Worker<'w> {
                 database,
                 expect,
             } => {
-                let sql = self.render(sql, ctx)?;
-                let db = self.render(database, ctx)?;
+                let (sql, db) = self.render_sql(sql, database, ctx)?;
                 let expect = expect
                     .as_ref()
                     .map(|e| self.render_value(e, ctx))
@@ -401,7 +423,7 @@ impl<'w> Worker<'w> {
                 target::sql_check(&db, &sql, expect.as_ref(), self.read_only).await
             }
             Check::Shell { command, env } => {
-                let command = self.render(command, ctx)?;
+                let command = self.render_in(command, ctx, Mode::Shell)?;
                 let env = self.render_env(env, ctx)?;
                 let mut log = StepLog::memory(self.masker.clone());
                 match action::shell(
@@ -491,8 +513,7 @@ impl<'w> Worker<'w> {
                 Some(Target::Static(items)) => Ok(items.clone()),
                 Some(Target::Query { sql, database }) => {
                     let ctx = self.context(None);
-                    let sql = self.render(sql, &ctx)?;
-                    let db = self.render(database, &ctx)?;
+                    let (sql, db) = self.render_sql(sql, database, &ctx)?;
                     target::query_items(&db, &sql).await
                 }
                 None => Err(format!("unknown target `{name}`")),

@@ -1,5 +1,6 @@
 //! The runbook format: loading, validation and the validated model.
 
+mod code;
 mod load;
 mod model;
 mod raw;

@@ -23,10 +23,11 @@ pub struct SyntaxError {
     pub col: usize,
 }
 
-/// Helpers a template may call: the ones handlebars has built in.
+/// Helpers a template may call: the ones handlebars has built in, with `raw` (text as it
+/// is) and `ident` (an SQL identifier) of the run's own (`engine::quote`).
 pub const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
-    "and", "or", "not", "len",
+    "and", "or", "not", "len", "ident",
 ];
 
 /// Whether a string holds template syntax at all (most fields do not).

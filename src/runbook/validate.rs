@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use super::code::{self, Code};
 use super::model::*;
 use super::raw::*;
 use super::template;
@@ -1412,7 +1413,8 @@ fn walk<'a>(
                 check_public_text(cx, scope, &path, node, s);
             }
             if template {
-                check_string(cx, scope, site, &path, node, s, *style);
+                let code = code_of(cx, &path);
+                check_string(cx, scope, site, &path, node, s, *style, code);
             }
         }
         NodeValue::Scalar(..) => {}
@@ -1432,6 +1434,62 @@ fn walk<'a>(
             }
         }
     }
+}
+
+/// The language of a field whose templates insert quoted values: an action's or a
+/// condition's `shell` or `sql`, a target's `sql` (with the database its `database`
+/// names, when written as a URL).
+fn code_of(cx: &Ctx, path: &FieldPath) -> Option<Code> {
+    let segs: Vec<Option<&str>> = path
+        .0
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Index(_) => None,
+        })
+        .collect();
+    let field = match segs.as_slice() {
+        [Some("targets"), Some(_), Some(f @ "sql")] => *f,
+        [
+            Some("steps"),
+            None,
+            Some("run" | "rollback" | "restore"),
+            Some(f),
+        ] => *f,
+        [
+            Some("steps"),
+            None,
+            Some("preconditions" | "checks" | "until"),
+            None,
+            Some(f),
+        ] => *f,
+        _ => return None,
+    };
+    match field {
+        "shell" => Some(Code::Shell),
+        "sql" => {
+            let mut database = path.clone();
+            database.0.pop();
+            let engine = match cx.node(&database.key("database")).map(|n| &n.value) {
+                Some(NodeValue::Scalar(Scalar::Str(url), _)) => {
+                    crate::engine::target::engine(url).ok()
+                }
+                _ => None,
+            };
+            Some(Code::Sql(engine))
+        }
+        _ => None,
+    }
+}
+
+/// The line and column (1-based, in characters) of a byte offset in text.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        before[line_start..].chars().count() + 1,
+    )
 }
 
 /// The place in the file of a position inside a scalar's text.
@@ -1467,6 +1525,7 @@ fn check_string(
     node: &Node,
     text: &str,
     style: Style,
+    code: Option<Code>,
 ) {
     let (refs, helpers) = match template::references(text) {
         Ok(r) => r,
@@ -1499,7 +1558,29 @@ fn check_string(
                 format!("unknown template helper `{name}`"),
             );
             cx.diags.last_mut().expect("pushed").label = label;
+            continue;
         }
+        // `raw` and `ident` say how a value is quoted: only where values are quoted.
+        let misplaced = match (name.as_str(), code) {
+            ("ident", Some(Code::Sql(_))) | ("raw", Some(_)) => None,
+            ("ident", _) => Some("`ident` quotes an SQL identifier: it is for `sql` fields"),
+            ("raw", None) => {
+                Some("`raw` is for `shell` and `sql` fields; here values are inserted as they are")
+            }
+            _ => None,
+        };
+        if let Some(msg) = misplaced {
+            let len = expression_len(text, h.line, h.col);
+            let span = place_in_scalar(node, style, h.line, h.col, len);
+            cx.error_at(path.clone(), span, msg);
+        }
+    }
+    for m in code.map(|c| code::misplaced(text, c)).unwrap_or_default() {
+        let (line, col) = line_col(text, m.start);
+        let len = text[m.start..m.end].chars().count();
+        let span = place_in_scalar(node, style, line, col, len);
+        cx.error_at(path.clone(), span, m.message);
+        cx.diags.last_mut().expect("pushed").label = Some(m.label);
     }
     for r in refs {
         if let Err((msg, label)) = check_reference(scope, site, &r.segments) {

@@ -17,7 +17,7 @@
 //!   statement at a time (`CREATE INDEX CONCURRENTLY` cannot run in a transaction, nor in
 //!   a multi-statement query). The file is split at `;` outside quotes, comments,
 //!   dollar-quoted bodies and the `BEGIN ... END` blocks of `CREATE` statements (trigger
-//!   bodies, `BEGIN ATOMIC`); not understood: backslash escapes in `E'...'` strings. A
+//!   bodies, `BEGIN ATOMIC`), `E'...'` strings with their backslash escapes. A
 //!   retry after a lock timeout goes on from the statement that timed out. Before each
 //!   attempt and after a failure, the indexes that its `CREATE INDEX CONCURRENTLY`
 //!   statements name and that PostgreSQL left INVALID (`pg_index.indisvalid = false`)
@@ -1256,7 +1256,7 @@ fn classify_error(e: &sqlx::Error, pg: bool) -> Failure {
 
 /// What the scanner sees in SQL text.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Tok {
+pub(crate) enum Tok {
     /// A keyword or identifier.
     Word,
     /// `"quoted identifier"`.
@@ -1269,15 +1269,21 @@ enum Tok {
 }
 
 #[derive(Debug, Clone)]
-struct Token {
-    kind: Tok,
-    text: String,
-    start: usize,
-    end: usize,
+pub(crate) struct Token {
+    pub kind: Tok,
+    pub text: String,
+    pub start: usize,
+    pub end: usize,
 }
 
 /// The tokens of SQL text, without comments.
 fn tokens(sql: &str) -> Vec<Token> {
+    tokens_for(sql, true)
+}
+
+/// The tokens of SQL text, without comments; `[...]` is a quoted identifier when
+/// `brackets` (SQLite), an operator otherwise (PostgreSQL's subscripts).
+pub(crate) fn tokens_for(sql: &str, brackets: bool) -> Vec<Token> {
     let b = sql.as_bytes();
     let n = b.len();
     let mut out = Vec::new();
@@ -1316,9 +1322,14 @@ fn tokens(sql: &str) -> Vec<Token> {
                 continue;
             }
             b'\'' | b'"' | b'`' => {
+                // PostgreSQL's E'...' has backslash escapes (`E'it\'s'`).
+                let escapes = c == b'\''
+                    && i > 0
+                    && matches!(b[i - 1], b'E' | b'e')
+                    && (i < 2 || !ident(b[i - 2]));
                 i += 1;
                 while i < n && b[i] != c {
-                    i += 1;
+                    i += if escapes && b[i] == b'\\' { 2 } else { 1 };
                 }
                 i = (i + 1).min(n);
                 if c == b'\'' {
@@ -1327,7 +1338,7 @@ fn tokens(sql: &str) -> Vec<Token> {
                     Tok::Quoted
                 }
             }
-            b'[' => {
+            b'[' if brackets => {
                 // SQLite's [quoted identifier].
                 while i < n && b[i] != b']' {
                     i += 1;
