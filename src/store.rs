@@ -8,6 +8,9 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod url;
+pub use url::{Mode, StoreUrl};
+
 use crate::engine::event::{Event, Recorded};
 use crate::status::model::{NoticeEvent, NoticeRecorded};
 
@@ -73,12 +76,24 @@ pub enum StoreError {
     Open { url: String, reason: String },
     #[error("store error: {0}")]
     Sql(#[from] sqlx::Error),
-    #[error("the journal of run `{run}` is damaged at event {seq}: {reason}")]
+    #[error(
+        "the journal of run `{run}` in the store `{store}` is damaged at event {seq}: {reason}"
+    )]
     Corrupt {
+        store: String,
         run: String,
         seq: i64,
         reason: String,
     },
+    /// The store's file is no store any more (truncated, overwritten).
+    #[error("the store `{store}` is damaged: {reason}")]
+    Damaged { store: String, reason: String },
+    /// The database stayed out of reach for all of [`RECONNECT_WINDOW`].
+    #[error("the store `{store}` could not be reached for {}s: {last}", RECONNECT_WINDOW.as_secs())]
+    Unreachable { store: String, last: String },
+    /// A write through a store opened with `mode=ro`.
+    #[error("the store `{0}` is read-only (mode=ro): this command writes to it")]
+    ReadOnly(String),
     #[error("no run `{0}` in this store")]
     UnknownRun(String),
     #[error("`{0}` is a scheduled maintenance (from `runbook schedule`), not a run")]
@@ -109,6 +124,101 @@ fn lost_to(holder: &Option<Box<Lease>>) -> String {
                 ""
             }
         ),
+    }
+}
+
+/// How long the store keeps trying again when its database cannot be reached (a
+/// dropped connection, a server restarting, a database refusing connections) before
+/// the command gives up.
+pub const RECONNECT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whether `e` may go away by trying again: the connection dropped or could not be
+/// made, or (SQLite) another process holds the lock for longer than the busy timeout.
+fn transient(e: &StoreError) -> bool {
+    let StoreError::Sql(e) = e else {
+        return false;
+    };
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code().unwrap_or_default();
+            match sqlite_code(d.as_ref()) {
+                // SQLite: SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+                Some(n) => matches!(n & 0xff, 5 | 6),
+                // PostgreSQL: connection exceptions, the server shutting down or
+                // terminating the session, too many connections, a database not
+                // accepting connections.
+                None => {
+                    code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code == "53300"
+                        || (code == "55000" && d.message().contains("accepting connections"))
+                }
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The (extended) result code of a SQLite error; `None` for PostgreSQL's.
+fn sqlite_code(d: &dyn sqlx::error::DatabaseError) -> Option<i64> {
+    d.try_downcast_ref::<sqlx::sqlite::SqliteError>()
+        .and_then(sqlx::error::DatabaseError::code)
+        .and_then(|c| c.parse().ok())
+}
+
+/// A SQLite error that says the file is no database (any more): corrupt, not a
+/// database, or without the journal's tables (truncated).
+fn damaged(store: &str, e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(d) = &e
+        && let Some(code) = sqlite_code(d.as_ref())
+        && (matches!(code & 0xff, 11 | 26) || d.message().starts_with("no such table"))
+    {
+        return StoreError::Damaged {
+            store: store.to_owned(),
+            reason: format!(
+                "{} (it may have been truncated or overwritten: restore it from a copy)",
+                d.message()
+            ),
+        };
+    }
+    StoreError::Sql(e)
+}
+
+/// A SQLite store's file before it is opened: a read-only or `mode=rw` one must exist,
+/// and an existing one must not be empty (a store truncated to nothing is refused, not
+/// made anew). One that is empty is looked at again a moment later: a process creating
+/// the store may be about to write its first page.
+async fn check_file(url: &str, path: &Path, mode: Mode) -> Result<(), StoreError> {
+    let open_err = |reason: String| StoreError::Open {
+        url: url.to_owned(),
+        reason,
+    };
+    let len = || std::fs::metadata(path).ok().map(|m| (m.len(), m.is_file()));
+    match len() {
+        None if mode != Mode::Create => {
+            Err(open_err(format!("`{}` does not exist", path.display())))
+        }
+        None => Ok(()),
+        Some((_, false)) => Err(open_err(format!("`{}` is not a file", path.display()))),
+        Some((0, true)) => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            match len() {
+                Some((0, _)) => Err(StoreError::Damaged {
+                    store: url.to_owned(),
+                    reason: format!(
+                        "`{}` is empty (0 bytes): it was truncated, or is no store; move it away to start a new store",
+                        path.display()
+                    ),
+                }),
+                _ => Ok(()),
+            }
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -162,7 +272,12 @@ pub struct RunRow {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// As given (for messages).
     pub url: String,
+    parsed: std::sync::Arc<StoreUrl>,
+    /// The largest size a SQLite store's file was seen at: it never shrinks (nothing
+    /// here vacuums it), so a smaller one was truncated under this process.
+    file_len: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The lease a runner holds ([`Store::holding`]): every append checks it.
     fence: Option<std::sync::Arc<Lease>>,
 }
@@ -173,76 +288,99 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (and creates or migrates) the store at `url`.
+    /// Opens (and creates or migrates) the store at `url`; with `mode=ro`, opens it
+    /// for reading only (it must exist and be at this program's schema).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let open_err = |reason: String| StoreError::Open {
             url: url.to_owned(),
             reason,
         };
-        let connect_url = if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or(path);
-            if path.is_empty() {
-                return Err(open_err("no file name".into()));
-            }
-            if let Some(dir) = Path::new(path)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
+        let parsed = StoreUrl::parse(url).map_err(open_err)?;
+        if let Some(path) = parsed.sqlite_file() {
+            check_file(url, path, parsed.mode).await?;
+            if parsed.mode == Mode::Create
+                && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
             {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| open_err(format!("cannot create `{}`: {e}", dir.display())))?;
             }
-            format!("sqlite://{path}?mode=rwc")
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.to_owned()
-        } else {
-            return Err(open_err(
-                "use sqlite://PATH or postgres://USER@HOST/DB".into(),
-            ));
-        };
-        let sqlite = connect_url.starts_with("sqlite:");
+        }
+        let sqlite = parsed.sqlite_file().is_some();
+        let read_only = parsed.read_only();
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 4 })
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&connect_url)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    // Every connection the pool makes (again, after one was dropped)
+                    // gets the same settings. WAL lets readers (`status`, the status
+                    // page) run while a run writes; `synchronous=FULL` makes each
+                    // committed event survive a power cut; a writer waits up to 10 s
+                    // for another's lock before the store tries again.
+                    let pragmas: &[&'static str] = match (sqlite, read_only) {
+                        (true, false) => &[
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA synchronous=FULL",
+                            "PRAGMA busy_timeout=10000",
+                        ],
+                        (true, true) => &["PRAGMA busy_timeout=10000"],
+                        (false, false) => &[],
+                        (false, true) => &["SET default_transaction_read_only = on"],
+                    };
+                    for &pragma in pragmas {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&parsed.connect_url())
             .await
             .map_err(|e| open_err(e.to_string()))?;
         let store = Store {
             pool,
             url: url.to_owned(),
+            parsed: std::sync::Arc::new(parsed),
+            file_len: Default::default(),
             fence: None,
         };
-        if sqlite {
-            // WAL lets readers (`status`, the status page) run while a run writes;
-            // `synchronous=FULL` makes each committed event survive a power cut.
-            for pragma in [
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=FULL",
-                "PRAGMA busy_timeout=10000",
-            ] {
-                sqlx::query(pragma)
-                    .execute(&store.pool)
-                    .await
-                    .map_err(|e| open_err(e.to_string()))?;
-            }
-        }
-        store
-            .migrate(!sqlite)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
+        store.migrate().await.map_err(|e| match e {
+            e @ (StoreError::Damaged { .. } | StoreError::Open { .. }) => e,
+            e => open_err(e.to_string()),
+        })?;
+        store.unshrunk()?;
         Ok(store)
     }
 
     /// Opens the store at `url` if it exists: commands that only read or act on existing
     /// runs must not leave an empty SQLite store behind. `None`: no such file.
     pub async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            let path = path.split('?').next().unwrap_or(path);
-            if !path.is_empty() && !Path::new(path).exists() {
-                return Ok(None);
-            }
+        if let Ok(parsed) = StoreUrl::parse(url)
+            && let Some(path) = parsed.sqlite_file()
+            && !path.exists()
+        {
+            return Ok(None);
         }
         Store::open(url).await.map(Some)
+    }
+
+    /// Refuses a store opened read-only (`mode=ro`): for commands that write.
+    pub fn writable(&self) -> Result<(), StoreError> {
+        if self.parsed.read_only() {
+            Err(StoreError::ReadOnly(self.url.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The URL to connect to the store's database with (a follower's own connection).
+    pub fn connect_url(&self) -> String {
+        self.parsed.connect_url()
+    }
+
+    /// The store's URL as parsed.
+    pub fn parsed(&self) -> &StoreUrl {
+        &self.parsed
     }
 
     /// A store in memory that vanishes with the process: for a dry run, which evaluates
@@ -261,29 +399,52 @@ impl Store {
         let store = Store {
             pool,
             url: url.into(),
+            parsed: std::sync::Arc::new(StoreUrl {
+                raw: url.into(),
+                location: url::Location::Sqlite(":memory:".into()),
+                mode: Mode::Create,
+            }),
+            file_len: Default::default(),
             fence: None,
         };
-        store.migrate(false).await?;
+        store.migrate().await?;
         Ok(store)
     }
 
     /// Applies the migrations this store lacks, all in one transaction. On PostgreSQL a
     /// transaction-scoped advisory lock keeps two processes opening a new store at the
-    /// same moment from creating the same tables twice.
-    async fn migrate(&self, postgres: bool) -> Result<(), sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        if postgres {
+    /// same moment from creating the same tables twice. A store of a newer schema than
+    /// this program knows is refused, and a read-only one must be at this schema.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        if self.parsed.read_only() {
+            let version = self
+                .classify(
+                    sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM runbook_schema")
+                        .fetch_one(&self.pool)
+                        .await,
+                )?
+                .try_get::<i64, _>("v")?;
+            return self.schema_is(version, known);
+        }
+        let mut tx = self.classify(self.pool.begin().await)?;
+        if self.is_postgres() {
             sqlx::query("SELECT pg_advisory_xact_lock(7210563001)")
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
+        self.classify(
+            sqlx::query("CREATE TABLE IF NOT EXISTS runbook_schema (version BIGINT NOT NULL)")
+                .execute(&mut *tx)
+                .await,
+        )?;
         let version: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM runbook_schema")
             .fetch_one(&mut *tx)
             .await?
             .try_get("v")?;
+        if version > known {
+            return self.schema_is(version, known);
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(*sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO runbook_schema (version) VALUES ($1)")
@@ -291,7 +452,90 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await
+        Ok(tx.commit().await?)
+    }
+
+    /// Whether a store at schema `version` can be used as it is by this program.
+    fn schema_is(&self, version: i64, known: i64) -> Result<(), StoreError> {
+        let reason = if version > known {
+            format!(
+                "its schema is version {version}, newer than this runbook program knows ({known}): it was written by a newer release; use that one"
+            )
+        } else if version < known {
+            format!(
+                "its schema is version {version}, older than this program's ({known}), and a read-only store cannot be upgraded: open it once without mode=ro"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(StoreError::Open {
+            url: self.url.clone(),
+            reason,
+        })
+    }
+
+    /// Says a store whose database is no store (any more) as such.
+    fn classify<T>(&self, r: Result<T, sqlx::Error>) -> Result<T, StoreError> {
+        r.map_err(|e| damaged(&self.url, e))
+    }
+
+    /// Refuses a SQLite store whose file shrank (or went) since this process last
+    /// looked: it was truncated or replaced under a live process, and what SQLite would
+    /// read or write there now is no journal.
+    fn unshrunk(&self) -> Result<(), StoreError> {
+        let Some(path) = self.parsed.sqlite_file() else {
+            return Ok(());
+        };
+        if path == Path::new(":memory:") {
+            return Ok(());
+        }
+        let damaged = |reason: String| StoreError::Damaged {
+            store: self.url.clone(),
+            reason,
+        };
+        let len = std::fs::metadata(path)
+            .map_err(|e| damaged(format!("`{}` cannot be read any more: {e}", path.display())))?
+            .len();
+        let seen = self
+            .file_len
+            .fetch_max(len, std::sync::atomic::Ordering::SeqCst);
+        if len < seen {
+            return Err(damaged(format!(
+                "`{}` shrank from {seen} to {len} bytes while in use: it was truncated; restore it from a copy",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `op` until it answers something other than a [`transient`] error, for at
+    /// most [`RECONNECT_WINDOW`]: the pool makes new connections for each try.
+    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut since: Option<std::time::Instant> = None;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            self.unshrunk()?;
+            let e = match op().await {
+                Err(StoreError::Sql(e)) => damaged(&self.url, e),
+                r => return r,
+            };
+            if !transient(&e) {
+                return Err(e);
+            }
+            let since = *since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= RECONNECT_WINDOW {
+                return Err(StoreError::Unreachable {
+                    store: self.url.clone(),
+                    last: e.to_string(),
+                });
+            }
+            tokio::time::sleep(delay.min(RECONNECT_WINDOW.saturating_sub(since.elapsed()))).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// The same store for the runner holding `lease` (as [`Store::acquire`] returned
@@ -340,7 +584,71 @@ impl Store {
     /// Appends a stream's rows (`kind`, JSON body) numbered from `first` in one
     /// transaction, registering a new stream in `register` (`runs` or `notices`, with
     /// its runbook) first; notifies followers on commit.
+    ///
+    /// A connection lost on the way leaves the outcome unknown (the commit may have
+    /// happened, its answer not arrived): before trying again, the rows at `first..` are
+    /// read back. Ours there (same kind, body and time): it was committed, and is not
+    /// written twice. Someone else's: [`StoreError::Conflict`]. None: written again.
     async fn append_rows(
+        &self,
+        stream: &str,
+        register: Option<(&str, &str)>,
+        first: i64,
+        rows: &[(&str, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let mut tries = 0;
+        self.retry(|| {
+            tries += 1;
+            let again = tries > 1;
+            async move {
+                if again {
+                    match self.landed(stream, first, rows, at_ms).await? {
+                        Some(true) => return Ok(()),
+                        Some(false) => return Err(StoreError::Conflict(stream.to_owned())),
+                        None => {}
+                    }
+                }
+                self.append_once(stream, register, first, rows, at_ms).await
+            }
+        })
+        .await?;
+        changed();
+        Ok(())
+    }
+
+    /// Whether rows from `first` are there: `Some(true)` ours, `Some(false)` another
+    /// writer's, `None` nothing at `first`.
+    async fn landed(
+        &self,
+        stream: &str,
+        first: i64,
+        rows: &[(&str, String)],
+        at_ms: i64,
+    ) -> Result<Option<bool>, StoreError> {
+        let there = sqlx::query(
+            "SELECT seq, at_ms, kind, body FROM events WHERE run_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+        )
+        .bind(stream)
+        .bind(first)
+        .bind(first + rows.len() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if there.is_empty() {
+            return Ok(None);
+        }
+        let ours = there.len() == rows.len()
+            && there.iter().zip(rows).all(|(r, (kind, body))| {
+                r.try_get::<i64, _>("at_ms").ok() == Some(at_ms)
+                    && r.try_get::<String, _>("kind").ok().as_deref() == Some(*kind)
+                    && r.try_get::<String, _>("body").ok().as_deref() == Some(body.as_str())
+            });
+        Ok(Some(ours))
+    }
+
+    /// One try of [`Store::append_rows`].
+    async fn append_once(
         &self,
         stream: &str,
         register: Option<(&str, &str)>,
@@ -395,8 +703,7 @@ impl Store {
         }
         self.notify(&mut tx, stream).await?;
         tx.commit().await.map_err(|e| conflict_or(e, stream))?;
-        changed();
-        Ok(())
+        lost_answer()
     }
 
     /// Tells followers in other processes (PostgreSQL's NOTIFY, delivered on commit;
@@ -417,7 +724,7 @@ impl Store {
     }
 
     pub fn is_postgres(&self) -> bool {
-        !self.url.starts_with("sqlite")
+        self.parsed.sqlite_file().is_none()
     }
 
     /// Appends events of a scheduled maintenance's stream (registering the stream with
@@ -444,15 +751,46 @@ impl Store {
             .collect())
     }
 
+    /// Runs one query, trying again while the database cannot be reached.
+    async fn fetch_all(
+        &self,
+        sql: &'static str,
+        binds: &[Bind<'_>],
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        self.retry(|| async {
+            let mut q = sqlx::query(sql);
+            for b in binds {
+                q = match b {
+                    Bind::Text(t) => q.bind(*t),
+                    Bind::Int(n) => q.bind(*n),
+                };
+            }
+            Ok(q.fetch_all(&self.pool).await?)
+        })
+        .await
+    }
+
     /// Scheduled maintenances: (id, runbook), oldest first.
     pub async fn notices(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query("SELECT id, runbook FROM notices ORDER BY created_ms, id")
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                "SELECT id, runbook FROM notices ORDER BY created_ms, id",
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get("runbook")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// The rows of a stream after `seq`, in order.
+    async fn rows_after(&self, stream: &str, seq: i64) -> Result<Vec<AnyRow>, StoreError> {
+        self.fetch_all(
+            "SELECT seq, at_ms, kind, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+            &[Bind::Text(stream), Bind::Int(seq)],
+        )
+        .await
     }
 
     /// Events of a scheduled maintenance after `seq`.
@@ -461,26 +799,23 @@ impl Store {
         id: &str,
         seq: i64,
     ) -> Result<Vec<NoticeRecorded>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(id)
-        .bind(seq)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let (seq, at_ms, event) = decode_body(id, r)?;
-                Ok(NoticeRecorded { seq, at_ms, event })
-            })
-            .collect()
+        let rows = self.rows_after(id, seq).await?;
+        let (events, damage) = decode_rows(seq, &rows)?;
+        self.refuse(id, damage)?;
+        Ok(events
+            .into_iter()
+            .map(|(seq, at_ms, event)| NoticeRecorded { seq, at_ms, event })
+            .collect())
     }
 
     /// The last sequence number of every stream (runs and scheduled maintenances): what
     /// a follower compares to know which streams grew.
     pub async fn heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT run_id, MAX(seq) AS head FROM events GROUP BY run_id")
-            .fetch_all(&self.pool)
+        let rows = self
+            .fetch_all(
+                "SELECT run_id, MAX(seq) AS head FROM events GROUP BY run_id",
+                &[],
+            )
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("run_id")?, r.try_get("head")?)))
@@ -490,19 +825,16 @@ impl Store {
 
     /// SQLite's count of commits by other connections (other processes), for polling.
     pub async fn data_version(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query("PRAGMA data_version")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        let rows = self.fetch_all("PRAGMA data_version", &[]).await?;
+        match rows.first() {
+            Some(r) => Ok(r.try_get(0)?),
+            None => Ok(0),
+        }
     }
 
     /// Every event of a run, in order.
     pub async fn load(&self, run_id: &str) -> Result<Vec<Recorded>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, at_ms, kind, body FROM events WHERE run_id = $1 ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = self.rows_after(run_id, 0).await?;
         if rows.is_empty() {
             return Err(StoreError::UnknownRun(run_id.to_owned()));
         }
@@ -510,28 +842,52 @@ impl Store {
         if kind != "run_started" {
             return Err(StoreError::NotARun(run_id.to_owned()));
         }
-        rows.iter().map(|r| decode(run_id, r)).collect()
+        let (events, damage) = decode_rows(0, &rows)?;
+        self.refuse(run_id, damage)?;
+        Ok(events.into_iter().map(recorded).collect())
     }
 
     /// Events after `seq` (for followers that already have the earlier ones).
     pub async fn load_after(&self, run_id: &str, seq: i64) -> Result<Vec<Recorded>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at_ms, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(run_id)
-        .bind(seq)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| decode(run_id, r)).collect()
+        let (events, damage) = self.load_readable_after(run_id, seq).await?;
+        self.refuse(run_id, damage)?;
+        Ok(events)
+    }
+
+    /// Events after `seq` up to the first that cannot be read (its body damaged, or one
+    /// missing before it), and that one's [`Damage`]: what the status page can still
+    /// show of a damaged run.
+    pub async fn load_readable_after(
+        &self,
+        run_id: &str,
+        seq: i64,
+    ) -> Result<(Vec<Recorded>, Option<Damage>), StoreError> {
+        let rows = self.rows_after(run_id, seq).await?;
+        let (events, damage) = decode_rows(seq, &rows)?;
+        Ok((events.into_iter().map(recorded).collect(), damage))
+    }
+
+    /// A damage found reading `stream`, as the error that refuses it.
+    fn refuse(&self, stream: &str, damage: Option<Damage>) -> Result<(), StoreError> {
+        match damage {
+            None => Ok(()),
+            Some(d) => Err(StoreError::Corrupt {
+                store: self.url.clone(),
+                run: stream.to_owned(),
+                seq: d.seq,
+                reason: d.reason,
+            }),
+        }
     }
 
     /// All runs, newest first.
     pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT run_id, runbook, started_ms FROM runs ORDER BY started_ms DESC, run_id DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = self
+            .fetch_all(
+                "SELECT run_id, runbook, started_ms FROM runs ORDER BY started_ms DESC, run_id DESC",
+                &[],
+            )
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(RunRow {
@@ -546,11 +902,16 @@ impl Store {
 
     /// Whether a run id is taken (by a run, or a scheduled maintenance's stream).
     pub async fn run_exists(&self, run_id: &str) -> Result<bool, StoreError> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?;
+        let rows = self
+            .fetch_all(
+                "SELECT COUNT(*) AS n FROM events WHERE run_id = $1",
+                &[Bind::Text(run_id)],
+            )
+            .await?;
+        let n: i64 = match rows.first() {
+            Some(r) => r.try_get("n")?,
+            None => 0,
+        };
         Ok(n > 0)
     }
 
@@ -561,13 +922,13 @@ impl Store {
 
     /// The lease row of a runbook: its holder, or who gave it back last.
     async fn lease_row(&self, runbook: &str) -> Result<Option<Lease>, StoreError> {
-        let row = sqlx::query(
-            "SELECT runbook, run_id, host, pid, heartbeat_ms, epoch, released FROM leases WHERE runbook = $1",
-        )
-        .bind(runbook)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.as_ref().map(lease_of).transpose()?)
+        let rows = self
+            .fetch_all(
+                "SELECT runbook, run_id, host, pid, heartbeat_ms, epoch, released FROM leases WHERE runbook = $1",
+                &[Bind::Text(runbook)],
+            )
+            .await?;
+        Ok(rows.first().map(lease_of).transpose()?)
     }
 
     /// The answer to a holder whose lease is no longer its own.
@@ -584,44 +945,49 @@ impl Store {
     /// Takes the lease on `lease.runbook` if it is free, or held by `expected` (the
     /// lease as last seen: a crashed runner's, being taken over), one epoch on from the
     /// last. Returns the lease taken (with its epoch), or the holder when someone else
-    /// has it.
+    /// has it. A try whose answer was lost with the connection finds the lease its own
+    /// when it looks again.
     pub async fn acquire(
         &self,
         lease: &Lease,
         expected: Option<&Lease>,
     ) -> Result<Result<Lease, Lease>, StoreError> {
-        let epoch: Option<i64> = match expected {
-            None => sqlx::query(
-                "INSERT INTO leases (runbook, run_id, host, pid, heartbeat_ms, epoch, released) VALUES ($1, $2, $3, $4, $5, 1, 0)
-                 ON CONFLICT (runbook) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid, heartbeat_ms = excluded.heartbeat_ms, epoch = leases.epoch + 1, released = 0
-                 WHERE leases.released <> 0
-                 RETURNING epoch",
-            )
-            .bind(lease.runbook.as_str())
-            .bind(lease.run_id.as_str())
-            .bind(lease.host.as_str())
-            .bind(lease.pid)
-            .bind(lease.heartbeat_ms)
-            .fetch_optional(&self.pool)
-            .await?,
-            Some(old) => sqlx::query(
-                "UPDATE leases SET run_id = $1, host = $2, pid = $3, heartbeat_ms = $4, epoch = epoch + 1
-                 WHERE runbook = $5 AND run_id = $6 AND heartbeat_ms = $7 AND epoch = $8 AND released = 0
-                 RETURNING epoch",
-            )
-            .bind(lease.run_id.as_str())
-            .bind(lease.host.as_str())
-            .bind(lease.pid)
-            .bind(lease.heartbeat_ms)
-            .bind(lease.runbook.as_str())
-            .bind(old.run_id.as_str())
-            .bind(old.heartbeat_ms)
-            .bind(old.epoch)
-            .fetch_optional(&self.pool)
-            .await?,
-        }
-        .map(|r| r.try_get("epoch"))
-        .transpose()?;
+        self.writable()?;
+        let epoch: Option<i64> = self
+            .retry(|| async {
+                let row = match expected {
+                    None => sqlx::query(
+                        "INSERT INTO leases (runbook, run_id, host, pid, heartbeat_ms, epoch, released) VALUES ($1, $2, $3, $4, $5, 1, 0)
+                         ON CONFLICT (runbook) DO UPDATE SET run_id = excluded.run_id, host = excluded.host, pid = excluded.pid, heartbeat_ms = excluded.heartbeat_ms, epoch = leases.epoch + 1, released = 0
+                         WHERE leases.released <> 0
+                         RETURNING epoch",
+                    )
+                    .bind(lease.runbook.as_str())
+                    .bind(lease.run_id.as_str())
+                    .bind(lease.host.as_str())
+                    .bind(lease.pid)
+                    .bind(lease.heartbeat_ms)
+                    .fetch_optional(&self.pool)
+                    .await?,
+                    Some(old) => sqlx::query(
+                        "UPDATE leases SET run_id = $1, host = $2, pid = $3, heartbeat_ms = $4, epoch = epoch + 1
+                         WHERE runbook = $5 AND run_id = $6 AND heartbeat_ms = $7 AND epoch = $8 AND released = 0
+                         RETURNING epoch",
+                    )
+                    .bind(lease.run_id.as_str())
+                    .bind(lease.host.as_str())
+                    .bind(lease.pid)
+                    .bind(lease.heartbeat_ms)
+                    .bind(lease.runbook.as_str())
+                    .bind(old.run_id.as_str())
+                    .bind(old.heartbeat_ms)
+                    .bind(old.epoch)
+                    .fetch_optional(&self.pool)
+                    .await?,
+                };
+                Ok(row.map(|r| r.try_get("epoch")).transpose()?)
+            })
+            .await?;
         if let Some(epoch) = epoch {
             return Ok(Ok(Lease {
                 epoch,
@@ -630,6 +996,15 @@ impl Store {
             }));
         }
         match self.lease(&lease.runbook).await? {
+            // Ours: taken by a try whose answer was lost.
+            Some(holder)
+                if holder.run_id == lease.run_id
+                    && holder.host == lease.host
+                    && holder.pid == lease.pid
+                    && holder.heartbeat_ms == lease.heartbeat_ms =>
+            {
+                Ok(Ok(holder))
+            }
             Some(holder) => Ok(Err(holder)),
             // Released in between: try again from scratch.
             None => Box::pin(self.acquire(lease, None)).await,
@@ -639,16 +1014,22 @@ impl Store {
     /// Refreshes the heartbeat of `lease` (as [`Store::acquire`] returned it); answers
     /// [`StoreError::LeaseLost`] when it has been taken over.
     pub async fn heartbeat(&self, lease: &Lease) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3 AND epoch = $4 AND released = 0",
-        )
-        .bind(now_ms())
-        .bind(lease.runbook.as_str())
-        .bind(lease.run_id.as_str())
-        .bind(lease.epoch)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 {
+        self.writable()?;
+        let done = self
+            .retry(|| async {
+                Ok(sqlx::query(
+                    "UPDATE leases SET heartbeat_ms = $1 WHERE runbook = $2 AND run_id = $3 AND epoch = $4 AND released = 0",
+                )
+                .bind(now_ms())
+                .bind(lease.runbook.as_str())
+                .bind(lease.run_id.as_str())
+                .bind(lease.epoch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            })
+            .await?;
+        if done == 1 {
             Ok(())
         } else {
             Err(self.lost(&lease.runbook).await)
@@ -659,20 +1040,109 @@ impl Store {
     /// acquisition counts on from its epoch (a runner that lost the lease can never
     /// find its old epoch again) and a runner that lost it is told who had it.
     pub async fn release(&self, runbook: &str, run_id: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE leases SET released = 1 WHERE runbook = $1 AND run_id = $2 AND released = 0",
-        )
-        .bind(runbook)
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.writable()?;
+        self.retry(|| async {
+            sqlx::query(
+                "UPDATE leases SET released = 1 WHERE runbook = $1 AND run_id = $2 AND released = 0",
+            )
+            .bind(runbook)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Closes the pool, flushing SQLite's WAL.
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A value bound to a query's placeholder.
+enum Bind<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// Where a stream stops being readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    /// The first event that cannot be read.
+    pub seq: i64,
+    /// When it was recorded (its row says so, even when its body is damaged); for a
+    /// missing event, the time of the one after the gap.
+    pub at_ms: i64,
+    pub reason: String,
+}
+
+fn recorded((seq, at_ms, event): (i64, i64, Event)) -> Recorded {
+    Recorded { seq, at_ms, event }
+}
+
+/// A stream's events as far as they can be read (number, time, event), and where that
+/// stops.
+type Readable<T> = (Vec<(i64, i64, T)>, Option<Damage>);
+
+/// Decodes a stream's rows after `after`, in order, up to the first one that cannot be
+/// read: a body that does not parse, or a number missing before it (the numbers of a
+/// stream go 1, 2, 3, ... without gaps).
+fn decode_rows<T: serde::de::DeserializeOwned>(
+    after: i64,
+    rows: &[AnyRow],
+) -> Result<Readable<T>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (expected, r) in (after + 1..).zip(rows) {
+        let seq: i64 = r.try_get("seq")?;
+        let at_ms: i64 = r.try_get("at_ms")?;
+        if seq != expected {
+            let reason = format!(
+                "event {expected} is missing (the journal goes from {} to {seq})",
+                expected - 1
+            );
+            return Ok((
+                out,
+                Some(Damage {
+                    seq: expected,
+                    at_ms,
+                    reason,
+                }),
+            ));
+        }
+        let body: String = r.try_get("body")?;
+        match serde_json::from_str(&body) {
+            Ok(event) => out.push((seq, at_ms, event)),
+            Err(e) => {
+                let reason = e.to_string();
+                return Ok((out, Some(Damage { seq, at_ms, reason })));
+            }
+        }
+    }
+    Ok((out, None))
+}
+
+/// Fault injection for the reconnection tests: with `RUNBOOK_TEST_LOSE_COMMIT=N` the
+/// answer to the Nth commit of this process is lost (as when the connection drops
+/// between the server's commit and its reply): the append is told of a dropped
+/// connection, though its rows are in.
+fn lost_answer() -> Result<(), StoreError> {
+    static LEFT: std::sync::OnceLock<std::sync::atomic::AtomicI64> = std::sync::OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        std::sync::atomic::AtomicI64::new(
+            std::env::var("RUNBOOK_TEST_LOSE_COMMIT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        )
+    });
+    if left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        return Err(StoreError::Sql(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected: the answer to a commit was lost (RUNBOOK_TEST_LOSE_COMMIT)",
+        ))));
+    }
+    Ok(())
 }
 
 /// Journal rows of events: each one's kind and JSON body.
@@ -684,24 +1154,4 @@ fn rows<E: serde::Serialize>(
         .iter()
         .map(|e| (kind(e), serde_json::to_string(e).expect("events serialize")))
         .collect()
-}
-
-fn decode(run_id: &str, r: &AnyRow) -> Result<Recorded, StoreError> {
-    let (seq, at_ms, event) = decode_body(run_id, r)?;
-    Ok(Recorded { seq, at_ms, event })
-}
-
-fn decode_body<T: serde::de::DeserializeOwned>(
-    stream: &str,
-    r: &AnyRow,
-) -> Result<(i64, i64, T), StoreError> {
-    let seq: i64 = r.try_get("seq")?;
-    let at_ms: i64 = r.try_get("at_ms")?;
-    let body: String = r.try_get("body")?;
-    let event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-        run: stream.to_owned(),
-        seq,
-        reason: e.to_string(),
-    })?;
-    Ok((seq, at_ms, event))
 }

@@ -83,15 +83,10 @@ pub fn store_url(flag: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
-/// Where step logs go: beside a SQLite store, or `.runbook/` for PostgreSQL.
+/// Where step logs go: beside a SQLite store (its file's directory, as the store reads
+/// its URL), or `.runbook/` for PostgreSQL.
 fn state_dir(url: &str) -> PathBuf {
-    match url.strip_prefix("sqlite://") {
-        Some(path) => Path::new(path.split('?').next().unwrap_or(path))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-        None => PathBuf::from(".runbook"),
-    }
+    crate::store::StoreUrl::parse(url).map_or_else(|_| PathBuf::from(".runbook"), |u| u.state_dir())
 }
 
 fn host() -> String {
@@ -186,7 +181,10 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         .await;
     }
     let url = store_url(args.store.as_deref());
-    let store = match Store::open(&url).await {
+    let store = match Store::open(&url)
+        .await
+        .and_then(|s| s.writable().map(|()| s))
+    {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -705,6 +703,9 @@ pub async fn resume(
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
+    if let Err(e) = store.writable() {
+        return fail(e);
+    }
     let (state, seq) = match load_run(&store, run_id).await {
         Ok(x) => x,
         Err(e) => return fail(e),
@@ -942,6 +943,9 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
+    if let Err(e) = store.writable() {
+        return fail(e);
+    }
     let by = by.map(str::to_owned).unwrap_or_else(operator);
     if let Err(e) = abort_in(&store, run_id, &by).await {
         return fail(e);
@@ -1007,6 +1011,9 @@ pub async fn decide_approval(
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
         Err(e) => return fail(e),
     };
+    if let Err(e) = store.writable() {
+        return fail(e);
+    }
     let by = by.map(str::to_owned).unwrap_or_else(operator);
     if let Err(e) = decide_in(&store, run_id, step, &by, approve).await {
         return fail(e);

@@ -2,7 +2,7 @@
 //! so that every column type comes back as a value: statements, checks and the rows of
 //! fan-out queries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -55,10 +55,14 @@ pub fn engine(url: &str) -> Result<Engine, String> {
     }
 }
 
-/// The file and the query of a `sqlite://PATH[?QUERY]` URL.
-pub fn sqlite_parts(url: &str) -> (&str, &str) {
+/// The file (percent-decoded, as the driver reads it) and the query of a
+/// `sqlite://PATH[?QUERY]` URL: the store's reading of SQLite URLs.
+pub fn sqlite_parts(url: &str) -> (PathBuf, &str) {
     let rest = url.strip_prefix("sqlite://").unwrap_or(url);
-    rest.split_once('?').unwrap_or((rest, ""))
+    crate::store::url::sqlite_path(url).unwrap_or_else(|_| {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        (PathBuf::from(path), query)
+    })
 }
 
 /// The URL to connect with. A SQLite file must exist unless the URL says `mode=rwc`,
@@ -71,14 +75,15 @@ fn connect_url(database: &str) -> Result<String, String> {
     let creates = query
         .split('&')
         .any(|p| p == "mode=rwc" || p == "mode=memory");
-    if !creates && path != ":memory:" && !Path::new(path).exists() {
+    if !creates && path != Path::new(":memory:") && !path.exists() {
         return Err(format!(
-            "the SQLite database `{path}` does not exist (write `{database}{}mode=rwc` to create it)",
+            "the SQLite database `{}` does not exist (write `{database}{}mode=rwc` to create it)",
+            path.display(),
             if query.is_empty() { "?" } else { "&" }
         ));
     }
     if creates
-        && let Some(dir) = Path::new(path).parent()
+        && let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir)

@@ -291,7 +291,13 @@ fn maintenance_v1(page: &Page, active: &[&Maintenance], upcoming: &[&Maintenance
         .or(active.first().copied())
         .or(upcoming.first().copied());
     let closed = current.is_some_and(|m| m.closed);
+    // A maintenance whose journal cannot be read may have closed the service since its
+    // last readable event: not knowing is said as such (`closed: null`), never as open.
+    let damaged = page.maintenances.iter().find(|m| m.damaged);
+    let unknown = !closed && damaged.is_some();
+    let current = if unknown { damaged } else { current };
     let status = match current {
+        _ if unknown => "unknown",
         Some(m) if m.active() || m.status == model::MaintenanceStatus::Scheduled => {
             m.status.as_str()
         }
@@ -323,7 +329,7 @@ fn maintenance_v1(page: &Page, active: &[&Maintenance], upcoming: &[&Maintenance
         })
     });
     json!({
-        "closed": closed,
+        "closed": if unknown { Value::Null } else { Value::from(closed) },
         "status": status,
         "message": message,
         "eta": iso(eta),

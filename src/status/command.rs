@@ -109,16 +109,15 @@ fn existing_dir(store_url: &str) -> Result<(), String> {
     if store_url == crate::store::DEFAULT_URL {
         return Ok(());
     }
-    if let Some(path) = store_url.strip_prefix("sqlite://") {
-        let path = std::path::Path::new(path.split('?').next().unwrap_or(path));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.is_dir()
-        {
-            return Err(format!(
-                "the store `{store_url}` is in `{}`, which does not exist",
-                dir.display()
-            ));
-        }
+    if let Ok(parsed) = crate::store::StoreUrl::parse(store_url)
+        && let Some(path) = parsed.sqlite_file()
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(format!(
+            "the store `{store_url}` is in `{}`, which does not exist",
+            dir.display()
+        ));
     }
     Ok(())
 }
@@ -161,7 +160,10 @@ pub async fn serve(addr: &str, store_url: &str, page: &PageArgs) -> Result<(), S
 /// `runbook schedule`: what to say.
 pub async fn schedule(rb: &crate::runbook::Runbook, store_url: &str) -> Result<String, String> {
     let a = super::schedule::announcement(rb, crate::store::now_ms())?;
-    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
+    let store = Store::open(store_url)
+        .await
+        .and_then(|s| s.writable().map(|()| s))
+        .map_err(|e| e.to_string())?;
     let tz = rb.window.timezone;
     let when = format!(
         "{} to {}, shown from {}",

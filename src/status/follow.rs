@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::model::{NoticeRecorded, PageInfo, project_journals};
 use super::snapshot::Snapshot;
 use crate::engine::event::Recorded;
-use crate::store::{NOTIFY_CHANNEL, Store, StoreError, now_ms};
+use crate::store::{Damage, NOTIFY_CHANNEL, Store, StoreError, now_ms};
 
 /// How often a SQLite follower looks for other processes' commits.
 const POLL: Duration = Duration::from_millis(250);
@@ -25,6 +25,9 @@ pub struct Follower {
     runs: HashMap<String, Vec<Recorded>>,
     notices: HashMap<String, Vec<NoticeRecorded>>,
     known_notices: HashSet<String>,
+    /// Runs whose journal cannot be read past some event: they are shown as far as it
+    /// can, with their status unknown, and not read again.
+    damaged: HashMap<String, Damage>,
 }
 
 impl Follower {
@@ -39,7 +42,7 @@ impl Follower {
                 .and_then(|e| e.last().map(|r| r.seq))
                 .or_else(|| self.notices.get(&id).and_then(|e| e.last().map(|r| r.seq)))
                 .unwrap_or(0);
-            if head <= seen {
+            if head <= seen || self.damaged.contains_key(&id) {
                 continue;
             }
             if !self.known_notices.contains(&id) && !self.runs.contains_key(&id) {
@@ -51,12 +54,30 @@ impl Follower {
                     .collect();
             }
             if self.known_notices.contains(&id) {
-                let new = store.load_notice_after(&id, seen).await?;
+                let new = match store.load_notice_after(&id, seen).await {
+                    Err(StoreError::Corrupt { seq, reason, .. }) => {
+                        // A damaged announcement is left as far as it was read.
+                        eprintln!("status page: {id}: event {seq} cannot be read: {reason}");
+                        let at_ms = now_ms();
+                        self.damaged
+                            .insert(id.clone(), Damage { seq, at_ms, reason });
+                        Vec::new()
+                    }
+                    new => new?,
+                };
                 grew |= !new.is_empty();
                 self.notices.entry(id).or_default().extend(new);
             } else {
-                let new = store.load_after(&id, seen).await?;
-                grew |= !new.is_empty();
+                // One damaged run is shown as such; it hides nothing else.
+                let (new, damage) = store.load_readable_after(&id, seen).await?;
+                grew |= !new.is_empty() || damage.is_some();
+                if let Some(d) = damage {
+                    eprintln!(
+                        "status page: the journal of run `{id}` in the store `{}` is damaged at event {}: {}; it is shown with its status unknown",
+                        store.url, d.seq, d.reason
+                    );
+                    self.damaged.insert(id.clone(), d);
+                }
                 self.runs.entry(id).or_default().extend(new);
             }
         }
@@ -77,7 +98,7 @@ pub fn render_if_changed(
         follower
             .runs
             .iter()
-            .map(|(id, e)| (id.as_str(), e.as_slice())),
+            .map(|(id, e)| (id.as_str(), e.as_slice(), follower.damaged.get(id))),
         follower
             .notices
             .iter()
@@ -120,7 +141,7 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
     let mut follower = Follower::default();
     let mut local = crate::store::changes();
     let mut listener = if store.is_postgres() {
-        match sqlx::postgres::PgListener::connect(&store.url).await {
+        match sqlx::postgres::PgListener::connect(&store.connect_url()).await {
             Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => Some(l),
                 Err(_) => None,

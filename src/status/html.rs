@@ -272,11 +272,11 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
         "title": m.title,
         "summary": m.summary,
         "status": m.status.as_str(),
-        "status_label": m.status.label(),
+        "status_label": if m.damaged { UNKNOWN } else { m.status.label() },
         // Once it has ended, how it ended says more than `completed`.
         "chip": {
-            "key": m.outcome.map_or(m.status.as_str(), outcome_key),
-            "label": m.outcome.map_or(m.status.label(), outcome_label),
+            "key": chip_key(m),
+            "label": chip_label(m),
         },
         "active": m.active(),
         "closed": m.closed && m.active(),
@@ -299,6 +299,25 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
     })
 }
 
+/// What the page says of a maintenance whose journal cannot be read.
+const UNKNOWN: &str = "Status unknown";
+
+/// The chip of a maintenance: how it ended once it has (that says more than
+/// `completed`), else its status; `unknown` when its journal cannot be read.
+fn chip_key(m: &Maintenance) -> &'static str {
+    if m.damaged {
+        return "unknown";
+    }
+    m.outcome.map_or(m.status.as_str(), outcome_key)
+}
+
+fn chip_label(m: &Maintenance) -> &'static str {
+    if m.damaged {
+        return UNKNOWN;
+    }
+    m.outcome.map_or(m.status.label(), outcome_label)
+}
+
 /// A maintenance as a line of a list.
 fn listed(page: &Page, m: &Maintenance) -> Value {
     let zone = page.zone(m);
@@ -307,8 +326,8 @@ fn listed(page: &Page, m: &Maintenance) -> Value {
         "href": href(&m.id),
         "title": m.title,
         "status": m.status.as_str(),
-        "label": m.outcome.map_or(m.status.label(), outcome_label),
-        "tone": m.outcome.map_or(m.status.as_str(), outcome_key),
+        "label": chip_label(m),
+        "tone": chip_key(m),
         "when": time(when, zone),
     })
 }

@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::event::{Event, PublicPlan, PublicUpdate, Recorded};
+use crate::store::Damage;
 
 /// An event of a scheduled maintenance's own stream (`runbook schedule`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,8 +195,10 @@ pub struct Maintenance {
     pub progress: Option<Progress>,
     /// Projected end, from the latest update that gave one (while it runs).
     pub eta_ms: Option<i64>,
-    /// The service is closed for it right now.
+    /// The service is closed for it right now (as far as its journal can be read).
     pub closed: bool,
+    /// Its journal cannot be read past some event: what it is doing now is unknown.
+    pub damaged: bool,
     /// The incident its failure opened.
     pub incident: Option<String>,
     /// Newest first, the incident's included.
@@ -356,6 +359,11 @@ impl Page {
             },
         );
         match worst {
+            // A maintenance whose journal cannot be read may be doing anything.
+            _ if self.maintenances.iter().any(|m| m.damaged) => Indicator {
+                indicator: "major",
+                description: "Status Unknown",
+            },
             "major" => Indicator {
                 indicator: "major",
                 description: "Major System Outage",
@@ -437,7 +445,7 @@ fn zone(name: &str, fallback: Tz) -> Tz {
 /// Folds the streams into the page at `now_ms`.
 pub fn project(info: PageInfo, streams: &[Stream], now_ms: i64) -> Page {
     let runs = streams.iter().filter_map(|s| match s {
-        Stream::Run { id, events } => Some((id.as_str(), events.as_slice())),
+        Stream::Run { id, events } => Some((id.as_str(), events.as_slice(), None)),
         Stream::Notice { .. } => None,
     });
     let notices = streams.iter().filter_map(|s| match s {
@@ -447,10 +455,14 @@ pub fn project(info: PageInfo, streams: &[Stream], now_ms: i64) -> Page {
     project_journals(info, runs, notices, now_ms)
 }
 
+/// A run's journal as the projection reads it: its id, its events as far as they can
+/// be read, and where that stops when it does.
+pub type RunJournal<'a> = (&'a str, &'a [Recorded], Option<&'a Damage>);
+
 /// [`project`] over borrowed journals (the follower's, without copying them).
 pub fn project_journals<'a>(
     info: PageInfo,
-    runs: impl Iterator<Item = (&'a str, &'a [Recorded])>,
+    runs: impl Iterator<Item = RunJournal<'a>>,
     notices: impl Iterator<Item = (&'a str, &'a [NoticeRecorded])>,
     now_ms: i64,
 ) -> Page {
@@ -463,10 +475,21 @@ pub fn project_journals<'a>(
             maintenances.push(m);
         }
     }
-    let mut runs: Vec<(&str, &[Recorded])> = runs.filter(|(_, e)| !e.is_empty()).collect();
-    runs.sort_by_key(|(id, events)| (events[0].at_ms, *id));
-    for (id, events) in runs {
+    let mut runs: Vec<RunJournal> = runs
+        .filter(|(_, e, damage)| !e.is_empty() || damage.is_some())
+        .collect();
+    let started = |(_, e, damage): &RunJournal| {
+        e.first()
+            .map(|r| r.at_ms)
+            .or(damage.map(|d| d.at_ms))
+            .unwrap_or_default()
+    };
+    runs.sort_by_key(|r| (started(r), r.0));
+    for (id, events, damage) in runs {
         fold_run(id, events, tz, &mut maintenances, &mut incidents);
+        if let Some(damage) = damage {
+            unreadable(id, damage, tz, &mut maintenances, &mut incidents);
+        }
     }
     maintenances.sort_by(|a, b| {
         let key = |m: &Maintenance| m.planned_start_ms.or(m.started_ms).unwrap_or(m.created_ms);
@@ -546,6 +569,7 @@ fn fold_notice(id: &str, events: &[NoticeRecorded], tz: Tz) -> Option<Maintenanc
                     }),
                     eta_ms: None,
                     closed: false,
+                    damaged: false,
                     incident: None,
                     updates,
                 });
@@ -718,6 +742,62 @@ fn fold_run(
     }
 }
 
+/// A run whose journal cannot be read past `damage`: its maintenance (made from
+/// nothing when not even its first event can be read) says its status is unknown, and
+/// an unresolved major incident says so on the page and to every client. It stays
+/// closed if it was closed at its last readable event.
+fn unreadable(
+    run_id: &str,
+    damage: &Damage,
+    tz: Tz,
+    maintenances: &mut Vec<Maintenance>,
+    incidents: &mut Vec<Incident>,
+) {
+    let m = match maintenances
+        .iter()
+        .position(|m| m.run_id.as_deref() == Some(run_id))
+    {
+        Some(i) => &mut maintenances[i],
+        None => {
+            let mut m = new_maintenance(run_id, "", &PublicPlan::default(), tz, damage.at_ms);
+            m.title = format!("Maintenance {run_id}");
+            m.run_id = Some(run_id.to_owned());
+            maintenances.push(m);
+            maintenances.last_mut().expect("just pushed")
+        }
+    };
+    m.damaged = true;
+    m.updated_ms = m.updated_ms.max(damage.at_ms);
+    let id = format!("unknown-{run_id}");
+    let body = "The record of this maintenance cannot be read, so its status is unknown. Until the operators have looked into it, the service may be unavailable.";
+    let shown = Update {
+        id: format!("{run_id}-unknown"),
+        at_ms: damage.at_ms,
+        status: "investigating".into(),
+        kind: "status_unknown".into(),
+        body: body.into(),
+        eta_ms: None,
+        incident: true,
+    };
+    m.updates.insert(0, shown.clone());
+    if m.incident.is_none() {
+        m.incident = Some(id.clone());
+    }
+    incidents.push(Incident {
+        id,
+        name: format!("Status unknown: {}", m.title),
+        status: "investigating".into(),
+        impact: "major".into(),
+        created_ms: damage.at_ms,
+        updated_ms: damage.at_ms,
+        resolved_ms: None,
+        components: m.components.clone(),
+        maintenance: m.id.clone(),
+        timezone: m.timezone,
+        updates: vec![shown],
+    });
+}
+
 fn new_maintenance(
     run_id: &str,
     runbook: &str,
@@ -745,6 +825,7 @@ fn new_maintenance(
         progress: None,
         eta_ms: None,
         closed: false,
+        damaged: false,
         incident: None,
         updates: Vec::new(),
     }

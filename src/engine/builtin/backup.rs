@@ -148,7 +148,7 @@ fn source(url: &str) -> Result<Engine, String> {
 
 /// The file of a `sqlite://PATH[?...]` URL.
 fn sqlite_path(url: &str) -> PathBuf {
-    PathBuf::from(target::sqlite_parts(url).0)
+    target::sqlite_parts(url).0
 }
 
 // ---------------------------------------------------------------------------------------
