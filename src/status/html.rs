@@ -551,6 +551,7 @@ mod tests {
                         ..PublicStep::default()
                     })
                     .collect(),
+                secrets: Vec::new(),
             })),
         }
     }
