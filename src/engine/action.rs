@@ -99,10 +99,10 @@ impl StepLog {
         self.file.as_mut()
     }
 
-    /// Records one line. A command's output (`stdout`, `stderr`) is written one line
-    /// late, masked together with the line after it.
+    /// Records one line. With secrets to mask, a command's output (`stdout`, `stderr`)
+    /// is written one line late, masked together with the line after it.
     pub fn line(&mut self, stream: &str, line: &str) {
-        if !matches!(stream, "stdout" | "stderr") {
+        if !matches!(stream, "stdout" | "stderr") || self.masker.is_empty() {
             self.flush();
             let line = self.masker.mask(line);
             return self.write(stream, line);

@@ -73,6 +73,11 @@ impl Masker {
         Masker { secrets, finder }
     }
 
+    /// Whether there is no secret to mask.
+    pub fn is_empty(&self) -> bool {
+        self.finder.is_none()
+    }
+
     /// Whether the text holds a secret, in any of the forms masked.
     pub fn hides(&self, text: &str) -> bool {
         self.finder
@@ -89,11 +94,6 @@ impl Masker {
     /// `{{secrets.NAME}}`; its other forms are masked.
     pub fn reference(&self, text: &str) -> String {
         self.replace(text, true)
-    }
-
-    /// A value with every string in it masked.
-    pub fn mask_value(&self, value: Value) -> Value {
-        self.map_strings(value, &|s| self.mask(s))
     }
 
     /// A value (an output) with every string in it referenced instead of masked.
@@ -116,8 +116,9 @@ impl Masker {
         }
     }
 
-    /// An event as the journal may hold it: every text in it masked, and step outputs
-    /// and the run's variables referenced (a later template gets the value back).
+    /// An event as the journal may hold it: every text in it masked (references to
+    /// secrets too), and step outputs and the run's variables referenced (a later
+    /// template gets the value back).
     pub fn event(&self, event: Event) -> Event {
         if self.finder.is_none() {
             return event;
@@ -131,7 +132,8 @@ impl Masker {
                 let v = match k.as_str() {
                     "type" => v,
                     "outputs" | "vars" => self.reference_value(v),
-                    _ => self.mask_value(v),
+                    // A text rendered from a reference (a variable's) is masked too.
+                    _ => self.map_strings(v, &|s| self.mask(&self.resolve(s))),
                 };
                 (k, v)
             })
@@ -343,6 +345,48 @@ mod tests {
         let text = format!("{SECRET} {}", SECRET.to_uppercase());
         assert_eq!(m.reference(&text), "{{secrets.TOKEN}} ****");
         assert_eq!(m.resolve(&m.reference(SECRET)), SECRET);
+    }
+
+    #[test]
+    fn every_text_of_an_event_is_masked_and_variables_referenced() {
+        let m = masker();
+        let started = Event::RunStarted {
+            runbook: "r".into(),
+            title: format!("Deploy {}", SECRET.to_uppercase()),
+            file: "r.yaml".into(),
+            file_sha256: String::new(),
+            vars: [("v".to_owned(), Value::String(format!("a {SECRET}")))].into(),
+            operator: "ops".into(),
+            host: "h".into(),
+            pid: 1,
+            window_start_ms: None,
+            guard: None,
+            public: Some(Box::new(crate::engine::event::PublicPlan {
+                summary: Some(format!("For {SECRET}")),
+                ..Default::default()
+            })),
+        };
+        let Event::RunStarted {
+            title,
+            vars,
+            public,
+            ..
+        } = m.event(started)
+        else {
+            panic!("the same kind of event");
+        };
+        assert_eq!(title, "Deploy ****");
+        assert_eq!(vars["v"], "a {{secrets.TOKEN}}");
+        assert_eq!(public.unwrap().summary.unwrap(), "For ****");
+        let update = Event::RunFailed {
+            reason: "rendered from {{secrets.TOKEN}}".into(),
+        };
+        assert_eq!(
+            m.event(update),
+            Event::RunFailed {
+                reason: "rendered from ****".into()
+            }
+        );
     }
 
     #[test]
