@@ -134,8 +134,11 @@ pub fn plan_learned<'a>(
         (None, None) => (now, StartSource::Now),
     };
     let data = template_data(rb, start);
-    // Text as written: the plan is read on a terminal or as JSON, not as HTML.
-    let render = |text: &str| crate::status::publish::text(text, &data);
+    // Text as written (the plan is read on a terminal or as JSON, not as HTML), with
+    // the secrets a variable holds masked.
+    let masker =
+        crate::engine::action::Masker::new(crate::engine::action::secret_values(&rb.secrets));
+    let render = |text: &str| masker.mask(&crate::status::publish::text(text, &data));
 
     let mut at = start;
     let mut steps = Vec::with_capacity(rb.order.len());

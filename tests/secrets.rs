@@ -170,6 +170,14 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
     let o = common::output_of(&mut c);
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
     let mut found = leaks("terminal", &format!("{}\n{}", o.stdout, o.stderr));
+    for format in ["text", "json"] {
+        let mut c = w.command(&["plan", "leaky.yaml", "--format", format]);
+        c.env("MY_TOKEN", TOKEN).env("DB_KEY", KEY);
+        let p = common::output_of(&mut c);
+        assert_eq!(p.code, 0, "{}", p.stderr);
+        assert!(p.stdout.contains("Upgrade for team-****"), "{}", p.stdout);
+        found.extend(leaks(&format!("plan --format {format}"), &p.stdout));
+    }
 
     // The run did what it was asked, with the real values.
     let status = w.status_json("leak-1");
