@@ -130,10 +130,8 @@ impl Masker {
             .into_iter()
             .map(|(k, v)| {
                 let v = match k.as_str() {
-                    "type" => v,
                     "outputs" | "vars" => self.reference_value(v),
-                    // A text rendered from a reference (a variable's) is masked too.
-                    _ => self.map_strings(v, &|s| self.mask(&self.resolve(s))),
+                    _ => self.mask_text(&k, v),
                 };
                 (k, v)
             })
@@ -141,6 +139,39 @@ impl Masker {
         // Only texts changed: the event reads back (unless a secret is a word the
         // journal uses, such as `retry`, which is left alone).
         serde_json::from_value(Value::Object(fields)).unwrap_or(event)
+    }
+
+    /// The texts of an event's field `key`, masked (a text rendered from a reference, a
+    /// variable's, too). Names the journal refers by (a step's id, the runbook, a kind,
+    /// a status, the runbook file) are not texts: they stay as they are.
+    fn mask_text(&self, key: &str, value: Value) -> Value {
+        const NAMES: &[&str] = &[
+            "type",
+            "step",
+            "id",
+            "runbook",
+            "kind",
+            "status",
+            "decision",
+            "guard",
+            "maintenance",
+            "file",
+            "file_sha256",
+            "timezone",
+        ];
+        match value {
+            _ if NAMES.contains(&key) => value,
+            Value::String(s) => Value::String(self.mask(&self.resolve(&s))),
+            Value::Array(a) => a.into_iter().map(|v| self.mask_text(key, v)).collect(),
+            Value::Object(o) => o
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = self.mask_text(&k, v);
+                    (k, v)
+                })
+                .collect(),
+            other => other,
+        }
     }
 
     /// Text rendered from templates with the references to secrets resolved again.
@@ -378,6 +409,20 @@ mod tests {
         assert_eq!(title, "Deploy ****");
         assert_eq!(vars["v"], "a {{secrets.TOKEN}}");
         assert_eq!(public.unwrap().summary.unwrap(), "For ****");
+        // What the journal refers by is not text.
+        let step = Event::StepFailed {
+            step: format!("s-{SECRET}"),
+            attempt: 1,
+            error: format!("bad {SECRET}"),
+        };
+        assert_eq!(
+            m.event(step),
+            Event::StepFailed {
+                step: format!("s-{SECRET}"),
+                attempt: 1,
+                error: "bad ****".into(),
+            }
+        );
         let update = Event::RunFailed {
             reason: "rendered from {{secrets.TOKEN}}".into(),
         };
