@@ -134,15 +134,11 @@ pub fn plan_learned<'a>(
         (None, None) => (now, StartSource::Now),
     };
     let data = template_data(rb, start);
-    let renderer = handlebars::Handlebars::new();
-    let render = |text: &str| {
-        if !text.contains("{{") {
-            return text.to_owned();
-        }
-        renderer
-            .render_template(text, &data)
-            .unwrap_or_else(|_| text.to_owned())
-    };
+    // Text as written (the plan is read on a terminal or as JSON, not as HTML), with
+    // the secrets a variable holds masked.
+    let masker =
+        crate::engine::action::Masker::new(crate::engine::action::secret_values(&rb.secrets));
+    let render = |text: &str| masker.mask(&crate::status::publish::text(text, &data));
 
     let mut at = start;
     let mut steps = Vec::with_capacity(rb.order.len());

@@ -1037,7 +1037,7 @@ steps:
 }
 
 /// Public texts are rendered with the run's own values; an abort from another process
-/// is announced; `schedule` masks secret values; the admin API's edges.
+/// is announced; `schedule` refuses a secret in a public variable; the admin API's edges.
 #[tokio::test]
 async fn vars_in_public_text_abort_announced_and_secrets_masked_in_schedule() {
     let w = World::sqlite();
@@ -1060,11 +1060,12 @@ steps:
 "#
         ),
     );
-    // `schedule` with a secret passed as a var: masked.
+    // `schedule` with a secret passed as a var that public text uses: refused.
     let mut c = w.command(&["schedule", "m.yaml", "--var", "version=hunter2-secret"]);
     c.env("DB_PASSWORD", "hunter2-secret");
     let o = common::output_of(&mut c);
-    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("--var version"), "{}", o.stderr);
     let (_, snap) = snapshot(&w).await;
     for (path, a) in &snap.assets {
         let body = String::from_utf8_lossy(&a.body);

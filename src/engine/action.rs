@@ -20,15 +20,7 @@ pub enum Outcome {
     TimedOut,
 }
 
-/// Hides secret values: `****` in what people read, and `{{secrets.NAME}}` in step
-/// outputs, so that a later step's template gets the value back while the journal never
-/// holds it.
-#[derive(Debug, Clone, Default)]
-pub struct Masker {
-    /// (name, value), longest value first so a secret that contains another is masked
-    /// whole.
-    secrets: Vec<(String, String)>,
-}
+pub use super::mask::Masker;
 
 /// The values of the secrets `names` from the environment (empty when unset).
 pub fn secret_values(names: &[String]) -> IndexMap<String, String> {
@@ -36,61 +28,6 @@ pub fn secret_values(names: &[String]) -> IndexMap<String, String> {
         .iter()
         .map(|name| (name.clone(), std::env::var(name).unwrap_or_default()))
         .collect()
-}
-
-impl Masker {
-    /// Masks these secrets, given as (name, value); empty values are ignored.
-    pub fn new(secrets: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut secrets: Vec<(String, String)> =
-            secrets.into_iter().filter(|(_, v)| !v.is_empty()).collect();
-        secrets.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
-        Masker { secrets }
-    }
-
-    /// The text with secrets masked.
-    pub fn mask(&self, text: &str) -> String {
-        self.replace(text, |_| "****".to_owned())
-    }
-
-    /// The text with each secret replaced by a reference to it, `{{secrets.NAME}}`.
-    pub fn reference(&self, text: &str) -> String {
-        self.replace(text, |name| format!("{{{{secrets.{name}}}}}"))
-    }
-
-    /// A value (an output) with every string in it referenced instead of masked.
-    pub fn reference_value(&self, value: Value) -> Value {
-        match value {
-            Value::String(s) => Value::String(self.reference(&s)),
-            Value::Array(a) => a.into_iter().map(|v| self.reference_value(v)).collect(),
-            Value::Object(o) => o
-                .into_iter()
-                .map(|(k, v)| (k, self.reference_value(v)))
-                .collect(),
-            other => other,
-        }
-    }
-
-    /// Text rendered from templates with the references to secrets resolved again.
-    pub fn resolve(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for (name, value) in &self.secrets {
-            let reference = format!("{{{{secrets.{name}}}}}");
-            if out.contains(&reference) {
-                out = out.replace(&reference, value);
-            }
-        }
-        out
-    }
-
-    fn replace(&self, text: &str, with: impl Fn(&str) -> String) -> String {
-        let mut out = text.to_owned();
-        for (name, value) in &self.secrets {
-            if out.contains(value.as_str()) {
-                out = out.replace(value.as_str(), &with(name));
-            }
-        }
-        out
-    }
 }
 
 /// Where a step's output goes: its log file (created at the first line, so a step that
@@ -102,6 +39,9 @@ pub struct StepLog {
     pgid_path: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
     masker: Masker,
+    /// A command's last line on each stream, held until the next one (or the end) so
+    /// that a secret split across the two is masked in both: (stream, line).
+    held: Vec<(String, String)>,
     pub tail: Vec<String>,
 }
 
@@ -123,6 +63,7 @@ impl StepLog {
             pgid_path: Some(pgid_path(path)),
             file: None,
             masker,
+            held: Vec::new(),
             tail: Vec::new(),
         }
     }
@@ -134,6 +75,7 @@ impl StepLog {
             pgid_path: None,
             file: None,
             masker,
+            held: Vec::new(),
             tail: Vec::new(),
         }
     }
@@ -157,9 +99,34 @@ impl StepLog {
         self.file.as_mut()
     }
 
-    /// Records one line.
+    /// Records one line. With secrets to mask, a command's output (`stdout`, `stderr`)
+    /// is written one line late, masked together with the line after it.
     pub fn line(&mut self, stream: &str, line: &str) {
-        let line = self.masker.mask(line);
+        if !matches!(stream, "stdout" | "stderr") || self.masker.is_empty() {
+            self.flush();
+            let line = self.masker.mask(line);
+            return self.write(stream, line);
+        }
+        let Some(i) = self.held.iter().position(|(s, _)| s == stream) else {
+            self.held.push((stream.to_owned(), line.to_owned()));
+            return;
+        };
+        let (_, before) = self.held.remove(i);
+        let both = self.masker.mask(&format!("{before}\n{line}"));
+        let (before, line) = both.split_once('\n').unwrap_or((&both, ""));
+        self.held.push((stream.to_owned(), line.to_owned()));
+        self.write(stream, before.to_owned());
+    }
+
+    /// Writes the lines held back.
+    pub fn flush(&mut self) {
+        for (stream, line) in std::mem::take(&mut self.held) {
+            let line = self.masker.mask(&line);
+            self.write(&stream, line);
+        }
+    }
+
+    fn write(&mut self, stream: &str, line: String) {
         if let Some(f) = self.file() {
             let _ = writeln!(f, "{stream}: {line}");
         }
@@ -167,6 +134,12 @@ impl StepLog {
         if self.tail.len() > TAIL_LINES {
             self.tail.remove(0);
         }
+    }
+}
+
+impl Drop for StepLog {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -301,12 +274,14 @@ async fn run_logged(
             },
             status = child.wait(), if !out_open && !err_open => break status,
             _ = sleep => {
+                log.flush();
                 group.kill();
                 let _ = child.wait().await;
                 return Err(Stopped::TimedOut);
             }
         }
     };
+    log.flush();
     // It ended by itself: what it left running in the background may go on.
     group.disarm();
     let status = status.map_err(Stopped::NotStarted)?;

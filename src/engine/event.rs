@@ -186,6 +186,11 @@ pub struct PublicPlan {
     /// Steps in execution order; a step with `public: false` has no title.
     #[serde(default)]
     pub steps: Vec<PublicStep>,
+    /// The names (never the values) of the environment variables the runbook declares
+    /// as `secrets`: whoever writes to the run's journal later (the admin API) masks
+    /// their values too. Not for the status page.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 /// One step as the status page and the report know it.

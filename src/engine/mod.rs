@@ -5,6 +5,7 @@ pub mod action;
 pub mod builtin;
 pub mod decide;
 pub mod event;
+pub mod mask;
 pub mod quote;
 pub mod report;
 pub mod run;

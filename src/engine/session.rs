@@ -914,7 +914,9 @@ pub(crate) async fn append_checked_with(
 ) -> Result<RunState, String> {
     for _ in 0..50 {
         let (mut state, seq) = load_run(store, run_id).await?;
-        let events = make(&state)?;
+        // Whoever writes, the run's secrets are masked in what they write.
+        let masker = super::action::Masker::new(super::action::secret_values(&state.secrets));
+        let events: Vec<Event> = make(&state)?.into_iter().map(|e| masker.event(e)).collect();
         let at = now_ms();
         for event in &events {
             state
@@ -976,9 +978,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Strin
                 let learned = Default::default();
                 let publisher = crate::status::publish::Publisher::new(&rb, &learned);
                 let base = json!({ "vars": state.vars, "run": { "id": run_id, "runbook": rb.id } });
-                let masker = super::action::Masker::new(super::action::secret_values(&rb.secrets));
-                for mut u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
-                    u.body = masker.mask(&u.body);
+                for u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
                     events.push(Event::Published(u));
                 }
             }

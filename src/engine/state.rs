@@ -155,6 +155,9 @@ pub struct RunState {
     pub file: String,
     pub file_sha256: String,
     pub vars: IndexMap<String, Value>,
+    /// The names of the run's secrets (environment variables), from its public plan.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     pub operator: String,
     pub host: String,
     pub pid: u32,
@@ -196,6 +199,7 @@ impl Default for RunState {
             file: String::new(),
             file_sha256: String::new(),
             vars: IndexMap::new(),
+            secrets: Vec::new(),
             operator: String::new(),
             host: String::new(),
             pid: 0,
@@ -576,8 +580,12 @@ impl RunState {
                 pid,
                 window_start_ms,
                 guard,
-                public: _,
+                public,
             } => {
+                self.secrets = public
+                    .as_ref()
+                    .map(|p| p.secrets.clone())
+                    .unwrap_or_default();
                 self.guard_strict = guard.as_deref() == Some("strict");
                 self.status = R::Running;
                 self.runbook = runbook.clone();

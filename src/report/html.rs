@@ -28,6 +28,12 @@ fn emphasis(s: &str) -> String {
     let mut code = false;
     let mut rest = escaped.as_str();
     while let Some(c) = rest.chars().next() {
+        // A masked secret in the journal's text shows as itself.
+        if rest.starts_with(crate::engine::mask::MASK) {
+            out.push_str(crate::engine::mask::MASK);
+            rest = &rest[crate::engine::mask::MASK.len()..];
+            continue;
+        }
         if rest.starts_with("**") {
             out.push_str(if bold { "</strong>" } else { "<strong>" });
             bold = !bold;

@@ -10,6 +10,8 @@ pub mod yaml;
 
 pub use load::{Invalid, MAX_FILE_BYTES, load_bytes, load_file, load_str};
 pub use model::*;
+/// The values a template refers to.
+pub use template::references as template_references;
 pub use validate::{RUN_FIELDS, WINDOW_FIELDS, parse_timestamp};
 
 /// The JSON Schema of the runbook format, for editors.

@@ -570,6 +570,7 @@ mod tests {
                         ..PublicStep::default()
                     })
                     .collect(),
+                secrets: Vec::new(),
             })),
         }
     }

@@ -104,6 +104,34 @@ pub(crate) fn text(t: &str, ctx: &Value) -> String {
     hb.render_template(t, ctx).unwrap_or_else(|_| t.to_owned())
 }
 
+/// The variables public text uses (`{{vars.NAME}}` in the title, the summary, the
+/// update templates, the steps' titles and public texts), in the order first used.
+pub fn public_vars(rb: &Runbook) -> Vec<String> {
+    let mut texts: Vec<&str> = vec![rb.title.as_str()];
+    texts.extend(rb.summary.as_deref());
+    texts.extend(rb.status_page.updates.values().map(String::as_str));
+    for s in &rb.steps {
+        texts.extend(s.title.as_deref());
+        texts.extend(step_title(s));
+        texts.extend(s.updates.values().map(String::as_str));
+    }
+    let mut names: Vec<String> = Vec::new();
+    for t in texts.into_iter().filter(|t| t.contains("{{")) {
+        let Ok((refs, _)) = crate::runbook::template_references(t) else {
+            continue;
+        };
+        for r in refs {
+            if let [root, name, ..] = r.segments.as_slice()
+                && root == "vars"
+                && !names.contains(name)
+            {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
 /// What the status page may know of a run of `rb`, recorded in `run_started`. `ctx` is
 /// the run's template context (`vars`, `run`, `window`).
 pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPlan {
@@ -135,6 +163,7 @@ pub fn plan(rb: &Runbook, maintenance: Option<String>, ctx: &Value) -> PublicPla
                 }
             })
             .collect(),
+        secrets: rb.secrets.clone(),
     }
 }
 

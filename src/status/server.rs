@@ -527,13 +527,19 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
         by: Some(req.by.clone().unwrap_or_else(|| "admin API".into())),
         incident,
     };
+    // What was recorded: a run's secrets are masked in it.
+    let mut recorded = text.to_owned();
     match &m.run_id {
         Some(run) => {
-            crate::engine::session::append_checked(store, run, |_| {
+            let state = crate::engine::session::append_checked(store, run, |_| {
                 Ok(Event::Published(update.clone()))
             })
             .await
             .map_err(|e| error(StatusCode::CONFLICT, e))?;
+            recorded = crate::engine::action::Masker::new(crate::engine::action::secret_values(
+                &state.secrets,
+            ))
+            .mask(text);
         }
         None => {
             let mut done = false;
@@ -567,7 +573,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
     }
     Ok(ok(
         StatusCode::CREATED,
-        json!({ "maintenance": m.id, "status": status, "body": text, "incident": incident }),
+        json!({ "maintenance": m.id, "status": status, "body": recorded, "incident": incident }),
     ))
 }
 
