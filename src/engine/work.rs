@@ -110,13 +110,15 @@ impl<'w> Worker<'w> {
             } else {
                 self.act(step, &ctx, &mut log).await
             };
-            match outcome {
+            let outcome = match outcome {
                 Outcome::Succeeded(outputs) => match self.checks(&step.checks, &ctx).await {
                     Ok(()) => Outcome::Succeeded(outputs),
                     Err(e) => Outcome::Failed(e),
                 },
                 other => other,
-            }
+            };
+            // A log the disk would not take whole is said so in the outcome.
+            log.noted(outcome)
         };
         unless_panics(work).await
     }
