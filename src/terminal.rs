@@ -11,7 +11,7 @@ fn escaped(c: char) -> bool {
 }
 
 /// `text` with every control character other than newline and tab written out as an
-/// escape (`\x1b`, `\r`, `\u{9b}`), so that it prints as the characters it is.
+/// escape (`\u001b`, `\r`, `\u009b`), so that it prints as the characters it is.
 pub fn safe(text: &str) -> Cow<'_, str> {
     if !text.chars().any(escaped) {
         return Cow::Borrowed(text);
@@ -36,14 +36,13 @@ pub fn escape_of(c: char) -> Option<String> {
     })
 }
 
+/// `\r`, or `\u001b` and the like: the escapes JSON has, so that a JSON line printed
+/// through [`safe`] is still JSON, and means the same.
 fn push_escape(out: &mut String, c: char) {
     match c {
         '\r' => out.push_str("\\r"),
-        c if (c as u32) < 0x80 => {
-            let _ = write!(out, "\\x{:02x}", c as u32);
-        }
         c => {
-            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            let _ = write!(out, "\\u{:04x}", c as u32);
         }
     }
 }
@@ -57,8 +56,12 @@ mod tests {
         assert_eq!(safe("plain\ttext\n"), "plain\ttext\n");
         assert_eq!(
             safe("a\x1b]0;pwned\x07b\r\u{9b}31m\x7f"),
-            "a\\x1b]0;pwned\\x07b\\r\\u{9b}31m\\x7f"
+            "a\\u001b]0;pwned\\u0007b\\r\\u009b31m\\u007f"
         );
+        // A JSON line stays JSON, with the same meaning.
+        let json = serde_json::json!({ "t": "\u{1b}[2J\u{9b}\u{7f}" }).to_string();
+        let back: serde_json::Value = serde_json::from_str(&safe(&json)).unwrap();
+        assert_eq!(back["t"], "\u{1b}[2J\u{9b}\u{7f}");
         assert!(matches!(safe("é ok"), Cow::Borrowed(_)));
     }
 }

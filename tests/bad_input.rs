@@ -408,7 +408,7 @@ fn control_characters_reach_the_terminal_escaped() {
     let w = World::sqlite();
     w.write(
         "rb.yaml",
-        "runbook: esc\ntitle: \"Title \\e]0;pwned\\a \\e[2J\"\nvars: { who: x }\nsteps:\n  - id: s1\n    kind: patch\n    run: { shell: \"printf 'out \\\\033[31mred\\\\r\\\\n'; echo {{vars.who}}\" }\n  - id: s2\n    kind: patch\n    run: { shell: \"printf 'bad \\\\033[8m' >&2; exit 3\" }\n",
+        "runbook: esc\ntitle: \"Title \\e]0;pwned\\a \\e[2J\\x9b\"\nvars: { who: x }\nsteps:\n  - id: s1\n    kind: patch\n    run: { shell: \"printf 'out \\\\033[31mred\\\\r\\\\n'; echo {{vars.who}}\" }\n  - id: s2\n    kind: patch\n    run: { shell: \"printf 'bad \\\\033[8m' >&2; exit 3\" }\n",
     );
     let o = w.run(&[
         "execute",
@@ -424,21 +424,46 @@ fn control_characters_reach_the_terminal_escaped() {
     no_raw_controls("execute's output", &o.stdout);
     no_raw_controls("execute's errors", &o.stderr);
     assert!(
-        o.stdout.contains("Title \\x1b]0;pwned\\x07 \\x1b[2J"),
+        o.stdout
+            .contains("Title \\u001b]0;pwned\\u0007 \\u001b[2J\\u009b"),
+        "{}",
+        o.stdout
+    );
+    // JSON lines stay JSON, and mean the same.
+    let o = w.run(&[
+        "execute",
+        "rb.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "r2",
+        "--log-format",
+        "json",
+    ]);
+    no_raw_controls("execute's JSON", &o.stdout);
+    let events: Vec<serde_json::Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"]["title"] == "Title \u{1b}]0;pwned\u{7} \u{1b}[2J\u{9b}"),
         "{}",
         o.stdout
     );
     let plan = w.run(&["plan", "rb.yaml", "--var", "who=\u{1b}[5mme"]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     no_raw_controls("plan", &plan.stdout);
-    assert!(plan.stdout.contains("\\x1b]0;pwned"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("\\u001b]0;pwned"), "{}", plan.stdout);
     let status = w.run(&["status", "r1"]);
     no_raw_controls("status", &status.stdout);
-    assert!(status.stdout.contains("\\x1b[8m"), "{}", status.stdout);
+    assert!(status.stdout.contains("\\u001b[8m"), "{}", status.stdout);
     // A validation error quoting a key with an escape in it, and its source line.
     w.write("bad.yaml", "runbook: bad\n\"\\e[2Jkey\": 1\nsteps: []\n");
     let v = run_in(w.dir.path(), &["validate", "bad.yaml"]);
     assert_eq!(v.code, 1);
     no_raw_controls("validate", &v.stderr);
-    assert!(v.stderr.contains("\\x1b[2Jkey"), "{}", v.stderr);
+    assert!(v.stderr.contains("\\u001b[2Jkey"), "{}", v.stderr);
 }
