@@ -357,11 +357,17 @@ fn report_o_refuses_what_is_not_a_regular_file_and_write_errors_exit_1() {
 #[test]
 fn a_log_that_cannot_be_written_is_said_on_the_terminal_and_in_the_journal() {
     let w = World::sqlite();
-    w.write("rb.yaml", ONE_STEP);
+    w.write(
+        "rb.yaml",
+        &format!(
+            "{ONE_STEP}  - id: fan\n    kind: install\n    for_each: [a, b]\n    run: {{ shell: \"echo {{{{item}}}}\" }}\n"
+        ),
+    );
     // The step's log is on a "full disk": /dev/full refuses every write with ENOSPC.
     let logs = w.path("state/logs/r1");
     std::fs::create_dir_all(&logs).unwrap();
     std::os::unix::fs::symlink("/dev/full", logs.join("s1.log")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", logs.join("fan.1.log")).unwrap();
     let o = w.execute("rb.yaml", "r1");
     assert_eq!(o.code, 0, "{}", o.stderr);
     let warning = format!(
@@ -377,9 +383,24 @@ fn a_log_that_cannot_be_written_is_said_on_the_terminal_and_in_the_journal() {
             .contains("No space left on device"),
         "{s}"
     );
+    assert!(
+        o.stdout.contains(&format!(
+            "step fan: item 1 succeeded, but WARNING: the step's log `{}` is incomplete",
+            logs.join("fan.1.log").display()
+        )),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("item 0 succeeded, but"), "{}", o.stdout);
     let text = w.run(&["status", "r1"]);
     assert!(
         text.stdout.contains("      WARNING: the step's log"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout
+            .contains("      WARNING: item 1: the step's log"),
         "{}",
         text.stdout
     );

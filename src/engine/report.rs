@@ -176,12 +176,16 @@ impl Reporter {
                 format!("{at}  {}", describe(&r.event))
             }
         };
-        // On a terminal the live line counts the items; only failures get a line.
+        // On a terminal the live line counts the items; only failures (and warnings) get
+        // a line.
         let quiet = self.live.is_some()
-            && matches!(
-                r.event,
-                Event::ItemStarted { .. } | Event::ItemSucceeded { .. }
-            );
+            && match &r.event {
+                Event::ItemStarted { .. } => true,
+                Event::ItemSucceeded { outputs, .. } => {
+                    !outputs.contains_key(super::action::LOG_ERROR)
+                }
+                _ => false,
+            };
         if !quiet {
             self.print(&line);
         }

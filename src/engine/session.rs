@@ -1229,6 +1229,11 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         if let Some(Value::String(e)) = s.outputs.get(super::action::LOG_ERROR) {
             outln!("      WARNING: {e}");
         }
+        for (ix, outputs) in &s.item_outputs {
+            if let Some(Value::String(e)) = outputs.get(super::action::LOG_ERROR) {
+                outln!("      WARNING: item {ix}: {e}");
+            }
+        }
         for line in tail(&logs.join(format!("{id}.log")), 3) {
             outln!("      | {line}");
         }
