@@ -366,7 +366,7 @@ fn a_rolled_back_run_has_its_rollback_and_a_postmortem() {
         "### Impact",
         "### Root cause\n\n_to fill in_",
         "### Follow-ups\n\n_to fill in_",
-        "| Change the schema `change` | undone |",
+        "| Change the schema `change` | undone by its rollback |",
         "the shop answers 500",
         "not run",
     ] {

@@ -541,3 +541,73 @@ steps:
             .status();
     }
 }
+
+#[test]
+fn a_crash_during_a_fan_out_undo_undoes_each_item_once_most_recent_first() {
+    for w in [World::sqlite(), World::postgres()] {
+        // The items finish in the reverse of their order (d first), so "most recent
+        // first" undoes a first.
+        w.write(
+            "rb.yaml",
+            r#"runbook: undo-once
+steps:
+  - id: deploy
+    kind: install
+    for_each: [{ name: a, wait: "0.6" }, { name: b, wait: "0.4" }, { name: c, wait: "0.2" }, { name: d, wait: "0" }]
+    concurrency: 4
+    run: { shell: "sleep {{item.wait}}; echo do-{{item.name}} >> markers" }
+    rollback: { shell: "echo undo-{{item.name}} >> markers" }
+  - id: boom
+    kind: patch
+    run: { shell: "exit 1" }
+"#,
+        );
+        let clean = w.run(&[
+            "execute",
+            "rb.yaml",
+            "--yes",
+            "--now",
+            "--run-id",
+            "clean",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(clean.code, 3, "{}", clean.stderr);
+        let undos: Vec<String> = w
+            .markers()
+            .into_iter()
+            .filter(|m| m.starts_with("undo-"))
+            .collect();
+        assert_eq!(undos, ["undo-a", "undo-b", "undo-c", "undo-d"]);
+        // Killed right after the second item's undo is recorded.
+        let seq = clean
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"]["type"] == "item_rolled_back")
+            .nth(1)
+            .and_then(|e| e["seq"].as_i64())
+            .expect("items are undone one by one in the journal");
+        std::fs::remove_file(w.path("markers")).unwrap();
+        let status = w
+            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "k"])
+            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", seq.to_string())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        // No item's undo is in doubt: resume goes on by itself, undoing only the rest.
+        let resumed = w.run(&["resume", "k"]);
+        assert_eq!(resumed.code, 3, "{}\n{}", resumed.stdout, resumed.stderr);
+        let undos: Vec<String> = w
+            .markers()
+            .into_iter()
+            .filter(|m| m.starts_with("undo-"))
+            .collect();
+        assert_eq!(undos, ["undo-a", "undo-b", "undo-c", "undo-d"], "each once");
+        assert_eq!(w.status_json("k")["status"], "rolled_back");
+    }
+}

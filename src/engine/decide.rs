@@ -175,9 +175,13 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
         .iter()
         .find(|&&i| state.step(&rb.steps[i].id).status == StepStatus::RollingBack)
     {
+        // A fan-out's undo is journaled item by item: unless an item's undo has no
+        // outcome, going on undoes only the items not undone yet.
+        let run = state.step(&rb.steps[i].id);
+        let item_in_doubt = run.items_undone.values().any(|done| !done);
         return Next::InDoubt {
             step: i,
-            rerun: rb.steps[i].idempotent,
+            rerun: rb.steps[i].idempotent || (rb.steps[i].for_each.is_some() && !item_in_doubt),
         };
     }
     // Every step after the checkpoint that a restore does not bring back is undone by

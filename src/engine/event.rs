@@ -109,6 +109,11 @@ pub enum Event {
     RollbackStarted { reason: String },
     /// Undoing one step.
     StepRollbackStarted { step: String },
+    /// Undoing one fan-out item of the step being undone (its rollback, or its
+    /// checkpoint's restore, with that item).
+    ItemRollbackStarted { step: String, index: usize },
+    /// One fan-out item undone: a resumed rollback does not undo it again.
+    ItemRolledBack { step: String, index: usize },
     /// One step undone: by its own rollback, or (`by_restore`) by the restore of that
     /// checkpoint, recorded with the restore's own outcome.
     StepRolledBack {
@@ -262,6 +267,8 @@ impl Event {
             | ItemStarted { step, .. }
             | ItemSucceeded { step, .. }
             | ItemFailed { step, .. }
+            | ItemRollbackStarted { step, .. }
+            | ItemRolledBack { step, .. }
             | ApprovalRequested { step }
             | Approved { step, .. }
             | Rejected { step, .. }
@@ -290,6 +297,8 @@ impl Event {
             ItemStarted { .. } => "item_started",
             ItemSucceeded { .. } => "item_succeeded",
             ItemFailed { .. } => "item_failed",
+            ItemRollbackStarted { .. } => "item_rollback_started",
+            ItemRolledBack { .. } => "item_rolled_back",
             ApprovalRequested { .. } => "approval_requested",
             Approved { .. } => "approved",
             Rejected { .. } => "rejected",

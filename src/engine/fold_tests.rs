@@ -157,6 +157,16 @@ fn item_failed(id: &str, index: usize) -> Event {
     Event::ItemFailed { step, index, error }
 }
 
+fn item_undo_started(id: &str, index: usize) -> Event {
+    let step = id.into();
+    Event::ItemRollbackStarted { step, index }
+}
+
+fn item_undone(id: &str, index: usize) -> Event {
+    let step = id.into();
+    Event::ItemRolledBack { step, index }
+}
+
 fn approval_requested(id: &str) -> Event {
     Event::ApprovalRequested { step: id.into() }
 }
@@ -299,6 +309,8 @@ fn label(event: &Event) -> String {
         | E::ItemStarted { .. }
         | E::ItemSucceeded { .. }
         | E::ItemFailed { .. }
+        | E::ItemRollbackStarted { .. }
+        | E::ItemRolledBack { .. }
         | E::ApprovalRequested { .. }
         | E::Approved { .. }
         | E::Rejected { .. }
@@ -342,6 +354,8 @@ fn every_event(state: &RunState) -> Vec<Event> {
         item_started("a", 0),
         item_succeeded("a", 0),
         item_failed("a", 0),
+        item_undo_started("a", 0),
+        item_undone("a", 0),
         approval_requested("a"),
         approved("a"),
         rejected("a"),
@@ -527,6 +541,44 @@ fn situations() -> Vec<Situation> {
         situation(
             "rolling back, `a` rolling back",
             and(after(&["a"]), [rollback_started(), undo_started("a")]),
+            &["step_rolled_back step_rollback_failed", ROLLING_BACK],
+        ),
+        situation(
+            "rolling back, fan-out `a` rolling back",
+            and(
+                and(running("a"), [item_started("a", 0), item_succeeded("a", 0)]),
+                [succeeded("a", 1), rollback_started(), undo_started("a")],
+            ),
+            &[
+                "item_rollback_started step_rolled_back step_rollback_failed",
+                ROLLING_BACK,
+            ],
+        ),
+        situation(
+            "rolling back, fan-out `a` undoing item 0",
+            and(
+                and(running("a"), [item_started("a", 0), item_succeeded("a", 0)]),
+                [
+                    succeeded("a", 1),
+                    rollback_started(),
+                    undo_started("a"),
+                    item_undo_started("a", 0),
+                ],
+            ),
+            &["item_rolled_back step_rollback_failed", ROLLING_BACK],
+        ),
+        situation(
+            "rolling back, fan-out `a` item 0 undone",
+            and(
+                and(running("a"), [item_started("a", 0), item_succeeded("a", 0)]),
+                [
+                    succeeded("a", 1),
+                    rollback_started(),
+                    undo_started("a"),
+                    item_undo_started("a", 0),
+                    item_undone("a", 0),
+                ],
+            ),
             &["step_rolled_back step_rollback_failed", ROLLING_BACK],
         ),
         situation(

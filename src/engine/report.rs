@@ -261,6 +261,8 @@ pub fn describe(e: &Event) -> String {
             "step {step}: item {index} succeeded{}",
             log_warning(outputs)
         ),
+        ItemRollbackStarted { step, index } => format!("step {step}: item {index} undoing"),
+        ItemRolledBack { step, index } => format!("step {step}: item {index} undone"),
         ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
         ApprovalRequested { step } => format!("step {step}: waiting for approval"),
         Approved { step, by } => format!("step {step}: approved by {by}"),

@@ -18,7 +18,7 @@ use super::state::{Illegal, ItemStatus, RunState, RunStatus, StepStatus};
 use super::target;
 use super::undo;
 use super::work::{self, Unit, Worker};
-use crate::runbook::{Condition, ForEach, Kind, MaxFailures, OnTimeout, Runbook, Step};
+use crate::runbook::{Action, Condition, ForEach, Kind, MaxFailures, OnTimeout, Runbook, Step};
 use crate::store::{Store, StoreError, now_ms};
 
 /// How soon a public update the store refused is tried again, doubling up to the max.
@@ -957,6 +957,67 @@ impl<'a> Runner<'a> {
         self.finish_attempt(&id, attempt, outcome).await
     }
 
+    /// A fan-out step is undone item by item, most recent first (the reverse of the order
+    /// the items succeeded), each item's undo journaled: after a crash only the items not
+    /// undone yet are undone. Items that failed did nothing to undo.
+    async fn undo_items(
+        &mut self,
+        step: &'a Step,
+        action: &'a Action,
+    ) -> Result<Outcome, EngineError> {
+        let items = match self.worker().items(step).await {
+            Ok(items) => items,
+            Err(e) => {
+                return Ok(Outcome::Failed(format!(
+                    "cannot list the items to undo: {e}"
+                )));
+            }
+        };
+        let run = self.state.step(&step.id);
+        let todo: Vec<usize> = run
+            .finished
+            .iter()
+            .rev()
+            .copied()
+            .filter(|ix| {
+                run.items.get(ix) == Some(&ItemStatus::Succeeded)
+                    && run.items_undone.get(ix) != Some(&true)
+            })
+            .collect();
+        for index in todo {
+            let Some(item) = items.get(index) else {
+                return Ok(Outcome::Failed(format!(
+                    "item {index} is no longer in the list of items; undo it by hand"
+                )));
+            };
+            self.record(Event::ItemRollbackStarted {
+                step: step.id.clone(),
+                index,
+            })
+            .await?;
+            match self
+                .worker()
+                .undo(step, action, Unit::Item(index, item))
+                .await
+            {
+                Outcome::Succeeded(_) => {
+                    self.record(Event::ItemRolledBack {
+                        step: step.id.clone(),
+                        index,
+                    })
+                    .await?;
+                }
+                Outcome::Failed(e) => {
+                    return Ok(Outcome::Failed(format!("item {index} ({item}): {e}")));
+                }
+                Outcome::TimedOut => {
+                    return Ok(Outcome::Failed(format!("item {index} ({item}): timed out")));
+                }
+            }
+        }
+        Ok(Outcome::Succeeded(IndexMap::new()))
+    }
+
     /// Undoes one step with its `rollback`, or (`restore`) restores a checkpoint with
     /// its `restore` action: a fan-out one item by item. A restore that succeeds also
     /// records the steps it brought back.
@@ -974,7 +1035,11 @@ impl<'a> Runner<'a> {
             step.rollback.as_deref()
         }
         .expect("decide only undoes steps with an action");
-        let outcome = self.worker().undo(step, action).await;
+        let outcome = if step.for_each.is_some() {
+            self.undo_items(step, action).await?
+        } else {
+            self.worker().undo(step, action, Unit::Step).await
+        };
         self.record_cancellations(Some(&id), false).await?;
         let events =
             match outcome {

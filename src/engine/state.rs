@@ -102,6 +102,10 @@ pub struct StepRun {
     /// An attempt's action has started (past its preconditions): it may have changed
     /// something, even if it then failed.
     pub acted: bool,
+    /// Fan-out items in the order they succeeded (a rollback undoes them in reverse).
+    pub finished: Vec<usize>,
+    /// Fan-out items whose undo started (`false`) or ended (`true`) in this rollback.
+    pub items_undone: BTreeMap<usize, bool>,
     /// Attempts started so far (1 after the first `StepChecking`).
     pub attempts: u32,
     pub started_ms: Option<i64>,
@@ -466,11 +470,31 @@ impl RunState {
                         if !outputs.is_empty() {
                             step.item_outputs.insert(*index, outputs.clone());
                         }
+                        step.finished.push(*index);
                         ItemStatus::Succeeded
                     } else {
                         ItemStatus::Failed
                     };
                     step.items.insert(*index, outcome);
+                }
+                E::ItemRollbackStarted { index, .. } => {
+                    if !rolling
+                        || step.status != S::RollingBack
+                        || step.items.get(index) != Some(&ItemStatus::Succeeded)
+                        || step.items_undone.contains_key(index)
+                    {
+                        return Err(illegal(step.status));
+                    }
+                    step.items_undone.insert(*index, false);
+                }
+                E::ItemRolledBack { index, .. } => {
+                    if !rolling
+                        || step.status != S::RollingBack
+                        || step.items_undone.get(index) != Some(&false)
+                    {
+                        return Err(illegal(step.status));
+                    }
+                    step.items_undone.insert(*index, true);
                 }
                 E::ApprovalRequested { .. } => {
                     if !active || step.status != S::Running || step.awaiting_approval {
@@ -520,7 +544,12 @@ impl RunState {
                     step.status = S::RolledBack;
                 }
                 E::StepRolledBack { .. } | E::StepRollbackFailed { .. } => {
-                    if !rolling || step.status != S::RollingBack {
+                    // Not undone while an item's undo has no outcome.
+                    let item_unfinished = step.items_undone.values().any(|done| !done);
+                    if !rolling
+                        || step.status != S::RollingBack
+                        || (item_unfinished && matches!(event, E::StepRolledBack { .. }))
+                    {
                         return Err(illegal(step.status));
                     }
                     if let E::StepRollbackFailed { error, .. } = event {
@@ -616,6 +645,8 @@ impl RunState {
                             // started the rollback stays on record.
                             if step.status == StepStatus::RollingBack {
                                 step.status = StepStatus::Succeeded;
+                                // An item whose undo has no outcome is undone again.
+                                step.items_undone.retain(|_, done| *done);
                             }
                             continue;
                         }

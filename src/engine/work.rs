@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::action::{self, Masker, Outcome, StepLog};
 use super::builtin;
-use super::state::{ItemStatus, RunState, StepStatus};
+use super::state::{RunState, StepStatus};
 use super::target;
 use crate::runbook::{Action, Check, Condition, ForEach, HttpCheck, Kind, Runbook, Step, Target};
 
@@ -519,50 +519,23 @@ impl<'w> Worker<'w> {
         }
     }
 
-    /// Undoes a step with `action` (its `rollback`, or its checkpoint's `restore`). A
-    /// fan-out step is undone item by item, most recent first, each with its
-    /// `{{item}}` and its own outputs as `{{steps.ID.outputs.NAME}}` (the version that
-    /// tenant was migrated from, the backup of that tenant, say). Items that failed did
-    /// nothing to undo.
-    pub async fn undo(&self, step: &Step, action: &Action) -> Outcome {
-        if step.for_each.is_none() {
-            let ctx = self.unit_context(step, Unit::Step);
-            let mut log = self.log(&format!("{}.rollback", step.id));
-            return self.undo_once(step, action, &ctx, &mut log).await;
-        }
-        let items = match self.items(step).await {
-            Ok(items) => items,
-            Err(e) => return Outcome::Failed(format!("cannot list the items to undo: {e}")),
-        };
-        let run = self.state.step(&step.id);
-        let done: Vec<usize> = run
-            .items
-            .iter()
-            .filter(|(_, s)| **s == ItemStatus::Succeeded)
-            .map(|(ix, _)| *ix)
-            .collect();
-        for ix in done.into_iter().rev() {
-            let Some(item) = items.get(ix) else {
-                return Outcome::Failed(format!(
-                    "item {ix} is no longer in the list of items; undo it by hand"
-                ));
-            };
-            let mut ctx = self.unit_context(step, Unit::Item(ix, item));
+    /// Undoes a step, or one of its fan-out items, with `action` (its `rollback`, or its
+    /// checkpoint's `restore`). An item's undo has its `{{item}}` and its own outputs as
+    /// `{{steps.ID.outputs.NAME}}` (the version that tenant was migrated from, the backup
+    /// of that tenant, say).
+    pub async fn undo(&self, step: &Step, action: &Action, unit: Unit<'_>) -> Outcome {
+        let mut ctx = self.unit_context(step, unit);
+        if let Unit::Item(ix, _) = unit {
+            let run = self.state.step(&step.id);
             if let Some(outputs) = run.item_outputs.get(&ix) {
                 let mut merged = run.outputs.clone();
                 merged.extend(outputs.clone());
                 ctx["steps"][step.id.as_str()]["outputs"] = json!(merged);
             }
-            let mut log = self.log(&format!("{}.{ix}.rollback", step.id));
-            match self.undo_once(step, action, &ctx, &mut log).await {
-                Outcome::Succeeded(_) => {}
-                Outcome::Failed(e) => return Outcome::Failed(format!("item {ix} ({item}): {e}")),
-                Outcome::TimedOut => {
-                    return Outcome::Failed(format!("item {ix} ({item}): timed out"));
-                }
-            }
         }
-        Outcome::Succeeded(IndexMap::new())
+        let mut log = self.log(&format!("{}.rollback", Self::name(step, unit)));
+        let outcome = self.undo_once(step, action, &ctx, &mut log).await;
+        log.noted(outcome)
     }
 }
 

@@ -875,6 +875,8 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                 items_done.entry(step.as_str()).or_default().0 += 1;
                 None
             }
+            // The step's undo says it as a whole; its items' undos are in the journal.
+            Event::ItemRollbackStarted { .. } | Event::ItemRolledBack { .. } => None,
             Event::ItemFailed { step, index, error } => {
                 let d = items_done.entry(step.as_str()).or_default();
                 d.0 += 1;
