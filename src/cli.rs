@@ -295,7 +295,7 @@ async fn run(command: Command) -> u8 {
             match crate::status::command::serve(&addr, &url, &page).await {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprint(&format!("error: {e}\n"));
                     EXIT_INVALID
                 }
             }
@@ -315,11 +315,11 @@ async fn run(command: Command) -> u8 {
             };
             match done {
                 Ok(said) => {
-                    println!("{said}");
+                    print(&format!("{said}\n"));
                     0
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprint(&format!("error: {e}\n"));
                     EXIT_INVALID
                 }
             }
@@ -378,15 +378,19 @@ async fn run(command: Command) -> u8 {
     }
 }
 
+/// Prints to standard output, control characters escaped ([`crate::terminal::safe`]).
 fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     // A closed pipe (`runbook plan x | head`) is not an error worth a panic.
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(crate::terminal::safe(text).as_bytes());
     let _ = out.flush();
 }
 
+/// Prints to standard error, control characters escaped.
 fn eprint(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(crate::terminal::safe(text).as_bytes());
 }
 
 fn validate(files: &[PathBuf]) -> u8 {

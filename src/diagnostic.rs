@@ -90,8 +90,9 @@ impl Diagnostic {
     }
 
     /// Renders the problem like a compiler does: message, `--> file:line:col`, the source
-    /// line with carets, and the field path.
-    pub fn render(&self, file: &str, source: Option<&str>) -> String {
+    /// line with carets, and the field path. A long line is shown clipped around the
+    /// carets (at most [`SHOWN_WIDTH`] characters of it, `...` where it was cut).
+    pub fn render(&self, file: &str, source: Option<&Source>) -> String {
         let mut out = format!("error: {}\n", self.message);
         let Some(mut span) = self.span else {
             out.push_str(&format!("  --> {file}\n"));
@@ -102,10 +103,9 @@ impl Diagnostic {
         };
         // A position past the last line (the end of the file) is shown at the end of it.
         if let Some(src) = source {
-            let last = src.lines().count();
+            let last = src.starts.len();
             if last > 0 && span.start.line as usize > last {
-                let text = src.lines().last().unwrap_or_default();
-                let end = crate::runbook::yaml::Pos::new(last, text.chars().count());
+                let end = crate::runbook::yaml::Pos::new(last, src.last_line_chars());
                 span = Span { start: end, end };
             }
         }
@@ -116,8 +116,7 @@ impl Diagnostic {
             line_no,
             span.start.col + 1
         ));
-        if let Some(text) = source.and_then(|s| s.lines().nth(line_no - 1)) {
-            let (shown, caret_start, caret_len) = caret_line(text, span);
+        if let Some((shown, caret_start, caret_len)) = source.and_then(|s| s.caret_line(span)) {
             let w = gutter.len();
             out.push_str(&format!("{gutter} |\n{line_no:>w$} | {shown}\n"));
             let label = self
@@ -140,32 +139,157 @@ impl Diagnostic {
     }
 }
 
-/// The source line with tabs shown as four spaces, and where the carets go on it.
-fn caret_line(text: &str, span: Span) -> (String, usize, usize) {
-    let text = text.trim_end_matches('\r');
-    let mut shown = String::with_capacity(text.len());
-    let mut display_col = Vec::with_capacity(text.len() + 1);
-    for c in text.chars() {
-        display_col.push(shown.chars().count());
-        if c == '\t' {
-            shown.push_str("    ");
-        } else {
-            shown.push(c);
+/// The most characters of a source line shown under a problem (plus `...` where cut).
+pub const SHOWN_WIDTH: usize = 120;
+/// Of those, how many at most after the start of the carets.
+const SHOWN_AFTER: usize = 80;
+
+/// A file's text with its lines found once, so that showing many problems, or one on a
+/// line of a megabyte, takes time in proportion to the text, not to its square.
+pub struct Source<'a> {
+    text: &'a str,
+    /// Where each line starts (as `str::lines` counts them).
+    starts: Vec<usize>,
+    /// The last place found: (line, column in characters, byte offset). Problems come in
+    /// file order, so the next one on the same line is found from here.
+    cursor: std::cell::Cell<(usize, usize, usize)>,
+}
+
+impl<'a> Source<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut starts = Vec::new();
+        if !text.is_empty() {
+            starts.push(0);
+            starts.extend(
+                text.bytes()
+                    .enumerate()
+                    .filter(|&(i, b)| b == b'\n' && i + 1 < text.len())
+                    .map(|(i, _)| i + 1),
+            );
+        }
+        Source {
+            text,
+            starts,
+            cursor: std::cell::Cell::new((0, 0, 0)),
         }
     }
-    let width = shown.chars().count();
-    display_col.push(width);
-    let at = |col: u32| display_col.get(col as usize).copied().unwrap_or(width);
-    let start = at(span.start.col);
-    let end = if span.end.line == span.start.line && span.end.col > span.start.col {
-        at(span.end.col)
-    } else if span.end.line > span.start.line {
-        width.max(start + 1)
-    } else {
-        start + 1
-    };
-    let len = end.saturating_sub(start).max(1);
-    (shown, start, len)
+
+    /// Line `n` (1-based), without its line break.
+    fn line(&self, n: usize) -> Option<&'a str> {
+        let start = *self.starts.get(n.checked_sub(1)?)?;
+        let end = self.starts.get(n).copied().unwrap_or(self.text.len());
+        let line = &self.text[start..end];
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        Some(line.strip_suffix('\r').unwrap_or(line))
+    }
+
+    fn last_line_chars(&self) -> usize {
+        self.line(self.starts.len())
+            .map_or(0, |l| l.chars().count())
+    }
+
+    /// The byte offset in line `n` (its text `line`) of character column `col`.
+    fn offset(&self, n: usize, line: &str, col: usize) -> usize {
+        let (cn, ccol, cbyte) = self.cursor.get();
+        let (mut c, mut byte) = if cn == n && ccol <= col && cbyte <= line.len() {
+            (ccol, cbyte)
+        } else {
+            (0, 0)
+        };
+        for ch in line[byte..].chars() {
+            if c == col {
+                break;
+            }
+            c += 1;
+            byte += ch.len_utf8();
+        }
+        self.cursor.set((n, c, byte));
+        byte
+    }
+
+    /// The line of `span` as shown (tabs as four spaces, control characters escaped,
+    /// clipped around the carets when long), where the carets start on it and how many.
+    fn caret_line(&self, span: Span) -> Option<(String, usize, usize)> {
+        let n = (span.start.line as usize).max(1);
+        let line = self.line(n)?;
+        let start = self.offset(n, line, span.start.col as usize);
+        let width = |s: &str| s.chars().map(cell_width).sum::<usize>();
+        // After the caret: up to SHOWN_AFTER characters, fewer when the line ends sooner.
+        let mut hi = start;
+        let mut after = 0;
+        for ch in line[start..].chars() {
+            if after >= SHOWN_AFTER {
+                break;
+            }
+            after += 1;
+            hi += ch.len_utf8();
+        }
+        // Before it: what is left of SHOWN_WIDTH.
+        let mut lo = start;
+        let mut before = 0;
+        for ch in line[..start].chars().rev() {
+            if before + after >= SHOWN_WIDTH {
+                break;
+            }
+            before += 1;
+            lo -= ch.len_utf8();
+        }
+        // A line that began soon before the caret gives the rest to what follows it.
+        for ch in line[hi..].chars() {
+            if before + after >= SHOWN_WIDTH {
+                break;
+            }
+            after += 1;
+            hi += ch.len_utf8();
+        }
+        let cut_left = lo > 0;
+        let cut_right = hi < line.len();
+        let mut shown = String::new();
+        if cut_left {
+            shown.push_str("...");
+        }
+        for ch in line[lo..hi].chars() {
+            push_cell(&mut shown, ch);
+        }
+        if cut_right {
+            shown.push_str("...");
+        }
+        let caret_start = if cut_left { 3 } else { 0 } + width(&line[lo..start]);
+        let shown_after = width(&line[start..hi]);
+        let len = if span.end.line == span.start.line && span.end.col > span.start.col {
+            let end_col = span.end.col as usize;
+            // Within the shown part only: count the span's characters up to `hi`.
+            let chars = end_col - span.start.col as usize;
+            let end = line[start..hi]
+                .char_indices()
+                .nth(chars)
+                .map_or(hi, |(i, _)| start + i);
+            width(&line[start..end])
+        } else if span.end.line > span.start.line {
+            shown_after
+        } else {
+            1
+        };
+        Some((shown, caret_start, len.max(1)))
+    }
+}
+
+/// How many characters `c` takes when shown.
+fn cell_width(c: char) -> usize {
+    match c {
+        '\t' => 4,
+        c => crate::terminal::escape_of(c).map_or(1, |e| e.chars().count()),
+    }
+}
+
+fn push_cell(out: &mut String, c: char) {
+    match c {
+        '\t' => out.push_str("    "),
+        c => match crate::terminal::escape_of(c) {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +314,7 @@ mod tests {
             end: Pos::new(3, 20),
         });
         assert_eq!(
-            d.render("up.yaml", Some(src)),
+            d.render("up.yaml", Some(&Source::new(src))),
             "error: step `migrate` requires unknown step `bakup`\n \
              --> up.yaml:3:16\n  |\n3 |     requires: [bakup]\n  |                ^^^^^ did you mean `backup`?\n  = field: steps[0].requires[0]\n"
         );
@@ -198,13 +322,26 @@ mod tests {
 
     #[test]
     fn tabs_keep_carets_aligned() {
-        let (shown, start, len) = caret_line(
-            "\ta: b",
-            Span {
-                start: Pos::new(1, 1),
-                end: Pos::new(1, 2),
-            },
-        );
-        assert_eq!((shown.as_str(), start, len), ("    a: b", 4, 1));
+        let src = Source::new("\ta: b\n");
+        let got = src.caret_line(Span {
+            start: Pos::new(1, 1),
+            end: Pos::new(1, 2),
+        });
+        assert_eq!(got, Some(("    a: b".to_owned(), 4, 1)));
+    }
+
+    #[test]
+    fn a_long_line_is_clipped_around_the_carets() {
+        let line = format!("{}XYZ{}", "a".repeat(100_000), "b".repeat(100_000));
+        let src = Source::new(&line);
+        let (shown, start, len) = src
+            .caret_line(Span {
+                start: Pos::new(1, 100_000),
+                end: Pos::new(1, 100_003),
+            })
+            .unwrap();
+        assert_eq!(shown.len(), 3 + SHOWN_WIDTH + 3);
+        assert!(shown.starts_with("...aaa") && shown.ends_with("bbb..."));
+        assert_eq!(&shown[start..start + len], "XYZ");
     }
 }

@@ -53,7 +53,7 @@ fn a_file_over_the_size_limit_is_refused_before_parsing() {
     assert_eq!(
         out.stderr,
         format!(
-            "error: `huge.yaml` is {size} bytes; runbook files are limited to 16 MiB\n  --> huge.yaml\n\nhuge.yaml: invalid (1 problem)\n"
+            "error: `huge.yaml` is {size} bytes; files are limited to 16 MiB\n  --> huge.yaml\n\nhuge.yaml: invalid (1 problem)\n"
         )
     );
 }

@@ -34,6 +34,8 @@ pub fn secret_values(names: &[String]) -> IndexMap<String, String> {
 /// prints nothing costs no file), masked, and the last lines for `status`.
 pub struct StepLog {
     path: Option<std::path::PathBuf>,
+    /// The file's path, kept for messages after `path` is taken to open it.
+    shown_path: std::path::PathBuf,
     /// `STEP.log.pgid`: the process group of the command running now, so that a runner
     /// that resumes after a crash can see whether the old one is still at work.
     pgid_path: Option<std::path::PathBuf>,
@@ -43,7 +45,13 @@ pub struct StepLog {
     /// that a secret split across the two is masked in both: (stream, line).
     held: Vec<(String, String)>,
     pub tail: Vec<String>,
+    /// The first error opening or writing the file (a full disk, say): the log is
+    /// incomplete from there on, and [`StepLog::noted`] says so in the step's outcome.
+    failed: Option<String>,
 }
+
+/// The output a step gets when its log could not be written whole.
+pub const LOG_ERROR: &str = "log_error";
 
 /// Where the process group of a log's running command is written.
 pub fn pgid_path(log: &Path) -> std::path::PathBuf {
@@ -60,11 +68,13 @@ impl StepLog {
     pub fn open(path: &Path, masker: Masker) -> StepLog {
         StepLog {
             path: Some(path.to_path_buf()),
+            shown_path: path.to_path_buf(),
             pgid_path: Some(pgid_path(path)),
             file: None,
             masker,
             held: Vec::new(),
             tail: Vec::new(),
+            failed: None,
         }
     }
 
@@ -72,11 +82,13 @@ impl StepLog {
     pub fn memory(masker: Masker) -> StepLog {
         StepLog {
             path: None,
+            shown_path: std::path::PathBuf::new(),
             pgid_path: None,
             file: None,
             masker,
             held: Vec::new(),
             tail: Vec::new(),
+            failed: None,
         }
     }
 
@@ -93,10 +105,23 @@ impl StepLog {
                         .append(true)
                         .open(&path)
                 });
-            // A log that cannot be written must not stop the step; the tail stays.
-            self.file = opened.ok();
+            // A log that cannot be written must not stop the step; the tail stays, and
+            // the outcome says the log is missing.
+            match opened {
+                Ok(f) => self.file = Some(f),
+                Err(e) => self.fail(&path, &e),
+            }
         }
         self.file.as_mut()
+    }
+
+    fn fail(&mut self, path: &Path, e: &std::io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(format!(
+                "the step's log `{}` is incomplete: cannot write it: {e}",
+                path.display()
+            ));
+        }
     }
 
     /// Records one line. With secrets to mask, a command's output (`stdout`, `stderr`)
@@ -128,11 +153,32 @@ impl StepLog {
 
     fn write(&mut self, stream: &str, line: String) {
         if let Some(f) = self.file() {
-            let _ = writeln!(f, "{stream}: {line}");
+            // One write per line, so that a failure is seen at the line it cut.
+            if let Err(e) = f.write_all(format!("{stream}: {line}\n").as_bytes()) {
+                self.file = None;
+                let path = self.shown_path.clone();
+                self.fail(&path, &e);
+            }
         }
         self.tail.push(line);
         if self.tail.len() > TAIL_LINES {
             self.tail.remove(0);
+        }
+    }
+
+    /// `outcome`, saying so when the log could not be written whole: a success gets the
+    /// output [`LOG_ERROR`], a failure the note after its error. (A timeout stays as it is.)
+    pub fn noted(&self, outcome: Outcome) -> Outcome {
+        let Some(why) = &self.failed else {
+            return outcome;
+        };
+        match outcome {
+            Outcome::Succeeded(mut outputs) => {
+                outputs.insert(LOG_ERROR.to_owned(), Value::String(why.clone()));
+                Outcome::Succeeded(outputs)
+            }
+            Outcome::Failed(e) => Outcome::Failed(format!("{e} (and {why})")),
+            Outcome::TimedOut => Outcome::TimedOut,
         }
     }
 }

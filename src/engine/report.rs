@@ -148,7 +148,10 @@ impl Reporter {
         Reporter { format, live: None }
     }
 
+    /// Prints a line, its control characters escaped ([`crate::terminal::safe`]); a JSON
+    /// line has none (JSON escapes them).
     fn print(&self, line: &str) {
+        let line = &*crate::terminal::safe(line);
         match &self.live {
             Some(live) => live.bar.println(line),
             None => {
@@ -173,12 +176,16 @@ impl Reporter {
                 format!("{at}  {}", describe(&r.event))
             }
         };
-        // On a terminal the live line counts the items; only failures get a line.
+        // On a terminal the live line counts the items; only failures (and warnings) get
+        // a line.
         let quiet = self.live.is_some()
-            && matches!(
-                r.event,
-                Event::ItemStarted { .. } | Event::ItemSucceeded { .. }
-            );
+            && match &r.event {
+                Event::ItemStarted { .. } => true,
+                Event::ItemSucceeded { outputs, .. } => {
+                    !outputs.contains_key(super::action::LOG_ERROR)
+                }
+                _ => false,
+            };
         if !quiet {
             self.print(&line);
         }
@@ -195,7 +202,7 @@ impl Reporter {
         if let Some(live) = &self.live
             && let Ok(mut now) = live.now.lock()
         {
-            now.items = Some((total, noun.to_owned()));
+            now.items = Some((total, crate::terminal::safe(noun).into_owned()));
         }
     }
 
@@ -228,7 +235,9 @@ pub fn describe(e: &Event) -> String {
             format!("step {step}: precondition failed: {message}")
         }
         StepStarted { step, attempt, .. } => format!("step {step}: started (attempt {attempt})"),
-        StepSucceeded { step, .. } => format!("step {step}: succeeded"),
+        StepSucceeded { step, outputs, .. } => {
+            format!("step {step}: succeeded{}", log_warning(outputs))
+        }
         StepFailed { step, error, .. } => format!("step {step}: FAILED: {error}"),
         StepTimedOut { step, .. } => format!("step {step}: TIMED OUT"),
         RetryScheduled {
@@ -244,7 +253,14 @@ pub fn describe(e: &Event) -> String {
         StepSkipped { step, reason } => format!("step {step}: skipped ({reason})"),
         FailureIgnored { step } => format!("step {step}: failure tolerated (on_failure: continue)"),
         ItemStarted { step, index } => format!("step {step}: item {index} started"),
-        ItemSucceeded { step, index, .. } => format!("step {step}: item {index} succeeded"),
+        ItemSucceeded {
+            step,
+            index,
+            outputs,
+        } => format!(
+            "step {step}: item {index} succeeded{}",
+            log_warning(outputs)
+        ),
         ItemRollbackStarted { step, index } => format!("step {step}: item {index} undoing"),
         ItemRolledBack { step, index } => format!("step {step}: item {index} undone"),
         ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
@@ -272,6 +288,14 @@ pub fn describe(e: &Event) -> String {
         RunRolledBack { left } => rolled_back_words(left),
         RunFailed { reason } => format!("RUN FAILED: {reason}"),
         RunAborted { by, reason } => format!("run aborted by {by}: {reason}"),
+    }
+}
+
+/// ", but WARNING: its log ..." when the step's log could not be written whole.
+fn log_warning(outputs: &indexmap::IndexMap<String, serde_json::Value>) -> String {
+    match outputs.get(super::action::LOG_ERROR) {
+        Some(why) => format!(", but WARNING: {}", why.as_str().unwrap_or_default()),
+        None => String::new(),
     }
 }
 

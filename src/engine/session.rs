@@ -4,29 +4,36 @@
 /// `println!` and friends that shrug off a closed pipe (`runbook status | head`)
 /// instead of panicking.
 macro_rules! outln {
+    () => {
+        outln!("")
+    };
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+        let text = format!($($t)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", crate::terminal::safe(&text));
     }};
 }
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
+        let text = format!($($t)*);
         let mut o = std::io::stdout().lock();
-        let _ = write!(o, $($t)*);
+        let _ = write!(o, "{}", crate::terminal::safe(&text));
         let _ = o.flush();
     }};
 }
 macro_rules! errln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+        let text = format!($($t)*);
+        let _ = writeln!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
     }};
 }
 macro_rules! err {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stderr().lock(), $($t)*);
+        let text = format!($($t)*);
+        let _ = write!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
     }};
 }
 
@@ -171,7 +178,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     if let Err(e) = secrets_set(&rb) {
         return fail(e);
     }
-    let bytes = std::fs::read(&args.file).unwrap_or_default();
+    let bytes = crate::input::read_limited(&args.file).unwrap_or_default();
     if args.dry_run {
         return dry_run(
             &rb,
@@ -674,7 +681,7 @@ fn read_only(check: &Check) -> Result<(), &'static str> {
 
 /// The runbook a run was started from, when its file is still as it was then.
 fn runbook_of(state: &RunState) -> Option<Runbook> {
-    let bytes = std::fs::read(&state.file).ok()?;
+    let bytes = crate::input::read_limited(Path::new(&state.file)).ok()?;
     if sha256(&bytes) != state.file_sha256 {
         return None;
     }
@@ -722,14 +729,9 @@ pub async fn resume(
             state.status.as_str()
         ));
     }
-    let bytes = match std::fs::read(&state.file) {
+    let bytes = match crate::input::read_limited(Path::new(&state.file)) {
         Ok(b) => b,
-        Err(e) => {
-            return fail(format!(
-                "cannot read the runbook of run `{run_id}`, `{}`: {e}",
-                state.file
-            ));
-        }
+        Err(e) => return fail(format!("the runbook of run `{run_id}`: {e}")),
     };
     if sha256(&bytes) != state.file_sha256 {
         return fail(format!(
@@ -1085,8 +1087,10 @@ fn duration_ms(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 }
 
 fn tail(path: &Path, n: usize) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|t| {
+    // The end of the log only: a log may be large, or not a file at all.
+    crate::input::read_tail(path, 64 * 1024)
+        .map(|b| {
+            let t = String::from_utf8_lossy(&b);
             let lines: Vec<&str> = t.lines().collect();
             lines[lines.len().saturating_sub(n)..]
                 .iter()
@@ -1228,6 +1232,14 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         );
         if let Some(e) = &s.error {
             outln!("      {e}");
+        }
+        if let Some(Value::String(e)) = s.outputs.get(super::action::LOG_ERROR) {
+            outln!("      WARNING: {e}");
+        }
+        for (ix, outputs) in &s.item_outputs {
+            if let Some(Value::String(e)) = outputs.get(super::action::LOG_ERROR) {
+                outln!("      WARNING: item {ix}: {e}");
+            }
         }
         for line in tail(&logs.join(format!("{id}.log")), 3) {
             outln!("      | {line}");

@@ -111,13 +111,15 @@ impl<'w> Worker<'w> {
             } else {
                 self.act(step, &ctx, &mut log).await
             };
-            match outcome {
+            let outcome = match outcome {
                 Outcome::Succeeded(outputs) => match self.checks(&step.checks, &ctx).await {
                     Ok(()) => Outcome::Succeeded(outputs),
                     Err(e) => Outcome::Failed(e),
                 },
                 other => other,
-            }
+            };
+            // A log the disk would not take whole is said so in the outcome.
+            log.noted(outcome)
         };
         unless_panics(work).await
     }
@@ -553,7 +555,8 @@ impl<'w> Worker<'w> {
             }
         }
         let mut log = self.log(&format!("{}.rollback", Self::name(step, unit)));
-        self.undo_once(step, action, &ctx, &mut log).await
+        let outcome = self.undo_once(step, action, &ctx, &mut log).await;
+        log.noted(outcome)
     }
 }
 

@@ -239,11 +239,16 @@ fn keys_of(kind: &str) -> &'static [&'static str] {
 /// The outputs worth reading: a database kind's own keys when it has them, else all.
 fn outputs_worth_reading(kind: &str, outputs: &IndexMap<String, Value>) -> IndexMap<String, Value> {
     let keys = keys_of(kind);
-    let picked: IndexMap<String, Value> = keys
+    let mut picked: IndexMap<String, Value> = keys
         .iter()
         .filter_map(|k| outputs.get(*k).map(|v| ((*k).to_owned(), abbreviate(v, 0))))
         .collect();
     if !picked.is_empty() {
+        // A log that could not be written whole is always worth reading.
+        let log_error = crate::engine::action::LOG_ERROR;
+        if let Some(v) = outputs.get(log_error) {
+            picked.insert(log_error.to_owned(), v.clone());
+        }
         return picked;
     }
     outputs

@@ -271,8 +271,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let Some(name) = path.file_name() else {
         return Err(format!("cannot write `{shown}`: it names no file"));
     };
-    if path.is_dir() {
-        return Err(format!("cannot write `{shown}`: it is a directory"));
+    // Only a regular file is replaced: a device, a FIFO or a socket named by mistake
+    // (`-o /dev/full`) is refused, not turned into a file.
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("cannot write `{shown}`: it is {what}"));
     }
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
@@ -310,7 +319,8 @@ pub async fn command(
 ) -> u8 {
     const INVALID: u8 = 1;
     let fail = |message: &dyn std::fmt::Display| {
-        let _ = writeln!(std::io::stderr().lock(), "error: {message}");
+        let text = format!("error: {message}");
+        let _ = writeln!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
         INVALID
     };
     let url = crate::engine::session::store_url(store_flag);
@@ -337,10 +347,21 @@ pub async fn command(
             Err(e) => fail(&e),
         },
         None => {
+            use std::io::IsTerminal as _;
             let mut out = std::io::stdout().lock();
-            // A closed pipe (`runbook report X | head`) is not an error worth a word.
-            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
-            0
+            // On a terminal, control characters are shown escaped; into a file or a pipe
+            // the report goes as it is.
+            let text = if out.is_terminal() {
+                crate::terminal::safe(&text)
+            } else {
+                std::borrow::Cow::Borrowed(text.as_str())
+            };
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => 0,
+                // A closed pipe (`runbook report X | head`) is not an error worth a word.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => fail(&format!("cannot write the report to standard output: {e}")),
+            }
         }
     }
 }

@@ -7,10 +7,10 @@ use super::model::Runbook;
 use super::raw::RawRunbook;
 use super::validate::validate;
 use super::yaml::{self, NodeValue, Pos, Span};
-use crate::diagnostic::{Diagnostic, FieldPath};
+use crate::diagnostic::{Diagnostic, FieldPath, Source};
 
 /// Files larger than this are refused before parsing; a 10,000-step runbook is ~2 MiB.
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub use crate::input::MAX_FILE_BYTES;
 
 /// A runbook file that could not be loaded, with everything needed to show why.
 #[derive(Debug)]
@@ -34,45 +34,24 @@ impl Invalid {
 
     /// All problems rendered for a terminal.
     pub fn render(&self) -> String {
+        let source = self.source.as_deref().map(Source::new);
         let mut out = String::new();
         for (i, d) in self.diagnostics.iter().enumerate() {
             if i > 0 {
                 out.push('\n');
             }
-            out.push_str(&d.render(&self.file, self.source.as_deref()));
+            out.push_str(&d.render(&self.file, source.as_ref()));
         }
         out
     }
 }
 
-/// Loads and validates a runbook file.
+/// Loads and validates a runbook file (a regular file of at most [`MAX_FILE_BYTES`]).
 pub fn load_file(path: &Path) -> Result<Runbook, Invalid> {
     let name = path.display().to_string();
-    let file_error =
-        |msg: String| Invalid::one(&name, None, Diagnostic::at(FieldPath::root(), msg));
-    let meta = std::fs::metadata(path).map_err(|e| file_error(io_message(&name, &e)))?;
-    if meta.is_dir() {
-        return Err(file_error(format!(
-            "`{name}` is a directory, not a runbook file"
-        )));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(file_error(format!(
-            "`{name}` is {} bytes; runbook files are limited to {} MiB",
-            meta.len(),
-            MAX_FILE_BYTES / 1024 / 1024
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| file_error(io_message(&name, &e)))?;
+    let bytes = crate::input::read_limited(path)
+        .map_err(|msg| Invalid::one(&name, None, Diagnostic::at(FieldPath::root(), msg)))?;
     load_bytes(&name, &bytes)
-}
-
-fn io_message(name: &str, e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => format!("cannot read `{name}`: no such file"),
-        std::io::ErrorKind::PermissionDenied => format!("cannot read `{name}`: permission denied"),
-        _ => format!("cannot read `{name}`: {e}"),
-    }
 }
 
 /// Loads a runbook from bytes that should be UTF-8 YAML.

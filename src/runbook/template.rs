@@ -60,6 +60,9 @@ pub fn references(text: &str) -> Result<(Vec<Reference>, Vec<Reference>), Syntax
 fn plain_references(text: &str) -> Option<Vec<Reference>> {
     let mut refs = Vec::new();
     let (mut line, mut line_start) = (1, 0);
+    // Columns counted as the scan goes: (byte offset, its column), never from the line's
+    // start again, so that a long line with many expressions stays linear.
+    let mut counted = (0, 0);
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -92,7 +95,15 @@ fn plain_references(text: &str) -> Option<Vec<Reference>> {
                 refs.push(Reference {
                     segments: inner.split('.').map(str::to_owned).collect(),
                     line,
-                    col: text[line_start..i].chars().count() + 1,
+                    col: {
+                        let (from, col) = if counted.0 >= line_start {
+                            counted
+                        } else {
+                            (line_start, 0)
+                        };
+                        counted = (i, col + text[from..i].chars().count());
+                        counted.1 + 1
+                    },
                     raw: inner.to_owned(),
                 });
                 i = close + 2;

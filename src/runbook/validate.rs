@@ -1506,14 +1506,43 @@ fn place_in_scalar(node: &Node, style: Style, line: usize, col: usize, len: usiz
     }
 }
 
-fn expression_len(text: &str, line: usize, col: usize) -> usize {
-    let Some(l) = text.lines().nth(line.saturating_sub(1)) else {
-        return 1;
-    };
-    let rest: String = l.chars().skip(col.saturating_sub(1)).collect();
-    rest.find("}}")
-        .map(|e| rest[..e + 2].chars().count())
-        .unwrap_or(1)
+/// Finds how long the expressions of a template's first line are, in characters. The
+/// expressions come in order; each is found from the one before, so that a line with a
+/// great many of them is read once.
+struct Expressions<'a> {
+    line: &'a str,
+    /// A character column and its byte offset in `line`.
+    at: (usize, usize),
+}
+
+impl<'a> Expressions<'a> {
+    fn new(text: &'a str) -> Self {
+        Expressions {
+            line: text.lines().next().unwrap_or_default(),
+            at: (1, 0),
+        }
+    }
+
+    /// The length of the expression at 1-based `line` and `col` (only line 1 is placed
+    /// precisely; elsewhere 1).
+    fn len(&mut self, line: usize, col: usize) -> usize {
+        if line != 1 {
+            return 1;
+        }
+        let (mut c, mut byte) = if self.at.0 <= col { self.at } else { (1, 0) };
+        for ch in self.line[byte..].chars() {
+            if c >= col {
+                break;
+            }
+            c += 1;
+            byte += ch.len_utf8();
+        }
+        self.at = (c, byte);
+        let rest = &self.line[byte..];
+        rest.find("}}")
+            .map(|e| rest[..e + 2].chars().count())
+            .unwrap_or(1)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1541,16 +1570,11 @@ fn check_string(
             return;
         }
     };
+    let mut expressions = Expressions::new(text);
     for h in helpers {
         let name = h.segments.join(".");
         if !template::HELPERS.contains(&name.as_str()) {
-            let span = place_in_scalar(
-                node,
-                style,
-                h.line,
-                h.col,
-                expression_len(text, h.line, h.col),
-            );
+            let span = place_in_scalar(node, style, h.line, h.col, expressions.len(h.line, h.col));
             let label = did_you_mean(&name, template::HELPERS);
             cx.error_at(
                 path.clone(),
@@ -1570,7 +1594,7 @@ fn check_string(
             _ => None,
         };
         if let Some(msg) = misplaced {
-            let len = expression_len(text, h.line, h.col);
+            let len = expressions.len(h.line, h.col);
             let span = place_in_scalar(node, style, h.line, h.col, len);
             cx.error_at(path.clone(), span, msg);
         }
@@ -1582,15 +1606,10 @@ fn check_string(
         cx.error_at(path.clone(), span, m.message);
         cx.diags.last_mut().expect("pushed").label = Some(m.label);
     }
+    let mut expressions = Expressions::new(text);
     for r in refs {
         if let Err((msg, label)) = check_reference(scope, site, &r.segments) {
-            let span = place_in_scalar(
-                node,
-                style,
-                r.line,
-                r.col,
-                expression_len(text, r.line, r.col),
-            );
+            let span = place_in_scalar(node, style, r.line, r.col, expressions.len(r.line, r.col));
             cx.error_at(path.clone(), span, msg);
             cx.diags.last_mut().expect("pushed").label = label;
         }

@@ -58,8 +58,8 @@ pub async fn bind(addr: &str) -> Result<TcpListener, String> {
 pub fn settings(page: &PageArgs, listener: &TcpListener) -> Result<(PageInfo, Config), String> {
     let token = match &page.admin_token_file {
         Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("--admin-token-file `{}`: {e}", path.display()))?,
+            crate::input::read_limited_text(path)
+                .map_err(|e| format!("--admin-token-file: {e}"))?,
         ),
         None => std::env::var("RUNBOOK_ADMIN_TOKEN").ok(),
     };

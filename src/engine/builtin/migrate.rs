@@ -502,10 +502,7 @@ fn load(dir: &Path) -> Result<Vec<Migration>, String> {
                  up,
                  down,
              }| {
-                let read = |file: &str| {
-                    std::fs::read_to_string(dir.join(file))
-                        .map_err(|e| format!("cannot read {}: {e}", dir.join(file).display()))
-                };
+                let read = |file: &str| crate::input::read_limited_text(&dir.join(file));
                 let up_sql = read(&up)?;
                 let down = match down {
                     Some(d) => {
