@@ -169,6 +169,7 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
     c.env("MY_TOKEN", TOKEN).env("DB_KEY", KEY);
     let o = common::output_of(&mut c);
     assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let mut scanned = 1;
     let mut found = leaks("terminal", &format!("{}\n{}", o.stdout, o.stderr));
     for format in ["text", "json"] {
         let mut c = w.command(&["plan", "leaky.yaml", "--format", format]);
@@ -176,6 +177,7 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
         let p = common::output_of(&mut c);
         assert_eq!(p.code, 0, "{}", p.stderr);
         assert!(p.stdout.contains("Upgrade for team-****"), "{}", p.stdout);
+        scanned += 1;
         found.extend(leaks(&format!("plan --format {format}"), &p.stdout));
     }
 
@@ -199,11 +201,13 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
     assert!(log.contains("stdout: ****\nstdout: ****\n"), "{log}");
     assert!(log.contains("stderr: split on stderr: ****\n"), "{log}");
     assert!(log.contains("stderr: **** ends it\n"), "{log}");
+    scanned += 1;
     found.extend(leaks("status", &status.to_string()));
 
     for format in ["json", "md", "html"] {
         let r = w.run(&["report", "leak-1", "--format", format]);
         assert_eq!(r.code, 0, "{}", r.stderr);
+        scanned += 1;
         found.extend(leaks(&format!("report --format {format}"), &r.stdout));
         match format {
             // The mask shows as written, not as empty emphasis.
@@ -252,6 +256,7 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
     assert_eq!(posted.status(), 201);
     let answer = posted.text().await.unwrap();
     assert!(answer.contains("Rotated **** and ****."), "{answer}");
+    scanned += 1;
     found.extend(leaks("admin API answer", &answer));
 
     // Every endpoint the page has, once the update is on it.
@@ -297,6 +302,7 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let body = r.text().await.unwrap();
+        scanned += 1;
         found.extend(leaks(&format!("GET {path}"), &body));
     }
     let page = client
@@ -316,8 +322,13 @@ async fn no_secret_in_any_form_reaches_a_log_the_journal_a_report_or_the_page() 
     files(&w.path("state"), &mut all);
     assert!(all.iter().any(|(p, _)| p.ends_with("state.db")), "{all:?}");
     for (path, text) in &all {
+        scanned += 1;
         found.extend(leaks(path, text));
     }
+    eprintln!(
+        "secret scan: {scanned} places (terminal, plan, status, reports, admin answer, every endpoint, every file under the state directory), {} hits",
+        found.len()
+    );
     assert!(found.is_empty(), "{found:#?}");
 }
 
