@@ -7,13 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::report::LogFormat;
+use crate::exit::{Exit, Failure, Outcome};
 use crate::runbook::{self, Runbook};
 use crate::suggest::did_you_mean;
-
-/// Exit code for invalid input (a runbook or a value that fails validation).
-pub const EXIT_INVALID: u8 = 1;
-/// Exit code for bad usage (unknown flags, malformed flag values), as clap uses.
-pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,7 +213,7 @@ fn parse_var(s: &str) -> Result<(String, String), String> {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match cli.command {
+    let outcome = match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Plan {
             file,
@@ -239,27 +235,24 @@ pub fn main() -> ExitCode {
                 "{}\n",
                 serde_json::to_string_pretty(&runbook::schema()).expect("schema serializes")
             ));
-            0
+            Ok(Exit::Ok)
         }
         run_command => block_on(run(run_command)),
     };
-    ExitCode::from(code)
+    ExitCode::from(crate::exit::finish(outcome))
 }
 
-fn block_on(work: impl std::future::Future<Output = u8>) -> u8 {
+fn block_on(work: impl std::future::Future<Output = Outcome>) -> Outcome {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt.block_on(work),
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            EXIT_INVALID
-        }
+        Err(e) => Err(Failure::invalid(format!("cannot start the runtime: {e}"))),
     }
 }
 
-async fn run(command: Command) -> u8 {
+async fn run(command: Command) -> Outcome {
     use crate::engine::event::Decision;
     use crate::engine::session;
     match command {
@@ -293,21 +286,12 @@ async fn run(command: Command) -> u8 {
         Command::Serve { addr, store, page } => {
             let url = session::store_url(store.as_deref());
             match crate::status::command::serve(&addr, &url, &page).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprint(&format!("error: {e}\n"));
-                    EXIT_INVALID
-                }
+                Ok(()) => Ok(Exit::Ok),
+                Err(e) => Err(Failure::invalid(e)),
             }
         }
         Command::Schedule { file, vars, store } => {
-            let mut rb = match runbook::load_file(&file) {
-                Ok(rb) => rb,
-                Err(invalid) => {
-                    eprint(&invalid.render());
-                    return EXIT_INVALID;
-                }
-            };
+            let mut rb = runbook::load_file(&file).map_err(|e| Failure::rendered(e.render()))?;
             let url = session::store_url(store.as_deref());
             let done = match apply_vars(&mut rb, &vars) {
                 Ok(()) => crate::status::command::schedule(&rb, &url).await,
@@ -316,12 +300,9 @@ async fn run(command: Command) -> u8 {
             match done {
                 Ok(said) => {
                     print(&format!("{said}\n"));
-                    0
+                    Ok(Exit::Ok)
                 }
-                Err(e) => {
-                    eprint(&format!("error: {e}\n"));
-                    EXIT_INVALID
-                }
+                Err(e) => Err(Failure::invalid(e)),
             }
         }
         Command::Resume {
@@ -393,8 +374,8 @@ fn eprint(text: &str) {
         .write_all(crate::terminal::safe(text).as_bytes());
 }
 
-fn validate(files: &[PathBuf]) -> u8 {
-    let mut code = 0;
+fn validate(files: &[PathBuf]) -> Outcome {
+    let mut code = Exit::Ok;
     for (i, file) in files.iter().enumerate() {
         match runbook::load_file(file) {
             Ok(rb) => print(&format!(
@@ -415,11 +396,11 @@ fn validate(files: &[PathBuf]) -> u8 {
                     file.display(),
                     if n == 1 { "" } else { "s" }
                 ));
-                code = EXIT_INVALID;
+                code = Exit::Invalid;
             }
         }
     }
-    code
+    Ok(code)
 }
 
 /// Applies `--var` overrides; a name the runbook does not define is refused.
@@ -476,26 +457,13 @@ fn plan(
     format: Format,
     history: bool,
     store: Option<&str>,
-) -> u8 {
-    let mut rb = match runbook::load_file(file) {
-        Ok(rb) => rb,
-        Err(invalid) => {
-            eprint(&invalid.render());
-            return EXIT_INVALID;
-        }
-    };
-    if let Err(e) = apply_vars(&mut rb, vars) {
-        eprint(&format!("error: {e}\n"));
-        return EXIT_INVALID;
-    }
-    let start = match start.map(|s| runbook::parse_timestamp(s, rb.window.timezone)) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
-            eprint(&format!("error: --start: {e}\n"));
-            return EXIT_USAGE;
-        }
-    };
+) -> Outcome {
+    let mut rb = runbook::load_file(file).map_err(|e| Failure::rendered(e.render()))?;
+    apply_vars(&mut rb, vars).map_err(Failure::invalid)?;
+    let start = start
+        .map(|s| runbook::parse_timestamp(s, rb.window.timezone))
+        .transpose()
+        .map_err(|e| Failure::error(Exit::Usage, format!("--start: {e}")))?;
     // What earlier runs of this runbook took, from the store if there is one.
     let url = crate::engine::session::store_url(store);
     let learned = match tokio::runtime::Builder::new_current_thread()
@@ -520,5 +488,5 @@ fn plan(
             let _ = p.write_json(&mut out).and_then(|_| out.flush());
         }
     }
-    0
+    Ok(Exit::Ok)
 }

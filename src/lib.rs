@@ -4,6 +4,7 @@ pub mod cli;
 pub mod diagnostic;
 pub mod duration;
 pub mod engine;
+pub mod exit;
 pub mod input;
 pub mod plan;
 pub mod report;

@@ -1393,3 +1393,72 @@ steps:
         assert!(bodies.iter().any(|b| b == text), "{run}: {bodies:?}");
     }
 }
+
+/// A store that fails under a running `runbook serve` (its SQLite file truncated) is not
+/// a conflict: the admin API answers 503 with a generic message, and the real error goes
+/// to the server's standard error only.
+#[tokio::test]
+async fn a_store_outage_answers_503_and_the_real_error_stays_in_the_log() {
+    let w = World::sqlite();
+    w.write("m.yaml", MAINTENANCE);
+    let o = w.execute("m.yaml", "shop-1");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let addr = free_addr();
+    let log = std::fs::File::create(w.path("serve.err")).unwrap();
+    let server = Killed(
+        w.command(&["serve", "--addr", &addr])
+            .env("RUNBOOK_ADMIN_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let client = client();
+    let t0 = Instant::now();
+    let page = format!("http://{addr}/api/v2/scheduled-maintenances.json");
+    while get_json(&client, &page)
+        .await
+        .is_none_or(|v| v["scheduled_maintenances"][0]["id"] != "shop-1")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the server never showed the run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |body: &'static str| {
+        client
+            .post(format!("http://{addr}/api/v1/admin/updates"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post(r#"{"maintenance":"shop-1","body":"All is well."}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The store's file is cut short under the server.
+    let db = w.store.strip_prefix("sqlite://").unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let r = post(r#"{"maintenance":"shop-1","body":"Still well."}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({ "error": { "status": 503, "message": "the store is unavailable; try again" } })
+    );
+    drop(server);
+    let log = std::fs::read_to_string(w.path("serve.err")).unwrap();
+    assert!(
+        log.contains("admin API: the store `") && log.contains("is damaged"),
+        "{log}"
+    );
+}

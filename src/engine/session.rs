@@ -29,13 +29,6 @@ macro_rules! errln {
         let _ = writeln!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
     }};
 }
-macro_rules! err {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let text = format!($($t)*);
-        let _ = write!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
-    }};
-}
 
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -50,16 +43,9 @@ use super::event::{Decision, Event};
 use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
+use crate::exit::{Exit, Failure, Outcome};
 use crate::runbook::{self, Check, Runbook};
 use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
-
-/// Exit codes of the run commands.
-pub mod exit {
-    pub const COMPLETED: u8 = 0;
-    pub const INVALID: u8 = 1;
-    pub const ROLLED_BACK: u8 = 3;
-    pub const NEEDS_A_PERSON: u8 = 4;
-}
 
 /// A lease whose heartbeat is older than this belongs to a runner that died.
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
@@ -74,9 +60,8 @@ fn stale_after() -> Duration {
         .map_or(STALE_AFTER, Duration::from_millis)
 }
 
-fn fail(message: impl std::fmt::Display) -> u8 {
-    errln!("error: {message}");
-    exit::INVALID
+fn fail(message: impl std::fmt::Display) -> Outcome {
+    Err(Failure::invalid(message))
 }
 
 /// The store URL: `--store`, else `RUNBOOK_STORE`, else the default.
@@ -164,13 +149,10 @@ pub struct ExecuteArgs {
 }
 
 /// `runbook execute`.
-pub async fn execute(args: ExecuteArgs) -> u8 {
+pub async fn execute(args: ExecuteArgs) -> Outcome {
     let mut rb = match runbook::load_file(&args.file) {
         Ok(rb) => rb,
-        Err(invalid) => {
-            err!("{}", invalid.render());
-            return exit::INVALID;
-        }
+        Err(invalid) => return Err(Failure::rendered(invalid.render())),
     };
     if let Err(e) = crate::cli::apply_vars(&mut rb, &args.vars) {
         return fail(e);
@@ -254,8 +236,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            errln!("not started");
-            return exit::INVALID;
+            return Err(Failure::rendered("not started\n"));
         }
     }
     let out = Reporter::new(args.log_format, &rb);
@@ -409,7 +390,7 @@ fn holder_alive(holder: &Lease) -> bool {
         && (holder.host != host() || pid_alive(holder.pid))
 }
 
-fn refuse_lease(holder: &Lease) -> u8 {
+fn refuse_lease(holder: &Lease) -> Outcome {
     let age = (now_ms() - holder.heartbeat_ms) / 1000;
     fail(if holder_alive(holder) {
         format!(
@@ -451,7 +432,7 @@ enum Cut {
 
 /// Drives the run with a heartbeat, holding `lease`, then says how it ended and
 /// returns the exit code.
-async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
+async fn finish(mut runner: Runner<'_>, lease: &Lease) -> Outcome {
     let store = runner.store.clone();
     let run_id = runner.run_id.clone();
     let runbook_id = lease.runbook.as_str();
@@ -491,12 +472,11 @@ async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
                 "stopped by {signal}; the run is unfinished (a step that was running is in doubt). Go on with `runbook resume {run_id}`, or end it with `runbook abort {run_id}`"
             ));
             store.close().await;
-            return exit::NEEDS_A_PERSON;
+            return Ok(Exit::NeedsAPerson);
         }
         Err(Cut::LeaseLost(lost)) => {
-            errln!("error: {lost}");
             store.close().await;
-            return exit::NEEDS_A_PERSON;
+            return Err(Failure::error(Exit::NeedsAPerson, lost));
         }
     };
     let result = match result {
@@ -511,9 +491,9 @@ async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
         Ok(Stop::Ended(status)) => {
             let _ = store.release(runbook_id, &run_id).await;
             match status {
-                RunStatus::Completed => exit::COMPLETED,
-                RunStatus::RolledBack => exit::ROLLED_BACK,
-                _ => exit::NEEDS_A_PERSON,
+                RunStatus::Completed => Ok(Exit::Ok),
+                RunStatus::RolledBack => Ok(Exit::RolledBack),
+                _ => Ok(Exit::NeedsAPerson),
             }
         }
         Ok(Stop::Paused(reason)) => {
@@ -525,24 +505,21 @@ async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
                     format!("Decide with `runbook resume {run_id} --retry | --skip | --rollback`")
                 }
             ));
-            exit::NEEDS_A_PERSON
+            Ok(Exit::NeedsAPerson)
         }
         Ok(Stop::InDoubt(step)) if runner.state.status == RunStatus::RollingBack => {
             runner.out.note(&format!(
                 "the undo of step `{step}` started before the runner stopped and may or may not have finished; it is not marked idempotent. Run it again with `runbook resume {run_id} --retry`, or end the run with `runbook abort {run_id}` and finish by hand"
             ));
-            exit::NEEDS_A_PERSON
+            Ok(Exit::NeedsAPerson)
         }
         Ok(Stop::InDoubt(step)) => {
             runner.out.note(&format!(
                 "step `{step}` started before the runner stopped and may or may not have finished; it is not marked idempotent. Decide with `runbook resume {run_id} --retry | --skip | --rollback`"
             ));
-            exit::NEEDS_A_PERSON
+            Ok(Exit::NeedsAPerson)
         }
-        Err(e) => {
-            errln!("error: {e}");
-            exit::NEEDS_A_PERSON
-        }
+        Err(e) => Err(Failure::error(Exit::NeedsAPerson, e)),
     };
     store.close().await;
     code
@@ -551,7 +528,7 @@ async fn finish(mut runner: Runner<'_>, lease: &Lease) -> u8 {
 /// `execute --dry-run`: the plan, then every precondition that only reads (SQL `select`,
 /// HTTP `GET`/`HEAD`, the window) evaluated through the engine's own checks. Nothing is
 /// written: the journal is a store in memory, and no action runs.
-async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
+async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome {
     let plan = crate::plan::plan(rb, None, chrono::Utc::now());
     out!("{}", plan.to_text());
     let store = match Store::memory().await {
@@ -621,9 +598,9 @@ async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> u8 {
     }
     if failing > 0 {
         outln!("\n{failing} precondition(s) do not hold now.");
-        return exit::NEEDS_A_PERSON;
+        return Ok(Exit::NeedsAPerson);
     }
-    exit::COMPLETED
+    Ok(Exit::Ok)
 }
 
 /// A single `SELECT` / `WITH` query (or an integrity check): reads only.
@@ -689,12 +666,27 @@ fn runbook_of(state: &RunState) -> Option<Runbook> {
 }
 
 /// Loads a run's journal and folds it.
-async fn load_run(store: &Store, run_id: &str) -> Result<(RunState, i64), String> {
-    let events = store.load(run_id).await.map_err(|e| e.to_string())?;
+async fn load_run(store: &Store, run_id: &str) -> Result<(RunState, i64), WriteError> {
+    let events = store.load(run_id).await.map_err(WriteError::Store)?;
     let seq = events.last().map(|r| r.seq).unwrap_or(0);
-    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
-        .map_err(|e| format!("the journal of run `{run_id}` does not fold: {e}"))?;
+    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms))).map_err(|e| {
+        WriteError::Damaged(format!("the journal of run `{run_id}` does not fold: {e}"))
+    })?;
     Ok((state, seq))
+}
+
+/// Why a write a person asked for (approve, reject, abort, a manual update) was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The run, as it stands, refuses it (ended, no such step, not waiting, kept changing).
+    #[error("{0}")]
+    Refused(String),
+    /// The store could not read or write it.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The run's journal in the store cannot be read as a run.
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// `runbook resume`.
@@ -703,7 +695,7 @@ pub async fn resume(
     decision: Option<Decision>,
     store_flag: Option<&str>,
     log_format: LogFormat,
-) -> u8 {
+) -> Outcome {
     let url = store_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
@@ -741,10 +733,7 @@ pub async fn resume(
     }
     let mut rb = match runbook::load_bytes(&state.file, &bytes) {
         Ok(rb) => rb,
-        Err(invalid) => {
-            err!("{}", invalid.render());
-            return exit::INVALID;
-        }
+        Err(invalid) => return Err(Failure::rendered(invalid.render())),
     };
     rb.vars = state.vars.clone();
     if let Err(e) = secrets_set(&rb) {
@@ -810,10 +799,12 @@ pub async fn resume(
             .map(|(log, g)| format!("`{log}` (process group {g}: `kill -TERM -- -{g}`)"))
             .collect::<Vec<_>>()
             .join(", ");
-        errln!(
-            "error: commands that the stopped runner started are still running: {list}. Wait for them to end or stop them, then resume"
-        );
-        return exit::NEEDS_A_PERSON;
+        return Err(Failure::error(
+            Exit::NeedsAPerson,
+            format!(
+                "commands that the stopped runner started are still running: {list}. Wait for them to end or stop them, then resume"
+            ),
+        ));
     }
     // The step the decision is about: in doubt, or failed and paused.
     let pending = decide::decide(&rb, &runner.state);
@@ -831,7 +822,7 @@ pub async fn resume(
             // A step in doubt that is safe to repeat runs again by itself.
             (None, Some(_)) if matches!(pending, Next::InDoubt { rerun: true, .. }) => {}
             (d, Some(i)) if runner.state.status == RunStatus::RollingBack && d != Some(Decision::Retry) => {
-                return Err((exit::NEEDS_A_PERSON, format!(
+                return Err(Failure::error(Exit::NeedsAPerson, format!(
                     "the run is rolling back and the undo of step `{}` started before the runner stopped: it may or may not have finished. `runbook resume {run_id} --retry` runs it again; `runbook abort {run_id}` ends the run for a person to finish by hand",
                     rb.steps[i].id
                 )));
@@ -843,7 +834,7 @@ pub async fn resume(
                     _ => "failed and the run paused",
                 };
                 // Not bad input: the run needs a person's decision (exit 4).
-                return Err((exit::NEEDS_A_PERSON, format!(
+                return Err(Failure::error(Exit::NeedsAPerson, format!(
                     "step `{id}` {why}; choose `runbook resume {run_id} --retry`, `--skip` or `--rollback`"
                 )));
             }
@@ -851,29 +842,29 @@ pub async fn resume(
                 runner
                     .record(Event::RunResumed { decision: Decision::Continue, by })
                     .await
-                    .map_err(|e| (exit::INVALID, e.to_string()))?;
+                    .map_err(Failure::invalid)?;
             }
             (None, None) => {}
             (Some(Decision::Skip), subject) => {
                 let Some(i) = subject else {
-                    return Err((exit::INVALID, "there is no failed or in-doubt step to skip".into()));
+                    return Err(Failure::invalid("there is no failed or in-doubt step to skip"));
                 };
                 let step = rb.steps[i].id.clone();
                 runner
                     .record(Event::RunResumed { decision: Decision::Skip, by: by.clone() })
                     .await
-                    .map_err(|e| (exit::INVALID, e.to_string()))?;
+                    .map_err(Failure::invalid)?;
                 runner
                     .record(Event::StepSkipped { step, reason: format!("skipped by {by}") })
                     .await
-                    .map_err(|e| (exit::INVALID, e.to_string()))?;
+                    .map_err(Failure::invalid)?;
             }
             (Some(Decision::Rollback), _) => {
                 if runner.state.status != RunStatus::RollingBack {
                     runner
                         .record(Event::RollbackStarted { reason: format!("rollback chosen by {by}") })
                         .await
-                        .map_err(|e| (exit::INVALID, e.to_string()))?;
+                        .map_err(Failure::invalid)?;
                 }
             }
             // Nothing failed or in doubt and no pause: there is nothing to retry, the run
@@ -883,16 +874,15 @@ pub async fn resume(
                 runner
                     .record(Event::RunResumed { decision: d, by })
                     .await
-                    .map_err(|e| (exit::INVALID, e.to_string()))?;
+                    .map_err(Failure::invalid)?;
             }
         }
         Ok(())
     }
     .await;
-    if let Err((code, e)) = applied {
+    if let Err(failure) = applied {
         let _ = store.release(&rb.id, run_id).await;
-        errln!("error: {e}");
-        return code;
+        return Err(failure);
     }
     finish(runner, &lease).await
 }
@@ -904,7 +894,7 @@ pub(crate) async fn append_checked(
     store: &Store,
     run_id: &str,
     make: impl Fn(&RunState) -> Result<Event, String>,
-) -> Result<RunState, String> {
+) -> Result<RunState, WriteError> {
     append_checked_with(store, run_id, |state| make(state).map(|e| vec![e])).await
 }
 
@@ -913,34 +903,38 @@ pub(crate) async fn append_checked_with(
     store: &Store,
     run_id: &str,
     make: impl Fn(&RunState) -> Result<Vec<Event>, String>,
-) -> Result<RunState, String> {
+) -> Result<RunState, WriteError> {
     for _ in 0..50 {
         let (mut state, seq) = load_run(store, run_id).await?;
         // Whoever writes, the run's secrets are masked in what they write.
         let masker = super::action::Masker::new(super::action::secret_values(&state.secrets));
-        let events: Vec<Event> = make(&state)?.into_iter().map(|e| masker.event(e)).collect();
+        let events: Vec<Event> = make(&state)
+            .map_err(WriteError::Refused)?
+            .into_iter()
+            .map(|e| masker.event(e))
+            .collect();
         let at = now_ms();
         for event in &events {
             state
                 .apply(event, at)
-                .map_err(|e| format!("run `{run_id}`: {e}"))?;
+                .map_err(|e| WriteError::Refused(format!("run `{run_id}`: {e}")))?;
         }
         match store.append(run_id, seq + 1, &events, at).await {
             Ok(_) => return Ok(state),
             Err(StoreError::Conflict(_)) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(WriteError::Store(e)),
         }
     }
-    Err(format!(
+    Err(WriteError::Refused(format!(
         "run `{run_id}` kept changing while this was being recorded; try again"
-    ))
+    )))
 }
 
 /// `runbook abort`: ends the run as `aborted`, undoing nothing. A runner still at work
 /// sees it at its next journal write and stops, killing the step it is running.
-pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> u8 {
+pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> Outcome {
     let url = store_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
@@ -955,11 +949,11 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
         return fail(e);
     }
     outln!("run {run_id} aborted");
-    exit::COMPLETED
+    Ok(Exit::Ok)
 }
 
 /// Aborts a run in `store` (the CLI's `abort` and the admin API's).
-pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), String> {
+pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), WriteError> {
     let state = append_checked_with(store, run_id, |state| {
         if state.status.is_terminal() {
             return Err(format!(
@@ -987,8 +981,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Strin
         }
         Ok(events)
     })
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     // A live runner gives the lease back itself when it stops; a dead one cannot.
     if let Ok(Some(holder)) = store.lease(&state.runbook).await
         && holder.run_id == run_id
@@ -1006,7 +999,7 @@ pub async fn decide_approval(
     by: Option<&str>,
     approve: bool,
     store_flag: Option<&str>,
-) -> u8 {
+) -> Outcome {
     let url = store_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
@@ -1024,7 +1017,7 @@ pub async fn decide_approval(
         "step {step} of run {run_id} {} by {by}",
         if approve { "approved" } else { "rejected" }
     );
-    exit::COMPLETED
+    Ok(Exit::Ok)
 }
 
 /// Approves or rejects a waiting step (the CLI's `approve`/`reject` and the admin API's).
@@ -1034,7 +1027,7 @@ pub async fn decide_in(
     step: &str,
     by: &str,
     approve: bool,
-) -> Result<(), String> {
+) -> Result<(), WriteError> {
     let decided = append_checked(store, run_id, |state| {
         if state.status.is_terminal() {
             return Err(format!(
@@ -1073,7 +1066,7 @@ pub async fn decide_in(
         })
     })
     .await;
-    decided.map(|_| ()).map_err(|e| e.to_string())
+    decided.map(|_| ())
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
@@ -1101,7 +1094,7 @@ fn tail(path: &Path, n: usize) -> Vec<String> {
 }
 
 /// `runbook status`.
-pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> u8 {
+pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> Outcome {
     let url = store_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
@@ -1185,7 +1178,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
             "{}",
             serde_json::to_string_pretty(&doc).expect("serializes")
         );
-        return exit::COMPLETED;
+        return Ok(Exit::Ok);
     }
     outln!(
         "run {run_id} of `{}`: {}",
@@ -1245,11 +1238,11 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
             outln!("      | {line}");
         }
     }
-    exit::COMPLETED
+    Ok(Exit::Ok)
 }
 
 /// `runbook runs`.
-pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
+pub async fn runs(json_out: bool, store_flag: Option<&str>) -> Outcome {
     let url = store_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
@@ -1259,7 +1252,7 @@ pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
             } else {
                 outln!("no runs yet");
             }
-            return exit::COMPLETED;
+            return Ok(Exit::Ok);
         }
         Err(e) => return fail(e),
     };
@@ -1289,7 +1282,7 @@ pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
             "{}",
             serde_json::to_string_pretty(&doc).expect("serializes")
         );
-        return exit::COMPLETED;
+        return Ok(Exit::Ok);
     }
     if list.is_empty() {
         outln!("no runs yet");
@@ -1307,5 +1300,5 @@ pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
             fmt_ms(Some(r.started_ms))
         );
     }
-    exit::COMPLETED
+    Ok(Exit::Ok)
 }

@@ -316,13 +316,9 @@ pub async fn command(
     format: Format,
     output: Option<&Path>,
     store_flag: Option<&str>,
-) -> u8 {
-    const INVALID: u8 = 1;
-    let fail = |message: &dyn std::fmt::Display| {
-        let text = format!("error: {message}");
-        let _ = writeln!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
-        INVALID
-    };
+) -> crate::exit::Outcome {
+    use crate::exit::{Exit, Failure};
+    let fail = |message: &dyn std::fmt::Display| Err(Failure::invalid(message));
     let url = crate::engine::session::store_url(store_flag);
     // Reading a run must not create a store.
     let store = match Store::open_existing(&url).await {
@@ -343,7 +339,7 @@ pub async fn command(
     let text = report.render(format);
     match output {
         Some(path) => match write_atomically(path, text.as_bytes()) {
-            Ok(()) => 0,
+            Ok(()) => Ok(Exit::Ok),
             Err(e) => fail(&e),
         },
         None => {
@@ -357,9 +353,9 @@ pub async fn command(
                 std::borrow::Cow::Borrowed(text.as_str())
             };
             match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => 0,
+                Ok(()) => Ok(Exit::Ok),
                 // A closed pipe (`runbook report X | head`) is not an error worth a word.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
                 Err(e) => fail(&format!("cannot write the report to standard output: {e}")),
             }
         }

@@ -371,6 +371,68 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     )
 }
 
+/// Why an admin request was not done. What the client did wrong, or a state that refuses
+/// the request, is said as it is; a store that fails is answered `503` with a generic
+/// message, and the real error goes to the server's standard error.
+#[derive(Debug)]
+enum ApiError {
+    /// Said to the client: `{"error": {"status": N, "message": "..."}}`.
+    Said(StatusCode, String),
+    /// The store could not read or write: logged, never sent.
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn said(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::Said(status, message.into())
+    }
+
+    fn store(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownRun(_) | StoreError::NotARun(_) => {
+                Self::Said(StatusCode::NOT_FOUND, e.to_string())
+            }
+            // A write the run's state refuses, or a store opened read-only on purpose.
+            StoreError::Conflict(_) | StoreError::LeaseLost { .. } | StoreError::ReadOnly(_) => {
+                Self::Said(StatusCode::CONFLICT, e.to_string())
+            }
+            e => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::engine::session::WriteError> for ApiError {
+    fn from(e: crate::engine::session::WriteError) -> Self {
+        use crate::engine::session::WriteError;
+        match e {
+            WriteError::Refused(message) => Self::Said(StatusCode::CONFLICT, message),
+            WriteError::Store(e) => Self::store(e),
+            WriteError::Damaged(reason) => Self::Unavailable(reason),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Said(status, message) => error(status, message),
+            Self::Unavailable(real) => {
+                eprintln!("status page: admin API: {real}");
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unavailable; try again",
+                )
+            }
+        }
+    }
+}
+
+/// The answer to an admin request, with the page's security headers.
+fn answer(st: &Shared, result: Result<Response, ApiError>) -> Response {
+    use axum::response::IntoResponse as _;
+    secure(result.unwrap_or_else(ApiError::into_response), &st.csp)
+}
+
 async fn not_allowed(State(st): St) -> Response {
     let mut r = error(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -587,7 +649,7 @@ fn authorize(st: &Shared, headers: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Parses a JSON request body, saying where it is wrong.
-fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
     let text = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
@@ -595,7 +657,7 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
     };
     serde_json::from_slice(text).map_err(|e| {
         // serde_json's message ends with the line and column.
-        error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+        ApiError::said(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
     })
 }
 
@@ -635,28 +697,27 @@ async fn admin_update(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let r = post_update(&st, &body).await;
-    secure(r.unwrap_or_else(|e| e), &st.csp)
+    answer(&st, post_update(&st, &body).await)
 }
 
-async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
+async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, ApiError> {
     let req: UpdateRequest = parse(body)?;
     let text = req.body.as_deref().map(str::trim).unwrap_or_default();
     if text.is_empty() {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::BAD_REQUEST,
             "`body` is required: the text of the update",
         ));
     }
     if text.chars().count() > MAX_BODY {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::BAD_REQUEST,
             format!("`body` is longer than {MAX_BODY} characters"),
         ));
     }
     let page = st.snap.borrow().page.clone();
     let Some(page) = page else {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::SERVICE_UNAVAILABLE,
             "the page is still loading; try again",
         ));
@@ -666,19 +727,21 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
             .maintenances
             .iter()
             .find(|m| &m.id == id)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no maintenance `{id}`")))?,
+            .ok_or_else(|| {
+                ApiError::said(StatusCode::NOT_FOUND, format!("no maintenance `{id}`"))
+            })?,
         None => {
             let active: Vec<_> = page.active().collect();
             match active.as_slice() {
                 [one] => *one,
                 [] => {
-                    return Err(error(
+                    return Err(ApiError::said(
                         StatusCode::CONFLICT,
                         "no maintenance is in progress: name one with `maintenance`",
                     ));
                 }
                 _ => {
-                    return Err(error(
+                    return Err(ApiError::said(
                         StatusCode::CONFLICT,
                         "several maintenances are in progress: name one with `maintenance`",
                     ));
@@ -699,7 +762,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
     });
     let incident = INCIDENT_STATUSES.contains(&status.as_str());
     if !incident && !MAINTENANCE_STATUSES.contains(&status.as_str()) {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::BAD_REQUEST,
             format!(
                 "unknown status `{status}`: use {} (a maintenance) or {} (its incident)",
@@ -709,7 +772,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
         ));
     }
     if incident && m.incident.is_none() {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::CONFLICT,
             format!(
                 "maintenance `{}` has no incident; `{status}` is an incident status",
@@ -719,7 +782,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
     }
     // A person's word does not move a run's status: only its events do.
     if !incident && m.run_id.is_some() && status != m.status.as_str() {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::CONFLICT,
             format!(
                 "maintenance `{}` is {} and its run decides that; post without `status` or with `{}`",
@@ -730,7 +793,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
         ));
     }
     if m.run_id.is_none() && status != MaintenanceStatus::Scheduled.as_str() {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::CONFLICT,
             format!(
                 "maintenance `{}` has not started: its status is scheduled",
@@ -739,7 +802,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
         ));
     }
     let Some(store) = &st.store else {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::SERVICE_UNAVAILABLE,
             "no store to write to",
         ));
@@ -760,8 +823,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
             let state = crate::engine::session::append_checked(store, run, |_| {
                 Ok(Event::Published(update.clone()))
             })
-            .await
-            .map_err(|e| error(StatusCode::CONFLICT, e))?;
+            .await?;
             recorded = crate::engine::action::Masker::new(crate::engine::action::secret_values(
                 &state.secrets,
             ))
@@ -773,7 +835,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
                 let head = store
                     .load_notice_after(&m.id, 0)
                     .await
-                    .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                    .map_err(ApiError::store)?
                     .last()
                     .map_or(0, |r| r.seq);
                 let event = NoticeEvent::Published(update.clone());
@@ -786,11 +848,11 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, Response> {
                         break;
                     }
                     Err(crate::store::StoreError::Conflict(_)) => continue,
-                    Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+                    Err(e) => return Err(ApiError::store(e)),
                 }
             }
             if !done {
-                return Err(error(
+                return Err(ApiError::said(
                     StatusCode::CONFLICT,
                     "the maintenance kept changing; try again",
                 ));
@@ -830,9 +892,9 @@ async fn admin_reject(
 
 /// The run named in a path, or 404.
 /// The run named in a path, as its journal folds now, or 404.
-async fn existing_run(st: &Shared, run: &str) -> Result<(Store, RunState), Response> {
+async fn existing_run(st: &Shared, run: &str) -> Result<(Store, RunState), ApiError> {
     let Some(store) = st.store.clone() else {
-        return Err(error(
+        return Err(ApiError::said(
             StatusCode::SERVICE_UNAVAILABLE,
             "no store to write to",
         ));
@@ -840,12 +902,16 @@ async fn existing_run(st: &Shared, run: &str) -> Result<(Store, RunState), Respo
     let events = match store.load(run).await {
         Ok(events) => events,
         Err(StoreError::UnknownRun(_) | StoreError::NotARun(_)) => {
-            return Err(error(StatusCode::NOT_FOUND, format!("no run `{run}`")));
+            return Err(ApiError::said(
+                StatusCode::NOT_FOUND,
+                format!("no run `{run}`"),
+            ));
         }
-        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => return Err(ApiError::store(e)),
     };
-    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
-        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms))).map_err(|e| {
+        ApiError::Unavailable(format!("the journal of run `{run}` does not fold: {e}"))
+    })?;
     Ok((store, state))
 }
 
@@ -886,17 +952,15 @@ async fn decide(
                 .find(|(_, s)| s.awaiting_approval)
                 .map(|(id, _)| id.clone())
                 .ok_or_else(|| {
-                    error(
+                    ApiError::said(
                         StatusCode::CONFLICT,
                         format!("no step of run `{run}` is waiting for approval"),
                     )
                 })?,
         };
         let by = req.by.unwrap_or_else(|| "admin API".into());
-        crate::engine::session::decide_in(&store, &run, &step, &by, approve)
-            .await
-            .map_err(|e| error(StatusCode::CONFLICT, e))?;
-        Ok::<_, Response>(ok(
+        crate::engine::session::decide_in(&store, &run, &step, &by, approve).await?;
+        Ok::<_, ApiError>(ok(
             StatusCode::OK,
             json!({
                 "run": run,
@@ -907,7 +971,7 @@ async fn decide(
         ))
     }
     .await;
-    secure(result.unwrap_or_else(|e| e), &st.csp)
+    answer(&st, result)
 }
 
 async fn admin_abort(
@@ -923,21 +987,19 @@ async fn admin_abort(
     let result = async {
         let req: DecisionRequest = parse(&body)?;
         if req.step.is_some() {
-            return Err(error(
+            return Err(ApiError::said(
                 StatusCode::BAD_REQUEST,
                 "`step` has no meaning for an abort: the whole run stops",
             ));
         }
         let (store, _) = existing_run(&st, &run).await?;
         let by = req.by.unwrap_or_else(|| "admin API".into());
-        crate::engine::session::abort_in(&store, &run, &by)
-            .await
-            .map_err(|e| error(StatusCode::CONFLICT, e))?;
-        Ok::<_, Response>(ok(
+        crate::engine::session::abort_in(&store, &run, &by).await?;
+        Ok::<_, ApiError>(ok(
             StatusCode::OK,
             json!({ "run": run, "status": "aborted", "by": by }),
         ))
     }
     .await;
-    secure(result.unwrap_or_else(|e| e), &st.csp)
+    answer(&st, result)
 }
