@@ -47,9 +47,9 @@ use sha2::{Digest, Sha256};
 
 use super::decide::{self, Next};
 use super::event::{Decision, Event};
-use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
+use super::terminal::{LogFormat, Reporter};
 use crate::runbook::{self, Check, Runbook};
 use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
 
