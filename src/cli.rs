@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::engine::report::LogFormat;
+use crate::engine::terminal::LogFormat;
 use crate::exit::{Exit, Failure, Outcome};
 use crate::runbook::{self, Runbook};
 use crate::suggest::did_you_mean;

@@ -40,9 +40,9 @@ use sha2::{Digest, Sha256};
 
 use super::decide::{self, Next};
 use super::event::{Decision, Event};
-use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
+use super::terminal::{LogFormat, Reporter};
 use crate::exit::{Exit, Failure, Outcome};
 use crate::runbook::{self, Check, Runbook};
 use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};

@@ -474,7 +474,7 @@ fn shorten(statement: &str) -> String {
 /// A database URL as it may be shown and recorded: without a password.
 fn shown_url(database: &str) -> String {
     match engine(database) {
-        Ok(Engine::Postgres) => super::builtin::backup::pg_url_without_password(database),
+        Ok(Engine::Postgres) => super::builtin::pg::pg_url_without_password(database),
         _ => database.to_owned(),
     }
 }

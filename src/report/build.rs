@@ -928,11 +928,11 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::StatementCancelled { step, .. } => Some(format!(
                 "{}: {}",
                 name(step),
-                crate::engine::report::cancelled(&r.event)
+                crate::engine::terminal::cancelled(&r.event)
             )),
             Event::Published(u) => Some(format!("public update ({}): {}", u.status, u.body)),
             Event::RunCompleted => Some("run completed".into()),
-            Event::RunRolledBack { left } => Some(crate::engine::report::rolled_back_words(left)),
+            Event::RunRolledBack { left } => Some(crate::engine::terminal::rolled_back_words(left)),
             Event::RunFailed { reason } => Some(format!("RUN FAILED: {reason}")),
             Event::RunAborted { by, reason } => Some(format!("run aborted by {by}: {reason}")),
             Event::StepChecking { .. }

@@ -2,9 +2,13 @@
 //! `migrate`, `optimise`), done as a careful DBA would by hand, with the field's own
 //! tools (`pg_dump`, `pg_restore`, SQLite's backup API) against PostgreSQL and SQLite.
 
+mod artifact;
 pub mod backup;
 pub mod migrate;
 pub mod optimise;
+pub(crate) mod pg;
+pub mod restore;
+pub mod verify;
 
 use std::path::PathBuf;
 
@@ -32,8 +36,8 @@ pub struct Env<'a> {
 pub async fn run(kind: Kind, with: &IndexMap<String, Value>, env: Env<'_>) -> Outcome {
     match kind {
         Kind::Backup => backup::backup(with, env).await,
-        Kind::Verify => backup::verify(with, env).await,
-        Kind::Restore => backup::restore(with, env).await,
+        Kind::Verify => verify::verify(with, env).await,
+        Kind::Restore => restore::restore(with, env).await,
         Kind::Migrate => migrate::migrate(with, env).await,
         Kind::Optimise => optimise::optimise(with, env).await,
         other => Outcome::Failed(format!(
@@ -153,7 +157,9 @@ fn missing_fields(kind: Kind, mut with: IndexMap<String, Value>) -> Vec<String> 
 
 fn check_params(kind: Kind, with: &IndexMap<String, Value>) -> Result<(), String> {
     match kind {
-        Kind::Backup | Kind::Verify | Kind::Restore => backup::check_params(kind, with),
+        Kind::Backup => backup::check_params(with),
+        Kind::Verify => verify::check_params(with),
+        Kind::Restore => restore::check_params(with),
         Kind::Migrate => migrate::check_params(with),
         Kind::Optimise => optimise::check_params(with),
         _ => Ok(()),

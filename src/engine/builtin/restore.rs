@@ -13,11 +13,31 @@
 //! the target's `-wal`, `-shm` and `-journal` files (they belong to the database being
 //! replaced, and would otherwise be applied to the restored one).
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+use super::Env;
+use super::artifact::{
+    Artifact, Outputs, Scrap, absolute, artifact_kind, check_recorded_sha, copy_file, make_parent,
+    recorded, source, sqlite_open, sqlite_path, sync_dir_of, temp_beside, took,
+};
+use super::pg::{
+    OnDrop, ScratchDb, count, derived_name, ident, literal, pg_connect, pg_create_database,
+    pg_database_name, pg_restore, pg_url_with_db, pg_version_num, sql_failed,
+};
+use crate::engine::action::{Outcome, StepLog};
+use crate::engine::target::{Engine, describe};
+use crate::runbook::Kind;
 
 /// Reads `with` as the loader checks it.
-pub(super) fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::super::params::<RestoreParams>(Kind::Restore, with).map(|_| ())
+pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::params::<RestoreParams>(Kind::Restore, with).map(|_| ())
 }
 
 /// `with` of a `restore` action.
@@ -38,7 +58,7 @@ struct RestoreParams {
 }
 
 pub async fn restore(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: RestoreParams = match super::super::params(Kind::Restore, with) {
+    let p: RestoreParams = match super::params(Kind::Restore, with) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(e),
     };

@@ -1,11 +1,32 @@
 //! `verify`: restores a backup into a scratch database, checks it, and drops the
 //! scratch database whatever happens.
 
-use super::*;
+use std::path::Path;
+use std::time::Instant;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+
+use super::Env;
+use super::artifact::{
+    Artifact, Outputs, Scrap, absolute, artifact_kind, check_recorded_sha, copy_file,
+    random_suffix, recorded, source, sqlite_open, sqlite_path, sqlite_row_counts, took,
+};
+use super::pg::{
+    ScratchDb, count, ident, pg_connect, pg_create_database, pg_database_name, pg_restore,
+    pg_row_counts, pg_url_with_db, pg_version_num, sql_failed,
+};
+use crate::engine::action::{Outcome, StepLog};
+use crate::engine::target::{self, Engine, describe};
+use crate::runbook::Kind;
 
 /// Reads `with` as the loader checks it.
-pub(super) fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::super::params::<VerifyParams>(Kind::Verify, with).map(|_| ())
+pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
+    super::params::<VerifyParams>(Kind::Verify, with).map(|_| ())
 }
 
 /// `with` of a `verify` step.
@@ -55,7 +76,7 @@ impl Report {
 }
 
 pub async fn verify(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: VerifyParams = match super::super::params(Kind::Verify, with) {
+    let p: VerifyParams = match super::params(Kind::Verify, with) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(e),
     };
