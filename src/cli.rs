@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::report::LogFormat;
-use crate::runbook::{self, Runbook};
-use crate::suggest::did_you_mean;
+use crate::runbook;
 
 /// Exit code for invalid input (a runbook or a value that fails validation).
 pub const EXIT_INVALID: u8 = 1;
@@ -291,7 +290,7 @@ async fn run(command: Command) -> u8 {
             .await
         }
         Command::Serve { addr, store, page } => {
-            let url = session::store_url(store.as_deref());
+            let url = crate::store::chosen_url(store.as_deref());
             match crate::status::command::serve(&addr, &url, &page).await {
                 Ok(()) => 0,
                 Err(e) => {
@@ -308,8 +307,8 @@ async fn run(command: Command) -> u8 {
                     return EXIT_INVALID;
                 }
             };
-            let url = session::store_url(store.as_deref());
-            let done = match apply_vars(&mut rb, &vars) {
+            let url = crate::store::chosen_url(store.as_deref());
+            let done = match crate::engine::vars::apply_vars(&mut rb, &vars) {
                 Ok(()) => crate::status::command::schedule(&rb, &url).await,
                 Err(e) => Err(e),
             };
@@ -422,53 +421,6 @@ fn validate(files: &[PathBuf]) -> u8 {
     code
 }
 
-/// Applies `--var` overrides; a name the runbook does not define is refused.
-pub fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String> {
-    for (k, v) in vars {
-        if !rb.vars.contains_key(k) {
-            let names: Vec<&str> = rb.vars.keys().map(String::as_str).collect();
-            let hint = did_you_mean(k, &names)
-                .map(|h| format!(": {h}"))
-                .unwrap_or_else(|| {
-                    if names.is_empty() {
-                        " (it defines no `vars`)".into()
-                    } else {
-                        format!(" (it defines {})", names.join(", "))
-                    }
-                });
-            return Err(format!(
-                "--var {k}: runbook `{}` has no variable `{k}`{hint}",
-                rb.id
-            ));
-        }
-        rb.vars
-            .insert(k.clone(), serde_json::Value::String(v.clone()));
-    }
-    secret_in_public_var(rb, vars)
-}
-
-/// A `--var` that public text uses must not hold a secret's value (in any form the
-/// masker knows): the status page would have to show `****` where customers read it.
-fn secret_in_public_var(rb: &Runbook, vars: &[(String, String)]) -> Result<(), String> {
-    use crate::engine::action::{Masker, secret_values};
-    let secrets: Vec<(String, Masker)> = secret_values(&rb.secrets)
-        .into_iter()
-        .map(|(name, value)| (name.clone(), Masker::new([(name, value)])))
-        .collect();
-    if secrets.is_empty() {
-        return Ok(());
-    }
-    let public = crate::status::publish::public_vars(rb);
-    for (k, v) in vars.iter().filter(|(k, _)| public.contains(k)) {
-        if let Some((name, _)) = secrets.iter().find(|(_, m)| m.hides(v)) {
-            return Err(format!(
-                "--var {k}: the value holds the value of secret `{name}`, and `{{{{vars.{k}}}}}` is used in public text (the title, the summary, a step's title or an update) that customers read; nothing was started. Keep secrets out of public text: use `{{{{secrets.{name}}}}}` in the steps' commands instead"
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn plan(
     file: &std::path::Path,
     start: Option<&str>,
@@ -484,7 +436,7 @@ fn plan(
             return EXIT_INVALID;
         }
     };
-    if let Err(e) = apply_vars(&mut rb, vars) {
+    if let Err(e) = crate::engine::vars::apply_vars(&mut rb, vars) {
         eprint(&format!("error: {e}\n"));
         return EXIT_INVALID;
     }
@@ -497,7 +449,7 @@ fn plan(
         }
     };
     // What earlier runs of this runbook took, from the store if there is one.
-    let url = crate::engine::session::store_url(store);
+    let url = crate::store::chosen_url(store);
     let learned = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

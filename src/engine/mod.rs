@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod decide;
 pub mod event;
 pub mod mask;
+pub mod publish;
 pub mod quote;
 pub mod report;
 pub mod run;
@@ -14,6 +15,7 @@ pub mod state;
 pub mod target;
 pub mod timing;
 pub mod undo;
+pub mod vars;
 pub mod work;
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ use super::report::{LogFormat, Reporter};
 use super::run::{EngineError, Runner, Stop};
 use super::state::{RunState, RunStatus, StepStatus};
 use crate::runbook::{self, Check, Runbook};
-use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
+use crate::store::{Lease, Store, StoreError, now_ms};
 
 /// Exit codes of the run commands.
 pub mod exit {
@@ -77,17 +77,6 @@ fn stale_after() -> Duration {
 fn fail(message: impl std::fmt::Display) -> u8 {
     errln!("error: {message}");
     exit::INVALID
-}
-
-/// The store URL: `--store`, else `RUNBOOK_STORE`, else the default.
-pub fn store_url(flag: Option<&str>) -> String {
-    flag.map(str::to_owned)
-        .or_else(|| {
-            std::env::var("RUNBOOK_STORE")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
 /// Where step logs go: beside a SQLite store (its file's directory, as the store reads
@@ -172,7 +161,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
             return exit::INVALID;
         }
     };
-    if let Err(e) = crate::cli::apply_vars(&mut rb, &args.vars) {
+    if let Err(e) = super::vars::apply_vars(&mut rb, &args.vars) {
         return fail(e);
     }
     if let Err(e) = secrets_set(&rb) {
@@ -187,7 +176,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         )
         .await;
     }
-    let url = store_url(args.store.as_deref());
+    let url = crate::store::chosen_url(args.store.as_deref());
     let store = match Store::open(&url)
         .await
         .and_then(|s| s.writable().map(|()| s))
@@ -324,7 +313,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     let started_state = RunState::default()
         .fold(&start, now_ms())
         .unwrap_or_default();
-    let plan = crate::status::publish::plan(
+    let plan = crate::engine::publish::plan(
         &rb,
         scheduled.as_ref().map(|p| p.id.clone()),
         &runner.context_of(&started_state, None),
@@ -704,7 +693,7 @@ pub async fn resume(
     store_flag: Option<&str>,
     log_format: LogFormat,
 ) -> u8 {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -941,7 +930,7 @@ pub(crate) async fn append_checked_with(
 /// `runbook abort`: ends the run as `aborted`, undoing nothing. A runner still at work
 /// sees it at its next journal write and stops, killing the step it is running.
 pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> u8 {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -978,7 +967,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Strin
             let mut after = state.clone();
             if after.apply(&aborted, now_ms()).is_ok() {
                 let learned = Default::default();
-                let publisher = crate::status::publish::Publisher::new(&rb, &learned);
+                let publisher = crate::engine::publish::Publisher::new(&rb, &learned);
                 let base = json!({ "vars": state.vars, "run": { "id": run_id, "runbook": rb.id } });
                 for u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
                     events.push(Event::Published(u));
@@ -1007,7 +996,7 @@ pub async fn decide_approval(
     approve: bool,
     store_flag: Option<&str>,
 ) -> u8 {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -1102,7 +1091,7 @@ fn tail(path: &Path, n: usize) -> Vec<String> {
 
 /// `runbook status`.
 pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> u8 {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -1250,7 +1239,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
 
 /// `runbook runs`.
 pub async fn runs(json_out: bool, store_flag: Option<&str>) -> u8 {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => {

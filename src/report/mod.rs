@@ -323,7 +323,7 @@ pub async fn command(
         let _ = writeln!(std::io::stderr().lock(), "{}", crate::terminal::safe(&text));
         INVALID
     };
-    let url = crate::engine::session::store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     // Reading a run must not create a store.
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,

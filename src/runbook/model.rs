@@ -33,6 +33,20 @@ pub struct Runbook {
     pub order: Vec<usize>,
 }
 
+impl Runbook {
+    /// How many items the fan-out step `s` runs over, when that is known before the run
+    /// (a list, or a static target); `None` for a single step or a query target.
+    pub fn item_count(&self, s: &Step) -> Option<usize> {
+        match s.for_each.as_ref()? {
+            ForEach::Items(items) => Some(items.len()),
+            ForEach::Target(name) => match self.targets.get(name)? {
+                Target::Static(items) => Some(items.len()),
+                Target::Query { .. } => None,
+            },
+        }
+    }
+}
+
 /// The maintenance window.
 #[derive(Debug, Clone)]
 pub struct Window {

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::model::{Announcement, NoticeEvent};
-use super::publish::{Publisher, step_title};
 use crate::engine::event::PublicUpdate;
+use crate::engine::publish::{Publisher, step_title};
 use crate::runbook::Runbook;
 use crate::store::{Store, StoreError, now_ms};
 
@@ -93,7 +93,7 @@ pub fn announcement(rb: &Runbook, now: i64) -> Result<Announcement, String> {
         .announce_before
         .map_or(now, |b| start_ms.saturating_sub(crate::duration::millis(b)));
     let ctx = json!({ "vars": rb.vars });
-    let text = |t: &str| super::publish::text(t, &ctx);
+    let text = |t: &str| crate::engine::publish::text(t, &ctx);
     Ok(Announcement {
         runbook: rb.id.clone(),
         title: text(&rb.title),
