@@ -29,17 +29,15 @@ SPLIT = ("engine", "status")
 # Cycles still known, each the exact set of modules of one cycle, with what remains to do.
 KNOWN = {
     "top": [
-        # One knot of several cycles; what remains to untie it:
-        # - engine <-> store: the store keeps engine::event's vocabulary; move the events
-        #   (and the fold) to a core module below both.
-        # - engine <-> runbook: runbook::code checks SQL with migrate's tokenizer and
-        #   target::Engine; move the SQL tokenizer and the engine kind below both.
-        # - engine <-> status, engine <-> plan: engine::session (the commands) starts the
-        #   status page (status::command) and prints the plan, and status::server calls
-        #   engine::session for abort/approve/publish; move the commands out of the
-        #   engine, above it, and give the admin API those three through a small trait.
-        # - status -> report -> engine -> status: goes with engine <-> status.
-        ["engine", "plan", "report", "runbook", "status", "store"],
+        # One knot of three cycles, each through the engine; what remains to untie it:
+        # - engine <-> store: the store keeps engine::event's vocabulary (runs' and
+        #   notices' events); move the events (and the fold) to a core module below both.
+        # - engine <-> runbook: runbook::code checks SQL with engine::builtin::migrate's
+        #   tokenizer and engine::target::Engine; move both below the runbook module.
+        # - engine <-> plan: engine::session (the commands) prints the plan before asking
+        #   to start, and the plan uses the engine's timing, undo rule, masker and public
+        #   texts; move the commands (engine::session) out of the engine, above both.
+        ["engine", "plan", "runbook", "store"],
     ],
     "split": [
         # runbook::code uses engine::builtin::migrate's SQL tokenizer and
@@ -55,9 +53,6 @@ KNOWN = {
             "engine::target",
             "runbook",
         ],
-        # The admin API (status::server) calls engine::session's abort_in, decide_in and
-        # append_checked; engine::session starts the page (status::command). See above.
-        ["engine::session", "status::command", "status::server"],
     ],
 }
 

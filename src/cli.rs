@@ -245,6 +245,20 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `execute --serve ADDR`: the address is taken before the run starts, so a page that
+/// cannot be served is a reason not to begin.
+fn page_starter(
+    addr: String,
+    page: crate::status::command::PageArgs,
+) -> crate::engine::session::PageStarter {
+    Box::new(move |url: String| {
+        Box::pin(async move {
+            let listener = crate::status::command::bind(&addr).await?;
+            crate::status::command::spawn(listener, &url, &page).await
+        })
+    })
+}
+
 fn block_on(work: impl std::future::Future<Output = u8>) -> u8 {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -285,7 +299,7 @@ async fn run(command: Command) -> u8 {
                 dry_run,
                 store,
                 log_format,
-                serve: serve.map(|addr| (addr, page)),
+                serve: serve.map(|addr| page_starter(addr, page)),
             })
             .await
         }

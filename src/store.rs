@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod notice;
 pub mod url;
 pub use url::{Mode, StoreUrl};
 

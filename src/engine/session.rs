@@ -137,6 +137,19 @@ fn say_run_id(format: LogFormat, run_id: &str) {
 }
 
 /// Options of `runbook execute`.
+/// Starts the status page beside a run, given the store URL: the page's module is above
+/// the engine (the admin API calls into it), so `execute --serve` is handed one.
+pub type PageStarter = Box<
+    dyn FnOnce(
+            String,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<tokio::task::JoinHandle<()>, String>>
+                    + Send,
+            >,
+        > + Send,
+>;
+
 pub struct ExecuteArgs {
     pub file: PathBuf,
     pub vars: Vec<(String, String)>,
@@ -146,8 +159,9 @@ pub struct ExecuteArgs {
     pub dry_run: bool,
     pub store: Option<String>,
     pub log_format: LogFormat,
-    /// Serve the status page on this address while the run goes on.
-    pub serve: Option<(String, crate::status::command::PageArgs)>,
+    /// Serve the status page while the run goes on: started (given the store URL) once
+    /// the run may begin, and before it does.
+    pub serve: Option<PageStarter>,
     /// `strict`: the window guard rolls back by itself instead of pausing.
     pub guard_strict: bool,
 }
@@ -217,19 +231,13 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         Ok(_) => {}
         Err(e) => return fail(e),
     }
-    // The address is taken before the run starts: a page that cannot be served is a
-    // reason not to begin.
-    let server = match &args.serve {
-        Some((addr, page)) => {
-            let listener = match crate::status::command::bind(addr).await {
-                Ok(l) => l,
-                Err(e) => return fail(e),
-            };
-            match crate::status::command::spawn(listener, &url, page).await {
-                Ok(handle) => Some(handle),
-                Err(e) => return fail(e),
-            }
-        }
+    // The page is started before the run: a page that cannot be served is a reason not
+    // to begin.
+    let server = match args.serve {
+        Some(start) => match start(url.clone()).await {
+            Ok(handle) => Some(handle),
+            Err(e) => return fail(e),
+        },
         None => None,
     };
     say_run_id(args.log_format, &run_id);
@@ -287,7 +295,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
     );
     runner.learned = learned(&store, &rb.id, &run_id).await;
     // The scheduled maintenance (`runbook schedule`) this run carries out, if any.
-    let scheduled = crate::status::schedule::pending(&store, &rb.id)
+    let scheduled = crate::store::notice::pending(&store, &rb.id)
         .await
         .unwrap_or_default()
         .into_iter()
@@ -330,7 +338,7 @@ pub async fn execute(args: ExecuteArgs) -> u8 {
         && let Some(p) = &scheduled
     {
         // Best effort: the run's own journal already names the maintenance.
-        let _ = crate::status::schedule::mark_started(&store, p, &run_id).await;
+        let _ = crate::store::notice::mark_started(&store, p, &run_id).await;
     }
     if let Err(e) = started {
         let _ = store.release(&rb.id, &run_id).await;
