@@ -29,15 +29,13 @@ SPLIT = ("engine", "status")
 # Cycles still known, each the exact set of modules of one cycle, with what remains to do.
 KNOWN = {
     "top": [
-        # One knot of three cycles, each through the engine; what remains to untie it:
-        # - engine <-> store: the store keeps engine::event's vocabulary (runs' and
-        #   notices' events); move the events (and the fold) to a core module below both.
+        # Two cycles, each through the engine; what remains to untie them:
         # - engine <-> runbook: runbook::code checks SQL with engine::builtin::migrate's
         #   tokenizer and engine::target::Engine; move both below the runbook module.
         # - engine <-> plan: engine::session (the commands) prints the plan before asking
         #   to start, and the plan uses the engine's timing, undo rule, masker and public
         #   texts; move the commands (engine::session) out of the engine, above both.
-        ["engine", "plan", "runbook", "store"],
+        ["engine", "plan", "runbook"],
     ],
     "split": [
         # runbook::code uses engine::builtin::migrate's SQL tokenizer and

@@ -5,6 +5,7 @@ pub mod diagnostic;
 pub mod duration;
 pub mod engine;
 pub mod input;
+pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runbook;

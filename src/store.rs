@@ -12,7 +12,7 @@ pub mod notice;
 pub mod url;
 pub use url::{Mode, StoreUrl};
 
-use crate::engine::event::{Event, NoticeEvent, NoticeRecorded, Recorded};
+use crate::journal::{Event, NoticeEvent, NoticeRecorded, Recorded};
 
 /// The default store: `.runbook/state.db` in the current directory.
 pub const DEFAULT_URL: &str = "sqlite://.runbook/state.db";

@@ -4,7 +4,8 @@
 pub mod action;
 pub mod builtin;
 pub mod decide;
-pub mod event;
+/// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
+pub use crate::journal as event;
 pub mod mask;
 pub mod publish;
 pub mod quote;

@@ -2,7 +2,7 @@
 //! has carried out yet, and the mark a run leaves on the one it carries out.
 
 use super::{Store, StoreError, now_ms};
-use crate::engine::event::{Announcement, NoticeEvent};
+use crate::journal::{Announcement, NoticeEvent};
 
 /// A scheduled maintenance not yet carried out by a run.
 #[derive(Debug, Clone)]
