@@ -30,19 +30,21 @@ SPLIT = ("engine", "status")
 KNOWN = {
     "top": [
         # Two cycles, each through the engine; what remains to untie them:
-        # - engine <-> runbook: runbook::code checks SQL with engine::builtin::migrate's
-        #   tokenizer and engine::target::Engine; move both below the runbook module.
+        # - engine <-> runbook: the loader checks built-in kinds with engine::builtin (see
+        #   the second graph below).
         # - engine <-> plan: engine::session (the commands) prints the plan before asking
         #   to start, and the plan uses the engine's timing, undo rule, masker and public
         #   texts; move the commands (engine::session) out of the engine, above both.
         ["engine", "plan", "runbook"],
     ],
     "split": [
-        # runbook::code uses engine::builtin::migrate's SQL tokenizer and
-        # engine::target::Engine, and the builtins read the runbook; inside the engine
-        # action <-> target (`same`, Outcome), target -> builtin (backup for `connect`),
-        # quote -> action/target, mask -> quote. Move the tokenizer and Engine below both,
-        # and the shared Outcome/connection types to one module the others use.
+        # The loader (runbook::validate, runbook::code) checks the built-in kinds' `with`
+        # parameters and migration files and tokenizes SQL with engine::builtin's code,
+        # and the builtins read the runbook. Move the `with` definitions and checks, the
+        # migrate file checks and the SQL tokenizer below the runbook module (typed `with`
+        # parameters parsed at load). Inside the engine: target -> builtin (backup's
+        # pg_url_without_password), builtin -> action/target; quote -> action (Masker, via
+        # its re-export) and mask -> quote.
         [
             "engine::action",
             "engine::builtin",

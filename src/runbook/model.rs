@@ -47,6 +47,26 @@ impl Runbook {
     }
 }
 
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+/// Which database a URL is for, or why it is none this program speaks to.
+pub fn engine(url: &str) -> Result<Engine, String> {
+    if url.starts_with("sqlite://") {
+        Ok(Engine::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Engine::Postgres)
+    } else {
+        Err(format!(
+            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
+        ))
+    }
+}
+
 /// The maintenance window.
 #[derive(Debug, Clone)]
 pub struct Window {
