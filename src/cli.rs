@@ -8,8 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::terminal::LogFormat;
 use crate::exit::{Exit, Failure, Outcome};
-use crate::runbook::{self, Runbook};
-use crate::suggest::did_you_mean;
+use crate::runbook;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -242,6 +241,20 @@ pub fn main() -> ExitCode {
     ExitCode::from(crate::exit::finish(outcome))
 }
 
+/// `execute --serve ADDR`: the address is taken before the run starts, so a page that
+/// cannot be served is a reason not to begin.
+fn page_starter(
+    addr: String,
+    page: crate::status::command::PageArgs,
+) -> crate::engine::session::PageStarter {
+    Box::new(move |url: String| {
+        Box::pin(async move {
+            let listener = crate::status::command::bind(&addr).await?;
+            crate::status::command::spawn(listener, &url, &page).await
+        })
+    })
+}
+
 fn block_on(work: impl std::future::Future<Output = Outcome>) -> Outcome {
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -279,12 +292,12 @@ async fn run(command: Command) -> Outcome {
                 dry_run,
                 store,
                 log_format,
-                serve: serve.map(|addr| (addr, page)),
+                serve: serve.map(|addr| page_starter(addr, page)),
             })
             .await
         }
         Command::Serve { addr, store, page } => {
-            let url = session::store_url(store.as_deref());
+            let url = crate::store::chosen_url(store.as_deref());
             match crate::status::command::serve(&addr, &url, &page).await {
                 Ok(()) => Ok(Exit::Ok),
                 Err(e) => Err(Failure::invalid(e)),
@@ -292,8 +305,8 @@ async fn run(command: Command) -> Outcome {
         }
         Command::Schedule { file, vars, store } => {
             let mut rb = runbook::load_file(&file).map_err(|e| Failure::rendered(e.render()))?;
-            let url = session::store_url(store.as_deref());
-            let done = match apply_vars(&mut rb, &vars) {
+            let url = crate::store::chosen_url(store.as_deref());
+            let done = match crate::engine::vars::apply_vars(&mut rb, &vars) {
                 Ok(()) => crate::status::command::schedule(&rb, &url).await,
                 Err(e) => Err(e),
             };
@@ -403,53 +416,6 @@ fn validate(files: &[PathBuf]) -> Outcome {
     Ok(code)
 }
 
-/// Applies `--var` overrides; a name the runbook does not define is refused.
-pub fn apply_vars(rb: &mut Runbook, vars: &[(String, String)]) -> Result<(), String> {
-    for (k, v) in vars {
-        if !rb.vars.contains_key(k) {
-            let names: Vec<&str> = rb.vars.keys().map(String::as_str).collect();
-            let hint = did_you_mean(k, &names)
-                .map(|h| format!(": {h}"))
-                .unwrap_or_else(|| {
-                    if names.is_empty() {
-                        " (it defines no `vars`)".into()
-                    } else {
-                        format!(" (it defines {})", names.join(", "))
-                    }
-                });
-            return Err(format!(
-                "--var {k}: runbook `{}` has no variable `{k}`{hint}",
-                rb.id
-            ));
-        }
-        rb.vars
-            .insert(k.clone(), serde_json::Value::String(v.clone()));
-    }
-    secret_in_public_var(rb, vars)
-}
-
-/// A `--var` that public text uses must not hold a secret's value (in any form the
-/// masker knows): the status page would have to show `****` where customers read it.
-fn secret_in_public_var(rb: &Runbook, vars: &[(String, String)]) -> Result<(), String> {
-    use crate::engine::action::{Masker, secret_values};
-    let secrets: Vec<(String, Masker)> = secret_values(&rb.secrets)
-        .into_iter()
-        .map(|(name, value)| (name.clone(), Masker::new([(name, value)])))
-        .collect();
-    if secrets.is_empty() {
-        return Ok(());
-    }
-    let public = crate::status::publish::public_vars(rb);
-    for (k, v) in vars.iter().filter(|(k, _)| public.contains(k)) {
-        if let Some((name, _)) = secrets.iter().find(|(_, m)| m.hides(v)) {
-            return Err(format!(
-                "--var {k}: the value holds the value of secret `{name}`, and `{{{{vars.{k}}}}}` is used in public text (the title, the summary, a step's title or an update) that customers read; nothing was started. Keep secrets out of public text: use `{{{{secrets.{name}}}}}` in the steps' commands instead"
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn plan(
     file: &std::path::Path,
     start: Option<&str>,
@@ -459,13 +425,13 @@ fn plan(
     store: Option<&str>,
 ) -> Outcome {
     let mut rb = runbook::load_file(file).map_err(|e| Failure::rendered(e.render()))?;
-    apply_vars(&mut rb, vars).map_err(Failure::invalid)?;
+    crate::engine::vars::apply_vars(&mut rb, vars).map_err(Failure::invalid)?;
     let start = start
         .map(|s| runbook::parse_timestamp(s, rb.window.timezone))
         .transpose()
         .map_err(|e| Failure::error(Exit::Usage, format!("--start: {e}")))?;
     // What earlier runs of this runbook took, from the store if there is one.
-    let url = crate::engine::session::store_url(store);
+    let url = crate::store::chosen_url(store);
     let learned = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

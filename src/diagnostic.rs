@@ -2,7 +2,40 @@
 
 use std::fmt;
 
-use crate::runbook::yaml::Span;
+/// A position in the source: 1-based line, 0-based column (in characters). Kept to 32
+/// bits each: files are limited to 16 MiB, and every node carries two of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Pos {
+    /// A position from 1-based line and 0-based column.
+    pub fn new(line: usize, col: usize) -> Pos {
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// A source range; `end` is exclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: Pos,
+    pub end: Pos,
+}
+
+impl Span {
+    /// A zero-width span at the start of this one.
+    pub fn at_start(self) -> Span {
+        Span {
+            start: self.start,
+            end: self.start,
+        }
+    }
+}
 
 /// One step of a field path: a mapping key or a list index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +138,7 @@ impl Diagnostic {
         if let Some(src) = source {
             let last = src.starts.len();
             if last > 0 && span.start.line as usize > last {
-                let end = crate::runbook::yaml::Pos::new(last, src.last_line_chars());
+                let end = Pos::new(last, src.last_line_chars());
                 span = Span { start: end, end };
             }
         }
@@ -294,8 +327,8 @@ fn push_cell(out: &mut String, c: char) {
 
 #[cfg(test)]
 mod tests {
+    use super::Pos;
     use super::*;
-    use crate::runbook::yaml::Pos;
 
     #[test]
     fn renders_like_a_compiler() {

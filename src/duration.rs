@@ -72,6 +72,14 @@ pub fn fmt_duration(d: Duration) -> String {
     out
 }
 
+/// A time in a zone, as the page writes it: `2026-11-24 20:45 GMT`.
+pub fn local(ms: i64, tz: chrono_tz::Tz) -> String {
+    match chrono::TimeZone::timestamp_millis_opt(&chrono::Utc, ms).single() {
+        Some(t) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        None => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

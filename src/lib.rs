@@ -6,6 +6,7 @@ pub mod duration;
 pub mod engine;
 pub mod exit;
 pub mod input;
+pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runbook;

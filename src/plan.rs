@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::duration::fmt_duration;
 use crate::engine::undo;
-use crate::runbook::{Action, Kind, OnFailure, Public, Runbook, Step, Target};
+use crate::runbook::{Action, Kind, OnFailure, Public, Runbook};
 
 /// Where the plan's start time came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,7 +138,7 @@ pub fn plan_learned<'a>(
     // the secrets a variable holds masked.
     let masker =
         crate::engine::action::Masker::new(crate::engine::action::secret_values(&rb.secrets));
-    let render = |text: &str| masker.mask(&crate::status::publish::text(text, &data));
+    let render = |text: &str| masker.mask(&crate::engine::publish::text(text, &data));
 
     let mut at = start;
     let mut steps = Vec::with_capacity(rb.order.len());
@@ -148,7 +148,7 @@ pub fn plan_learned<'a>(
     let mut closed = false;
     for (pos, &i) in rb.order.iter().enumerate() {
         let s = &rb.steps[i];
-        let est = crate::engine::timing::estimate(s, item_count(rb, s), learned);
+        let est = crate::engine::timing::estimate(s, rb.item_count(s), learned);
         let expected = Duration::from_millis(est.ms.max(0) as u64);
         if est.source == crate::engine::timing::Source::Unknown
             && !matches!(s.kind, Kind::Close | Kind::Reopen)
@@ -174,7 +174,7 @@ pub fn plan_learned<'a>(
             estimate_source: est.source,
             learned_runs: est.runs,
             learned_seconds: learned.steps.get(&s.id).map(|l| {
-                let ms = match (l.per_item_ms, item_count(rb, s)) {
+                let ms = match (l.per_item_ms, rb.item_count(s)) {
                     (Some(per), Some(n)) => per.saturating_mul(n as i64),
                     _ => l.median_ms,
                 };
@@ -182,7 +182,7 @@ pub fn plan_learned<'a>(
             }),
             checkpoint: s.checkpoint,
             requires: &s.requires,
-            items: item_count(rb, s),
+            items: rb.item_count(s),
             rollback: s.rollback.as_deref().map(Action::describe),
             if_it_fails: failure_path(rb, pos, closed),
         });
@@ -264,16 +264,6 @@ fn template_data(rb: &Runbook, start: DateTime<Utc>) -> Value {
             "duration": rb.window.duration.map(fmt_duration),
         },
     })
-}
-
-pub(crate) fn item_count(rb: &Runbook, s: &Step) -> Option<usize> {
-    match s.for_each.as_ref()? {
-        crate::runbook::ForEach::Items(items) => Some(items.len()),
-        crate::runbook::ForEach::Target(name) => match rb.targets.get(name)? {
-            Target::Static(items) => Some(items.len()),
-            Target::Query { .. } => None,
-        },
-    }
 }
 
 /// The rollback path for a failure of the step at `pos` in execution order: the steps

@@ -8,14 +8,25 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
+pub mod notice;
 pub mod url;
 pub use url::{Mode, StoreUrl};
 
-use crate::engine::event::{Event, Recorded};
-use crate::status::model::{NoticeEvent, NoticeRecorded};
+use crate::journal::{Event, NoticeEvent, NoticeRecorded, Recorded};
 
 /// The default store: `.runbook/state.db` in the current directory.
 pub const DEFAULT_URL: &str = "sqlite://.runbook/state.db";
+
+/// The store URL: `--store`, else `RUNBOOK_STORE`, else the default.
+pub fn chosen_url(flag: Option<&str>) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| {
+            std::env::var("RUNBOOK_STORE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| DEFAULT_URL.to_owned())
+}
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[

@@ -193,7 +193,7 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
     for &i in order[from..].iter().rev() {
         let step = &rb.steps[i];
         let run = state.step(&step.id);
-        let pending = undo::has_work_to_undo(run) || run.status == StepStatus::RollingBack;
+        let pending = run.has_work_to_undo() || run.status == StepStatus::RollingBack;
         if pending && undo::how(cp, step, &state.vars) == undo::How::Rollback {
             return Next::RollbackStep { step: i };
         }

@@ -4,8 +4,10 @@
 pub mod action;
 pub mod builtin;
 pub mod decide;
-pub mod event;
+/// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
+pub use crate::journal as event;
 pub mod mask;
+pub mod publish;
 pub mod quote;
 pub mod run;
 pub mod session;
@@ -14,6 +16,7 @@ pub mod target;
 pub mod terminal;
 pub mod timing;
 pub mod undo;
+pub mod vars;
 pub mod work;
 
 #[cfg(test)]

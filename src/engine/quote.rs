@@ -11,7 +11,7 @@ use handlebars::{
 };
 
 use super::action::Masker;
-use super::target::Engine;
+use crate::runbook::Engine;
 
 /// What a field's text is, which decides how the values its templates insert are quoted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -124,9 +124,9 @@ impl<'a> Runner<'a> {
             next.apply(event, at_ms)?;
         }
         // What customers are told is committed with what it tells.
-        if events.iter().any(crate::status::publish::announces) {
+        if events.iter().any(crate::engine::publish::announces) {
             let base = self.context_of(&next, None);
-            let updates = crate::status::publish::Publisher::new(self.rb, &self.learned).updates(
+            let updates = crate::engine::publish::Publisher::new(self.rb, &self.learned).updates(
                 &self.state,
                 &events,
                 &next,
@@ -233,7 +233,7 @@ impl<'a> Runner<'a> {
     /// `status_page.overrun.every` while it runs, each time with a new ETA. Committed on
     /// its own while the step runs: the runner's next record finds it and goes on.
     async fn announce_overrun(&self, step: &Step) {
-        let items = crate::plan::item_count(self.rb, step);
+        let items = self.rb.item_count(step);
         let mut last = None;
         loop {
             let Some(due) = self.overrun_due(step, items, last) else {
@@ -267,7 +267,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn publish_overrun(&self, step: &Step) {
-        let publisher = crate::status::publish::Publisher::new(self.rb, &self.learned);
+        let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
         let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now_ms()) else {
             return;
         };

@@ -45,7 +45,7 @@ use super::state::{RunState, RunStatus, StepStatus};
 use super::terminal::{LogFormat, Reporter};
 use crate::exit::{Exit, Failure, Outcome};
 use crate::runbook::{self, Check, Runbook};
-use crate::store::{DEFAULT_URL, Lease, Store, StoreError, now_ms};
+use crate::store::{Lease, Store, StoreError, now_ms};
 
 /// A lease whose heartbeat is older than this belongs to a runner that died.
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
@@ -62,17 +62,6 @@ fn stale_after() -> Duration {
 
 fn fail(message: impl std::fmt::Display) -> Outcome {
     Err(Failure::invalid(message))
-}
-
-/// The store URL: `--store`, else `RUNBOOK_STORE`, else the default.
-pub fn store_url(flag: Option<&str>) -> String {
-    flag.map(str::to_owned)
-        .or_else(|| {
-            std::env::var("RUNBOOK_STORE")
-                .ok()
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| DEFAULT_URL.to_owned())
 }
 
 /// Where step logs go: beside a SQLite store (its file's directory, as the store reads
@@ -133,6 +122,19 @@ fn say_run_id(format: LogFormat, run_id: &str) {
 }
 
 /// Options of `runbook execute`.
+/// Starts the status page beside a run, given the store URL: the page's module is above
+/// the engine (the admin API calls into it), so `execute --serve` is handed one.
+pub type PageStarter = Box<
+    dyn FnOnce(
+            String,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<tokio::task::JoinHandle<()>, String>>
+                    + Send,
+            >,
+        > + Send,
+>;
+
 pub struct ExecuteArgs {
     pub file: PathBuf,
     pub vars: Vec<(String, String)>,
@@ -142,8 +144,9 @@ pub struct ExecuteArgs {
     pub dry_run: bool,
     pub store: Option<String>,
     pub log_format: LogFormat,
-    /// Serve the status page on this address while the run goes on.
-    pub serve: Option<(String, crate::status::command::PageArgs)>,
+    /// Serve the status page while the run goes on: started (given the store URL) once
+    /// the run may begin, and before it does.
+    pub serve: Option<PageStarter>,
     /// `strict`: the window guard rolls back by itself instead of pausing.
     pub guard_strict: bool,
 }
@@ -154,7 +157,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         Ok(rb) => rb,
         Err(invalid) => return Err(Failure::rendered(invalid.render())),
     };
-    if let Err(e) = crate::cli::apply_vars(&mut rb, &args.vars) {
+    if let Err(e) = super::vars::apply_vars(&mut rb, &args.vars) {
         return fail(e);
     }
     if let Err(e) = secrets_set(&rb) {
@@ -169,7 +172,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         )
         .await;
     }
-    let url = store_url(args.store.as_deref());
+    let url = crate::store::chosen_url(args.store.as_deref());
     let store = match Store::open(&url)
         .await
         .and_then(|s| s.writable().map(|()| s))
@@ -210,19 +213,13 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         Ok(_) => {}
         Err(e) => return fail(e),
     }
-    // The address is taken before the run starts: a page that cannot be served is a
-    // reason not to begin.
-    let server = match &args.serve {
-        Some((addr, page)) => {
-            let listener = match crate::status::command::bind(addr).await {
-                Ok(l) => l,
-                Err(e) => return fail(e),
-            };
-            match crate::status::command::spawn(listener, &url, page).await {
-                Ok(handle) => Some(handle),
-                Err(e) => return fail(e),
-            }
-        }
+    // The page is started before the run: a page that cannot be served is a reason not
+    // to begin.
+    let server = match args.serve {
+        Some(start) => match start(url.clone()).await {
+            Ok(handle) => Some(handle),
+            Err(e) => return fail(e),
+        },
         None => None,
     };
     say_run_id(args.log_format, &run_id);
@@ -279,7 +276,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
     );
     runner.learned = learned(&store, &rb.id, &run_id).await;
     // The scheduled maintenance (`runbook schedule`) this run carries out, if any.
-    let scheduled = crate::status::schedule::pending(&store, &rb.id)
+    let scheduled = crate::store::notice::pending(&store, &rb.id)
         .await
         .unwrap_or_default()
         .into_iter()
@@ -305,7 +302,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
     let started_state = RunState::default()
         .fold(&start, now_ms())
         .unwrap_or_default();
-    let plan = crate::status::publish::plan(
+    let plan = crate::engine::publish::plan(
         &rb,
         scheduled.as_ref().map(|p| p.id.clone()),
         &runner.context_of(&started_state, None),
@@ -322,7 +319,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         && let Some(p) = &scheduled
     {
         // Best effort: the run's own journal already names the maintenance.
-        let _ = crate::status::schedule::mark_started(&store, p, &run_id).await;
+        let _ = crate::store::notice::mark_started(&store, p, &run_id).await;
     }
     if let Err(e) = started {
         let _ = store.release(&rb.id, &run_id).await;
@@ -696,7 +693,7 @@ pub async fn resume(
     store_flag: Option<&str>,
     log_format: LogFormat,
 ) -> Outcome {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -935,7 +932,7 @@ pub(crate) async fn append_checked_with(
 /// `runbook abort`: ends the run as `aborted`, undoing nothing. A runner still at work
 /// sees it at its next journal write and stops, killing the step it is running.
 pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> Outcome {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -972,7 +969,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Write
             let mut after = state.clone();
             if after.apply(&aborted, now_ms()).is_ok() {
                 let learned = Default::default();
-                let publisher = crate::status::publish::Publisher::new(&rb, &learned);
+                let publisher = crate::engine::publish::Publisher::new(&rb, &learned);
                 let base = json!({ "vars": state.vars, "run": { "id": run_id, "runbook": rb.id } });
                 for u in publisher.updates(state, &[aborted], &after, &base, now_ms()) {
                     events.push(Event::Published(u));
@@ -1000,7 +997,7 @@ pub async fn decide_approval(
     approve: bool,
     store_flag: Option<&str>,
 ) -> Outcome {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => return fail(StoreError::UnknownRun(run_id.to_owned())),
@@ -1095,7 +1092,7 @@ fn tail(path: &Path, n: usize) -> Vec<String> {
 
 /// `runbook status`.
 pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>) -> Outcome {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -1243,7 +1240,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
 
 /// `runbook runs`.
 pub async fn runs(json_out: bool, store_flag: Option<&str>) -> Outcome {
-    let url = store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,
         Ok(None) => {

@@ -140,6 +140,18 @@ pub struct StoppedStatement {
 }
 
 impl StepRun {
+    /// Whether the step has done something a rollback goes back over: it succeeded, or
+    /// it is a fan-out step that failed after some of its items succeeded.
+    pub fn has_work_to_undo(&self) -> bool {
+        match self.status {
+            StepStatus::Succeeded => true,
+            StepStatus::Failed | StepStatus::TimedOut => {
+                self.items.values().any(|i| *i == ItemStatus::Succeeded)
+            }
+            _ => false,
+        }
+    }
+
     /// Started and with no outcome recorded: after a crash, nobody knows how far it got.
     pub fn in_doubt(&self) -> bool {
         matches!(self.status, StepStatus::Checking | StepStatus::Running) && !self.awaiting_approval
@@ -532,7 +544,7 @@ impl RunState {
                     self.status = R::Running;
                 }
                 E::StepRollbackStarted { .. } => {
-                    if !rolling || !super::undo::has_work_to_undo(step) {
+                    if !rolling || !step.has_work_to_undo() {
                         return Err(illegal(step.status));
                     }
                     step.status = S::RollingBack;
@@ -542,7 +554,7 @@ impl RunState {
                     by_restore: Some(_),
                     ..
                 } => {
-                    if !rolling || !super::undo::has_work_to_undo(step) {
+                    if !rolling || !step.has_work_to_undo() {
                         return Err(illegal(step.status));
                     }
                     step.status = S::RolledBack;

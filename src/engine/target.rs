@@ -35,25 +35,7 @@ pub enum Conn {
 /// A row as column name → JSON value.
 pub type Cells = IndexMap<String, Value>;
 
-/// The kind of database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Postgres,
-    Sqlite,
-}
-
-/// Which database a URL is for, or why it is none this program speaks to.
-pub fn engine(url: &str) -> Result<Engine, String> {
-    if url.starts_with("sqlite://") {
-        Ok(Engine::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Engine::Postgres)
-    } else {
-        Err(format!(
-            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
-        ))
-    }
-}
+pub use crate::runbook::{Engine, engine};
 
 /// The file (percent-decoded, as the driver reads it) and the query of a
 /// `sqlite://PATH[?QUERY]` URL: the store's reading of SQLite URLs.

@@ -151,7 +151,7 @@ pub fn remaining_ms(
     learned: &Learned,
     now_ms: i64,
 ) -> i64 {
-    let total = crate::plan::item_count(rb, step);
+    let total = rb.item_count(step);
     let est = estimate(step, total, learned);
     let run = state.step(&step.id);
     match run.status {
@@ -186,7 +186,7 @@ pub fn eta_ms(rb: &Runbook, state: &RunState, learned: &Learned, now_ms: i64) ->
     let mut known = false;
     for &i in &rb.order {
         let step = &rb.steps[i];
-        let total = crate::plan::item_count(rb, step);
+        let total = rb.item_count(step);
         if estimate(step, total, learned).source != Source::Unknown {
             known = true;
         }
@@ -227,7 +227,7 @@ pub struct GuardTrip {
 
 impl GuardTrip {
     pub fn reason(&self, tz: chrono_tz::Tz) -> String {
-        let at = |ms| crate::status::model::local(ms, tz);
+        let at = |ms| crate::duration::local(ms, tz);
         format!(
             "window guard: step `{}` ({}) and rolling back what is done so far ({}) would end at {}, after the window closes at {}",
             self.step,
@@ -284,7 +284,7 @@ pub fn guard(
     now_ms: i64,
 ) -> Option<GuardTrip> {
     let window_end_ms = window_end_ms?;
-    let step_ms = estimate(step, crate::plan::item_count(rb, step), learned).ms;
+    let step_ms = estimate(step, rb.item_count(step), learned).ms;
     let rollback_ms = rollback_ms(rb, state);
     let would_end_ms = now_ms + step_ms + rollback_ms;
     (would_end_ms > window_end_ms).then(|| GuardTrip {

@@ -6,7 +6,7 @@
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::state::{RunState, StepRun, StepStatus};
+use super::state::{RunState, StepStatus};
 use crate::runbook::{Action, ForEach, Kind, Runbook, Step};
 
 /// How a step is undone when the run rolls back over it.
@@ -156,19 +156,6 @@ fn key(text: &str, for_each: Option<&ForEach>, vars: &IndexMap<String, Value>) -
     out
 }
 
-/// Whether a step has done something a rollback goes back over: it succeeded, or it is
-/// a fan-out step that failed after some of its items succeeded.
-pub fn has_work_to_undo(s: &StepRun) -> bool {
-    match s.status {
-        StepStatus::Succeeded => true,
-        StepStatus::Failed | StepStatus::TimedOut => s
-            .items
-            .values()
-            .any(|i| *i == super::state::ItemStatus::Succeeded),
-        _ => false,
-    }
-}
-
 /// Where a rollback goes back to: the position in `rb.order` of the most recent
 /// checkpoint that succeeded (undone or not), if any.
 pub fn checkpoint(rb: &Runbook, state: &RunState) -> Option<usize> {
@@ -191,7 +178,7 @@ pub fn left_as_is(rb: &Runbook, state: &RunState) -> Vec<String> {
     rb.order[from..]
         .iter()
         .map(|&i| &rb.steps[i])
-        .filter(|s| has_work_to_undo(state.step(&s.id)))
+        .filter(|s| state.step(&s.id).has_work_to_undo())
         .filter(|s| how(cp, s, &state.vars) == How::Left)
         .map(|s| s.id.clone())
         .collect()
@@ -207,7 +194,7 @@ pub fn restored_by(rb: &Runbook, state: &RunState, cp: usize) -> Vec<String> {
     rb.order[pos + 1..]
         .iter()
         .map(|&i| &rb.steps[i])
-        .filter(|s| has_work_to_undo(state.step(&s.id)))
+        .filter(|s| state.step(&s.id).has_work_to_undo())
         .filter(|s| restore_covers(cp_step, s, &state.vars))
         .map(|s| s.id.clone())
         .collect()

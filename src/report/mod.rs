@@ -319,7 +319,7 @@ pub async fn command(
 ) -> crate::exit::Outcome {
     use crate::exit::{Exit, Failure};
     let fail = |message: &dyn std::fmt::Display| Err(Failure::invalid(message));
-    let url = crate::engine::session::store_url(store_flag);
+    let url = crate::store::chosen_url(store_flag);
     // Reading a run must not create a store.
     let store = match Store::open_existing(&url).await {
         Ok(Some(s)) => s,

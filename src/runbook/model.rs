@@ -33,6 +33,40 @@ pub struct Runbook {
     pub order: Vec<usize>,
 }
 
+impl Runbook {
+    /// How many items the fan-out step `s` runs over, when that is known before the run
+    /// (a list, or a static target); `None` for a single step or a query target.
+    pub fn item_count(&self, s: &Step) -> Option<usize> {
+        match s.for_each.as_ref()? {
+            ForEach::Items(items) => Some(items.len()),
+            ForEach::Target(name) => match self.targets.get(name)? {
+                Target::Static(items) => Some(items.len()),
+                Target::Query { .. } => None,
+            },
+        }
+    }
+}
+
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+}
+
+/// Which database a URL is for, or why it is none this program speaks to.
+pub fn engine(url: &str) -> Result<Engine, String> {
+    if url.starts_with("sqlite://") {
+        Ok(Engine::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Engine::Postgres)
+    } else {
+        Err(format!(
+            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
+        ))
+    }
+}
+
 /// The maintenance window.
 #[derive(Debug, Clone)]
 pub struct Window {

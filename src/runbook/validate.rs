@@ -1471,9 +1471,7 @@ fn code_of(cx: &Ctx, path: &FieldPath) -> Option<Code> {
             let mut database = path.clone();
             database.0.pop();
             let engine = match cx.node(&database.key("database")).map(|n| &n.value) {
-                Some(NodeValue::Scalar(Scalar::Str(url), _)) => {
-                    crate::engine::target::engine(url).ok()
-                }
+                Some(NodeValue::Scalar(Scalar::Str(url), _)) => super::model::engine(url).ok(),
                 _ => None,
             };
             Some(Code::Sql(engine))

@@ -10,45 +10,13 @@ use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 use serde::de::{self, IntoDeserializer, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// A position in the source: 1-based line, 0-based column (in characters). Kept to 32
-/// bits each: files are limited to 16 MiB, and every node carries two of these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Pos {
-    pub line: u32,
-    pub col: u32,
-}
+pub use crate::diagnostic::{Pos, Span};
 
-impl Pos {
-    /// A position from 1-based line and 0-based column.
-    pub fn new(line: usize, col: usize) -> Pos {
-        Pos {
-            line: u32::try_from(line).unwrap_or(u32::MAX),
-            col: u32::try_from(col).unwrap_or(u32::MAX),
-        }
-    }
-}
-
-/// A source range; `end` is exclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub start: Pos,
-    pub end: Pos,
-}
-
-impl Span {
-    fn from_yaml(s: YSpan) -> Span {
-        Span {
-            start: Pos::new(s.start.line(), s.start.col()),
-            end: Pos::new(s.end.line(), s.end.col()),
-        }
-    }
-
-    /// A zero-width span at the start of this one.
-    pub fn at_start(self) -> Span {
-        Span {
-            start: self.start,
-            end: self.start,
-        }
+/// A source span from the parser's.
+fn span_of(s: YSpan) -> Span {
+    Span {
+        start: Pos::new(s.start.line(), s.start.col()),
+        end: Pos::new(s.end.line(), s.end.col()),
     }
 }
 
@@ -150,7 +118,7 @@ pub fn parse(source: &str) -> Result<Node, YamlError> {
                 },
             )
         })?;
-        let span = Span::from_yaml(yspan);
+        let span = span_of(yspan);
         match event {
             Event::DocumentStart(_) => {
                 b.documents += 1;

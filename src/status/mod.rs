@@ -1,7 +1,6 @@
 //! The public status page: a projection of the journal ([`model`]), rendered once per
 //! change into bytes ([`snapshot`]) by [`html`], [`api`] and [`feed`], and served from
-//! memory by [`server`]; [`publish`] writes the public updates a run records, and
-//! [`follow`] watches the store for new events.
+//! memory by [`server`]; [`follow`] watches the store for new events.
 
 pub mod api;
 pub mod command;
@@ -9,7 +8,6 @@ pub mod feed;
 pub mod follow;
 pub mod html;
 pub mod model;
-pub mod publish;
 pub mod schedule;
 pub mod server;
 pub mod snapshot;

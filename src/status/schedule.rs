@@ -1,66 +1,14 @@
-//! `runbook schedule`: publish a runbook's maintenance as scheduled before it runs, and
-//! find the scheduled maintenance a run carries out.
+//! `runbook schedule`: publish a runbook's maintenance as scheduled before it runs (the
+//! scheduled maintenance a run carries out is found by `store::notice`).
 
 use serde_json::json;
 
 use super::model::{Announcement, NoticeEvent};
-use super::publish::{Publisher, step_title};
 use crate::engine::event::PublicUpdate;
+use crate::engine::publish::{Publisher, step_title};
 use crate::runbook::Runbook;
-use crate::store::{Store, StoreError, now_ms};
-
-/// A scheduled maintenance not yet carried out by a run.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    pub id: String,
-    /// Its journal's last sequence number.
-    pub seq: i64,
-    pub announcement: Announcement,
-}
-
-/// The scheduled maintenances of `runbook` that no run has started, oldest first.
-pub async fn pending(store: &Store, runbook: &str) -> Result<Vec<Pending>, StoreError> {
-    let mut out = Vec::new();
-    for (id, rb) in store.notices().await? {
-        if rb != runbook {
-            continue;
-        }
-        let events = store.load_notice_after(&id, 0).await?;
-        let started = events
-            .iter()
-            .any(|r| matches!(r.event, NoticeEvent::MaintenanceStarted { .. }));
-        let latest = events.iter().rev().find_map(|r| match &r.event {
-            NoticeEvent::MaintenanceScheduled(a) => Some(a.clone()),
-            _ => None,
-        });
-        if let (false, Some(announcement)) = (started, latest) {
-            out.push(Pending {
-                id,
-                seq: events.last().map_or(0, |r| r.seq),
-                announcement,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// Marks a scheduled maintenance as started by `run` (the run's own journal names it
-/// too; this lets the next `schedule` know it is taken).
-pub async fn mark_started(store: &Store, p: &Pending, run: &str) -> Result<(), StoreError> {
-    let event = NoticeEvent::MaintenanceStarted {
-        run: run.to_owned(),
-    };
-    store
-        .append_notice(
-            &p.id,
-            &p.announcement.runbook,
-            p.seq + 1,
-            &[event],
-            now_ms(),
-        )
-        .await
-        .map(|_| ())
-}
+use crate::store::notice::pending;
+use crate::store::{Store, now_ms};
 
 /// What `schedule` did.
 #[derive(Debug, PartialEq)]
@@ -93,7 +41,7 @@ pub fn announcement(rb: &Runbook, now: i64) -> Result<Announcement, String> {
         .announce_before
         .map_or(now, |b| start_ms.saturating_sub(crate::duration::millis(b)));
     let ctx = json!({ "vars": rb.vars });
-    let text = |t: &str| super::publish::text(t, &ctx);
+    let text = |t: &str| crate::engine::publish::text(t, &ctx);
     Ok(Announcement {
         runbook: rb.id.clone(),
         title: text(&rb.title),

@@ -137,7 +137,7 @@ impl<'a> Runner<'a> {
                 }
             };
             if overrun {
-                let publisher = crate::status::publish::Publisher::new(self.rb, &self.learned);
+                let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
                 let ctx = self.context(None);
                 if let Some(u) = publisher.overrun(&self.state, step, &ctx, now_ms()) {
                     self.record(Event::Published(u)).await?;

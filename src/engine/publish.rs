@@ -198,7 +198,7 @@ impl<'a> Publisher<'a> {
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
             if let Some(at) = at {
                 ctx["window"][edge] =
-                    Value::from(crate::status::model::local(at.timestamp_millis(), tz));
+                    Value::from(crate::duration::local(at.timestamp_millis(), tz));
             }
         }
         let public: Vec<&Step> = rb

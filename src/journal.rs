@@ -333,3 +333,52 @@ pub struct Recorded {
     pub at_ms: i64,
     pub event: Event,
 }
+
+/// An event of a scheduled maintenance's own stream (`runbook schedule`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NoticeEvent {
+    /// Published as scheduled (again, with new values, when rescheduled).
+    MaintenanceScheduled(Announcement),
+    /// A public update (the `scheduled` one, or a person's).
+    Published(PublicUpdate),
+    /// A run began carrying it out (its `run_started` names this maintenance too).
+    MaintenanceStarted { run: String },
+}
+
+impl NoticeEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NoticeEvent::MaintenanceScheduled(_) => "maintenance_scheduled",
+            NoticeEvent::Published(_) => "published",
+            NoticeEvent::MaintenanceStarted { .. } => "maintenance_started",
+        }
+    }
+}
+
+/// What `runbook schedule` publishes about a runbook before it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub runbook: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    pub timezone: String,
+    pub planned_start_ms: i64,
+    pub planned_end_ms: i64,
+    /// Shown from this moment on (`announce_before` ahead of the start).
+    pub announce_from_ms: i64,
+    /// Steps the run will take that the page may count ("step 4 of 9").
+    #[serde(default)]
+    pub public_steps: usize,
+}
+
+/// A recorded notice event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoticeRecorded {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub event: NoticeEvent,
+}
