@@ -118,3 +118,19 @@ macro_rules! both_stores {
         }
     };
 }
+
+/// A test's PostgreSQL database is dropped when the test is done with it (whatever is
+/// still connected), so that the server does not fill up with old test databases.
+impl Drop for World {
+    fn drop(&mut self) {
+        let Some(name) = self.store.strip_prefix("postgres://postgres@127.0.0.1:5432/") else {
+            return;
+        };
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
