@@ -123,7 +123,10 @@ macro_rules! both_stores {
 /// still connected), so that the server does not fill up with old test databases.
 impl Drop for World {
     fn drop(&mut self) {
-        let Some(name) = self.store.strip_prefix("postgres://postgres@127.0.0.1:5432/") else {
+        let Some(name) = self
+            .store
+            .strip_prefix("postgres://postgres@127.0.0.1:5432/")
+        else {
             return;
         };
         let _ = Command::new("psql")
