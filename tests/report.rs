@@ -932,7 +932,7 @@ title: Platform upgrade 3.2
 summary: We are upgrading the database.
 window:
   start: 2026-11-24T19:00:00Z
-  duration: 4s
+  duration: 10s
   timezone: Europe/London
 steps:
   - id: backup
