@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::world::World;
@@ -58,16 +57,7 @@ fn resume_to_the_end(w: &World, run: &str) -> usize {
 
 fn killed_at_every_commit(w: &World) -> (usize, usize) {
     w.write("rb.yaml", RUNBOOK);
-    let clean = w.run(&[
-        "execute",
-        "rb.yaml",
-        "--yes",
-        "--now",
-        "--run-id",
-        "clean",
-        "--log-format",
-        "json",
-    ]);
+    let clean = w.execute_json("rb.yaml", "clean");
     assert_eq!(clean.code, 3, "{}", clean.stderr);
     assert_eq!(w.markers(), MARKERS);
     let events = clean.stdout.lines().skip(1).count() as i64;
@@ -77,18 +67,7 @@ fn killed_at_every_commit(w: &World) -> (usize, usize) {
     for n in 1..events {
         std::fs::remove_file(w.path("markers")).unwrap();
         let run = format!("kill-{n}");
-        let status = w
-            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", &run])
-            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", n.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "kill point {n}"
-        );
+        w.execute_killed_after("rb.yaml", &run, n);
         kills += 1;
         resume_to_the_end(w, &run);
         let s = w.status_json(&run);

@@ -195,12 +195,7 @@ fn seq_of_install_undo() -> i64 {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = w.run(&args);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    out.stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"]["type"] == "step_rollback_started" && e["event"]["step"] == "install")
-        .and_then(|e| e["seq"].as_i64())
-        .expect("install is undone")
+    common::world::seqs_of(&out.stdout, "step_rollback_started", Some("install"))[0]
 }
 
 #[test]

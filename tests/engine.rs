@@ -101,18 +101,7 @@ fn survives_sigkill_at_every_point(w: &World) {
     // At every event boundary: right after each journal commit.
     for n in 1..events as i64 {
         let run = format!("kill-at-{n}");
-        let status = w
-            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", &run])
-            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", n.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "kill point {n}"
-        );
+        w.execute_killed_after("rb.yaml", &run, n);
         kill_points += 1;
         let retried = resume_to_the_end(w, &run);
         let s = w.status_json(&run);
@@ -719,37 +708,12 @@ fn a_terminated_runner_leaves_its_step_in_doubt() {
 /// runs it again (undos are not assumed to be safe to repeat).
 fn an_undo_in_doubt_asks_before_it_runs_again(w: &World) {
     w.write("rb.yaml", &policy_runbook("rollback", "exit 7"));
-    let clean = w.run(&[
-        "execute",
-        "rb.yaml",
-        "--yes",
-        "--now",
-        "--run-id",
-        "clean",
-        "--log-format",
-        "json",
-    ]);
+    let clean = w.execute_json("rb.yaml", "clean");
     assert_eq!(clean.code, 3, "{}", clean.stderr);
     // The journal number of `c`'s undo starting, from the clean run.
-    let seq = clean
-        .stdout
-        .lines()
-        .skip(1)
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| e["event"]["type"] == "step_rollback_started" && e["event"]["step"] == "c")
-        .map(|e| e["seq"].as_i64().unwrap())
-        .expect("c is undone");
+    let seq = common::world::seqs_of(&clean.stdout, "step_rollback_started", Some("c"))[0];
     std::fs::remove_file(w.path("markers")).unwrap();
-    let status = w
-        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "u"])
-        .env("RUNBOOK_TEST_KILL_AFTER_EVENT", seq.to_string())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    w.execute_killed_after("rb.yaml", "u", seq);
     assert_eq!(w.status_json("u")["steps"]["c"]["status"], "rolling_back");
     let ask = w.run(&["resume", "u"]);
     assert_eq!(ask.code, 4, "{}\n{}", ask.stdout, ask.stderr);

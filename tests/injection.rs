@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::Command;
 
 use common::world::World;
@@ -87,26 +85,9 @@ steps:
 
 /// A server whose `/item` answers a JSON object with a field that is shell code.
 fn http_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let body =
-                serde_json::json!({ "name": SHELL_PAYLOAD, "note": SHELL_PAYLOAD_2 }).to_string();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    base
+    common::json_server(
+        serde_json::json!({ "name": SHELL_PAYLOAD, "note": SHELL_PAYLOAD_2 }).to_string(),
+    )
 }
 
 #[test]

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
+use common::spawned::Spawned;
 use common::world::World;
 use runbook::engine::event::Event;
 use runbook::store::{Lease, Store, StoreError, now_ms};
@@ -54,67 +52,6 @@ fn host() -> String {
         .unwrap()
         .trim()
         .to_owned()
-}
-
-/// A `runbook` process with its stderr piped, killed if the test fails while it runs.
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Spawned {
-    fn spawn(cmd: &mut std::process::Command) -> Spawned {
-        Spawned(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: signalling a child this test started.
-        assert_eq!(unsafe { libc::kill(self.0.id() as i32, signal) }, 0);
-    }
-
-    /// Waits until `pred` holds, failing the test if the process ends first or it takes
-    /// a minute.
-    fn wait_until(&mut self, what: &str, pred: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !pred() {
-            if self.0.try_wait().unwrap().is_some() {
-                let (code, stderr) = self.ends();
-                panic!("waiting for {what}: the process ended ({code:?}): {stderr}");
-            }
-            assert!(Instant::now() < deadline, "{what} never happened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to end by itself (within a minute, else the test fails):
-    /// its exit code and stderr.
-    fn ends(&mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the process did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = std::io::read_to_string(self.0.stderr.take().unwrap()).unwrap();
-        (status.code(), stderr)
-    }
 }
 
 /// Whether a process is stopped (SIGSTOP): state `T` in `/proc/PID/stat`.

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -315,28 +314,8 @@ steps:
     assert!(closed < reopened, "{text}");
 }
 
-/// A one-shot HTTP server answering `{"version": "42"}` to every request.
-fn json_server() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let body = r#"{"version": "42"}"#;
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}")
-}
-
 fn expect_values_are_templates(w: &World) {
-    let url = json_server();
+    let url = common::json_server(r#"{"version": "42"}"#.into());
     let rb = |want: &str| {
         format!(
             r#"runbook: expect-templates
@@ -562,16 +541,7 @@ steps:
     run: { shell: "exit 1" }
 "#,
         );
-        let clean = w.run(&[
-            "execute",
-            "rb.yaml",
-            "--yes",
-            "--now",
-            "--run-id",
-            "clean",
-            "--log-format",
-            "json",
-        ]);
+        let clean = w.execute_json("rb.yaml", "clean");
         assert_eq!(clean.code, 3, "{}", clean.stderr);
         let undos: Vec<String> = w
             .markers()
@@ -580,25 +550,11 @@ steps:
             .collect();
         assert_eq!(undos, ["undo-a", "undo-b", "undo-c", "undo-d"]);
         // Killed right after the second item's undo is recorded.
-        let seq = clean
-            .stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["event"]["type"] == "item_rolled_back")
-            .nth(1)
-            .and_then(|e| e["seq"].as_i64())
+        let seq = *common::world::seqs_of(&clean.stdout, "item_rolled_back", None)
+            .get(1)
             .expect("items are undone one by one in the journal");
         std::fs::remove_file(w.path("markers")).unwrap();
-        let status = w
-            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "k"])
-            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", seq.to_string())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
+        w.execute_killed_after("rb.yaml", "k", seq);
         // No item's undo is in doubt: resume goes on by itself, undoing only the rest.
         let resumed = w.run(&["resume", "k"]);
         assert_eq!(resumed.code, 3, "{}\n{}", resumed.stdout, resumed.stderr);

@@ -5,10 +5,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::psql;
+use common::spawned::Spawned;
 use common::world::World;
 
 both_stores!(
@@ -51,56 +51,6 @@ fn seqs(w: &World, run: &str) -> Vec<i64> {
     .lines()
     .map(|l| l.parse().unwrap())
     .collect()
-}
-
-/// A process of the test, killed when the test ends (or fails).
-struct Spawned(Child);
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-impl Spawned {
-    fn spawn(cmd: &mut std::process::Command) -> Spawned {
-        Spawned(
-            cmd.stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// Waits until `pred` holds (within two minutes), failing if the process ends first.
-    fn wait_until(&mut self, what: &str, pred: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !pred() {
-            if self.0.try_wait().unwrap().is_some() {
-                let (code, stderr) = self.ends();
-                panic!("waiting for {what}: the process ended ({code:?}): {stderr}");
-            }
-            assert!(Instant::now() < deadline, "{what} never happened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to end (within two minutes): its exit code and stderr.
-    fn ends(&mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the process did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = std::io::read_to_string(self.0.stderr.take().unwrap()).unwrap();
-        (status.code(), stderr)
-    }
 }
 
 /// Steps that each write their marker, and take a while.

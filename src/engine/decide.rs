@@ -193,8 +193,8 @@ fn decide_rollback(rb: &Runbook, state: &RunState) -> Next {
     for &i in order[from..].iter().rev() {
         let step = &rb.steps[i];
         let run = state.step(&step.id);
-        let pending = run.has_work_to_undo() || run.status == StepStatus::RollingBack;
-        if pending && undo::how(cp, step, &state.vars) == undo::How::Rollback {
+        // (An undo under way was handled above, as in doubt.)
+        if run.has_work_to_undo() && undo::how(cp, step, &state.vars) == undo::How::Rollback {
             return Next::RollbackStep { step: i };
         }
     }

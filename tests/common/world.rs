@@ -99,6 +99,37 @@ impl World {
         self.run(&["execute", file, "--yes", "--now", "--run-id", run_id])
     }
 
+    /// `execute FILE` to the end with `--log-format json`: one event per line.
+    pub fn execute_json(&self, file: &str, run_id: &str) -> Output {
+        self.run(&[
+            "execute",
+            file,
+            "--yes",
+            "--now",
+            "--run-id",
+            run_id,
+            "--log-format",
+            "json",
+        ])
+    }
+
+    /// `execute FILE`, SIGKILLed by the runner itself right after journal event `n`
+    /// (`RUNBOOK_TEST_KILL_AFTER_EVENT`); fails the test unless it died so.
+    pub fn execute_killed_after(&self, file: &str, run_id: &str, n: i64) {
+        let status = self
+            .command(&["execute", file, "--yes", "--now", "--run-id", run_id])
+            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", n.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "run {run_id}: kill point {n}"
+        );
+    }
+
     pub fn status_json(&self, run: &str) -> serde_json::Value {
         let o = self.run(&["status", run, "--format", "json"]);
         assert_eq!(o.code, 0, "{}", o.stderr);
@@ -136,4 +167,15 @@ impl Drop for World {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The journal numbers of the events of `kind` about `step` (any step when `None`) in the
+/// output of [`World::execute_json`], in order.
+pub fn seqs_of(json_lines: &str, kind: &str, step: Option<&str>) -> Vec<i64> {
+    json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"]["type"] == kind && step.is_none_or(|s| e["event"]["step"] == s))
+        .filter_map(|e| e["seq"].as_i64())
+        .collect()
 }
