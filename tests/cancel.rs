@@ -109,21 +109,22 @@ fn assert_recorded(w: &World, run: &str, statement: &str) {
     assert_eq!(c[0]["error"], serde_json::Value::Null);
 }
 
+/// Runs `run` (its step times out after 2 s) until `active` statements matching
+/// `pattern` run on the server, then checks that they are gone within a second of the
+/// timeout and that the runner ends with exit 4.
+fn stopped_by_its_2s_timeout(w: &World, run: &str, pattern: &str, active: usize) {
+    let mut runner = spawn(w, run);
+    wait_active(w, pattern, active, &mut runner);
+    let started = Instant::now();
+    stops_soon_after(w, pattern, Duration::from_secs(2) + STOP_WITHIN, started);
+    assert_eq!(ended(&mut runner, Duration::from_secs(10)), 4);
+}
+
 #[test]
 fn a_step_timeout_cancels_the_statement_on_the_server() {
     let w = World::postgres();
     sleeper(&w, "2s", "SELECT pg_sleep(600)");
-    let mut runner = spawn(&w, "t");
-    wait_active(&w, "pg_sleep(600)", 1, &mut runner);
-    // The step times out 2 s after it started; the statement goes within a second more.
-    let started = Instant::now();
-    stops_soon_after(
-        &w,
-        "pg_sleep(600)",
-        Duration::from_secs(2) + STOP_WITHIN,
-        started,
-    );
-    assert_eq!(ended(&mut runner, Duration::from_secs(10)), 4);
+    stopped_by_its_2s_timeout(&w, "t", "pg_sleep(600)", 1);
     assert_recorded(&w, "t", "SELECT pg_sleep(600)");
     assert_eq!(w.status_json("t")["steps"]["sleepy"]["status"], "timed_out");
 }
@@ -232,17 +233,8 @@ fn a_fan_out_timeout_cancels_every_item_statement() {
             w.store
         ),
     );
-    let mut runner = spawn(&w, "f");
     // (`''`: the text goes into a LIKE pattern's literal.)
-    wait_active(&w, "pg_sleep(''60", 2, &mut runner);
-    let started = Instant::now();
-    stops_soon_after(
-        &w,
-        "pg_sleep(''60",
-        Duration::from_secs(2) + STOP_WITHIN,
-        started,
-    );
-    assert_eq!(ended(&mut runner, Duration::from_secs(10)), 4);
+    stopped_by_its_2s_timeout(&w, "f", "pg_sleep(''60", 2);
     let mut statements: Vec<String> = cancelled(&w, "f", "sleepy")
         .iter()
         .map(|c| c["statement"].as_str().unwrap().to_owned())
@@ -353,16 +345,7 @@ fn a_migration_stopped_by_its_timeout_is_cancelled_and_rolled_back() {
             w.store
         ),
     );
-    let mut runner = spawn(&w, "mg");
-    wait_active(&w, "pg_sleep(600)", 1, &mut runner);
-    let started = Instant::now();
-    stops_soon_after(
-        &w,
-        "pg_sleep(600)",
-        Duration::from_secs(2) + STOP_WITHIN,
-        started,
-    );
-    assert_eq!(ended(&mut runner, Duration::from_secs(10)), 4);
+    stopped_by_its_2s_timeout(&w, "mg", "pg_sleep(600)", 1);
     let c = cancelled(&w, "mg", "migrate");
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!(

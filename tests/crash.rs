@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::world::World;
 
 const RUNBOOK: &str = r#"runbook: crash-undo
@@ -29,32 +27,6 @@ const MARKERS: [&str; 9] = [
     "snap", "do-a", "do-b", "do-c", "do-app", "undo-app", "undo-c", "undo-b", "undo-a",
 ];
 
-/// `resume` until the run has ended, answering `--retry` when an undo or step is in
-/// doubt (it was killed after the commit that announces it, before it ran).
-fn resume_to_the_end(w: &World, run: &str) -> usize {
-    let mut resumes = 0;
-    for _ in 0..50 {
-        resumes += 1;
-        let o = w.run(&["resume", run]);
-        match o.code {
-            3 => return resumes,
-            4 if o.stderr.contains("are still running") => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            4 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
-                let o = w.run(&["resume", run, "--retry"]);
-                if o.code == 3 {
-                    return resumes;
-                }
-                assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
-            }
-            1 if o.stderr.contains("has already ended") => return resumes,
-            _ => panic!("resume {run}: exit {}\n{}\n{}", o.code, o.stdout, o.stderr),
-        }
-    }
-    panic!("run {run} did not finish");
-}
-
 fn killed_at_every_commit(w: &World) -> (usize, usize) {
     w.write("rb.yaml", RUNBOOK);
     let clean = w.execute_json("rb.yaml", "clean");
@@ -69,7 +41,7 @@ fn killed_at_every_commit(w: &World) -> (usize, usize) {
         let run = format!("kill-{n}");
         w.execute_killed_after("rb.yaml", &run, n);
         kills += 1;
-        resume_to_the_end(w, &run);
+        w.resume_to_the_end(&run, 3);
         let s = w.status_json(&run);
         assert_eq!(s["status"], "rolled_back", "kill point {n}");
         assert_eq!(s["closed"], false, "kill point {n}");

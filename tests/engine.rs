@@ -62,33 +62,6 @@ fn completes_and_records_every_step(w: &World) {
     assert_eq!(runs[0]["status"], "completed");
 }
 
-/// Resumes until the run ends; `--retry` when a step is in doubt. Returns whether
-/// `--retry` was needed.
-fn resume_to_the_end(w: &World, run: &str) -> bool {
-    let mut retried = false;
-    for _ in 0..50 {
-        let o = w.run(&["resume", run]);
-        match o.code {
-            0 => return retried,
-            // The killed runner's command is still finishing: resume refuses until it has.
-            4 if o.stderr.contains("are still running") => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            4 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
-                retried = true;
-                let o = w.run(&["resume", run, "--retry"]);
-                if o.code == 0 {
-                    return retried;
-                }
-                assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
-            }
-            1 if o.stderr.contains("has already ended") => return retried,
-            _ => panic!("resume {run}: exit {}\n{}\n{}", o.code, o.stdout, o.stderr),
-        }
-    }
-    panic!("run {run} did not finish");
-}
-
 fn survives_sigkill_at_every_point(w: &World) {
     w.write("rb.yaml", &crash_runbook());
     // A clean run says how many events there are.
@@ -103,7 +76,7 @@ fn survives_sigkill_at_every_point(w: &World) {
         let run = format!("kill-at-{n}");
         w.execute_killed_after("rb.yaml", &run, n);
         kill_points += 1;
-        let retried = resume_to_the_end(w, &run);
+        let retried = w.resume_to_the_end(&run, 0);
         let s = w.status_json(&run);
         assert_eq!(s["status"], "completed", "kill point {n}");
         for i in 1..=STEPS {
@@ -133,7 +106,7 @@ fn survives_sigkill_at_every_point(w: &World) {
         child.kill().unwrap();
         child.wait().unwrap();
         kill_points += 1;
-        let retried = resume_to_the_end(w, &run);
+        let retried = w.resume_to_the_end(&run, 0);
         assert!(retried, "mid-step kill of s{i} must leave it in doubt");
         assert_eq!(w.status_json(&run)["status"], "completed");
         for j in 1..=STEPS {

@@ -130,6 +130,35 @@ impl World {
         );
     }
 
+    /// Resumes `run` until it ends with exit `ended` (0 completed, 3 rolled back),
+    /// answering `--retry` when a step or an undo is in doubt, and waiting while the
+    /// killed runner's commands finish. Returns whether `--retry` was needed.
+    pub fn resume_to_the_end(&self, run: &str, ended: i32) -> bool {
+        let mut retried = false;
+        for _ in 0..50 {
+            let o = self.run(&["resume", run]);
+            match o.code {
+                c if c == ended => return retried,
+                // The killed runner's command is still finishing: resume refuses until
+                // it has.
+                4 if o.stderr.contains("are still running") => {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                4 if o.stderr.contains("--retry") || o.stdout.contains("--retry") => {
+                    retried = true;
+                    let o = self.run(&["resume", run, "--retry"]);
+                    if o.code == ended {
+                        return retried;
+                    }
+                    assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
+                }
+                1 if o.stderr.contains("has already ended") => return retried,
+                _ => panic!("resume {run}: exit {}\n{}\n{}", o.code, o.stdout, o.stderr),
+            }
+        }
+        panic!("run {run} did not finish");
+    }
+
     pub fn status_json(&self, run: &str) -> serde_json::Value {
         let o = self.run(&["status", run, "--format", "json"]);
         assert_eq!(o.code, 0, "{}", o.stderr);
