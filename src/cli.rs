@@ -246,7 +246,7 @@ pub fn main() -> ExitCode {
 fn page_starter(
     addr: String,
     page: crate::status::command::PageArgs,
-) -> crate::engine::session::PageStarter {
+) -> crate::commands::PageStarter {
     Box::new(move |url: String| {
         Box::pin(async move {
             let listener = crate::status::command::bind(&addr).await?;
@@ -266,8 +266,8 @@ fn block_on(work: impl std::future::Future<Output = Outcome>) -> Outcome {
 }
 
 async fn run(command: Command) -> Outcome {
+    use crate::commands;
     use crate::engine::event::Decision;
-    use crate::engine::session;
     match command {
         Command::Execute {
             file,
@@ -282,7 +282,7 @@ async fn run(command: Command) -> Outcome {
             page,
             guard,
         } => {
-            session::execute(session::ExecuteArgs {
+            commands::execute(commands::ExecuteArgs {
                 guard_strict: guard == Guard::Strict,
                 file,
                 vars,
@@ -332,25 +332,25 @@ async fn run(command: Command) -> Outcome {
                 (_, _, true) => Some(Decision::Rollback),
                 _ => None,
             };
-            session::resume(&run, decision, store.as_deref(), log_format).await
+            commands::resume(&run, decision, store.as_deref(), log_format).await
         }
         Command::Abort { run, by, store } => {
-            session::abort(&run, by.as_deref(), store.as_deref()).await
+            commands::abort(&run, by.as_deref(), store.as_deref()).await
         }
         Command::Approve {
             run,
             step,
             by,
             store,
-        } => session::decide_approval(&run, &step, by.as_deref(), true, store.as_deref()).await,
+        } => commands::decide_approval(&run, &step, by.as_deref(), true, store.as_deref()).await,
         Command::Reject {
             run,
             step,
             by,
             store,
-        } => session::decide_approval(&run, &step, by.as_deref(), false, store.as_deref()).await,
+        } => commands::decide_approval(&run, &step, by.as_deref(), false, store.as_deref()).await,
         Command::Status { run, format, store } => {
-            session::status(
+            commands::status(
                 run.as_deref(),
                 matches!(format, Format::Json),
                 store.as_deref(),
@@ -358,7 +358,7 @@ async fn run(command: Command) -> Outcome {
             .await
         }
         Command::Runs { format, store } => {
-            session::runs(matches!(format, Format::Json), store.as_deref()).await
+            commands::runs(matches!(format, Format::Json), store.as_deref()).await
         }
         Command::Report {
             run,
@@ -438,7 +438,7 @@ fn plan(
     {
         Ok(rt) => rt.block_on(async {
             match crate::store::Store::open_existing(&url).await {
-                Ok(Some(store)) => crate::engine::session::learned(&store, &rb.id, "").await,
+                Ok(Some(store)) => crate::commands::learned(&store, &rb.id, "").await,
                 _ => Default::default(),
             }
         }),

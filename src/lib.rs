@@ -1,6 +1,7 @@
 //! runbook: runs planned database maintenance safely and tells everyone what is happening.
 
 pub mod cli;
+pub mod commands;
 pub mod diagnostic;
 pub mod duration;
 pub mod engine;

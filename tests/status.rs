@@ -1157,6 +1157,73 @@ steps:
     );
 }
 
+/// An abort from the CLI or from the admin API tells customers with the template context
+/// the runner uses: an `aborted` template with `{{window.end}}` shows the window's end.
+#[tokio::test]
+async fn an_abort_renders_the_window_in_the_aborted_update_from_the_cli_and_the_api() {
+    let w = World::sqlite();
+    w.write(
+        "m.yaml",
+        r#"
+runbook: windowed
+title: Windowed
+window: { timezone: Europe/London, duration: 1h }
+status_page:
+  components: [shop]
+  updates: { aborted: "Stopped. The window was to end at {{window.end}}." }
+steps:
+  - { id: go, kind: approve, title: Go or no go }
+"#,
+    );
+    // The run's window opens when it starts, and lasts an hour.
+    let store = Store::open(&w.store).await.unwrap();
+    let expected = |run: &str| {
+        let store = store.clone();
+        let run = run.to_owned();
+        async move {
+            let start = store.load(&run).await.unwrap()[0].at_ms;
+            let end = runbook::duration::local(start + 3_600_000, chrono_tz::Europe::London);
+            assert!(!end.is_empty());
+            format!("aborted:Stopped. The window was to end at {end}.")
+        }
+    };
+    let waiting = |run: &'static str| {
+        let child = w
+            .command(&["execute", "m.yaml", "--yes", "--now", "--run-id", run])
+            .spawn()
+            .unwrap();
+        let store = store.clone();
+        async move {
+            let t0 = Instant::now();
+            while !store
+                .load(run)
+                .await
+                .is_ok_and(|e| e.iter().any(|r| r.event.kind() == "approval_requested"))
+            {
+                assert!(t0.elapsed() < Duration::from_secs(30));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            child
+        }
+    };
+
+    let mut child = waiting("w-cli").await;
+    assert_eq!(w.run(&["abort", "w-cli", "--by", "sam"]).code, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    let updates = published(&w, "w-cli").await;
+    assert!(updates.contains(&expected("w-cli").await), "{updates:?}");
+
+    let mut child = waiting("w-api").await;
+    let (_, snap) = snapshot(&w).await;
+    let api = app(store.clone(), snap, Some(TOKEN));
+    let abort = admin("/api/v1/admin/runs/w-api/abort", Some(TOKEN), "{}");
+    let (status, _, text) = send(&api, abort).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    let updates = published(&w, "w-api").await;
+    assert!(updates.contains(&expected("w-api").await), "{updates:?}");
+}
+
 /// `runbook serve` answers from the store from its very first answer: a client that
 /// polls as soon as the port takes a connection never sees the `404` of a page not yet
 /// rendered (a Statuspage client reports that as a configuration error).

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::event::{Decision, Event};
 use super::state::{ItemStatus, RunState, RunStatus, StepRun, StepStatus};
 use super::undo;
 use crate::runbook::{Kind, OnFailure, Runbook, Step};
@@ -218,4 +219,87 @@ fn finish_rollback(rb: &Runbook, state: &RunState) -> Next {
             left: undo::left_as_is(rb, state),
         })
     }
+}
+
+/// Why [`resume`] refuses a person's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The run needs a person's decision, or another one, first (not bad input: exit 4).
+    NeedsAPerson(String),
+    /// The decision has nothing to act on (exit 1).
+    Invalid(String),
+}
+
+/// The resume decision matrix: what `runbook resume RUN` (with `decision`: `--retry`,
+/// `--skip`, `--rollback`, or none) records in `state` by `by` before the run goes on,
+/// or why it is refused. No events: the run simply goes on.
+///
+/// The decision is about the step in doubt, or else the failed step the run paused on.
+/// A step in doubt that is safe to repeat runs again by itself; one that is not needs a
+/// decision; an undo in doubt can only be retried (or the run aborted).
+pub fn resume(
+    rb: &Runbook,
+    state: &RunState,
+    decision: Option<Decision>,
+    run_id: &str,
+    by: &str,
+) -> Result<Vec<Event>, Refusal> {
+    let pending = decide(rb, state);
+    let subject = match &pending {
+        Next::InDoubt { step, .. } => Some(*step),
+        Next::Wait => rb.order.iter().copied().find(|&i| {
+            let s = state.step(&rb.steps[i].id);
+            matches!(s.status, StepStatus::Failed | StepStatus::TimedOut) && !s.failure_ignored
+        }),
+        _ => None,
+    };
+    let waiting = matches!(pending, Next::Wait);
+    let resumed = |decision| Event::RunResumed {
+        decision,
+        by: by.to_owned(),
+    };
+    let rolling_back = state.status == RunStatus::RollingBack;
+    Ok(match (decision, subject) {
+        (None, Some(_)) if matches!(pending, Next::InDoubt { rerun: true, .. }) => vec![],
+        (d, Some(i)) if rolling_back && d != Some(Decision::Retry) => {
+            return Err(Refusal::NeedsAPerson(format!(
+                "the run is rolling back and the undo of step `{}` started before the runner stopped: it may or may not have finished. `runbook resume {run_id} --retry` runs it again; `runbook abort {run_id}` ends the run for a person to finish by hand",
+                rb.steps[i].id
+            )));
+        }
+        (None, Some(i)) => {
+            let why = match pending {
+                Next::InDoubt { .. } => {
+                    "started before the runner stopped and may or may not have finished"
+                }
+                _ => "failed and the run paused",
+            };
+            return Err(Refusal::NeedsAPerson(format!(
+                "step `{}` {why}; choose `runbook resume {run_id} --retry`, `--skip` or `--rollback`",
+                rb.steps[i].id
+            )));
+        }
+        (None, None) if waiting => vec![resumed(Decision::Continue)],
+        (None, None) => vec![],
+        (Some(Decision::Skip), None) => {
+            return Err(Refusal::Invalid(
+                "there is no failed or in-doubt step to skip".into(),
+            ));
+        }
+        (Some(Decision::Skip), Some(i)) => vec![
+            resumed(Decision::Skip),
+            Event::StepSkipped {
+                step: rb.steps[i].id.clone(),
+                reason: format!("skipped by {by}"),
+            },
+        ],
+        (Some(Decision::Rollback), _) if rolling_back => vec![],
+        (Some(Decision::Rollback), _) => vec![Event::RollbackStarted {
+            reason: format!("rollback chosen by {by}"),
+        }],
+        // Nothing failed or in doubt and no pause: there is nothing to retry, the run
+        // simply goes on.
+        (Some(Decision::Retry), None) if !waiting => vec![],
+        (Some(d), _) => vec![resumed(d)],
+    })
 }

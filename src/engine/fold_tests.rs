@@ -1657,3 +1657,7 @@ fn decide_retries_even_with_the_largest_retry_count() {
         "{decision:?}"
     );
 }
+
+/// The resume decision matrix, with this file's journals.
+#[path = "resume_tests.rs"]
+mod resume;

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod builtin;
+pub mod control;
 pub mod decide;
 /// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
 pub use crate::journal as event;
@@ -10,7 +11,6 @@ pub mod mask;
 pub mod publish;
 pub mod quote;
 pub mod run;
-pub mod session;
 pub mod state;
 pub mod target;
 pub mod terminal;

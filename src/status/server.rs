@@ -401,9 +401,9 @@ impl ApiError {
     }
 }
 
-impl From<crate::engine::session::WriteError> for ApiError {
-    fn from(e: crate::engine::session::WriteError) -> Self {
-        use crate::engine::session::WriteError;
+impl From<crate::engine::control::WriteError> for ApiError {
+    fn from(e: crate::engine::control::WriteError) -> Self {
+        use crate::engine::control::WriteError;
         match e {
             WriteError::Refused(message) => Self::Said(StatusCode::CONFLICT, message),
             WriteError::Store(e) => Self::store(e),
@@ -820,7 +820,7 @@ async fn post_update(st: &Shared, body: &Bytes) -> Result<Response, ApiError> {
     let mut recorded = text.to_owned();
     match &m.run_id {
         Some(run) => {
-            let state = crate::engine::session::append_checked(store, run, |_| {
+            let state = crate::engine::control::append_checked(store, run, |_| {
                 Ok(Event::Published(update.clone()))
             })
             .await?;
@@ -959,7 +959,7 @@ async fn decide(
                 })?,
         };
         let by = req.by.unwrap_or_else(|| "admin API".into());
-        crate::engine::session::decide_in(&store, &run, &step, &by, approve).await?;
+        crate::engine::control::decide_in(&store, &run, &step, &by, approve).await?;
         Ok::<_, ApiError>(ok(
             StatusCode::OK,
             json!({
@@ -994,7 +994,7 @@ async fn admin_abort(
         }
         let (store, _) = existing_run(&st, &run).await?;
         let by = req.by.unwrap_or_else(|| "admin API".into());
-        crate::engine::session::abort_in(&store, &run, &by).await?;
+        crate::engine::control::abort_in(&store, &run, &by).await?;
         Ok::<_, ApiError>(ok(
             StatusCode::OK,
             json!({ "run": run, "status": "aborted", "by": by }),
