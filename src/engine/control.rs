@@ -185,7 +185,7 @@ pub async fn abort_in(store: &Store, run_id: &str, by: &str) -> Result<(), Write
 }
 
 /// The public updates announcing `aborted`, with the template context the runner uses
-/// ([`super::work::context`]): none when the runbook is not as the run started.
+/// ([`super::context::context`]): none when the runbook is not as the run started.
 fn abort_announced(state: &RunState, run_id: &str, aborted: &Event) -> Vec<Event> {
     let Some(mut rb) = runbook_of(state) else {
         return Vec::new();
@@ -197,7 +197,7 @@ fn abort_announced(state: &RunState, run_id: &str, aborted: &Event) -> Vec<Event
         return Vec::new();
     }
     // Public templates never see `secrets`, so none are read from the environment here.
-    let base = super::work::context(&rb, &after, run_id, &IndexMap::new(), None);
+    let base = super::context::context(&rb, &after, run_id, &IndexMap::new(), None);
     let learned = Default::default();
     super::publish::Publisher::new(&rb, &learned)
         .updates(state, std::slice::from_ref(aborted), &after, &base, at)

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod builtin;
+pub mod context;
 pub mod control;
 pub mod decide;
 /// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 use super::action::{self, Masker, Outcome, StepLog};
 use super::builtin;
+/// When a run's window opened (the runner reads it here).
+pub(crate) use super::context::window_start;
 use super::quote::{Mode, Templates};
 use super::state::{RunState, StepStatus};
 use super::target;
@@ -129,9 +131,9 @@ impl<'w> Worker<'w> {
         self.context_of(self.state, item)
     }
 
-    /// The values templates can use in `state` (see [`context`]).
+    /// The values templates can use in `state` (see [`super::context::context`]).
     pub fn context_of(&self, state: &RunState, item: Option<&Value>) -> Value {
-        context(self.rb, state, self.run_id, self.secrets, item)
+        super::context::context(self.rb, state, self.run_id, self.secrets, item)
     }
 
     /// Text that is neither a shell command nor SQL, rendered: values inserted as they are.
@@ -534,66 +536,6 @@ impl<'w> Worker<'w> {
 /// with only `checks` has none).
 pub(crate) fn has_builtin_work(step: &Step) -> bool {
     builtin::has_builtin(step.kind) && !(step.kind == Kind::Verify && step.with.is_empty())
-}
-
-/// The values templates can use in `state` of run `run_id`: the one place a template
-/// context is built, for the runner, its workers and an abort from the CLI or the admin
-/// API alike. `item` is a fan-out item's `{{item}}`.
-pub(crate) fn context(
-    rb: &Runbook,
-    state: &RunState,
-    run_id: &str,
-    secrets: &IndexMap<String, String>,
-    item: Option<&Value>,
-) -> Value {
-    // Only steps that produced something: a template can refer to nothing else, and
-    // a run of a thousand steps need not copy a thousand empty maps per context.
-    let steps: serde_json::Map<String, Value> = state
-        .steps
-        .iter()
-        .filter(|(_, s)| !s.outputs.is_empty())
-        .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
-        .collect();
-    let window = &rb.window;
-    let start = window_start(rb, state);
-    json!({
-        "vars": state.vars,
-        "targets": {},
-        "secrets": secrets,
-        "run": {
-            "id": run_id,
-            "runbook": rb.id,
-            "operator": state.operator,
-            "started_at": state.started_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(|t| t.to_rfc3339()),
-        },
-        "window": {
-            "start": start.map(|t| t.to_rfc3339()),
-            "end": start.zip(window.duration).map(|(s, d)| crate::duration::after(s, d).to_rfc3339()),
-            "duration": window.duration.map(crate::duration::fmt_duration),
-            "timezone": window.timezone.name(),
-        },
-        "steps": steps,
-        "item": item,
-    })
-}
-
-/// When a run's window opened: as recorded at the start (`--now` opens it then), else
-/// the runbook's planned start, else the run's start.
-pub(crate) fn window_start(
-    rb: &Runbook,
-    state: &RunState,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    state
-        .window_start_ms
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .or(rb.window.start)
-        .or_else(|| {
-            state
-                .started_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-        })
 }
 
 /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify` finds
