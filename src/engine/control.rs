@@ -121,7 +121,7 @@ pub async fn append_checked(
 }
 
 /// Like [`append_checked`], for events that go together in one commit.
-pub async fn append_checked_with(
+async fn append_checked_with(
     store: &Store,
     run_id: &str,
     make: impl Fn(&RunState) -> Result<Vec<Event>, String>,
