@@ -10,6 +10,7 @@ pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runbook;
+pub mod sql;
 pub mod status;
 pub mod store;
 pub mod suggest;

@@ -12,8 +12,6 @@ use sqlx::postgres::{PgRow, PgValueFormat};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
 
-use super::action::Outcome;
-
 /// How long a SQL check may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -35,7 +33,7 @@ pub enum Conn {
 /// A row as column name → JSON value.
 pub type Cells = IndexMap<String, Value>;
 
-pub use crate::runbook::{Engine, engine};
+pub use crate::sql::{Engine, engine};
 
 /// The file (percent-decoded, as the driver reads it) and the query of a
 /// `sqlite://PATH[?QUERY]` URL: the store's reading of SQLite URLs.
@@ -456,7 +454,7 @@ fn shorten(statement: &str) -> String {
 /// A database URL as it may be shown and recorded: without a password.
 fn shown_url(database: &str) -> String {
     match engine(database) {
-        Ok(Engine::Postgres) => super::builtin::pg::pg_url_without_password(database),
+        Ok(Engine::Postgres) => crate::sql::url::pg_url_without_password(database),
         _ => database.to_owned(),
     }
 }
@@ -559,33 +557,6 @@ fn sqlite_cells(row: &SqliteRow) -> Cells {
             (c.name().to_owned(), value)
         })
         .collect()
-}
-
-/// Runs SQL statements (in one transaction unless `transaction` is false). The columns of
-/// the first row returned become outputs.
-pub async fn sql(
-    database: &str,
-    statements: &str,
-    transaction: bool,
-    timeout: Option<Duration>,
-) -> Outcome {
-    let work = async {
-        let mut conn = connect(database).await?;
-        let rows = conn.rows(statements, transaction).await;
-        conn.close().await;
-        Ok::<_, String>(rows?.into_iter().next().unwrap_or_default())
-    };
-    match timeout {
-        Some(t) => match tokio::time::timeout(t, work).await {
-            Ok(Ok(o)) => Outcome::Succeeded(o),
-            Ok(Err(e)) => Outcome::Failed(e),
-            Err(_) => Outcome::TimedOut,
-        },
-        None => match work.await {
-            Ok(o) => Outcome::Succeeded(o),
-            Err(e) => Outcome::Failed(e),
-        },
-    }
 }
 
 /// A SQL check: the first column of the first row must be true (or equal `expect`).

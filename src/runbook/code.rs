@@ -3,8 +3,8 @@
 //! keeps it a value only outside quotes, comments, here-documents and the like; the
 //! loader refuses an expression anywhere else, and `{{{x}}}`, which would not quote.
 
-use super::model::Engine;
-use crate::engine::builtin::migrate::split::{Tok, tokens_for};
+use crate::sql::Engine;
+use crate::sql::split::{Tok, tokens_for};
 
 /// The language of a field whose templates insert quoted values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

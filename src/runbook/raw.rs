@@ -11,6 +11,7 @@ use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::de::DeError;
 use super::model::{Kind, OnFailure, OnTimeout, StepState};
 use super::yaml::{Node, NodeValue, Scalar};
 use crate::diagnostic::{FieldPath, Seg};
@@ -30,11 +31,11 @@ pub struct Lenient<T> {
 #[derive(Debug, Clone)]
 pub struct FieldError {
     pub path: FieldPath,
-    pub message: String,
+    pub problem: DeError,
 }
 
 /// serde_path_to_error's error as ours.
-fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldError {
+fn field_error(e: serde_path_to_error::Error<DeError>) -> FieldError {
     let path = FieldPath(
         e.path()
             .iter()
@@ -47,7 +48,7 @@ fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> FieldE
     );
     FieldError {
         path,
-        message: e.into_inner().to_string(),
+        problem: e.into_inner(),
     }
 }
 
@@ -79,19 +80,18 @@ pub(super) fn lenient<T: DeserializeOwned>(node: &Node) -> Lenient<T> {
         };
         // A required field taken out for its bad value is missing now, and one written
         // with a typo was never there: either way, already said.
-        let follow_on = e
-            .message
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.split('`').next())
-            .is_some_and(|name| {
+        let follow_on = match e.problem {
+            DeError::MissingField(name) => {
                 removed.iter().any(|(r, unknown)| match r.0.split_last() {
                     Some((Seg::Key(k), parent)) if parent == e.path.0.as_slice() => {
                         k == name || (*unknown && crate::suggest::closest(k, &[name]).is_some())
                     }
                     _ => false,
                 })
-            });
-        let unknown = e.message.starts_with("unknown field `");
+            }
+            _ => false,
+        };
+        let unknown = matches!(e.problem, DeError::UnknownField { .. });
         // The deepest field on the error's path goes; without one, nothing can be read.
         let cut = e
             .path

@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::code::{self, Code};
+use super::de::DeError;
 use super::model::*;
 use super::raw::*;
 use super::template;
@@ -112,7 +113,7 @@ impl<'a> Ctx<'a> {
     fn lenient<T>(&mut self, base: FieldPath, value: Option<Lenient<T>>) -> Option<T> {
         let Lenient { value, errors } = value?;
         for e in errors {
-            self.serde_error(base.join(&e.path), &e.message);
+            self.serde_error(base.join(&e.path), &e.problem);
         }
         value
     }
@@ -136,55 +137,36 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// Rewrites serde's messages into ours: unknown fields and values get a suggestion.
-    fn serde_error(&mut self, path: FieldPath, message: &str) {
-        if let Some(rest) = message.strip_prefix("unknown field `") {
-            let (name, expected) = split_expected(rest);
-            let label = did_you_mean(&name, &expected).or_else(|| {
-                (!expected.is_empty() && expected.len() <= 8)
-                    .then(|| format!("known fields: {}", expected.join(", ")))
-            });
-            self.error_key(path, format!("unknown field `{name}`"))
-                .label = label;
-        } else if let Some(rest) = message.strip_prefix("unknown variant `") {
-            let (name, expected) = split_expected(rest);
-            let field = match path.0.last() {
-                Some(Seg::Key(k)) => k.clone(),
-                _ => "value".into(),
-            };
-            let msg = if field == "kind" {
-                format!("unknown step kind `{name}`")
-            } else {
-                format!("unknown value `{name}` for `{field}`")
-            };
-            let label = did_you_mean(&name, &expected)
-                .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
-            self.error(path, msg).label = Some(label);
-        } else {
-            // serde names Rust types; people write numbers.
-            let mut message = message
-                .replace("expected u16", "expected a whole number from 0 to 65535")
-                .replace("expected u32", "expected a whole number of 0 or more")
-                .replace("expected u64", "expected a whole number of 0 or more");
-            // ... and name mappings by what they are, not by their Rust type.
-            if let Some(at) = message.find("expected struct Raw") {
-                message.replace_range(at.., "expected a mapping");
+    /// Words serde's problems as ours: unknown fields and values get a suggestion.
+    fn serde_error(&mut self, path: FieldPath, problem: &DeError) {
+        match problem {
+            DeError::UnknownField { name, expected } => {
+                let label = did_you_mean(name, expected).or_else(|| {
+                    (!expected.is_empty() && expected.len() <= 8)
+                        .then(|| format!("known fields: {}", expected.join(", ")))
+                });
+                self.error_key(path, format!("unknown field `{name}`"))
+                    .label = label;
             }
-            self.error(path, message);
+            DeError::UnknownVariant { name, expected } => {
+                let field = match path.0.last() {
+                    Some(Seg::Key(k)) => k.clone(),
+                    _ => "value".into(),
+                };
+                let msg = if field == "kind" {
+                    format!("unknown step kind `{name}`")
+                } else {
+                    format!("unknown value `{name}` for `{field}`")
+                };
+                let label = did_you_mean(name, expected)
+                    .unwrap_or_else(|| format!("expected one of: {}", expected.join(", ")));
+                self.error(path, msg).label = Some(label);
+            }
+            other => {
+                self.error(path, other.message());
+            }
         }
     }
-}
-
-/// Splits serde's "x`, expected one of `a`, `b`" into the name and the list.
-fn split_expected(rest: &str) -> (String, Vec<String>) {
-    let (name, tail) = rest.split_once('`').unwrap_or((rest, ""));
-    let expected = tail
-        .split('`')
-        .enumerate()
-        .filter(|(i, _)| i % 2 == 1)
-        .map(|(_, s)| s.to_owned())
-        .collect();
-    (name.to_owned(), expected)
 }
 
 fn is_id(s: &str, allow_underscore: bool) -> bool {
@@ -681,7 +663,7 @@ fn validate_step(
     // A database kind's `with` (the step's own, and a built-in rollback's or restore's)
     // is read as the run would read it: an unknown or missing field is known now.
     let mut check_with = |kind: Kind, with: &IndexMap<String, Value>, at: FieldPath| {
-        for p in crate::engine::builtin::with_problems(kind, with) {
+        for p in super::with::problems(kind, with) {
             match p.field {
                 Some(f) => {
                     cx.error_key(at.key(&f), p.message);
@@ -700,9 +682,7 @@ fn validate_step(
             cx.error(at.key("lock_timeout"), e);
         }
     };
-    let builtin = rs
-        .kind
-        .filter(|&k| !run_written && crate::engine::builtin::has_builtin(k));
+    let builtin = rs.kind.filter(|&k| !run_written && k.has_builtin());
     if let Some(kind) = builtin
         && (kind != Kind::Verify || with_written)
     {
@@ -717,7 +697,7 @@ fn validate_step(
     // runs, and fanned out each item would "succeed" having done nothing. Either way it
     // is known now. (Its built-in rollback or restore likewise.)
     let needs = |kind: Kind| {
-        let fields = crate::engine::builtin::required_fields(kind);
+        let fields = super::with::required_fields(kind);
         let listed: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
         match listed.as_slice() {
             [] => "`with:`".to_owned(),
@@ -761,7 +741,7 @@ fn validate_step(
                 | ("restore", _, Some(Action::Builtin { kind, .. })) => *kind,
                 _ => continue,
             };
-            if crate::engine::builtin::has_builtin(kind) {
+            if kind.has_builtin() {
                 let at = at_with_or(cx, undo.key("with"), undo.key("kind"));
                 cx.error(
                     at,
@@ -791,9 +771,7 @@ fn validate_step(
                 ..
             })
         );
-        if let Err(e) =
-            crate::engine::builtin::migrate::check_dir(std::path::Path::new(dir), needs_down)
-        {
+        if let Err(e) = crate::sql::migrations::check_dir(std::path::Path::new(dir), needs_down) {
             cx.error(path.key("with").key("dir"), e);
         }
     }
@@ -1471,7 +1449,7 @@ fn code_of(cx: &Ctx, path: &FieldPath) -> Option<Code> {
             let mut database = path.clone();
             database.0.pop();
             let engine = match cx.node(&database.key("database")).map(|n| &n.value) {
-                Some(NodeValue::Scalar(Scalar::Str(url), _)) => super::model::engine(url).ok(),
+                Some(NodeValue::Scalar(Scalar::Str(url), _)) => crate::sql::engine(url).ok(),
                 _ => None,
             };
             Some(Code::Sql(engine))

@@ -16,8 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
@@ -28,47 +26,21 @@ use super::artifact::{
     recorded, source, sqlite_open, sqlite_path, sync_dir_of, temp_beside, took,
 };
 use super::pg::{
-    OnDrop, ScratchDb, count, derived_name, ident, literal, pg_connect, pg_create_database,
+    OnDrop, ScratchDb, derived_name, ident, literal, pg_connect, pg_create_database,
     pg_database_name, pg_restore, pg_url_with_db, pg_version_num, sql_failed,
 };
 use crate::engine::action::{Outcome, StepLog};
 use crate::engine::target::{Engine, describe};
-use crate::runbook::Kind;
+use crate::runbook::with::RestoreWith;
 
-/// Reads `with` as the loader checks it.
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<RestoreParams>(Kind::Restore, with).map(|_| ())
-}
-
-/// `with` of a `restore` action.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreParams {
-    /// The artifact (a `backup` step's `outputs.path`).
-    #[serde(alias = "from")]
-    backup: String,
-    /// The database to restore: `postgres://...` or `sqlite://PATH`.
-    database: String,
-    /// PostgreSQL: parallel `pg_restore` jobs.
-    #[serde(default, deserialize_with = "count")]
-    jobs: Option<u32>,
-    /// PostgreSQL: keep the replaced database (renamed `<name>_old_<timestamp>`).
-    #[serde(default)]
-    keep_old: bool,
-}
-
-pub async fn restore(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: RestoreParams = match super::params(Kind::Restore, with) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failed(e),
-    };
-    match run(&p, &mut env).await {
+pub async fn restore(p: &RestoreWith, mut env: Env<'_>) -> Outcome {
+    match run(p, &mut env).await {
         Ok(o) => Outcome::Succeeded(o),
         Err(e) => Outcome::Failed(e),
     }
 }
 
-async fn run(p: &RestoreParams, env: &mut Env<'_>) -> Result<Outputs, String> {
+async fn run(p: &RestoreWith, env: &mut Env<'_>) -> Result<Outputs, String> {
     let started = Instant::now();
     let path = absolute(Path::new(&p.backup));
     if !path.exists() {
@@ -221,7 +193,7 @@ async fn maintenance(url: &str) -> Result<(PgConnection, String), String> {
 /// database's when it was kept.
 async fn pg_swap_restore(
     path: &Path,
-    p: &RestoreParams,
+    p: &RestoreWith,
     log: &mut StepLog,
 ) -> Result<(String, Option<String>), String> {
     let target = pg_database_name(&p.database)?;
@@ -233,7 +205,7 @@ async fn pg_swap_restore(
 
 async fn swap(
     path: &Path,
-    p: &RestoreParams,
+    p: &RestoreWith,
     target: &str,
     admin: &mut PgConnection,
     admin_url: &str,

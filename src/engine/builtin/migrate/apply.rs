@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::split::{Statement, split_statements};
 use super::tracking::{TABLE, lit, record};
 use super::{Policy, list, show};
 use crate::engine::action::StepLog;
 use crate::engine::target::{self, Conn, Target};
+use crate::sql::split::{Statement, split_statements};
 
 /// The first wait before trying again; it doubles with each retry (with jitter).
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
