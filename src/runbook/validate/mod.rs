@@ -18,8 +18,10 @@ use crate::diagnostic::{Diagnostic, FieldPath, Seg};
 use crate::suggest::did_you_mean;
 
 mod actions;
+mod kinds;
 mod order;
 mod references;
+mod status_page;
 mod step;
 mod templates;
 mod window;
@@ -27,6 +29,7 @@ mod window;
 use actions::*;
 use order::*;
 use references::*;
+use status_page::status_page;
 use step::*;
 use templates::*;
 pub use window::parse_timestamp;
@@ -240,112 +243,13 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
     let summary = cx.lenient(top.key("summary"), raw.summary);
     let raw_window = cx_lenient(&mut cx, "window", raw.window);
     let window = validate_window(&mut cx, raw_window);
-    let status_page = match cx_lenient(&mut cx, "status_page", raw.status_page) {
-        Some(sp) => {
-            let mut seen = HashSet::new();
-            for (i, c) in sp.components.iter().enumerate() {
-                let path = top.key("status_page").key("components").index(i);
-                if c.trim().is_empty() {
-                    cx.error(path, "a component name is empty");
-                } else if !seen.insert(c.as_str()) {
-                    cx.error(path, format!("component `{c}` is listed twice"));
-                }
-            }
-            for key in sp.updates.keys() {
-                if !UPDATE_KINDS.contains(&key.as_str()) {
-                    cx.error(
-                        top.key("status_page").key("updates").key(key),
-                        format!("unknown kind of update `{key}`"),
-                    );
-                    cx.diags.last_mut().expect("pushed").label = did_you_mean(key, UPDATE_KINDS)
-                        .or_else(|| Some(format!("known: {}", UPDATE_KINDS.join(", "))));
-                }
-            }
-            let mut overrun_after = Margin::default();
-            let mut overrun_every = OVERRUN_EVERY;
-            if let Some(o) = &sp.overrun {
-                let path = top.key("status_page").key("overrun");
-                if let Some(after) = &o.after {
-                    let t = after.trim();
-                    let neither = || {
-                        format!("`{after}` is neither a duration (`5m`) nor a percentage (`20%`)")
-                    };
-                    let parsed = match t.strip_suffix('%') {
-                        Some(p) => p
-                            .trim()
-                            .parse::<f64>()
-                            .ok()
-                            .filter(|p| p.is_finite() && *p >= 0.0)
-                            .map(Margin::Percent)
-                            .ok_or_else(neither),
-                        // A duration over the limit is told as that.
-                        None => crate::duration::parse_duration(t)
-                            .map(Margin::Fixed)
-                            .map_err(|e| if e.contains("too long") { e } else { neither() }),
-                    };
-                    match parsed {
-                        Ok(m) => overrun_after = m,
-                        Err(e) => {
-                            cx.error(path.key("after"), e);
-                        }
-                    }
-                }
-                if let Some(every) = &o.every {
-                    if every.0.is_zero() {
-                        cx.error(path.key("every"), "`every` must be more than zero");
-                    } else {
-                        overrun_every = every.0;
-                    }
-                }
-            }
-            StatusPage {
-                overrun_after,
-                overrun_every,
-                updates: sp.updates,
-                components: sp.components,
-                announce_before: sp.announce_before.map(|d| d.0),
-            }
-        }
-        None => StatusPage::default(),
-    };
+    let status_page = cx_lenient(&mut cx, "status_page", raw.status_page)
+        .map_or_else(StatusPage::default, |sp| status_page(&mut cx, sp));
     let vars = cx_lenient(&mut cx, "vars", raw.vars).unwrap_or_default();
     let secrets = cx_lenient(&mut cx, "secrets", raw.secrets).unwrap_or_default();
-    {
-        let mut seen = HashSet::new();
-        for (i, s) in secrets.iter().enumerate() {
-            let path = top.key("secrets").index(i);
-            if !is_env_name(s) {
-                cx.error(
-                    path,
-                    format!("secret `{s}` is not an environment variable name"),
-                );
-            } else if !seen.insert(s.as_str()) {
-                cx.error(path, format!("secret `{s}` is listed twice"));
-            }
-        }
-    }
-    let targets: IndexMap<String, Target> = cx_lenient(&mut cx, "targets", raw.targets)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, t)| {
-            let t = match t {
-                RawTarget::List(items) => Target::Static(items),
-                RawTarget::Query(q) => Target::Query {
-                    sql: q.sql,
-                    database: q.database,
-                },
-            };
-            (name, t)
-        })
-        .collect();
-    for name in targets.keys() {
-        if !is_id(name, true) {
-            cx.error_key(
-                top.key("targets").key(name),
-                format!("target name `{name}` must be lowercase letters, digits, `-` and `_`"),
-            );
-        }
-    }
+    check_secrets(&mut cx, &secrets);
+    let raw_targets = cx_lenient(&mut cx, "targets", raw.targets);
+    let targets = targets(&mut cx, raw_targets);
 
     // Steps: ids first (from the nodes, so a broken step still lends its id to
     // references), then each step read and validated on its own.
@@ -368,28 +272,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         .map(|n| n.entry("id").and_then(|(_, v)| v.as_str()))
         .collect();
 
-    // Ids: well-formed and unique.
-    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(all_ids.len());
-    for (i, id) in all_ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let path = top.key("steps").index(i).key("id");
-        if !is_id(id, true) {
-            cx.error(
-                path.clone(),
-                format!("step id `{id}` must start with a lowercase letter or digit and use only lowercase letters, digits, `-` and `_`"),
-            );
-        }
-        if let Some(&first) = index_of.get(*id) {
-            let line = cx
-                .node(&top.key("steps").index(first).key("id"))
-                .map(|n| n.span.start.line)
-                .unwrap_or(0);
-            cx.error(path, format!("duplicate step id `{id}`")).label =
-                Some(format!("first used on line {line}"));
-        } else {
-            index_of.insert((*id).to_owned(), i);
-        }
-    }
+    let index_of = step_ids(&mut cx, &all_ids);
 
     // Steps that did not parse stay as `None`, so indexes keep matching the file.
     let steps: Vec<Option<Step>> = step_nodes
@@ -439,4 +322,74 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
 
 fn cx_lenient<T>(cx: &mut Ctx, field: &str, value: Option<Lenient<T>>) -> Option<T> {
     cx.lenient(FieldPath::root().key(field), value)
+}
+
+/// Secrets: environment variable names, each listed once.
+fn check_secrets(cx: &mut Ctx, secrets: &[String]) {
+    let top = FieldPath::root();
+    let mut seen = HashSet::new();
+    for (i, s) in secrets.iter().enumerate() {
+        let path = top.key("secrets").index(i);
+        if !is_env_name(s) {
+            cx.error(
+                path,
+                format!("secret `{s}` is not an environment variable name"),
+            );
+        } else if !seen.insert(s.as_str()) {
+            cx.error(path, format!("secret `{s}` is listed twice"));
+        }
+    }
+}
+
+/// The targets (lists of items for fan-out), by name.
+fn targets(cx: &mut Ctx, raw: Option<IndexMap<String, RawTarget>>) -> IndexMap<String, Target> {
+    let targets: IndexMap<String, Target> = raw
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, t)| {
+            let t = match t {
+                RawTarget::List(items) => Target::Static(items),
+                RawTarget::Query(q) => Target::Query {
+                    sql: q.sql,
+                    database: q.database,
+                },
+            };
+            (name, t)
+        })
+        .collect();
+    for name in targets.keys() {
+        if !is_id(name, true) {
+            cx.error_key(
+                FieldPath::root().key("targets").key(name),
+                format!("target name `{name}` must be lowercase letters, digits, `-` and `_`"),
+            );
+        }
+    }
+    targets
+}
+
+/// The steps' ids: well-formed and unique. Each id's first step, by id.
+fn step_ids(cx: &mut Ctx, all_ids: &[Option<&str>]) -> HashMap<String, usize> {
+    let mut index_of: HashMap<String, usize> = HashMap::with_capacity(all_ids.len());
+    for (i, id) in all_ids.iter().enumerate() {
+        let Some(id) = id else { continue };
+        let path = FieldPath::root().key("steps").index(i).key("id");
+        if !is_id(id, true) {
+            cx.error(
+                path.clone(),
+                format!("step id `{id}` must start with a lowercase letter or digit and use only lowercase letters, digits, `-` and `_`"),
+            );
+        }
+        if let Some(&first) = index_of.get(*id) {
+            let line = cx
+                .node(&FieldPath::root().key("steps").index(first).key("id"))
+                .map(|n| n.span.start.line)
+                .unwrap_or(0);
+            cx.error(path, format!("duplicate step id `{id}`")).label =
+                Some(format!("first used on line {line}"));
+        } else {
+            index_of.insert((*id).to_owned(), i);
+        }
+    }
+    index_of
 }
