@@ -2,11 +2,15 @@
 //! intermediate copy), and what serde's derived code reports on the way is kept as a
 //! value ([`DeError`]): an unknown field or value with the names it expected, a missing
 //! field, a value of the wrong type. The loader words each for people from the value,
-//! never from the text of a message.
+//! never from the text of a message. A value is read as far as it goes ([`lenient`]),
+//! so one mistake does not hide the others.
 
 use serde::de::{self, IntoDeserializer, Visitor};
 
+use serde::de::DeserializeOwned;
+
 use super::yaml::{Node, NodeValue, Scalar};
+use crate::diagnostic::{FieldPath, Seg};
 
 /// A problem serde found reading a value, as a value.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,6 +153,122 @@ impl de::Error for DeError {
     }
     fn missing_field(name: &'static str) -> Self {
         DeError::MissingField(name)
+    }
+}
+
+/// A value read as far as it goes: what could be read, and every problem found on the
+/// way (each with its path relative to this value), so one mistake does not hide the
+/// others in a file.
+#[derive(Debug)]
+pub struct Lenient<T> {
+    /// `None` when the value could not be read at all.
+    pub value: Option<T>,
+    pub errors: Vec<FieldError>,
+}
+
+/// A serde error with the path where it happened.
+#[derive(Debug, Clone)]
+pub struct FieldError {
+    pub path: FieldPath,
+    pub problem: DeError,
+}
+
+/// serde_path_to_error's error as ours.
+fn field_error(e: serde_path_to_error::Error<DeError>) -> FieldError {
+    let path = FieldPath(
+        e.path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Seq { index } => Some(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Seg::Key(key.clone())),
+                _ => None,
+            })
+            .collect(),
+    );
+    FieldError {
+        path,
+        problem: e.into_inner(),
+    }
+}
+
+/// Deserializes one node as far as it goes. serde stops at the first problem, so the
+/// field it is in is reported and taken out, and the rest is read again, until what is
+/// left reads: every problem of a step is found in one pass, and the step is still
+/// checked against the rules of the format. The path-tracking deserializer only runs
+/// when there is an error to locate, which keeps large runbooks fast.
+pub fn lenient<T: DeserializeOwned>(node: &Node) -> Lenient<T> {
+    if let Ok(t) = T::deserialize(node) {
+        return Lenient {
+            value: Some(t),
+            errors: Vec::new(),
+        };
+    }
+    let mut node = node.clone();
+    let mut errors = Vec::new();
+    // What was taken out, and whether as an unknown field (a misspelt known one, maybe).
+    let mut removed: Vec<(FieldPath, bool)> = Vec::new();
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(&node) {
+            Ok(t) => {
+                return Lenient {
+                    value: Some(t),
+                    errors,
+                };
+            }
+            Err(e) => field_error(e),
+        };
+        // A required field taken out for its bad value is missing now, and one written
+        // with a typo was never there: either way, already said.
+        let follow_on = match e.problem {
+            DeError::MissingField(name) => {
+                removed.iter().any(|(r, unknown)| match r.0.split_last() {
+                    Some((Seg::Key(k), parent)) if parent == e.path.0.as_slice() => {
+                        k == name || (*unknown && crate::suggest::closest(k, &[name]).is_some())
+                    }
+                    _ => false,
+                })
+            }
+            _ => false,
+        };
+        let unknown = matches!(e.problem, DeError::UnknownField { .. });
+        // The deepest field on the error's path goes; without one, nothing can be read.
+        let cut = e
+            .path
+            .0
+            .iter()
+            .rposition(|s| matches!(s, Seg::Key(_)))
+            .map(|at| FieldPath(e.path.0[..=at].to_vec()));
+        if !follow_on {
+            errors.push(e);
+        }
+        match cut {
+            Some(cut) if remove(&mut node, &cut.0) => removed.push((cut, unknown)),
+            _ => {
+                return Lenient {
+                    value: None,
+                    errors,
+                };
+            }
+        }
+    }
+}
+
+/// Takes the entry at `path` out of a mapping in `node`; false when there is none.
+fn remove(node: &mut Node, path: &[Seg]) -> bool {
+    match (path, &mut node.value) {
+        ([Seg::Key(k)], NodeValue::Map(entries)) => {
+            let before = entries.len();
+            entries.retain(|(key, _)| key.as_str() != Some(k.as_str()));
+            entries.len() < before
+        }
+        ([Seg::Key(k), rest @ ..], NodeValue::Map(entries)) => entries
+            .iter_mut()
+            .find(|(key, _)| key.as_str() == Some(k.as_str()))
+            .is_some_and(|(_, v)| remove(v, rest)),
+        ([Seg::Index(i), rest @ ..], NodeValue::Seq(items)) => {
+            items.get_mut(*i).is_some_and(|v| remove(v, rest))
+        }
+        _ => false,
     }
 }
 

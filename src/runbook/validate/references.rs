@@ -11,33 +11,8 @@ pub(super) fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Res
     }
     let full = segs.join(".");
     let names = |it: &mut dyn Iterator<Item = &str>| it.map(str::to_owned).collect::<Vec<_>>();
-    let member = |root: &str, name: Option<&String>, known: Vec<String>| -> Result<(), RefError> {
-        let noun = match root {
-            "vars" => "variable",
-            "targets" => "target",
-            "secrets" => "secret",
-            "run" => "run value",
-            "step" => "step value",
-            _ => "window value",
-        };
-        match name {
-            None => Err((
-                format!("`{{{{{full}}}}}` needs a name: `{root}.NAME`"),
-                None,
-            )),
-            Some(n) if known.iter().any(|k| k == n) => Ok(()),
-            Some(n) => Err((
-                format!("`{{{{{full}}}}}` refers to unknown {noun} `{n}`"),
-                did_you_mean(n, &known).or_else(|| {
-                    Some(if known.is_empty() {
-                        format!("no {noun}s are defined")
-                    } else {
-                        format!("known: {}", known.join(", "))
-                    })
-                }),
-            )),
-        }
-    };
+    let member =
+        |root: &str, name: Option<&String>, known: Vec<String>| member(&full, root, name, known);
     if site.update && UPDATE_ROOTS.contains(&segs[0].as_str()) {
         return match (segs[0].as_str(), segs.get(1)) {
             ("step", field) => member(
@@ -53,26 +28,7 @@ pub(super) fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Res
         };
     }
     match segs[0].as_str() {
-        "vars" => {
-            member(
-                "vars",
-                segs.get(1),
-                names(&mut scope.vars.keys().map(String::as_str)),
-            )?;
-            let mut value = &scope.vars[segs[1].as_str()];
-            for s in &segs[2..] {
-                match value.get(s) {
-                    Some(v) => value = v,
-                    None => {
-                        return Err((
-                            format!("`{{{{{full}}}}}`: variable has no field `{s}`"),
-                            None,
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        }
+        "vars" => check_var_reference(scope, segs, &full),
         // A target is the list a step fans out over; text has no value for it.
         "targets" => Err((
             format!("`{{{{{full}}}}}`: a target is only for `for_each`, not a value in text"),
@@ -111,31 +67,91 @@ pub(super) fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Res
             }
         }
         "steps" => check_step_reference(scope, site, segs, &full),
-        other => {
-            let roots: Vec<&str> = if site.update {
-                UPDATE_ROOTS
-                    .iter()
-                    .chain(["vars", "run", "window", "steps"].iter())
-                    .copied()
-                    .collect()
-            } else {
-                ROOTS.to_vec()
-            };
-            Err((
-                format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
-                did_you_mean(other, &roots).or_else(|| {
-                    Some(format!(
-                        "templates can use {}",
-                        roots
-                            .iter()
-                            .map(|r| format!("`{r}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }),
-            ))
+        other => unknown_root(site, other, &full),
+    }
+}
+
+/// `root.NAME` names one of `known`.
+fn member(
+    full: &str,
+    root: &str,
+    name: Option<&String>,
+    known: Vec<String>,
+) -> Result<(), RefError> {
+    let noun = match root {
+        "vars" => "variable",
+        "targets" => "target",
+        "secrets" => "secret",
+        "run" => "run value",
+        "step" => "step value",
+        _ => "window value",
+    };
+    match name {
+        None => Err((
+            format!("`{{{{{full}}}}}` needs a name: `{root}.NAME`"),
+            None,
+        )),
+        Some(n) if known.iter().any(|k| k == n) => Ok(()),
+        Some(n) => Err((
+            format!("`{{{{{full}}}}}` refers to unknown {noun} `{n}`"),
+            did_you_mean(n, &known).or_else(|| {
+                Some(if known.is_empty() {
+                    format!("no {noun}s are defined")
+                } else {
+                    format!("known: {}", known.join(", "))
+                })
+            }),
+        )),
+    }
+}
+
+/// `vars.NAME[.FIELD...]`: a variable there is, and fields its value has.
+fn check_var_reference(scope: &Scope, segs: &[String], full: &str) -> Result<(), RefError> {
+    member(
+        full,
+        "vars",
+        segs.get(1),
+        scope.vars.keys().cloned().collect(),
+    )?;
+    let mut value = &scope.vars[segs[1].as_str()];
+    for s in &segs[2..] {
+        match value.get(s) {
+            Some(v) => value = v,
+            None => {
+                return Err((
+                    format!("`{{{{{full}}}}}`: variable has no field `{s}`"),
+                    None,
+                ));
+            }
         }
     }
+    Ok(())
+}
+
+/// A reference to something templates do not offer where it is written.
+fn unknown_root(site: Site, other: &str, full: &str) -> Result<(), RefError> {
+    let roots: Vec<&str> = if site.update {
+        UPDATE_ROOTS
+            .iter()
+            .chain(["vars", "run", "window", "steps"].iter())
+            .copied()
+            .collect()
+    } else {
+        ROOTS.to_vec()
+    };
+    Err((
+        format!("`{{{{{full}}}}}` refers to unknown value `{other}`"),
+        did_you_mean(other, &roots).or_else(|| {
+            Some(format!(
+                "templates can use {}",
+                roots
+                    .iter()
+                    .map(|r| format!("`{r}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }),
+    ))
 }
 
 pub(super) fn check_step_reference(
