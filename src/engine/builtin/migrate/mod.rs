@@ -125,19 +125,7 @@ async fn migrate_on(
     let current = applied.last().map_or(0, |a| a.version);
     let accept: Vec<u64> = p.accept_changed.iter().map(|w| w.0).collect();
     let accepted = check_applied(migrations, &applied, &accept, &p.dir)?;
-    let target = match p.to {
-        Some(Whole(to)) if to > latest => {
-            return Err(format!(
-                "`to` is {to} but the latest migration in `{}` is {}",
-                p.dir,
-                migrations
-                    .last()
-                    .map_or("none".to_owned(), |m| m.up_file.clone())
-            ));
-        }
-        Some(Whole(to)) => to,
-        None => latest,
-    };
+    let target = target_version(p, migrations, latest)?;
     log.line(
         "migrate",
         &format!(
@@ -148,19 +136,7 @@ async fn migrate_on(
     // Everything is checked before anything changes: the down files a way down needs.
     let by_version: BTreeMap<u64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
     if target < current {
-        let missing: Vec<String> = (target + 1..=current)
-            .rev()
-            .filter_map(|v| by_version.get(&v))
-            .filter(|m| m.down.is_none())
-            .map(|m| format!("{}.down.sql", m.name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "cannot migrate down from version {current} to {target}: {} missing in `{}` (nothing was changed)",
-                list(&missing),
-                p.dir
-            ));
-        }
+        check_down_files(&by_version, target, current, &p.dir)?;
     }
     for (m, was) in &accepted {
         db.accept(m).await?;
@@ -236,6 +212,44 @@ async fn migrate_on(
     );
     out.insert("direction".into(), Value::from(direction));
     Ok(out)
+}
+
+/// The version to end at: `to`, at most the latest migration; the latest by default.
+fn target_version(p: &MigrateWith, migrations: &[Migration], latest: u64) -> Result<u64, String> {
+    match p.to {
+        Some(Whole(to)) if to > latest => Err(format!(
+            "`to` is {to} but the latest migration in `{}` is {}",
+            p.dir,
+            migrations
+                .last()
+                .map_or("none".to_owned(), |m| m.up_file.clone())
+        )),
+        Some(Whole(to)) => Ok(to),
+        None => Ok(latest),
+    }
+}
+
+/// Every down file a way down from `current` to `target` needs is there.
+fn check_down_files(
+    by_version: &BTreeMap<u64, &Migration>,
+    target: u64,
+    current: u64,
+    dir: &str,
+) -> Result<(), String> {
+    let missing: Vec<String> = (target + 1..=current)
+        .rev()
+        .filter_map(|v| by_version.get(&v))
+        .filter(|m| m.down.is_none())
+        .map(|m| format!("{}.down.sql", m.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cannot migrate down from version {current} to {target}: {} missing in `{}` (nothing was changed)",
+            list(&missing),
+            dir
+        ));
+    }
+    Ok(())
 }
 
 /// Migrates down from `at` to `to` (after a failed step applied `to + 1 ..= at`).
