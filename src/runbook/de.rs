@@ -83,13 +83,13 @@ fn one_of(names: &[&str]) -> String {
 impl std::fmt::Display for DeError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
-            DeError::UnknownField { name, expected } if expected.is_empty() => {
+            DeError::UnknownField { name, expected: [] } => {
                 write!(f, "unknown field `{name}`, there are no fields")
             }
             DeError::UnknownField { name, expected } => {
                 write!(f, "unknown field `{name}`, expected {}", one_of(expected))
             }
-            DeError::UnknownVariant { name, expected } if expected.is_empty() => {
+            DeError::UnknownVariant { name, expected: [] } => {
                 write!(f, "unknown variant `{name}`, there are no variants")
             }
             DeError::UnknownVariant { name, expected } => {

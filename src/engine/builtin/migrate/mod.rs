@@ -107,7 +107,7 @@ async fn run(p: &MigrateWith, log: &mut StepLog) -> Result<IndexMap<String, Valu
         }
     };
     let mut db = Db { conn };
-    let result = migrate_on(&mut db, &p, &policy, &migrations, latest, log).await;
+    let result = migrate_on(&mut db, p, &policy, &migrations, latest, log).await;
     db.conn.close().await;
     result
 }
