@@ -1,5 +1,5 @@
 //! Where a template stands in a `shell` command or an `sql` statement. A value is
-//! inserted there quoted (one shell word, one SQL literal: see `engine::quote`), which
+//! inserted there quoted (one shell word, one SQL literal: see `crate::sql::quote`), which
 //! keeps it a value only outside quotes, comments, here-documents and the like; the
 //! loader refuses an expression anywhere else, and `{{{x}}}`, which would not quote.
 

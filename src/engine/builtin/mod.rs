@@ -6,7 +6,7 @@ mod artifact;
 pub mod backup;
 pub mod migrate;
 pub mod optimise;
-pub(crate) mod pg;
+mod pg;
 pub mod restore;
 pub mod verify;
 
