@@ -147,7 +147,7 @@ pub(super) async fn apply(
                 }
             }
             Err(Failure::Other(why)) => {
-                let ran = outside.then(|| (statements.as_slice(), next));
+                let ran = outside.then_some((statements.as_slice(), next));
                 return Err(failed(db, job, &why, ran, &indexes, log).await);
             }
         }
