@@ -28,29 +28,8 @@ SPLIT = ("engine", "status")
 
 # Cycles still known, each the exact set of modules of one cycle, with what remains to do.
 KNOWN = {
-    "top": [
-        # engine <-> runbook: the loader checks built-in kinds with engine::builtin (see
-        # the second graph below). (engine <-> plan is gone: the commands, which print
-        # the plan before asking to start, are in `commands`, above both.)
-        ["engine", "runbook"],
-    ],
-    "split": [
-        # The loader (runbook::validate, runbook::code) checks the built-in kinds' `with`
-        # parameters and migration files and tokenizes SQL with engine::builtin's code,
-        # and the builtins read the runbook. Move the `with` definitions and checks, the
-        # migrate file checks and the SQL tokenizer below the runbook module (typed `with`
-        # parameters parsed at load). Inside the engine: target -> builtin (backup's
-        # pg_url_without_password), builtin -> action/target; quote -> action (Masker, via
-        # its re-export) and mask -> quote.
-        [
-            "engine::action",
-            "engine::builtin",
-            "engine::mask",
-            "engine::quote",
-            "engine::target",
-            "runbook",
-        ],
-    ],
+    "top": [],
+    "split": [],
 }
 
 

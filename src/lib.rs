@@ -11,6 +11,7 @@ pub mod journal;
 pub mod plan;
 pub mod report;
 pub mod runbook;
+pub mod sql;
 pub mod status;
 pub mod store;
 pub mod suggest;

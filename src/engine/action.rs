@@ -481,6 +481,33 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Requests used when a check gives no `timeout` of its own.
 const HTTP_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs SQL statements (in one transaction unless `transaction` is false). The columns of
+/// the first row returned become outputs.
+pub async fn sql(
+    database: &str,
+    statements: &str,
+    transaction: bool,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let work = async {
+        let mut conn = super::target::connect(database).await?;
+        let rows = conn.rows(statements, transaction).await;
+        conn.close().await;
+        Ok::<_, String>(rows?.into_iter().next().unwrap_or_default())
+    };
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, work).await {
+            Ok(Ok(o)) => Outcome::Succeeded(o),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::TimedOut,
+        },
+        None => match work.await {
+            Ok(o) => Outcome::Succeeded(o),
+            Err(e) => Outcome::Failed(e),
+        },
+    }
+}
+
 /// Sends the request (its templates already rendered) and checks the response: status,
 /// latency bound, body text, JSON pointers. The fields of a JSON object body become
 /// outputs, with `http_status` and `latency_ms`.

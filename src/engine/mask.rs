@@ -305,7 +305,7 @@ fn forms(value: &str) -> Vec<String> {
     }
     // As a shell word or an SQL literal writes it (a secret holding a quote or a
     // backslash, in a command that failed).
-    forms.extend(super::quote::quoted_forms(value));
+    forms.extend(crate::sql::quote::quoted_forms(value));
     forms.retain(|f| !f.is_empty());
     forms
 }

@@ -99,7 +99,7 @@ pub fn restore_covers(cp: &Step, step: &Step, vars: &IndexMap<String, Value>) ->
 fn step_databases(step: &Step) -> Vec<&str> {
     match step.run.as_deref() {
         Some(a) => action_databases(a),
-        None if super::builtin::has_builtin(step.kind) => database_of(&step.with),
+        None if step.kind.has_builtin() => database_of(&step.with),
         None => Vec::new(),
     }
 }

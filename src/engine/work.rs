@@ -315,7 +315,7 @@ impl<'w> Worker<'w> {
                 database,
                 transaction,
             } => match self.render_sql(sql, database, ctx) {
-                Ok((sql, db)) => target::sql(&db, &sql, *transaction, None).await,
+                Ok((sql, db)) => action::sql(&db, &sql, *transaction, None).await,
                 Err(e) => Outcome::Failed(e),
             },
             Action::Http(h) => match self.render_http(h, ctx) {
@@ -535,7 +535,7 @@ impl<'w> Worker<'w> {
 /// Whether a step without `run:` has built-in work of its kind to do (a `verify` step
 /// with only `checks` has none).
 pub(crate) fn has_builtin_work(step: &Step) -> bool {
-    builtin::has_builtin(step.kind) && !(step.kind == Kind::Verify && step.with.is_empty())
+    step.kind.has_builtin() && !(step.kind == Kind::Verify && step.with.is_empty())
 }
 
 /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify` finds

@@ -1,10 +1,10 @@
 //! Where a template stands in a `shell` command or an `sql` statement. A value is
-//! inserted there quoted (one shell word, one SQL literal: see `engine::quote`), which
+//! inserted there quoted (one shell word, one SQL literal: see `crate::sql::quote`), which
 //! keeps it a value only outside quotes, comments, here-documents and the like; the
 //! loader refuses an expression anywhere else, and `{{{x}}}`, which would not quote.
 
-use super::model::Engine;
-use crate::engine::builtin::migrate::split::{Tok, tokens_for};
+use crate::sql::Engine;
+use crate::sql::split::{Tok, tokens_for};
 
 /// The language of a field whose templates insert quoted values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +244,6 @@ fn shell_places(sh: &str, offsets: &[usize]) -> Vec<Option<Place>> {
     }];
     // Here-documents whose bodies start at the next line: (delimiter, tabs stripped).
     let mut pending: Vec<(String, bool)> = Vec::new();
-    let word_start = |i: usize| i == 0 || b" \t\n;&|()<>".contains(&b[i - 1]);
     let mut i = 0;
     while i < b.len() && k < offsets.len() {
         let top = *stack.last().expect("the top frame stays");
@@ -277,76 +276,9 @@ fn shell_places(sh: &str, offsets: &[usize]) -> Vec<Option<Place>> {
                 }
                 _ => (Some(Place::ShellQuotes), i + 1),
             },
-            Frame::Code { parens, brace } => match c {
-                b'\\' => (None, i + 2),
-                b'\'' => {
-                    let close = sh[i + 1..].find('\'').map_or(b.len(), |k| i + 1 + k);
-                    (Some(Place::ShellQuotes), close + 1)
-                }
-                b'"' => {
-                    stack.push(Frame::Double);
-                    (None, i + 1)
-                }
-                b'`' => {
-                    stack.push(Frame::Backquote);
-                    (None, i + 1)
-                }
-                b'$' if b.get(i + 1) == Some(&b'(') => {
-                    stack.push(Frame::Code {
-                        parens: 0,
-                        brace: false,
-                    });
-                    (None, i + 2)
-                }
-                b'$' if b.get(i + 1) == Some(&b'{') => {
-                    stack.push(Frame::Code {
-                        parens: 0,
-                        brace: true,
-                    });
-                    (None, i + 2)
-                }
-                b'(' => {
-                    *stack.last_mut().expect("top") = Frame::Code {
-                        parens: parens + 1,
-                        brace,
-                    };
-                    (None, i + 1)
-                }
-                b')' if parens > 0 => {
-                    *stack.last_mut().expect("top") = Frame::Code {
-                        parens: parens - 1,
-                        brace,
-                    };
-                    (None, i + 1)
-                }
-                b')' if !brace && stack.len() > 1 => {
-                    stack.pop();
-                    (None, i + 1)
-                }
-                b'}' if brace => {
-                    stack.pop();
-                    (None, i + 1)
-                }
-                b'#' if word_start(i) => {
-                    let end = sh[i..].find('\n').map_or(b.len(), |k| i + k);
-                    (Some(Place::ShellComment), end)
-                }
-                b'<' if b.get(i + 1) == Some(&b'<') && b.get(i + 2) != Some(&b'<') => {
-                    let (delimiter, tabs, end) = here_document(sh, i + 2);
-                    if !delimiter.is_empty() {
-                        pending.push((delimiter, tabs));
-                    }
-                    (None, end)
-                }
-                b'\n' if !pending.is_empty() => {
-                    let mut at = i + 1;
-                    for (delimiter, tabs) in std::mem::take(&mut pending) {
-                        at = body_end(sh, at, &delimiter, tabs);
-                    }
-                    (Some(Place::HereDocument), at)
-                }
-                _ => (None, i + 1),
-            },
+            Frame::Code { parens, brace } => {
+                code_step(sh, i, parens, brace, &mut stack, &mut pending)
+            }
         };
         while k < offsets.len() && offsets[k] < next {
             places[k] = place;
@@ -355,6 +287,92 @@ fn shell_places(sh: &str, offsets: &[usize]) -> Vec<Option<Place>> {
         i = next;
     }
     places
+}
+
+/// One character (or construct) of commands at `i`: where it stands, and where the next
+/// one starts. Opens and closes the frames of quotes, `$(...)` and `${...}`, and notes
+/// the here-documents whose bodies start at the next line.
+fn code_step(
+    sh: &str,
+    i: usize,
+    parens: usize,
+    brace: bool,
+    stack: &mut Vec<Frame>,
+    pending: &mut Vec<(String, bool)>,
+) -> (Option<Place>, usize) {
+    let b = sh.as_bytes();
+    let c = b[i];
+    let word_start = |i: usize| i == 0 || b" \t\n;&|()<>".contains(&b[i - 1]);
+    match c {
+        b'\\' => (None, i + 2),
+        b'\'' => {
+            let close = sh[i + 1..].find('\'').map_or(b.len(), |k| i + 1 + k);
+            (Some(Place::ShellQuotes), close + 1)
+        }
+        b'"' => {
+            stack.push(Frame::Double);
+            (None, i + 1)
+        }
+        b'`' => {
+            stack.push(Frame::Backquote);
+            (None, i + 1)
+        }
+        b'$' if b.get(i + 1) == Some(&b'(') => {
+            stack.push(Frame::Code {
+                parens: 0,
+                brace: false,
+            });
+            (None, i + 2)
+        }
+        b'$' if b.get(i + 1) == Some(&b'{') => {
+            stack.push(Frame::Code {
+                parens: 0,
+                brace: true,
+            });
+            (None, i + 2)
+        }
+        b'(' => {
+            *stack.last_mut().expect("top") = Frame::Code {
+                parens: parens + 1,
+                brace,
+            };
+            (None, i + 1)
+        }
+        b')' if parens > 0 => {
+            *stack.last_mut().expect("top") = Frame::Code {
+                parens: parens - 1,
+                brace,
+            };
+            (None, i + 1)
+        }
+        b')' if !brace && stack.len() > 1 => {
+            stack.pop();
+            (None, i + 1)
+        }
+        b'}' if brace => {
+            stack.pop();
+            (None, i + 1)
+        }
+        b'#' if word_start(i) => {
+            let end = sh[i..].find('\n').map_or(b.len(), |k| i + k);
+            (Some(Place::ShellComment), end)
+        }
+        b'<' if b.get(i + 1) == Some(&b'<') && b.get(i + 2) != Some(&b'<') => {
+            let (delimiter, tabs, end) = here_document(sh, i + 2);
+            if !delimiter.is_empty() {
+                pending.push((delimiter, tabs));
+            }
+            (None, end)
+        }
+        b'\n' if !pending.is_empty() => {
+            let mut at = i + 1;
+            for (delimiter, tabs) in std::mem::take(pending) {
+                at = body_end(sh, at, &delimiter, tabs);
+            }
+            (Some(Place::HereDocument), at)
+        }
+        _ => (None, i + 1),
+    }
 }
 
 /// The delimiter of the here-document operator whose `<<` ends before `i` (quotes

@@ -47,26 +47,6 @@ impl Runbook {
     }
 }
 
-/// The kind of database a URL names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Postgres,
-    Sqlite,
-}
-
-/// Which database a URL is for, or why it is none this program speaks to.
-pub fn engine(url: &str) -> Result<Engine, String> {
-    if url.starts_with("sqlite://") {
-        Ok(Engine::Sqlite)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Engine::Postgres)
-    } else {
-        Err(format!(
-            "unsupported database URL `{url}`: use postgres://... or sqlite://PATH"
-        ))
-    }
-}
-
 /// The maintenance window.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -194,6 +174,15 @@ impl Kind {
             Kind::Announce => "announce",
             Kind::Restore => "restore",
         }
+    }
+
+    /// Whether this kind has a built-in behaviour (and so a typed `with`: see
+    /// [`super::with::With`]).
+    pub fn has_builtin(self) -> bool {
+        matches!(
+            self,
+            Kind::Backup | Kind::Verify | Kind::Restore | Kind::Migrate | Kind::Optimise
+        )
     }
 
     /// Outputs the built-in behaviour of this kind records, usable as

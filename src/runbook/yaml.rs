@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
-use serde::de::{self, IntoDeserializer, Visitor};
 use serde_json::{Map, Number, Value};
 
 pub use crate::diagnostic::{Pos, Span};
@@ -466,95 +465,6 @@ impl Scalar {
                 .map(Value::Number)
                 .unwrap_or(Value::Null),
             Scalar::Str(s) => Value::String(s.to_string()),
-        }
-    }
-}
-
-/// Serde reads the raw types straight from the node tree: no intermediate copy.
-impl<'de> de::Deserializer<'de> for &'de Node {
-    type Error = serde_json::Error;
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        match &self.value {
-            NodeValue::Scalar(s, _) => match s {
-                Scalar::Null => visitor.visit_unit(),
-                Scalar::Bool(b) => visitor.visit_bool(*b),
-                Scalar::Int(n) => visitor.visit_i64(*n),
-                Scalar::Float(f) => visitor.visit_f64(*f),
-                Scalar::Str(s) => visitor.visit_borrowed_str(s),
-            },
-            NodeValue::Seq(items) => {
-                let mut seq = de::value::SeqDeserializer::new(items.iter());
-                let value = visitor.visit_seq(&mut seq)?;
-                seq.end()?;
-                Ok(value)
-            }
-            NodeValue::Map(entries) => {
-                let mut map = de::value::MapDeserializer::new(
-                    entries
-                        .iter()
-                        .map(|(k, v)| (k.as_str().unwrap_or_default(), v)),
-                );
-                let value = visitor.visit_map(&mut map)?;
-                map.end()?;
-                Ok(value)
-            }
-        }
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        match &self.value {
-            NodeValue::Scalar(Scalar::Null, _) => visitor.visit_none(),
-            _ => visitor.visit_some(self),
-        }
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        visitor.visit_newtype_struct(self)
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        match &self.value {
-            NodeValue::Scalar(Scalar::Str(s), _) => {
-                visitor.visit_enum(s.as_ref().into_deserializer())
-            }
-            _ => Err(de::Error::invalid_type(self.unexpected(), &"a name")),
-        }
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
-        identifier ignored_any
-    }
-}
-
-impl<'de> IntoDeserializer<'de, serde_json::Error> for &'de Node {
-    type Deserializer = Self;
-    fn into_deserializer(self) -> Self {
-        self
-    }
-}
-
-impl Node {
-    fn unexpected(&self) -> de::Unexpected<'_> {
-        match &self.value {
-            NodeValue::Scalar(Scalar::Null, _) => de::Unexpected::Unit,
-            NodeValue::Scalar(Scalar::Bool(b), _) => de::Unexpected::Bool(*b),
-            NodeValue::Scalar(Scalar::Int(n), _) => de::Unexpected::Signed(*n),
-            NodeValue::Scalar(Scalar::Float(f), _) => de::Unexpected::Float(*f),
-            NodeValue::Scalar(Scalar::Str(s), _) => de::Unexpected::Str(s),
-            NodeValue::Seq(_) => de::Unexpected::Seq,
-            NodeValue::Map(_) => de::Unexpected::Map,
         }
     }
 }

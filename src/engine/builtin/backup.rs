@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
@@ -20,60 +19,18 @@ use super::artifact::{
     Artifact, Outputs, Scrap, absolute, artifact_kind, digest, make_parent, put_in_place, source,
     sqlite_open, sqlite_path, sqlite_row_counts, temp_beside, took,
 };
-use super::pg::{count, literal, pg_connect, pg_row_counts, pg_url_without_password, sql_failed};
+use super::pg::{literal, pg_connect, pg_row_counts, pg_url_without_password, sql_failed};
 use crate::engine::action::{self, Outcome, StepLog};
 use crate::engine::target::{self, Conn, Engine, describe};
-use crate::runbook::Kind;
-
-/// Reads a `backup` step's `with` as the loader checks it.
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<BackupParams>(Kind::Backup, with).map(|_| ())
-}
-
-/// `with` of a `backup` step.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupParams {
-    /// The database: `postgres://...` or `sqlite://PATH`.
-    database: String,
-    /// Where the artifact goes: a file (a directory for `format: directory`), or an
-    /// existing directory (or a path ending in `/`) to put `<database>.dump|.db` in.
-    to: Option<String>,
-    /// PostgreSQL only: `custom` (default) or `directory`.
-    format: Option<Format>,
-    /// PostgreSQL `format: directory` only: parallel `pg_dump` jobs.
-    #[serde(default, deserialize_with = "count")]
-    jobs: Option<u32>,
-}
-
-/// A `pg_dump` archive format.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-#[serde(rename_all = "lowercase")]
-enum Format {
-    Custom,
-    Directory,
-}
-
-impl Format {
-    fn as_str(self) -> &'static str {
-        match self {
-            Format::Custom => "custom",
-            Format::Directory => "directory",
-        }
-    }
-}
+use crate::runbook::with::{BackupFormat as Format, BackupWith};
 
 /// `backup`: a consistent copy of the database in one file (or directory), with its
 /// checksum and the row count of every table at the moment it was taken.
-pub async fn backup(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: BackupParams = match super::params(Kind::Backup, with) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failed(e),
-    };
+pub async fn backup(p: &BackupWith, mut env: Env<'_>) -> Outcome {
     let started = Instant::now();
     let result = match source(&p.database) {
-        Ok(Engine::Postgres) => pg_backup(&p, &mut env).await,
-        Ok(Engine::Sqlite) => sqlite_backup(&p, &mut env).await,
+        Ok(Engine::Postgres) => pg_backup(p, &mut env).await,
+        Ok(Engine::Sqlite) => sqlite_backup(p, &mut env).await,
         Err(e) => Err(e),
     };
     match result {
@@ -145,7 +102,7 @@ fn artifact_path(
     absolute(&p)
 }
 
-async fn pg_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, String> {
+async fn pg_backup(p: &BackupWith, env: &mut Env<'_>) -> Result<Outputs, String> {
     let url = p.database.as_str();
     let format = p.format.unwrap_or(Format::Custom);
     let jobs = p.jobs.unwrap_or(1);
@@ -256,7 +213,7 @@ fn outputs(
     out
 }
 
-async fn sqlite_backup(p: &BackupParams, env: &mut Env<'_>) -> Result<Outputs, String> {
+async fn sqlite_backup(p: &BackupWith, env: &mut Env<'_>) -> Result<Outputs, String> {
     if p.format.is_some() || p.jobs.is_some() {
         return Err(
             "`format` and `jobs` apply to PostgreSQL backups only, not to a SQLite database".into(),

@@ -6,61 +6,22 @@
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::Env;
 use crate::engine::action::Outcome;
 use crate::engine::target::{self, Conn, Target};
-use crate::runbook::Kind;
-
-/// `with` of an `optimise` step.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// `postgres://...` or `sqlite://PATH`.
-    database: String,
-    /// What to do, in order. PostgreSQL: `vacuum` (`VACUUM (ANALYZE)`), `analyze`,
-    /// `reindex` (each table `CONCURRENTLY`); SQLite: `vacuum`, `analyze`, `optimize`.
-    /// Default: `vacuum` then `analyze` (PostgreSQL), all three (SQLite).
-    #[serde(default)]
-    actions: Option<Vec<Action>>,
-    /// Only these tables (default: every table of the user's schemas).
-    #[serde(default)]
-    tables: Vec<String>,
-    /// PostgreSQL: how long a statement may wait for a lock before giving up.
-    #[serde(default)]
-    lock_timeout: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Action {
-    Vacuum,
-    Analyze,
-    Reindex,
-    #[serde(alias = "optimise")]
-    Optimize,
-}
-
-/// Reads `with` as the loader checks it.
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<Params>(Kind::Optimise, with).map(|_| ())
-}
+use crate::runbook::with::{OptimiseAction as Action, OptimiseWith};
 
 /// Runs the `optimise` step.
-pub async fn optimise(with: &IndexMap<String, Value>, env: Env<'_>) -> Outcome {
-    match run(with, env).await {
+pub async fn optimise(p: &OptimiseWith, env: Env<'_>) -> Outcome {
+    match run(p, env).await {
         Ok(outputs) => Outcome::Succeeded(outputs),
         Err(e) => Outcome::Failed(e),
     }
 }
 
-async fn run(
-    with: &IndexMap<String, Value>,
-    env: Env<'_>,
-) -> Result<IndexMap<String, Value>, String> {
-    let p: Params = super::params(Kind::Optimise, with)?;
+async fn run(p: &OptimiseWith, env: Env<'_>) -> Result<IndexMap<String, Value>, String> {
     let lock_timeout = match &p.lock_timeout {
         Some(t) => crate::duration::parse_duration(t)
             .map_err(|e| format!("`with.lock_timeout` (optimise step): {e}"))?,

@@ -6,7 +6,6 @@ use std::str::FromStr as _;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -14,74 +13,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use super::artifact::random_suffix;
 use crate::engine::action::{self, StepLog};
 use crate::engine::target::describe;
+pub(super) use crate::sql::quote::ident;
+pub(super) use crate::sql::url::{pg_url_with_db, pg_url_without_password};
 
 /// How long to wait for a PostgreSQL server to answer a connection.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A positive count written as a number or, rendered from a template, as text.
-pub(super) fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        Number(u32),
-        Text(String),
-    }
-    let n = match Option::<N>::deserialize(d)? {
-        None => return Ok(None),
-        Some(N::Number(n)) => n,
-        Some(N::Text(t)) => t.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a positive whole number, got `{t}`"))
-        })?,
-    };
-    if n == 0 {
-        return Err(serde::de::Error::custom("must be at least 1"));
-    }
-    Ok(Some(n))
-}
-
-/// Splits `postgres://AUTHORITY[/DB][?QUERY]` at the end of the authority and of the
-/// path.
-pub(super) fn pg_url_bounds(url: &str) -> (usize, usize) {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let auth_end = url[start..]
-        .find(['/', '?'])
-        .map_or(url.len(), |i| start + i);
-    let path_end = url[auth_end..]
-        .find('?')
-        .map_or(url.len(), |i| auth_end + i);
-    (auth_end, path_end)
-}
-
-/// The URL with another database name.
-pub(super) fn pg_url_with_db(url: &str, name: &str) -> String {
-    let (auth_end, path_end) = pg_url_bounds(url);
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.' {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("{}/{encoded}{}", &url[..auth_end], &url[path_end..])
-}
-
-/// The URL without its password (recorded in outputs; the password then comes from
-/// `PGPASSWORD` or `~/.pgpass`, as for the tools).
-pub(crate) fn pg_url_without_password(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let (auth_end, _) = pg_url_bounds(url);
-    let auth = &url[start..auth_end];
-    match auth.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{}{user}@{host}{}", &url[..start], &url[auth_end..])
-        }
-        _ => url.to_owned(),
-    }
-}
 
 pub(super) fn pg_options(url: &str) -> Result<PgConnectOptions, String> {
     PgConnectOptions::from_str(url)
@@ -112,11 +48,6 @@ pub(super) async fn pg_connect(url: &str, database: Option<&str>) -> Result<PgCo
             CONNECT_TIMEOUT.as_secs()
         )),
     }
-}
-
-/// An identifier quoted for SQL.
-pub(super) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A string literal for SQL.
@@ -360,21 +291,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls() {
+    fn names_the_database_of_a_url() {
         let u = "postgres://u:p%40ss@h:5432/shop?sslmode=disable";
-        assert_eq!(
-            pg_url_with_db(u, "x_1"),
-            "postgres://u:p%40ss@h:5432/x_1?sslmode=disable"
-        );
-        assert_eq!(
-            pg_url_without_password(u),
-            "postgres://u@h:5432/shop?sslmode=disable"
-        );
-        assert_eq!(pg_url_with_db("postgres://h", "a b"), "postgres://h/a%20b");
-        assert_eq!(
-            pg_url_with_db("postgres://h?x=1", "d"),
-            "postgres://h/d?x=1"
-        );
         assert_eq!(pg_database_name(u).unwrap(), "shop");
     }
 

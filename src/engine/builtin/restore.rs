@@ -16,8 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
@@ -28,47 +26,21 @@ use super::artifact::{
     recorded, source, sqlite_open, sqlite_path, sync_dir_of, temp_beside, took,
 };
 use super::pg::{
-    OnDrop, ScratchDb, count, derived_name, ident, literal, pg_connect, pg_create_database,
+    OnDrop, ScratchDb, derived_name, ident, literal, pg_connect, pg_create_database,
     pg_database_name, pg_restore, pg_url_with_db, pg_version_num, sql_failed,
 };
 use crate::engine::action::{Outcome, StepLog};
 use crate::engine::target::{Engine, describe};
-use crate::runbook::Kind;
+use crate::runbook::with::RestoreWith;
 
-/// Reads `with` as the loader checks it.
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<RestoreParams>(Kind::Restore, with).map(|_| ())
-}
-
-/// `with` of a `restore` action.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RestoreParams {
-    /// The artifact (a `backup` step's `outputs.path`).
-    #[serde(alias = "from")]
-    backup: String,
-    /// The database to restore: `postgres://...` or `sqlite://PATH`.
-    database: String,
-    /// PostgreSQL: parallel `pg_restore` jobs.
-    #[serde(default, deserialize_with = "count")]
-    jobs: Option<u32>,
-    /// PostgreSQL: keep the replaced database (renamed `<name>_old_<timestamp>`).
-    #[serde(default)]
-    keep_old: bool,
-}
-
-pub async fn restore(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: RestoreParams = match super::params(Kind::Restore, with) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failed(e),
-    };
-    match run(&p, &mut env).await {
+pub async fn restore(p: &RestoreWith, mut env: Env<'_>) -> Outcome {
+    match run(p, &mut env).await {
         Ok(o) => Outcome::Succeeded(o),
         Err(e) => Outcome::Failed(e),
     }
 }
 
-async fn run(p: &RestoreParams, env: &mut Env<'_>) -> Result<Outputs, String> {
+async fn run(p: &RestoreWith, env: &mut Env<'_>) -> Result<Outputs, String> {
     let started = Instant::now();
     let path = absolute(Path::new(&p.backup));
     if !path.exists() {
@@ -221,7 +193,7 @@ async fn maintenance(url: &str) -> Result<(PgConnection, String), String> {
 /// database's when it was kept.
 async fn pg_swap_restore(
     path: &Path,
-    p: &RestoreParams,
+    p: &RestoreWith,
     log: &mut StepLog,
 ) -> Result<(String, Option<String>), String> {
     let target = pg_database_name(&p.database)?;
@@ -233,7 +205,7 @@ async fn pg_swap_restore(
 
 async fn swap(
     path: &Path,
-    p: &RestoreParams,
+    p: &RestoreWith,
     target: &str,
     admin: &mut PgConnection,
     admin_url: &str,
@@ -248,16 +220,7 @@ async fn swap(
             .await
             .map_err(sql_failed("cannot look the database up"))?;
     if exists.is_some() {
-        let mut conn = pg_connect(&p.database, None).await?;
-        let holds: Result<bool, _> = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'runbook_schema' AND relkind = 'r')",
-        )
-        .fetch_one(&mut conn)
-        .await;
-        let _ = conn.close().await;
-        if holds.map_err(sql_failed("cannot look into the target"))? {
-            return Err(holds_the_journal(target));
-        }
+        refuse_the_journal(&p.database, target).await?;
     }
     let new = derived_name(target, "restore");
     let mut fresh = ScratchDb {
@@ -303,13 +266,79 @@ async fn swap(
         fresh.armed = false;
         return Ok(None);
     }
+    let old = old_name(target);
+    if let Err(e) = swap_names(admin, admin_url, target, &new, &old, log).await? {
+        if let Err(d) = fresh.drop_now(log).await {
+            log.line("warning", &d);
+        }
+        return Err(e);
+    }
+    let exec = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    fresh.armed = false;
+    log.line(
+        "note",
+        &format!("`{target}` is now the restored backup; the replaced one is `{old}`"),
+    );
+    if p.keep_old {
+        let reopen = format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(&old));
+        let _ = exec(reopen).execute(&mut *admin).await;
+        return Ok(Some(old));
+    }
+    let mut replaced = ScratchDb {
+        admin_url: admin_url.to_owned(),
+        name: old.clone(),
+        force,
+        armed: true,
+    };
+    match replaced.drop_now(log).await {
+        Ok(()) => Ok(None),
+        Err(e) => {
+            replaced.armed = false;
+            log.line("warning", &format!("the replaced database is kept: {e}"));
+            Ok(Some(old))
+        }
+    }
+}
+
+/// A database that holds this program's own journal is not replaced by a backup.
+async fn refuse_the_journal(database: &str, target: &str) -> Result<(), String> {
+    let mut conn = pg_connect(database, None).await?;
+    let holds: Result<bool, _> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'runbook_schema' AND relkind = 'r')",
+    )
+    .fetch_one(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    if holds.map_err(sql_failed("cannot look into the target"))? {
+        return Err(holds_the_journal(target));
+    }
+    Ok(())
+}
+
+/// The name the replaced database is kept under: `<target>_old_<timestamp>`, within
+/// PostgreSQL's 63 bytes.
+fn old_name(target: &str) -> String {
     let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
     let suffix = format!("_old_{stamp}");
     let mut base = target.to_owned();
     while base.len() + suffix.len() > 63 {
         base.pop();
     }
-    let old = format!("{base}{suffix}");
+    format!("{base}{suffix}")
+}
+
+/// Swaps the restored database `new` in for `target` (renamed `old`): no new sessions,
+/// then none at all, then both renames in one transaction, tried again while sessions
+/// go. When the renames cannot be made, `target` is opened again and left as it was, and
+/// the inner result says why; the outer error is a failure before that.
+async fn swap_names(
+    admin: &mut PgConnection,
+    admin_url: &str,
+    target: &str,
+    new: &str,
+    old: &str,
+    log: &mut StepLog,
+) -> Result<Result<(), String>, String> {
     // No new sessions, then none at all, then the swap in one transaction.
     let exec = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
     let close = format!(
@@ -348,8 +377,8 @@ async fn swap(
         let renames = format!(
             "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
             ident(target),
-            ident(&old),
-            ident(&new),
+            ident(old),
+            ident(new),
             ident(target)
         );
         match exec(renames.clone()).execute(&mut *admin).await {
@@ -373,37 +402,11 @@ async fn swap(
             ident(target)
         );
         let _ = exec(reopen).execute(&mut *admin).await;
-        if let Err(d) = fresh.drop_now(log).await {
-            log.line("warning", &d);
-        }
-        return Err(format!(
+        return Ok(Err(format!(
             "cannot swap the restored database in for `{target}` (left as it was): {last}"
-        ));
+        )));
     }
-    fresh.armed = false;
-    log.line(
-        "note",
-        &format!("`{target}` is now the restored backup; the replaced one is `{old}`"),
-    );
-    if p.keep_old {
-        let reopen = format!("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true", ident(&old));
-        let _ = exec(reopen).execute(&mut *admin).await;
-        return Ok(Some(old));
-    }
-    let mut replaced = ScratchDb {
-        admin_url: admin_url.to_owned(),
-        name: old.clone(),
-        force,
-        armed: true,
-    };
-    match replaced.drop_now(log).await {
-        Ok(()) => Ok(None),
-        Err(e) => {
-            replaced.armed = false;
-            log.line("warning", &format!("the replaced database is kept: {e}"));
-            Ok(Some(old))
-        }
-    }
+    Ok(Ok(()))
 }
 
 /// What a database has outside its contents, which a dump without `--create` does not

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
@@ -17,45 +16,12 @@ use super::artifact::{
     random_suffix, recorded, source, sqlite_open, sqlite_path, sqlite_row_counts, took,
 };
 use super::pg::{
-    ScratchDb, count, ident, pg_connect, pg_create_database, pg_database_name, pg_restore,
-    pg_row_counts, pg_url_with_db, pg_version_num, sql_failed,
+    ScratchDb, ident, pg_connect, pg_create_database, pg_database_name, pg_restore, pg_row_counts,
+    pg_url_with_db, pg_version_num, sql_failed,
 };
 use crate::engine::action::{Outcome, StepLog};
 use crate::engine::target::{self, Engine, describe};
-use crate::runbook::Kind;
-
-/// Reads `with` as the loader checks it.
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<VerifyParams>(Kind::Verify, with).map(|_| ())
-}
-
-/// `with` of a `verify` step.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VerifyParams {
-    /// The artifact (a `backup` step's `outputs.path`).
-    backup: String,
-    /// The source database: where its live row counts come from when no backup step
-    /// recorded any, and (PostgreSQL) the server the scratch copy is restored on.
-    database: Option<String>,
-    /// PostgreSQL: the server to restore the scratch copy on, when not the source's.
-    server: Option<String>,
-    /// SQL run against the restored copy.
-    #[serde(default)]
-    checks: Vec<CustomCheck>,
-    /// PostgreSQL: parallel `pg_restore` jobs.
-    #[serde(default, deserialize_with = "count")]
-    jobs: Option<u32>,
-}
-
-/// A query on the restored copy: its first column must be true, or equal `expect`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CustomCheck {
-    sql: String,
-    expect: Option<Value>,
-    message: Option<String>,
-}
+use crate::runbook::with::VerifyWith;
 
 /// Table → row count, and what those counts are.
 type Expected = (String, IndexMap<String, i64>);
@@ -75,18 +41,14 @@ impl Report {
     }
 }
 
-pub async fn verify(with: &IndexMap<String, Value>, mut env: Env<'_>) -> Outcome {
-    let p: VerifyParams = match super::params(Kind::Verify, with) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Failed(e),
-    };
-    match run(&p, &mut env).await {
+pub async fn verify(p: &VerifyWith, mut env: Env<'_>) -> Outcome {
+    match run(p, &mut env).await {
         Ok(o) => Outcome::Succeeded(o),
         Err(e) => Outcome::Failed(e),
     }
 }
 
-async fn run(p: &VerifyParams, env: &mut Env<'_>) -> Result<Outputs, String> {
+async fn run(p: &VerifyWith, env: &mut Env<'_>) -> Result<Outputs, String> {
     let started = Instant::now();
     let path = absolute(Path::new(&p.backup));
     if !path.exists() {
@@ -227,7 +189,7 @@ fn compare_counts(
 }
 
 /// The `checks` of `with`, against the restored copy.
-async fn custom_checks(url: &str, p: &VerifyParams, report: &mut Report) -> Result<(), String> {
+async fn custom_checks(url: &str, p: &VerifyWith, report: &mut Report) -> Result<(), String> {
     for c in &p.checks {
         let what = c.message.as_deref().unwrap_or(&c.sql);
         target::sql_check(url, &c.sql, c.expect.as_ref(), false)
@@ -243,7 +205,7 @@ async fn custom_checks(url: &str, p: &VerifyParams, report: &mut Report) -> Resu
 
 async fn pg_verify(
     path: &Path,
-    p: &VerifyParams,
+    p: &VerifyWith,
     source_url: Option<&str>,
     recorded: Option<Expected>,
     report: &mut Report,
@@ -307,7 +269,7 @@ async fn pg_check_copy(
     path: &Path,
     server: &str,
     name: &str,
-    p: &VerifyParams,
+    p: &VerifyWith,
     expected: Option<&Expected>,
     report: &mut Report,
     log: &mut StepLog,
@@ -458,7 +420,7 @@ async fn pg_inspect(
 
 async fn sqlite_verify(
     path: &Path,
-    p: &VerifyParams,
+    p: &VerifyWith,
     recorded: Option<Expected>,
     report: &mut Report,
     env: &mut Env<'_>,

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::Connection;
 
-use super::split::{Statement, split_statements};
 use super::tracking::{TABLE, lit, record};
 use super::{Policy, list, show};
 use crate::engine::action::StepLog;
 use crate::engine::target::{self, Conn, Target};
+use crate::sql::split::{Statement, split_statements};
 
 /// The first wait before trying again; it doubles with each retry (with jitter).
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -147,31 +147,46 @@ pub(super) async fn apply(
                 }
             }
             Err(Failure::Other(why)) => {
-                let mut msg = format!("{} failed: {why}", job.file);
-                if why.contains("cannot run inside a transaction block") {
-                    msg.push_str(
-                        " (mark the file with a line `-- runbook: no-transaction` to run it outside one)",
-                    );
-                }
-                if outside {
-                    let failed = statements
-                        .get(next)
-                        .map(|s| preview(&s.text))
-                        .unwrap_or_default();
-                    msg.push_str(&format!(
-                        "; it ran outside a transaction: {next} of {} statements took effect, statement {} failed: {failed}",
-                        statements.len(),
-                        next + 1
-                    ));
-                    cleanup_after(db, &indexes, &mut msg, log).await;
-                } else {
-                    msg.push_str("; its transaction was rolled back");
-                }
-                return Err(msg);
+                let ran = outside.then_some((statements.as_slice(), next));
+                return Err(failed(db, job, &why, ran, &indexes, log).await);
             }
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// The message of a migration that failed for another reason than a lock (its invalid
+/// indexes dropped first, when it ran outside a transaction: `ran` holds its statements
+/// and how many took effect).
+async fn failed(
+    db: &mut Db,
+    job: &Job<'_>,
+    why: &str,
+    ran: Option<(&[Statement], usize)>,
+    indexes: &[String],
+    log: &mut StepLog,
+) -> String {
+    let mut msg = format!("{} failed: {why}", job.file);
+    if why.contains("cannot run inside a transaction block") {
+        msg.push_str(
+            " (mark the file with a line `-- runbook: no-transaction` to run it outside one)",
+        );
+    }
+    if let Some((statements, next)) = ran {
+        let failed = statements
+            .get(next)
+            .map(|s| preview(&s.text))
+            .unwrap_or_default();
+        msg.push_str(&format!(
+            "; it ran outside a transaction: {next} of {} statements took effect, statement {} failed: {failed}",
+            statements.len(),
+            next + 1
+        ));
+        cleanup_after(db, indexes, &mut msg, log).await;
+    } else {
+        msg.push_str("; its transaction was rolled back");
+    }
+    msg
 }
 
 /// After a failure outside a transaction: drops the invalid indexes it left.

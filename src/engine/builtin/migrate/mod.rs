@@ -33,25 +33,22 @@
 
 mod apply;
 mod files;
-pub(crate) mod split;
 mod tracking;
-
-pub use files::check_dir;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::Env;
 use crate::engine::action::{Outcome, StepLog};
 use crate::engine::target;
-use crate::runbook::Kind;
+use crate::runbook::with::{MigrateWith, Whole};
+use crate::sql::migrations::{Migration, list, load};
 use apply::{Db, Job, apply};
-use files::{Migration, check_applied, load};
+use files::check_applied;
 
 /// How long one lock wait may last unless `with.lock_timeout` says otherwise.
 const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(500);
@@ -60,76 +57,9 @@ const DEFAULT_RETRIES: u64 = 4;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `with` of a `migrate` step (and of a `migrate` rollback).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Params {
-    /// `postgres://...` or `sqlite://PATH`.
-    database: String,
-    /// The directory of migration files, relative to the current directory.
-    dir: String,
-    /// The version to end at (up or down); default the latest in `dir`.
-    #[serde(default)]
-    to: Option<Whole>,
-    /// How long one lock wait may last (`busy_timeout` on SQLite).
-    #[serde(default)]
-    lock_timeout: Option<String>,
-    /// Attempts after the first when a lock wait times out.
-    #[serde(default)]
-    retries: Option<Whole>,
-    /// Versions whose changed up file is accepted: the new checksum is recorded.
-    #[serde(default)]
-    accept_changed: Vec<Whole>,
-}
-
-/// A whole number written as a number or as text (a rendered template is text).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Whole(u64);
-
-impl<'de> Deserialize<'de> for Whole {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Whole;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a whole number, like 3 or \"3\"")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Whole, E> {
-                Ok(Whole(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Whole, E> {
-                u64::try_from(v)
-                    .map(Whole)
-                    .map_err(|_| E::custom(format!("{v} is negative; expected 0 or more")))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Whole, E> {
-                if v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 {
-                    Ok(Whole(v as u64))
-                } else {
-                    Err(E::custom(format!("{v} is not a whole number of 0 or more")))
-                }
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Whole, E> {
-                v.trim().parse::<u64>().map(Whole).map_err(|_| {
-                    E::custom(format!(
-                        "`{v}` is not a whole number of 0 or more (like 3 or \"3\")"
-                    ))
-                })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 /// `migrate`: brings the database to `to` (default the latest migration in `dir`).
-/// Reads `with` as the loader checks it (fields and their presence, not the values that
-/// templates give at run time).
-pub fn check_params(with: &IndexMap<String, Value>) -> Result<(), String> {
-    super::params::<Params>(Kind::Migrate, with).map(|_| ())
-}
-
-pub async fn migrate(with: &IndexMap<String, Value>, env: Env<'_>) -> Outcome {
-    match run(with, env.log).await {
+pub async fn migrate(p: &MigrateWith, env: Env<'_>) -> Outcome {
+    match run(p, env.log).await {
         Ok(outputs) => Outcome::Succeeded(outputs),
         Err(e) => Outcome::Failed(e),
     }
@@ -141,11 +71,7 @@ struct Policy {
     retries: u64,
 }
 
-async fn run(
-    with: &IndexMap<String, Value>,
-    log: &mut StepLog,
-) -> Result<IndexMap<String, Value>, String> {
-    let p: Params = super::params(Kind::Migrate, with)?;
+async fn run(p: &MigrateWith, log: &mut StepLog) -> Result<IndexMap<String, Value>, String> {
     let lock_timeout = match &p.lock_timeout {
         None => DEFAULT_LOCK_TIMEOUT,
         Some(t) => crate::duration::parse_duration(t)
@@ -181,14 +107,14 @@ async fn run(
         }
     };
     let mut db = Db { conn };
-    let result = migrate_on(&mut db, &p, &policy, &migrations, latest, log).await;
+    let result = migrate_on(&mut db, p, &policy, &migrations, latest, log).await;
     db.conn.close().await;
     result
 }
 
 async fn migrate_on(
     db: &mut Db,
-    p: &Params,
+    p: &MigrateWith,
     policy: &Policy,
     migrations: &[Migration],
     latest: u64,
@@ -199,19 +125,7 @@ async fn migrate_on(
     let current = applied.last().map_or(0, |a| a.version);
     let accept: Vec<u64> = p.accept_changed.iter().map(|w| w.0).collect();
     let accepted = check_applied(migrations, &applied, &accept, &p.dir)?;
-    let target = match p.to {
-        Some(Whole(to)) if to > latest => {
-            return Err(format!(
-                "`to` is {to} but the latest migration in `{}` is {}",
-                p.dir,
-                migrations
-                    .last()
-                    .map_or("none".to_owned(), |m| m.up_file.clone())
-            ));
-        }
-        Some(Whole(to)) => to,
-        None => latest,
-    };
+    let target = target_version(p, migrations, latest)?;
     log.line(
         "migrate",
         &format!(
@@ -222,19 +136,7 @@ async fn migrate_on(
     // Everything is checked before anything changes: the down files a way down needs.
     let by_version: BTreeMap<u64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
     if target < current {
-        let missing: Vec<String> = (target + 1..=current)
-            .rev()
-            .filter_map(|v| by_version.get(&v))
-            .filter(|m| m.down.is_none())
-            .map(|m| format!("{}.down.sql", m.name))
-            .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "cannot migrate down from version {current} to {target}: {} missing in `{}` (nothing was changed)",
-                list(&missing),
-                p.dir
-            ));
-        }
+        check_down_files(&by_version, target, current, &p.dir)?;
     }
     for (m, was) in &accepted {
         db.accept(m).await?;
@@ -312,6 +214,44 @@ async fn migrate_on(
     Ok(out)
 }
 
+/// The version to end at: `to`, at most the latest migration; the latest by default.
+fn target_version(p: &MigrateWith, migrations: &[Migration], latest: u64) -> Result<u64, String> {
+    match p.to {
+        Some(Whole(to)) if to > latest => Err(format!(
+            "`to` is {to} but the latest migration in `{}` is {}",
+            p.dir,
+            migrations
+                .last()
+                .map_or("none".to_owned(), |m| m.up_file.clone())
+        )),
+        Some(Whole(to)) => Ok(to),
+        None => Ok(latest),
+    }
+}
+
+/// Every down file a way down from `current` to `target` needs is there.
+fn check_down_files(
+    by_version: &BTreeMap<u64, &Migration>,
+    target: u64,
+    current: u64,
+    dir: &str,
+) -> Result<(), String> {
+    let missing: Vec<String> = (target + 1..=current)
+        .rev()
+        .filter_map(|v| by_version.get(&v))
+        .filter(|m| m.down.is_none())
+        .map(|m| format!("{}.down.sql", m.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cannot migrate down from version {current} to {target}: {} missing in `{}` (nothing was changed)",
+            list(&missing),
+            dir
+        ));
+    }
+    Ok(())
+}
+
 /// Migrates down from `at` to `to` (after a failed step applied `to + 1 ..= at`).
 async fn undo_applied(
     db: &mut Db,
@@ -352,40 +292,11 @@ fn with_progress(error: String, verb: &str, done: &[String], at: u64) -> String 
     }
 }
 
-/// `a`, `a and b`, `a, b and c`.
-fn list(items: &[String]) -> String {
-    match items {
-        [] => String::new(),
-        [one] => one.clone(),
-        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
-    }
-}
-
 /// A duration as written in runbooks, to the millisecond.
 fn show(d: Duration) -> String {
     if d.subsec_millis() != 0 {
         format!("{}ms", d.as_millis())
     } else {
         crate::duration::fmt_duration(d)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn takes_numbers_as_numbers_or_text() {
-        let p: Params = serde_json::from_value(serde_json::json!({
-            "database": "sqlite://x", "dir": "m", "to": "3", "retries": 2, "accept_changed": [1, "2"]
-        }))
-        .unwrap();
-        assert_eq!(p.to, Some(Whole(3)));
-        assert_eq!(p.retries, Some(Whole(2)));
-        assert_eq!(p.accept_changed, vec![Whole(1), Whole(2)]);
-        let bad = serde_json::from_value::<Params>(serde_json::json!({
-            "database": "sqlite://x", "dir": "m", "to": "three"
-        }));
-        assert!(bad.is_err());
     }
 }

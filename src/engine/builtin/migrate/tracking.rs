@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::apply::{Db, Job};
-use super::files::Migration;
 use crate::engine::target;
+use crate::sql::migrations::Migration;
 
 /// The tracking table in the target database.
 pub(super) const TABLE: &str = "runbook_migrations";

@@ -1,10 +1,11 @@
 //! The SQL scanner: tokens outside comments, and the statements of a file split at `;`
 //! outside quotes, comments, dollar-quoted bodies and the `BEGIN ... END` blocks of
-//! `CREATE` statements. The runbook loader uses the tokens too (`runbook::code`).
+//! `CREATE` statements. `migrate` splits files with it; the runbook loader finds the
+//! places of templates in SQL with its tokens (`runbook::code`).
 
 /// What the scanner sees in SQL text.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Tok {
+pub enum Tok {
     /// A keyword or identifier.
     Word,
     /// `"quoted identifier"`.
@@ -17,7 +18,7 @@ pub(crate) enum Tok {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Token {
+pub struct Token {
     pub kind: Tok,
     pub text: String,
     pub start: usize,
@@ -31,7 +32,7 @@ fn tokens(sql: &str) -> Vec<Token> {
 
 /// The tokens of SQL text, without comments; `[...]` is a quoted identifier when
 /// `brackets` (SQLite), an operator otherwise (PostgreSQL's subscripts).
-pub(crate) fn tokens_for(sql: &str, brackets: bool) -> Vec<Token> {
+pub fn tokens_for(sql: &str, brackets: bool) -> Vec<Token> {
     let b = sql.as_bytes();
     let n = b.len();
     let mut out = Vec::new();
@@ -151,9 +152,9 @@ pub(crate) fn tokens_for(sql: &str, brackets: bool) -> Vec<Token> {
 
 /// One statement of a file.
 #[derive(Debug, Clone)]
-pub(super) struct Statement {
-    pub(super) text: String,
-    pub(super) words: Vec<Token>,
+pub struct Statement {
+    pub text: String,
+    pub words: Vec<Token>,
 }
 
 impl Statement {
@@ -165,7 +166,7 @@ impl Statement {
     }
 
     /// `BEGIN`, `COMMIT`, `ROLLBACK`, `END`, `ABORT`, `START TRANSACTION`.
-    pub(super) fn controls_transaction(&self) -> bool {
+    pub fn controls_transaction(&self) -> bool {
         match self.word(0).as_deref() {
             Some("BEGIN" | "COMMIT" | "ROLLBACK" | "END" | "ABORT") => true,
             Some("START") => self.word(1).as_deref() == Some("TRANSACTION"),
@@ -175,7 +176,7 @@ impl Statement {
 
     /// The index a `CREATE [UNIQUE] INDEX CONCURRENTLY [IF NOT EXISTS] name ON ...`
     /// creates, as written (`public.idx`, `"Idx"`).
-    pub(super) fn concurrent_index(&self) -> Option<String> {
+    pub fn concurrent_index(&self) -> Option<String> {
         let mut i = 0;
         let expect = |w: &str, optional: bool, i: &mut usize| {
             let found = self.word(*i).as_deref() == Some(w);
@@ -208,7 +209,7 @@ impl Statement {
 /// The statements of a file: split at `;` outside quotes, comments, dollar-quoted
 /// bodies and the `BEGIN ... END` (and `CASE ... END`) blocks of a `CREATE` statement.
 /// Pieces with nothing but comments are left out.
-pub(super) fn split_statements(sql: &str) -> Vec<Statement> {
+pub fn split_statements(sql: &str) -> Vec<Statement> {
     let mut out = Vec::new();
     let mut words: Vec<Token> = Vec::new();
     let mut depth = 0usize;
