@@ -13,4 +13,5 @@ pub mod runbook;
 pub mod status;
 pub mod store;
 pub mod suggest;
+pub mod template;
 pub mod terminal;

@@ -1,6 +1,7 @@
 //! The report as one self-contained HTML page: inline CSS, an inline SVG Gantt chart,
 //! no scripts and no external assets, so it opens offline and prints. Every text from
-//! the journal goes through `handlebars::html_escape`.
+//! the journal goes through the template renderer's HTML escaping
+//! ([`crate::template::html_escape`]).
 
 use std::fmt::Write as _;
 
@@ -16,7 +17,7 @@ use super::{Clock, build::cut, delta, dur};
 
 /// Escapes text for HTML (and the SVG inside it).
 fn h(s: &str) -> String {
-    handlebars::html_escape(s)
+    crate::template::html_escape(s)
 }
 
 /// Markdown-ish emphasis of the shared sentences (`**x**`, `` `x` ``) as HTML, after

@@ -17,6 +17,7 @@ use super::model::{
     Incident, Maintenance, MaintenanceStatus, Outcome, Page, Update, iso, local, local_time,
 };
 use super::snapshot::{self, Asset, Snapshot};
+use crate::template::{self, Mode};
 
 const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -78,20 +79,9 @@ static STATIC_ASSETS: LazyLock<[(&str, Asset); 4]> = LazyLock::new(|| {
     ]
 });
 
+/// HTML mode, strict: every value from a runbook or a person is escaped.
 static TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
-    let mut hb = Handlebars::new();
-    hb.set_strict_mode(true);
-    // Partials are not re-indented: update bodies keep their lines as written.
-    hb.set_prevent_indent(true);
-    for (name, source) in PARTIALS {
-        hb.register_partial(name, *source)
-            .unwrap_or_else(|e| panic!("templates/pages/{name}: {e}"));
-    }
-    for (name, source) in PAGES {
-        hb.register_template_string(name, *source)
-            .unwrap_or_else(|e| panic!("templates/pages/{name}: {e}"));
-    }
-    hb
+    template::compiled(Mode::Html, true, "templates/pages", PARTIALS, PAGES)
 });
 
 /// Adds the HTML pages (`/`, `/history`, `/maintenances/{id}`, and `/404`, which the
