@@ -89,7 +89,11 @@ mod tests {
     #[test]
     fn strictness_decides_whether_a_missing_value_fails() {
         let ctx = json!({});
-        assert!(registry(Mode::Text, true).render_template("{{x.y}}", &ctx).is_err());
+        assert!(
+            registry(Mode::Text, true)
+                .render_template("{{x.y}}", &ctx)
+                .is_err()
+        );
         assert_eq!(render_text("[{{x.y}}]", &ctx).unwrap(), "[]");
     }
 
@@ -102,6 +106,9 @@ mod tests {
             &[("p", "<b>{{v}}</b>")],
             &[("page", "{{> p}}!")],
         );
-        assert_eq!(hb.render("page", &json!({ "v": "&" })).unwrap(), "<b>&amp;</b>!");
+        assert_eq!(
+            hb.render("page", &json!({ "v": "&" })).unwrap(),
+            "<b>&amp;</b>!"
+        );
     }
 }

@@ -4,6 +4,7 @@
 pub mod action;
 pub mod builtin;
 pub mod decide;
+pub mod history;
 /// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
 pub use crate::journal as event;
 pub mod mask;

@@ -80,9 +80,8 @@ static STATIC_ASSETS: LazyLock<[(&str, Asset); 4]> = LazyLock::new(|| {
 });
 
 /// HTML mode, strict: every value from a runbook or a person is escaped.
-static TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
-    template::compiled(Mode::Html, true, "templates/pages", PARTIALS, PAGES)
-});
+static TEMPLATES: LazyLock<Handlebars<'static>> =
+    LazyLock::new(|| template::compiled(Mode::Html, true, "templates/pages", PARTIALS, PAGES));
 
 /// Adds the HTML pages (`/`, `/history`, `/maintenances/{id}`, and `/404`, which the
 /// server sends with any unknown page's 404), the static files
