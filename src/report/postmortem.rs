@@ -53,43 +53,7 @@ pub(super) fn postmortem(
         summary.push_str(&format!(" Aborted by {by}."));
     }
     for rb in &report.rollbacks {
-        let ids = |f: &dyn Fn(UndoStatus) -> bool| -> Vec<String> {
-            rb.steps
-                .iter()
-                .filter(|s| f(s.status))
-                .map(|s| format!("`{}`", s.id))
-                .collect()
-        };
-        let undone = ids(&|s| s == UndoStatus::Undone);
-        let restored = ids(&|s| s == UndoStatus::Restored);
-        let left = ids(&|s| s == UndoStatus::Left);
-        let failed = ids(&|s| matches!(s, UndoStatus::UndoFailed | UndoStatus::Undoing));
-        summary.push_str(&format!(
-            " The rollback undid {}",
-            if undone.is_empty() {
-                "no step".to_owned()
-            } else {
-                undone.join(", ")
-            }
-        ));
-        if !restored.is_empty() {
-            summary.push_str(&format!(
-                "; its restore brought back {}",
-                restored.join(", ")
-            ));
-        }
-        if !failed.is_empty() {
-            summary.push_str(&format!("; undoing {} did not finish", failed.join(", ")));
-        }
-        if !left.is_empty() {
-            summary.push_str(&format!(
-                "; {} had no way back and {} left as {} was",
-                left.join(", "),
-                if left.len() == 1 { "is" } else { "are" },
-                if left.len() == 1 { "it" } else { "they" }
-            ));
-        }
-        summary.push('.');
+        summary.push_str(&rollback_words(rb));
     }
     let w = &report.window;
     match w.held {
@@ -151,6 +115,49 @@ pub(super) fn postmortem(
         root_cause: "to fill in".into(),
         follow_ups: "to fill in".into(),
     }
+}
+
+/// What a rollback undid, restored, could not finish and left, in one sentence.
+fn rollback_words(rb: &Rollback) -> String {
+    let mut out = String::new();
+    let ids = |f: &dyn Fn(UndoStatus) -> bool| -> Vec<String> {
+        rb.steps
+            .iter()
+            .filter(|s| f(s.status))
+            .map(|s| format!("`{}`", s.id))
+            .collect()
+    };
+    let undone = ids(&|s| s == UndoStatus::Undone);
+    let restored = ids(&|s| s == UndoStatus::Restored);
+    let left = ids(&|s| s == UndoStatus::Left);
+    let failed = ids(&|s| matches!(s, UndoStatus::UndoFailed | UndoStatus::Undoing));
+    out.push_str(&format!(
+        " The rollback undid {}",
+        if undone.is_empty() {
+            "no step".to_owned()
+        } else {
+            undone.join(", ")
+        }
+    ));
+    if !restored.is_empty() {
+        out.push_str(&format!(
+            "; its restore brought back {}",
+            restored.join(", ")
+        ));
+    }
+    if !failed.is_empty() {
+        out.push_str(&format!("; undoing {} did not finish", failed.join(", ")));
+    }
+    if !left.is_empty() {
+        out.push_str(&format!(
+            "; {} had no way back and {} left as {} was",
+            left.join(", "),
+            if left.len() == 1 { "is" } else { "are" },
+            if left.len() == 1 { "it" } else { "they" }
+        ));
+    }
+    out.push('.');
+    out
 }
 
 /// What happened, event by event, in words (fan-out items summed up, precondition
