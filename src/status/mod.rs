@@ -8,7 +8,6 @@ pub mod feed;
 pub mod follow;
 pub mod html;
 pub mod model;
-mod project;
 pub mod schedule;
 pub mod server;
 pub mod snapshot;

@@ -1,7 +1,7 @@
 //! The status projection: what customers may know, folded from the journal alone.
 //!
 //! Each run and each scheduled maintenance is a stream of events in the journal;
-//! `status::project` folds them, with the clock, into the [`Page`] defined here:
+//! [`project`] folds them, with the clock, into the [`Page`] defined here:
 //! maintenances, incidents and components with Atlassian Statuspage's vocabulary. It
 //! reads only public fields (titles, the public plan, published updates), never logs,
 //! errors or outputs.
@@ -384,4 +384,5 @@ pub fn iso(ms: i64) -> String {
     }
 }
 
-pub use super::project::{RunJournal, project, project_journals};
+mod project;
+pub use project::{RunJournal, project, project_journals};

@@ -4,7 +4,7 @@
 
 use chrono_tz::Tz;
 
-use super::model::*;
+use super::*;
 use crate::engine::event::{Event, PublicPlan, PublicUpdate, Recorded};
 use crate::engine::history::{Change, End, History};
 use crate::store::Damage;
