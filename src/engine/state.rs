@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::{Decision, Event};
+use super::event::{Decision, Event, Recorded};
 
 mod step;
 
@@ -239,6 +239,11 @@ impl RunState {
         events
             .into_iter()
             .try_fold(RunState::default(), |s, (e, at)| s.fold(e, at))
+    }
+
+    /// The state after a journal's recorded events, or the first illegal one.
+    pub fn of_journal(events: &[Recorded]) -> Result<RunState, Illegal> {
+        RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
     }
 
     /// The step's record (a step never mentioned is pending).

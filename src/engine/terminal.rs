@@ -323,3 +323,56 @@ pub fn cancelled(e: &Event) -> String {
     };
     format!("statement `{statement}` on {database}{backend} {how}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: i64, event: serde_json::Value) -> Recorded {
+        let event = serde_json::from_value(event).expect("an event");
+        Recorded {
+            seq,
+            at_ms: seq * 1000,
+            event,
+        }
+    }
+
+    #[test]
+    fn the_live_line_shows_the_step_under_way_its_items_and_the_eta() {
+        let mut now = Current {
+            steps: HashMap::from([
+                ("a".to_owned(), (0, None)),
+                ("b".to_owned(), (1, Some(Duration::from_secs(600)))),
+            ]),
+            total: 3,
+            ..Current::default()
+        };
+        assert_eq!(now.line(), "", "nothing under way");
+        for (seq, e) in [
+            serde_json::json!({ "type": "step_started", "step": "b", "attempt": 1 }),
+            serde_json::json!({ "type": "item_started", "step": "b", "index": 0 }),
+            serde_json::json!({ "type": "item_succeeded", "step": "b", "index": 0 }),
+            serde_json::json!({ "type": "item_failed", "step": "b", "index": 1, "error": "x" }),
+            serde_json::json!({ "type": "published", "kind": "overrun", "status": "in_progress",
+                "body": "Later.", "eta_ms": 1_794_996_000_000_i64 }),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            now.follow(&rec(seq as i64 + 1, e));
+            if seq == 0 {
+                now.items = Some((4, "tenants".into()));
+            }
+        }
+        let line = now.line();
+        assert!(
+            line.starts_with("[2/3] b  0s of 10m expected  2/4 tenants, 1 failed  ETA "),
+            "{line}"
+        );
+        now.follow(&rec(
+            9,
+            serde_json::json!({ "type": "step_succeeded", "step": "b", "attempt": 1 }),
+        ));
+        assert_eq!(now.line(), "", "the step ended");
+    }
+}
