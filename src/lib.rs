@@ -15,4 +15,5 @@ pub mod sql;
 pub mod status;
 pub mod store;
 pub mod suggest;
+pub mod template;
 pub mod terminal;

@@ -285,7 +285,8 @@ fn forms(value: &str) -> Vec<String> {
     forms.push(json.replace('/', "\\/"));
     forms.push(json);
     forms.push(ascii);
-    forms.push(handlebars::html_escape(value));
+    // As the template renderer's HTML mode writes it.
+    forms.push(crate::template::html_escape(value));
     // Base64: the characters that depend on the secret's bytes alone, at each of the
     // three places it may start in a longer text.
     let bytes = value.as_bytes();

@@ -6,6 +6,8 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
+
+use crate::template::{self, Mode};
 use serde_json::{Value, json};
 
 use crate::engine::event::{Event, PublicPlan, PublicStep, PublicUpdate};
@@ -62,22 +64,13 @@ const DEFAULTS: &[(&str, &str)] = &[
 /// Public updates are plain text: escaping happens where they are shown (HTML, XML,
 /// JSON), never here.
 static DEFAULT_TEMPLATES: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
-    let mut hb = Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
-    for (kind, text) in DEFAULTS {
-        hb.register_template_string(kind, text.trim_end())
-            .expect("the default update templates compile");
-    }
-    hb
+    let trimmed: Vec<(&str, &str)> = DEFAULTS.iter().map(|(k, t)| (*k, t.trim_end())).collect();
+    template::compiled(Mode::Text, false, "templates/updates", &[], &trimmed)
 });
 
 fn render(text: Option<&String>, kind: &str, ctx: &Value) -> String {
     let out = match text {
-        Some(t) => {
-            let mut hb = Handlebars::new();
-            hb.register_escape_fn(handlebars::no_escape);
-            hb.render_template(t, ctx)
-        }
+        Some(t) => template::render_text(t, ctx),
         None => DEFAULT_TEMPLATES.render(kind, ctx),
     };
     // Templates were checked at load time; should one still fail, say nothing rather
@@ -99,9 +92,7 @@ pub(crate) fn text(t: &str, ctx: &Value) -> String {
     if !t.contains("{{") {
         return t.to_owned();
     }
-    let mut hb = Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
-    hb.render_template(t, ctx).unwrap_or_else(|_| t.to_owned())
+    template::render_text(t, ctx).unwrap_or_else(|_| t.to_owned())
 }
 
 /// The variables public text uses (`{{vars.NAME}}` in the title, the summary, the

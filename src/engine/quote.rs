@@ -2,7 +2,8 @@
 //! word, in `sql` as a quoted literal of the statement's database, elsewhere as it is.
 //! `{{raw X}}` inserts text as it is everywhere; `{{ident X}}` quotes an SQL identifier.
 //!
-//! Quoting is done by handlebars' escape function, one registry per [`Mode`], on the
+//! Quoting is done by handlebars' escape function, one registry per [`Mode`] (each a
+//! strict `Text` registry of [`crate::template`] with its escaping replaced), on the
 //! value with its secret references resolved: the command gets the secret's value, quoted.
 
 use handlebars::{
@@ -38,12 +39,12 @@ impl Templates {
     /// Registries whose quoting sees the values of the run's secrets (`masker`).
     pub fn new(masker: &Masker) -> Self {
         let registry = |mode: Mode| {
-            let mut r = Handlebars::new();
-            r.set_strict_mode(true);
+            // Text mode, strict; shell and SQL quoting are its escaping replaced.
+            let mut r = crate::template::registry(crate::template::Mode::Text, true);
             let m = masker.clone();
             match mode {
                 // Resolved after rendering, with the whole text.
-                Mode::Plain => r.register_escape_fn(handlebars::no_escape),
+                Mode::Plain => {}
                 Mode::Shell => r.register_escape_fn(move |s| shell_word(&m.resolve(s))),
                 Mode::Sql(engine) => {
                     r.register_escape_fn(move |s| literal(engine, &m.resolve(s)));

@@ -7,7 +7,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::event::{Decision, Event};
+use super::event::{Decision, Event, Recorded};
+
+mod step;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -239,6 +241,11 @@ impl RunState {
             .try_fold(RunState::default(), |s, (e, at)| s.fold(e, at))
     }
 
+    /// The state after a journal's recorded events, or the first illegal one.
+    pub fn of_journal(events: &[Recorded]) -> Result<RunState, Illegal> {
+        RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
+    }
+
     /// The step's record (a step never mentioned is pending).
     pub fn step(&self, id: &str) -> &StepRun {
         static PENDING: std::sync::LazyLock<StepRun> = std::sync::LazyLock::new(StepRun::default);
@@ -297,7 +304,6 @@ impl RunState {
     fn apply_checked(&mut self, event: &Event, at_ms: i64) -> Result<(), Illegal> {
         use Event as E;
         use RunStatus as R;
-        use StepStatus as S;
         let run_illegal = |s: &RunState| Illegal {
             event: event.kind(),
             what: "the run".into(),
@@ -347,239 +353,91 @@ impl RunState {
             }
             _ => {}
         }
-        let active = matches!(self.status, R::Running | R::Verifying);
         let status = self.status;
-        // A step's own work goes on while the run runs (or is paused with it in doubt);
-        // never while rolling back.
-        let working = active || status == R::Paused;
         if let Some(id) = event.step() {
-            let step = self.steps.entry(id.to_owned()).or_default();
-            let illegal = |st: StepStatus| Illegal {
+            let step_run = self.steps.entry(id.to_owned()).or_default();
+            let next = step::apply(step_run, status, event, at_ms).map_err(|st| Illegal {
                 event: event.kind(),
                 what: format!("step `{id}`"),
                 state: st.as_str(),
-            };
-            let rolling = status == R::RollingBack;
-            match event {
-                E::StepChecking { attempt, .. } => {
-                    if !active || step.status != S::Pending || *attempt != step.attempts + 1 {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Checking;
-                    step.attempts = *attempt;
-                    step.started_ms.get_or_insert(at_ms);
-                    step.error = None;
-                    step.retry_at_ms = None;
-                }
-                E::PreconditionFailed { .. } | E::StepStarted { .. } => {
-                    if !active || step.status != S::Checking {
-                        return Err(illegal(step.status));
-                    }
-                    match event {
-                        E::PreconditionFailed { message, .. } => {
-                            step.status = S::Failed;
-                            step.error = Some(message.clone());
-                            step.ended_ms = Some(at_ms);
-                        }
-                        E::StepStarted { verifying, .. } => {
-                            step.status = S::Running;
-                            step.acted = true;
-                            self.status = if *verifying { R::Verifying } else { R::Running };
-                        }
-                        _ => unreachable!(),
-                    }
-                }
-                E::StepSucceeded { outputs, .. } => {
-                    if !working || step.status != S::Running || step.awaiting_approval {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Succeeded;
-                    step.outputs.extend(outputs.clone());
-                    step.ended_ms = Some(at_ms);
-                }
-                E::StepFailed { error, .. } => {
-                    if !working
-                        || !matches!(step.status, S::Running | S::Checking)
-                        || step.awaiting_approval
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Failed;
-                    step.error = Some(error.clone());
-                    step.ended_ms = Some(at_ms);
-                }
-                E::StepTimedOut { .. } => {
-                    let waiting = step.awaiting_approval;
-                    if step.status != S::Running
-                        || (waiting && status != R::AwaitingApproval)
-                        || (!waiting && !working)
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::TimedOut;
-                    step.error = Some("timed out".into());
-                    step.ended_ms = Some(at_ms);
-                    if waiting {
-                        step.awaiting_approval = false;
-                        self.status = R::Running;
-                    }
-                }
-                E::RetryScheduled {
-                    next_attempt,
-                    at_ms: when,
-                    ..
-                } => {
-                    if !active
-                        || !matches!(step.status, S::Failed | S::TimedOut)
-                        || step.failure_ignored
-                        || *next_attempt != step.attempts + 1
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Pending;
-                    step.retry_at_ms = Some(*when);
-                }
-                E::StepSkipped { reason, .. } => {
-                    if !matches!(
-                        step.status,
-                        S::Pending | S::Checking | S::Running | S::Failed | S::TimedOut
-                    ) || step.failure_ignored
-                        || rolling
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::Skipped;
-                    step.awaiting_approval = false;
-                    step.error = Some(reason.clone());
-                    step.ended_ms = Some(at_ms);
-                    if status == R::AwaitingApproval {
-                        self.status = R::Running;
-                    }
-                }
-                E::FailureIgnored { .. } => {
-                    if !active
-                        || !matches!(step.status, S::Failed | S::TimedOut)
-                        || step.failure_ignored
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.failure_ignored = true;
-                }
-                E::ItemStarted { index, .. } => {
-                    if !working
-                        || step.status != S::Running
-                        || step.awaiting_approval
-                        || step.items.contains_key(index)
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.items.insert(*index, ItemStatus::Running);
-                }
-                E::ItemSucceeded { index, .. } | E::ItemFailed { index, .. } => {
-                    if !working
-                        || step.status != S::Running
-                        || step.items.get(index) != Some(&ItemStatus::Running)
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    let outcome = if let E::ItemSucceeded { outputs, .. } = event {
-                        if !outputs.is_empty() {
-                            step.item_outputs.insert(*index, outputs.clone());
-                        }
-                        step.finished.push(*index);
-                        ItemStatus::Succeeded
-                    } else {
-                        ItemStatus::Failed
-                    };
-                    step.items.insert(*index, outcome);
-                }
-                E::ItemRollbackStarted { index, .. } => {
-                    if !rolling
-                        || step.status != S::RollingBack
-                        || step.items.get(index) != Some(&ItemStatus::Succeeded)
-                        || step.items_undone.contains_key(index)
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.items_undone.insert(*index, false);
-                }
-                E::ItemRolledBack { index, .. } => {
-                    if !rolling
-                        || step.status != S::RollingBack
-                        || step.items_undone.get(index) != Some(&false)
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    step.items_undone.insert(*index, true);
-                }
-                E::ApprovalRequested { .. } => {
-                    if !active || step.status != S::Running || step.awaiting_approval {
-                        return Err(illegal(step.status));
-                    }
-                    step.awaiting_approval = true;
-                    self.status = R::AwaitingApproval;
-                }
-                E::Approved { by, .. } | E::Rejected { by, .. } => {
-                    if status != R::AwaitingApproval
-                        || step.status != S::Running
-                        || !step.awaiting_approval
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    let approved = matches!(event, E::Approved { .. });
-                    step.awaiting_approval = false;
-                    step.decided_by = Some(by.clone());
-                    step.ended_ms = Some(at_ms);
-                    step.outputs.insert("by".into(), Value::String(by.clone()));
-                    step.outputs.insert(
-                        "decision".into(),
-                        Value::String(if approved { "approved" } else { "rejected" }.into()),
-                    );
-                    if approved {
-                        step.status = S::Succeeded;
-                    } else {
-                        step.status = S::Failed;
-                        step.error = Some(format!("rejected by {by}"));
-                    }
-                    self.status = R::Running;
-                }
-                E::StepRollbackStarted { .. } => {
-                    if !rolling || !step.has_work_to_undo() {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::RollingBack;
-                }
-                // Brought back by a checkpoint's restore, with the restore's outcome.
-                E::StepRolledBack {
-                    by_restore: Some(_),
-                    ..
-                } => {
-                    if !rolling || !step.has_work_to_undo() {
-                        return Err(illegal(step.status));
-                    }
-                    step.status = S::RolledBack;
-                }
-                E::StepRolledBack { .. } | E::StepRollbackFailed { .. } => {
-                    // Not undone while an item's undo has no outcome.
-                    let item_unfinished = step.items_undone.values().any(|done| !done);
-                    if !rolling
-                        || step.status != S::RollingBack
-                        || (item_unfinished && matches!(event, E::StepRolledBack { .. }))
-                    {
-                        return Err(illegal(step.status));
-                    }
-                    if let E::StepRollbackFailed { error, .. } = event {
-                        step.status = S::RollbackFailed;
-                        step.error = Some(error.clone());
-                    } else {
-                        step.status = S::RolledBack;
-                    }
-                }
-                _ => unreachable!("every step event is handled above"),
+            })?;
+            if let Some(next) = next {
+                self.status = next;
             }
             self.events += 1;
             return Ok(());
         }
+        self.apply_run_event(event, at_ms)?;
+        self.events += 1;
+        Ok(())
+    }
+
+    /// An operator's decision resumes the run (`false`: it cannot now); which steps run
+    /// again follows from it.
+    fn resume(&mut self, decision: Decision) -> bool {
+        use RunStatus as R;
+        let status = self.status;
+        // A pause ends with any decision but a rollback (that is
+        // `rollback_started`); a running run is resumed only about a step in
+        // doubt; a rollback only to retry an undo in doubt.
+        let legal = match (status, decision) {
+            (R::Paused, d) => d != Decision::Rollback,
+            (R::Running | R::Verifying, Decision::Retry | Decision::Skip) => self.any_in_doubt(),
+            (R::RollingBack, Decision::Retry) => true,
+            _ => false,
+        };
+        if !legal {
+            return false;
+        }
+        let rolling = status == R::RollingBack;
+        if !rolling {
+            self.status = R::Running;
+        }
+        self.reason = None;
+        // Going on after the window guard's pause lets that step start.
+        if let Some(step) = self.guard_paused.take()
+            && decision != Decision::Rollback
+        {
+            self.guard_accepted.push(step);
+        }
+        if decision == Decision::Retry {
+            for step in self.steps.values_mut() {
+                if rolling {
+                    // Only the undo in doubt runs again; the failure that
+                    // started the rollback stays on record.
+                    if step.status == StepStatus::RollingBack {
+                        step.status = StepStatus::Succeeded;
+                        // An item whose undo has no outcome is undone again.
+                        step.items_undone.retain(|_, done| *done);
+                    }
+                    continue;
+                }
+                // The step in doubt, or the failed one, goes back to pending;
+                // its finished fan-out items stay finished.
+                let retry = step.in_doubt()
+                    || (matches!(step.status, StepStatus::Failed | StepStatus::TimedOut)
+                        && !step.failure_ignored);
+                if retry {
+                    step.status = StepStatus::Pending;
+                    step.items.retain(|_, s| *s == ItemStatus::Succeeded);
+                    step.retry_at_ms = None;
+                }
+            }
+        }
+        true
+    }
+
+    /// An event about the run as a whole, checked against its status.
+    fn apply_run_event(&mut self, event: &Event, at_ms: i64) -> Result<(), Illegal> {
+        use Event as E;
+        use RunStatus as R;
+        let run_illegal = |s: &RunState| Illegal {
+            event: event.kind(),
+            what: "the run".into(),
+            state: s.status.as_str(),
+        };
+        let status = self.status;
+        let active = matches!(status, R::Running | R::Verifying);
         match event {
             E::RunStarted {
                 runbook,
@@ -633,54 +491,8 @@ impl RunState {
                 self.guard_paused = guard.clone();
             }
             E::RunResumed { decision, .. } => {
-                // A pause ends with any decision but a rollback (that is
-                // `rollback_started`); a running run is resumed only about a step in
-                // doubt; a rollback only to retry an undo in doubt.
-                let legal = match (status, decision) {
-                    (R::Paused, d) => *d != Decision::Rollback,
-                    (R::Running | R::Verifying, Decision::Retry | Decision::Skip) => {
-                        self.any_in_doubt()
-                    }
-                    (R::RollingBack, Decision::Retry) => true,
-                    _ => false,
-                };
-                if !legal {
+                if !self.resume(*decision) {
                     return Err(run_illegal(self));
-                }
-                let rolling = status == R::RollingBack;
-                if !rolling {
-                    self.status = R::Running;
-                }
-                self.reason = None;
-                // Going on after the window guard's pause lets that step start.
-                if let Some(step) = self.guard_paused.take()
-                    && *decision != Decision::Rollback
-                {
-                    self.guard_accepted.push(step);
-                }
-                if *decision == Decision::Retry {
-                    for step in self.steps.values_mut() {
-                        if rolling {
-                            // Only the undo in doubt runs again; the failure that
-                            // started the rollback stays on record.
-                            if step.status == StepStatus::RollingBack {
-                                step.status = StepStatus::Succeeded;
-                                // An item whose undo has no outcome is undone again.
-                                step.items_undone.retain(|_, done| *done);
-                            }
-                            continue;
-                        }
-                        // The step in doubt, or the failed one, goes back to pending;
-                        // its finished fan-out items stay finished.
-                        let retry = step.in_doubt()
-                            || (matches!(step.status, StepStatus::Failed | StepStatus::TimedOut)
-                                && !step.failure_ignored);
-                        if retry {
-                            step.status = StepStatus::Pending;
-                            step.items.retain(|_, s| *s == ItemStatus::Succeeded);
-                            step.retry_at_ms = None;
-                        }
-                    }
                 }
             }
             E::RollbackStarted { reason } => {
@@ -732,7 +544,6 @@ impl RunState {
             }
             _ => unreachable!("step events are handled above"),
         }
-        self.events += 1;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use serde_json::json;
 
 use super::event::{Event, Recorded};
+use super::history::{Change, History};
 use crate::duration::fmt_duration;
 use crate::runbook::Runbook;
 
@@ -35,24 +36,23 @@ struct Live {
     now: Arc<Mutex<Current>>,
 }
 
-/// What the live line shows.
+/// What the live line shows: the run's history as the events come (the same fold the
+/// report and the status page read), with the step positions and when the step under
+/// way started on this clock.
 #[derive(Default)]
 struct Current {
     /// Step id → (position in the run, expected duration).
     steps: HashMap<String, (usize, Option<Duration>)>,
     total: usize,
-    step: Option<String>,
+    history: History,
     started: Option<Instant>,
+    /// The fan-out of the step under way: how many items, called what.
     items: Option<(usize, String)>,
-    done: usize,
-    failed: usize,
-    /// The projected end, as the latest public update gave it (Unix ms).
-    eta_ms: Option<i64>,
 }
 
 impl Current {
     fn line(&self) -> String {
-        let Some(step) = &self.step else {
+        let Some(step) = &self.history.current else {
             return String::new();
         };
         let (pos, expected) = self.steps.get(step).copied().unwrap_or((0, None));
@@ -67,12 +67,14 @@ impl Current {
             }
         }
         if let Some((n, noun)) = &self.items {
-            line.push_str(&format!("  {}/{n} {noun}", self.done));
-            if self.failed > 0 {
-                line.push_str(&format!(", {} failed", self.failed));
+            let h = self.history.step(step);
+            line.push_str(&format!("  {}/{n} {noun}", h.attempt_items_ended));
+            if h.attempt_items_failed > 0 {
+                line.push_str(&format!(", {} failed", h.attempt_items_failed));
             }
         }
         if let Some(eta) = self
+            .history
             .eta_ms
             .and_then(chrono::DateTime::from_timestamp_millis)
         {
@@ -82,30 +84,10 @@ impl Current {
         line
     }
 
-    fn follow(&mut self, event: &Event) {
-        match event {
-            Event::StepStarted { step, .. } => {
-                self.step = Some(step.clone());
-                self.started = Some(Instant::now());
-                self.items = None;
-                self.done = 0;
-                self.failed = 0;
-            }
-            Event::ItemSucceeded { .. } => self.done += 1,
-            Event::Published(u) if u.eta_ms.is_some() => self.eta_ms = u.eta_ms,
-            Event::ItemFailed { .. } => {
-                self.done += 1;
-                self.failed += 1;
-            }
-            Event::StepSucceeded { step, .. }
-            | Event::StepFailed { step, .. }
-            | Event::StepTimedOut { step, .. }
-            | Event::StepSkipped { step, .. }
-                if self.step.as_ref() == Some(step) =>
-            {
-                self.step = None;
-            }
-            _ => {}
+    fn follow(&mut self, r: &Recorded) {
+        if let Change::StepStarted(_) = self.history.apply(r) {
+            self.started = Some(Instant::now());
+            self.items = None;
         }
     }
 }
@@ -191,7 +173,7 @@ impl Reporter {
         }
         if let Some(live) = &self.live {
             if let Ok(mut now) = live.now.lock() {
-                now.follow(&r.event);
+                now.follow(r);
             }
             live.bar.tick();
         }
@@ -340,4 +322,57 @@ pub fn cancelled(e: &Event) -> String {
         (None, false) => "interrupted".into(),
     };
     format!("statement `{statement}` on {database}{backend} {how}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: i64, event: serde_json::Value) -> Recorded {
+        let event = serde_json::from_value(event).expect("an event");
+        Recorded {
+            seq,
+            at_ms: seq * 1000,
+            event,
+        }
+    }
+
+    #[test]
+    fn the_live_line_shows_the_step_under_way_its_items_and_the_eta() {
+        let mut now = Current {
+            steps: HashMap::from([
+                ("a".to_owned(), (0, None)),
+                ("b".to_owned(), (1, Some(Duration::from_secs(600)))),
+            ]),
+            total: 3,
+            ..Current::default()
+        };
+        assert_eq!(now.line(), "", "nothing under way");
+        for (seq, e) in [
+            serde_json::json!({ "type": "step_started", "step": "b", "attempt": 1 }),
+            serde_json::json!({ "type": "item_started", "step": "b", "index": 0 }),
+            serde_json::json!({ "type": "item_succeeded", "step": "b", "index": 0 }),
+            serde_json::json!({ "type": "item_failed", "step": "b", "index": 1, "error": "x" }),
+            serde_json::json!({ "type": "published", "kind": "overrun", "status": "in_progress",
+                "body": "Later.", "eta_ms": 1_794_996_000_000_i64 }),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            now.follow(&rec(seq as i64 + 1, e));
+            if seq == 0 {
+                now.items = Some((4, "tenants".into()));
+            }
+        }
+        let line = now.line();
+        assert!(
+            line.starts_with("[2/3] b  0s of 10m expected  2/4 tenants, 1 failed  ETA "),
+            "{line}"
+        );
+        now.follow(&rec(
+            9,
+            serde_json::json!({ "type": "step_succeeded", "step": "b", "attempt": 1 }),
+        ));
+        assert_eq!(now.line(), "", "the step ended");
+    }
 }

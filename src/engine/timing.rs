@@ -47,8 +47,7 @@ impl Learned {
         let mut whole: HashMap<String, Vec<i64>> = HashMap::new();
         let mut per_item: HashMap<String, Vec<i64>> = HashMap::new();
         for events in runs {
-            let Ok(state) = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
-            else {
+            let Ok(state) = RunState::of_journal(events) else {
                 continue;
             };
             if !state.status.is_terminal() {

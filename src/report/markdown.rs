@@ -126,8 +126,21 @@ pub(super) fn render(r: &Report) -> String {
         r.window.planned_start_ms.min(r.run.started_at_ms),
     );
     let mut o = String::with_capacity(4096 + r.steps.len() * 400);
+    header(&mut o, r, &clock);
+    window(&mut o, r, &clock);
+    service(&mut o, r, &clock);
+    steps(&mut o, r, &clock);
+    chart(&mut o, r, &clock);
+    rollbacks(&mut o, r, &clock);
+    approvals(&mut o, r, &clock);
+    updates(&mut o, r, &clock);
+    postmortem(&mut o, r, &clock);
+    o
+}
+
+/// The title and the run's facts.
+fn header(o: &mut String, r: &Report, clock: &Clock) {
     let run = &r.run;
-    let w = &r.window;
     let _ = writeln!(o, "# Maintenance report: {}\n", md(&run.title));
     if !run.finished {
         let _ = writeln!(
@@ -170,7 +183,12 @@ pub(super) fn render(r: &Report) -> String {
     let _ = writeln!(o, "| Runbook file | {} |", md(&run.file));
     let _ = writeln!(o, "| Times | {} |", clock.zone());
     let _ = writeln!(o, "| Report made | {} |\n", clock.full(r.generated_at_ms));
+}
 
+/// The planned window against the actual one.
+fn window(o: &mut String, r: &Report, clock: &Clock) {
+    let run = &r.run;
+    let w = &r.window;
     // The window.
     let _ = writeln!(o, "## Window\n");
     let _ = writeln!(o, "| | Start | End | Duration |\n|---|---|---|---|");
@@ -191,11 +209,14 @@ pub(super) fn render(r: &Report) -> String {
         dur(run.duration_ms)
     );
     let _ = writeln!(o, "{}\n", window_verdict(w, run.finished));
-    let _ = writeln!(o, "{}\n", window_basis(w, &clock));
+    let _ = writeln!(o, "{}\n", window_basis(w, clock));
+}
 
+/// When the service was closed to customers.
+fn service(o: &mut String, r: &Report, clock: &Clock) {
     // The service.
     let _ = writeln!(o, "## Service closed\n");
-    let _ = writeln!(o, "{}\n", closed_text(&r.service, &clock));
+    let _ = writeln!(o, "{}\n", closed_text(&r.service, clock));
     if !r.service.intervals.is_empty() {
         let _ = writeln!(o, "| Closed | Reopened | For |\n|---|---|---|");
         for i in &r.service.intervals {
@@ -211,7 +232,10 @@ pub(super) fn render(r: &Report) -> String {
         }
         o.push('\n');
     }
+}
 
+/// Every step: planned, actual, attempts and details.
+fn steps(o: &mut String, r: &Report, clock: &Clock) {
     // Steps.
     let _ = writeln!(o, "## Steps\n");
     let _ = writeln!(
@@ -239,17 +263,17 @@ pub(super) fn render(r: &Report) -> String {
             name,
             md(&s.kind),
             status,
-            span(&clock, Some(s.planned_start_ms), Some(s.planned_end_ms)),
+            span(clock, Some(s.planned_start_ms), Some(s.planned_end_ms)),
             s.expected_ms
                 .map(|x| dur(x as i64))
                 .unwrap_or_else(|| "—".into()),
-            span(&clock, s.actual_start_ms, s.actual_end_ms),
+            span(clock, s.actual_start_ms, s.actual_end_ms),
             s.duration_ms.map(dur).unwrap_or_else(|| "—".into()),
             s.attempts,
             s.overrun_ms
                 .map(|x| format!("**+{}**", dur(x)))
                 .unwrap_or_default(),
-            details(s, &clock)
+            details(s, clock)
                 .iter()
                 .map(|d| md(d))
                 .collect::<Vec<_>>()
@@ -257,7 +281,11 @@ pub(super) fn render(r: &Report) -> String {
         );
     }
     o.push('\n');
+}
 
+/// The Gantt chart as a table: planned versus actual, step by step.
+fn chart(o: &mut String, r: &Report, clock: &Clock) {
+    let w = &r.window;
     // The Gantt chart as a table.
     let _ = writeln!(o, "## Planned versus actual\n");
     let _ = writeln!(
@@ -274,15 +302,15 @@ pub(super) fn render(r: &Report) -> String {
             o,
             "| {} | {} | {} | {dd} | {de} |",
             code(&s.id),
-            span(&clock, Some(s.planned_start_ms), Some(s.planned_end_ms)),
-            span(&clock, s.actual_start_ms, s.actual_end_ms),
+            span(clock, Some(s.planned_start_ms), Some(s.planned_end_ms)),
+            span(clock, s.actual_start_ms, s.actual_end_ms),
         );
     }
     let _ = writeln!(
         o,
         "| *window* | {} | {} | {} | {} |\n",
-        span(&clock, Some(w.planned_start_ms), Some(w.planned_end_ms)),
-        span(&clock, Some(w.actual_start_ms), w.actual_end_ms),
+        span(clock, Some(w.planned_start_ms), Some(w.planned_end_ms)),
+        span(clock, Some(w.actual_start_ms), w.actual_end_ms),
         w.actual_end_ms
             .map(|e| delta((e - w.actual_start_ms) - w.planned_duration_ms))
             .unwrap_or_else(|| "—".into()),
@@ -290,7 +318,10 @@ pub(super) fn render(r: &Report) -> String {
             .map(|e| delta(e - w.planned_end_ms))
             .unwrap_or_else(|| "—".into()),
     );
+}
 
+/// Each rollback and what it undid.
+fn rollbacks(o: &mut String, r: &Report, clock: &Clock) {
     // Rollbacks.
     let _ = writeln!(o, "## Rollbacks\n");
     if r.rollbacks.is_empty() {
@@ -302,7 +333,7 @@ pub(super) fn render(r: &Report) -> String {
             "Started {}: {}. {}.\n",
             clock.time(rb.started_at_ms),
             md(&rb.reason),
-            rollback_end(rb, &clock)
+            rollback_end(rb, clock)
         );
         if rb.steps.is_empty() {
             let _ = writeln!(o, "No step needed undoing.\n");
@@ -326,7 +357,10 @@ pub(super) fn render(r: &Report) -> String {
         }
         o.push('\n');
     }
+}
 
+/// The waits for a person.
+fn approvals(o: &mut String, r: &Report, clock: &Clock) {
     // Approvals.
     let _ = writeln!(o, "## Approvals\n");
     if r.approvals.is_empty() {
@@ -357,7 +391,10 @@ pub(super) fn render(r: &Report) -> String {
         }
         o.push('\n');
     }
+}
 
+/// The public updates as published.
+fn updates(o: &mut String, r: &Report, clock: &Clock) {
     // Public updates.
     let _ = writeln!(o, "## Public updates\n");
     if r.public_updates.is_empty() {
@@ -378,7 +415,10 @@ pub(super) fn render(r: &Report) -> String {
         }
         o.push('\n');
     }
+}
 
+/// The postmortem draft, for a run that did not complete.
+fn postmortem(o: &mut String, r: &Report, clock: &Clock) {
     if let Some(pm) = &r.postmortem {
         let _ = writeln!(o, "## Postmortem draft\n");
         let _ = writeln!(o, "### Summary\n\n{}\n", md(&pm.summary));
@@ -403,7 +443,6 @@ pub(super) fn render(r: &Report) -> String {
         let _ = writeln!(o, "### Root cause\n\n_{}_\n", md(&pm.root_cause));
         let _ = writeln!(o, "### Follow-ups\n\n_{}_", md(&pm.follow_ups));
     }
-    o
 }
 
 /// Held, or overrun by how much.

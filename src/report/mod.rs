@@ -8,9 +8,11 @@
 //! [`public_summary`] is the part customers may read.
 
 mod build;
+mod figures;
 mod html;
 mod markdown;
 pub mod model;
+mod postmortem;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -142,7 +144,7 @@ pub(crate) fn output_text(key: &str, v: &serde_json::Value) -> String {
         }
         other => other.to_string(),
     };
-    build::cut(&text, 120)
+    figures::cut(&text, 120)
 }
 
 impl Report {
@@ -197,37 +199,35 @@ pub fn public_summary(
     events: &[Recorded],
     now_ms: i64,
 ) -> Result<PublicSummary, ReportError> {
-    let state = build::fold(run_id, events)?;
-    let plan = build::plan_of(events);
-    let outcome = build::outcome(state.status);
+    let (state, history) = figures::fold(run_id, events)?;
+    let plan = figures::plan_of(events);
+    let outcome = figures::outcome(state.status);
     let finished = outcome.finished();
-    let planned = build::planned_steps(plan, &state);
+    let planned = figures::planned_steps(plan, &state);
     let expected: i64 = planned
         .iter()
         .map(|s| s.expected_ms.unwrap_or(0) as i64)
         .sum();
-    let w = build::window(plan, &state, expected, now_ms);
-    let service = build::service(events, now_ms);
+    let w = figures::window(plan, &state, expected, now_ms);
+    let service = figures::service(&history, now_ms);
     let steps = planned
         .iter()
         .filter_map(|p| {
             p.public_title.as_ref().map(|t| PublicStepSummary {
                 title: t.clone(),
-                status: build::step_state(state.step(&p.id), finished),
+                status: figures::step_state(state.step(&p.id), finished),
             })
         })
         .collect();
-    let updates = events
+    let updates = history
+        .updates
         .iter()
-        .filter_map(|r| match &r.event {
-            crate::engine::event::Event::Published(u) => Some(PublicUpdateSummary {
-                at: iso(r.at_ms),
-                at_ms: r.at_ms,
-                status: u.status.clone(),
-                body: u.body.clone(),
-                incident: u.incident,
-            }),
-            _ => None,
+        .map(|p| PublicUpdateSummary {
+            at: iso(p.at_ms),
+            at_ms: p.at_ms,
+            status: p.update.status.clone(),
+            body: p.update.body.clone(),
+            incident: p.update.incident,
         })
         .collect();
     Ok(PublicSummary {
