@@ -9,6 +9,7 @@ pub mod input;
 pub mod journal;
 pub mod plan;
 pub mod report;
+pub mod retry;
 pub mod runbook;
 pub mod status;
 pub mod store;
