@@ -152,3 +152,149 @@ fn ok(status: StatusCode, body: serde_json::Value) -> Response {
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, Method, Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app() -> Router {
+        let mut snap = Snapshot {
+            version: 1,
+            ..Snapshot::default()
+        };
+        snap.insert(
+            "/api/v2/status.json",
+            super::super::snapshot::Asset::new("application/json", "{}", 0, "no-cache"),
+        );
+        let (tx, rx) = watch::channel(Arc::new(snap));
+        std::mem::forget(tx);
+        router(rx, None, &Config::default())
+    }
+
+    async fn send(method: Method, path: &str) -> (StatusCode, HeaderMap, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let res = app().oneshot(req).await.unwrap();
+        let (parts, body) = res.into_parts();
+        let body = if parts.status == StatusCode::OK && path == "/events" {
+            String::new()
+        } else {
+            let b = body.collect().await.unwrap().to_bytes();
+            String::from_utf8_lossy(&b).into_owned()
+        };
+        (parts.status, parts.headers, body)
+    }
+
+    fn secured(h: &HeaderMap) -> bool {
+        h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+            && h[header::X_CONTENT_TYPE_OPTIONS] == "nosniff"
+            && h[header::REFERRER_POLICY] == "strict-origin-when-cross-origin"
+    }
+
+    #[tokio::test]
+    async fn the_admin_side_is_never_cross_origin_and_its_unknown_paths_are_404() {
+        for (method, path) in [
+            (Method::GET, "/api/v1/admin/"),
+            (Method::GET, "/api/v1/admin/nope"),
+            (Method::POST, "/api/v1/admin/nope"),
+            (Method::POST, "/api/v1/admin/runs/r/nope"),
+            (Method::DELETE, "/api/v1/admin/runs/r/approve/more"),
+        ] {
+            let (status, h, body) = send(method.clone(), path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+            assert!(body.contains("no such endpoint"), "{method} {path}: {body}");
+            assert!(
+                !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                "{path}"
+            );
+            assert_eq!(h[header::CACHE_CONTROL], "no-store");
+            assert!(secured(&h), "{path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/api/v1/admin/updates"),
+            (Method::OPTIONS, "/api/v1/admin/runs/r/abort"),
+            (Method::HEAD, "/api/v1/admin/runs/r/reject"),
+        ] {
+            let (status, h, _) = send(method.clone(), path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(h[header::ALLOW], "POST");
+            assert!(
+                !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                "{path}"
+            );
+            assert!(secured(&h), "{path}");
+        }
+        // Without a token configured, a POST is refused with the scheme to use.
+        let (status, h, _) = send(Method::POST, "/api/v1/admin/updates").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(h.contains_key(header::WWW_AUTHENTICATE));
+        assert!(secured(&h));
+    }
+
+    #[tokio::test]
+    async fn the_public_side_reads_from_anywhere_and_refuses_writes() {
+        for path in ["/api/v2/status.json", "/api/v2/nope", "/nope"] {
+            let (_, h, _) = send(Method::GET, path).await;
+            assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
+            assert!(secured(&h), "{path}");
+        }
+        for path in ["/api/v2/status.json", "/api/v1/admin/nope", "/events"] {
+            let (status, h, _) = send(Method::OPTIONS, path).await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{path}");
+            assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*", "{path}");
+            assert_eq!(
+                h[header::ACCESS_CONTROL_ALLOW_METHODS],
+                "GET, HEAD, OPTIONS"
+            );
+            assert_eq!(h[header::ALLOW], "GET, HEAD, OPTIONS");
+            assert!(secured(&h), "{path}");
+        }
+        for path in ["/", "/events", "/api/v1/admin"] {
+            let (status, h, body) = send(Method::PUT, path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(h[header::ALLOW], "GET, HEAD, OPTIONS");
+            assert!(body.contains("read-only"), "{body}");
+            assert!(
+                !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                "{path}"
+            );
+            assert!(secured(&h), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn live_updates_start_with_the_retry_hint_then_the_version() {
+        let req = Request::get("/events").body(Body::empty()).unwrap();
+        let res = app().oneshot(req).await.unwrap();
+        let h = res.headers().clone();
+        assert_eq!(h[header::CONTENT_TYPE], "text/event-stream");
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+        assert_eq!(h["x-accel-buffering"], "no");
+        assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(secured(&h));
+        let mut body = res.into_body();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                got.push(String::from_utf8_lossy(&data).into_owned());
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                "retry: 2000\n\n",
+                "event: update\ndata: {\"version\":1}\n\n"
+            ]
+        );
+    }
+}
