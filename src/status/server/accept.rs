@@ -14,7 +14,8 @@ pub(super) struct Limits {
     /// previous response was sent: a silent, half-sent or idle kept-alive connection ends.
     header: Duration,
     /// A connection on which no byte moves either way for this long ends (a client that
-    /// stopped reading). Live updates send a keep-alive comment every 20 s.
+    /// stopped reading). A live-update stream sends a keep-alive comment after 20 s
+    /// without an update.
     idle: Duration,
     /// Connections open at once; when a new one would pass it, the connection that has
     /// been quiet the longest is closed to make room.
