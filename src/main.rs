@@ -4,6 +4,12 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    diagnostics();
+    runbook::cli::main()
+}
+
+/// Sets up `tracing` for the program's own diagnostics.
+fn diagnostics() {
     // The program's own diagnostics (the status server's, the store's), one line each on
     // standard error; what a command says to its user is printed by the command itself.
     // `RUNBOOK_LOG=debug` shows more (the store's reconnects, refused connections).
@@ -11,13 +17,18 @@ fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .without_time()
-        .with_level(false)
-        .with_target(false)
-        .with_max_level(level)
+    // Only this program's events: sqlx's (a PostgreSQL NOTICE, say) are not ours to show.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false),
+        )
+        .with(tracing_subscriber::filter::Targets::new().with_target("runbook", level))
         .init();
-    runbook::cli::main()
 }
