@@ -10,6 +10,7 @@ pub mod input;
 pub mod journal;
 pub mod plan;
 pub mod report;
+pub mod retry;
 pub mod runbook;
 pub mod sql;
 pub mod status;

@@ -26,9 +26,11 @@ use super::work::{self, Worker};
 use crate::runbook::{Condition, Kind, Runbook, Step};
 use crate::store::{Store, StoreError, now_ms};
 
+/// Recording stopped statements goes again at once after a conflict, 11 tries in all.
+const CANCELLATION_RETRY: crate::retry::Backoff = crate::retry::Backoff::immediate(11);
 /// How soon a public update the store refused is tried again, doubling up to the max.
-const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(250);
-const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(5);
+const PUBLISH_RETRY: crate::retry::Backoff =
+    crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
 /// How often a runner at work looks for an operator's `runbook abort`.
 const ABORT_POLL: Duration = Duration::from_secs(1);
@@ -219,10 +221,13 @@ impl<'a> Runner<'a> {
             })
             .collect();
         // A conflict has read the state again; the next try goes after what came in.
-        let mut tries = 0;
+        let mut attempts = CANCELLATION_RETRY.start(&crate::retry::Tokio);
         loop {
             match self.record_all(events.clone()).await {
-                Err(EngineError::Conflict) if tries < 10 => tries += 1,
+                Err(EngineError::Conflict) => attempts
+                    .after(crate::retry::Next::Now(EngineError::Conflict))
+                    .await
+                    .map_err(crate::retry::Failed::into_inner)?,
                 other => return other,
             }
         }
@@ -276,43 +281,55 @@ impl<'a> Runner<'a> {
         // them. After anything else (an abort): say nothing. A store that fails is
         // tried again soon (customers must not read a past ETA), and the engineer hears
         // of it.
-        let mut head = self.seq;
-        let mut delay = PUBLISH_RETRY_FIRST;
-        loop {
-            let appended = match self.store.load_after(&self.run_id, head).await {
-                Err(e) => Err(e),
-                Ok(newer) => {
-                    if newer
-                        .iter()
-                        .any(|r| !matches!(r.event, Event::Published(_)))
-                    {
-                        return;
+        let head = std::sync::atomic::AtomicI64::new(self.seq);
+        let _never_gives_up = PUBLISH_RETRY
+            .retry(
+                &crate::retry::Tokio,
+                || self.publish_after(&head, &e),
+                |err, wait| match err {
+                    StoreError::Conflict(_) => crate::retry::Next::Now(err),
+                    err => {
+                        self.out.note(&format!(
+                            "the public update that step `{}` runs late could not be recorded ({err}); trying again in {}",
+                            step.id,
+                            crate::duration::fmt_duration(wait)
+                        ));
+                        crate::retry::Next::Later(err)
                     }
-                    head = newer.last().map_or(head, |r| r.seq);
-                    match injected_publish_failure() {
-                        Some(e) => Err(e),
-                        None => {
-                            self.store
-                                .append(&self.run_id, head + 1, std::slice::from_ref(&e), now_ms())
-                                .await
-                        }
-                    }
-                }
-            };
-            match appended {
-                Ok(_) => return,
-                Err(StoreError::Conflict(_)) => continue,
-                Err(err) => {
-                    self.out.note(&format!(
-                        "the public update that step `{}` runs late could not be recorded ({err}); trying again in {}",
-                        step.id,
-                        crate::duration::fmt_duration(delay)
-                    ));
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(PUBLISH_RETRY_MAX);
-                }
-            }
+                },
+            )
+            .await;
+    }
+
+    /// One try of [`Self::publish_overrun`]: `e` appended after the public updates
+    /// recorded since `head` (which it moves on), or nothing after anything else.
+    async fn publish_after(
+        &self,
+        head: &std::sync::atomic::AtomicI64,
+        e: &Event,
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let newer = self
+            .store
+            .load_after(&self.run_id, head.load(SeqCst))
+            .await?;
+        if newer
+            .iter()
+            .any(|r| !matches!(r.event, Event::Published(_)))
+        {
+            return Ok(());
         }
+        if let Some(last) = newer.last() {
+            head.store(last.seq, SeqCst);
+        }
+        if let Some(err) = injected_publish_failure() {
+            return Err(err);
+        }
+        let next = head.load(SeqCst) + 1;
+        self.store
+            .append(&self.run_id, next, std::slice::from_ref(e), now_ms())
+            .await
+            .map(|_| ())
     }
 
     fn mask_event(&self, event: Event) -> Event {

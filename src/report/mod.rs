@@ -254,8 +254,8 @@ pub fn public_summary(
     })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, synced, then
-/// renamed over it. On failure nothing is left behind, and the message says why.
+/// Writes `bytes` to `path` atomically: a temporary file beside it (`tempfile`), synced,
+/// then renamed over it. On failure nothing is left behind, and the message says why.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let shown = path.display();
     let dir = match path.parent() {
@@ -283,22 +283,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         };
         return Err(format!("cannot write `{shown}`: it is {what}"));
     }
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    // A temporary file of its own beside the target (readable as a new file would be),
+    // renamed over it once synced; dropped on any failure.
     let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok::<_, std::io::Error>(())
     })();
     if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
         return Err(format!("cannot write `{shown}`: {e}"));
     }
     // The rename itself survives a power cut once the directory is synced (best effort).

@@ -98,7 +98,7 @@ pub async fn spawn(
     eprintln!("status page: {}", info.url);
     Ok(tokio::spawn(async move {
         if let Err(e) = super::server::serve(listener, store, info, cfg).await {
-            eprintln!("status page stopped: {e}");
+            tracing::error!("status page stopped: {e}");
         }
     }))
 }

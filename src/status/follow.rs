@@ -57,7 +57,7 @@ impl Follower {
                 let new = match store.load_notice_after(&id, seen).await {
                     Err(StoreError::Corrupt { seq, reason, .. }) => {
                         // A damaged announcement is left as far as it was read.
-                        eprintln!("status page: {id}: event {seq} cannot be read: {reason}");
+                        tracing::warn!("status page: {id}: event {seq} cannot be read: {reason}");
                         let at_ms = now_ms();
                         self.damaged
                             .insert(id.clone(), Damage { seq, at_ms, reason });
@@ -72,9 +72,11 @@ impl Follower {
                 let (new, damage) = store.load_readable_after(&id, seen).await?;
                 grew |= !new.is_empty() || damage.is_some();
                 if let Some(d) = damage {
-                    eprintln!(
+                    tracing::warn!(
                         "status page: the journal of run `{id}` in the store `{}` is damaged at event {}: {}; it is shown with its status unknown",
-                        store.url, d.seq, d.reason
+                        store.url,
+                        d.seq,
+                        d.reason
                     );
                     self.damaged.insert(id.clone(), d);
                 }
@@ -155,7 +157,7 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
     let mut next_change: Option<i64> = None;
     loop {
         if let Err(e) = follower.refresh(&store).await {
-            eprintln!("status page: cannot read the journal: {e}");
+            tracing::warn!("status page: cannot read the journal: {e}");
         }
         let last = tx.borrow().clone();
         let (snap, next) = render_if_changed(&follower, &info, &last, now_ms());
