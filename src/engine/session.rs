@@ -804,7 +804,7 @@ pub async fn resume(
         ));
     }
     // The step the decision is about: in doubt, or failed and paused.
-    let pending = decide::decide(&rb, &runner.state);
+    let pending = decide::decide(&rb, &runner.state, &runner.facts());
     let subject = match &pending {
         Next::InDoubt { step, .. } => Some(*step),
         Next::Wait => rb.order.iter().copied().find(|&i| {

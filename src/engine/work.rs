@@ -9,7 +9,9 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::FutureExt;
 use indexmap::IndexMap;
@@ -20,6 +22,7 @@ use super::builtin;
 use super::quote::{Mode, Templates};
 use super::state::{RunState, StepStatus};
 use super::target;
+use super::timing::window_start;
 use crate::runbook::{Action, Check, Condition, ForEach, HttpCheck, Kind, Runbook, Step, Target};
 
 /// Outputs by step id (and `STEP.N` for fan-out items).
@@ -564,23 +567,6 @@ impl<'w> Worker<'w> {
 /// with only `checks` has none).
 pub(crate) fn has_builtin_work(step: &Step) -> bool {
     builtin::has_builtin(step.kind) && !(step.kind == Kind::Verify && step.with.is_empty())
-}
-
-/// When a run's window opened: as recorded at the start (`--now` opens it then), else
-/// the runbook's planned start, else the run's start.
-pub(crate) fn window_start(
-    rb: &Runbook,
-    state: &RunState,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    state
-        .window_start_ms
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .or(rb.window.start)
-        .or_else(|| {
-            state
-                .started_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-        })
 }
 
 /// Every step's outputs by id, and every fan-out item's as `STEP.N` (so `verify` finds
