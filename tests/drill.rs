@@ -96,11 +96,7 @@ impl Tenants {
 impl Drop for Tenants {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-                .arg(format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
-                .stderr(Stdio::null())
-                .status();
+            common::world::drop_database_later(n);
         }
     }
 }
