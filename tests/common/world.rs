@@ -59,6 +59,15 @@ impl World {
         }
     }
 
+    /// Another world on the same kind of store, empty.
+    pub fn like(&self) -> World {
+        if self.store.starts_with("postgres://") {
+            World::postgres()
+        } else {
+            World::sqlite()
+        }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
