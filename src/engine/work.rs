@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::action::{self, Masker, Outcome, StepLog};
 use super::builtin;
