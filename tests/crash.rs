@@ -34,31 +34,58 @@ fn killed_at_every_commit(w: &World) -> (usize, usize) {
     assert_eq!(w.markers(), MARKERS);
     let events = clean.stdout.lines().skip(1).count() as i64;
     let clean_states = final_states(w, "clean");
-    let mut kills = 0;
+    // The kill points shared out over two worlds of the same store, side by side.
+    const SIDE_BY_SIDE: i64 = 2;
+    let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let each: Vec<_> = (0..SIDE_BY_SIDE)
+            .map(|k| {
+                let clean_states = &clean_states;
+                scope.spawn(move || {
+                    let w = w.like();
+                    w.write("rb.yaml", RUNBOOK);
+                    let mut counts = (0, 0);
+                    for n in (1..events).filter(|n| n % SIDE_BY_SIDE == k) {
+                        counts.0 += 1;
+                        counts.1 += killed_at(&w, n, clean_states);
+                    }
+                    counts
+                })
+            })
+            .collect();
+        each.into_iter()
+            .map(|t| t.join().expect("the kill points of one world"))
+            .collect()
+    });
+    counts
+        .into_iter()
+        .fold((0, 0), |(k, d), (k2, d2)| (k + k2, d + d2))
+}
+
+/// Kills the run right after journal commit `n` and resumes it to its end: it rolls back
+/// with every marker seen once and every step ending as in `clean_states`. Returns the
+/// duplicate executions seen.
+fn killed_at(w: &World, n: i64, clean_states: &[String]) -> usize {
+    let _ = std::fs::remove_file(w.path("markers"));
+    let run = format!("kill-{n}");
+    w.execute_killed_after("rb.yaml", &run, n);
+    w.resume_to_the_end(&run, 3);
+    let s = w.status_json(&run);
+    assert_eq!(s["status"], "rolled_back", "kill point {n}");
+    assert_eq!(s["closed"], false, "kill point {n}");
+    let seen = w.markers();
     let mut duplicates = 0;
-    for n in 1..events {
-        std::fs::remove_file(w.path("markers")).unwrap();
-        let run = format!("kill-{n}");
-        w.execute_killed_after("rb.yaml", &run, n);
-        kills += 1;
-        w.resume_to_the_end(&run, 3);
-        let s = w.status_json(&run);
-        assert_eq!(s["status"], "rolled_back", "kill point {n}");
-        assert_eq!(s["closed"], false, "kill point {n}");
-        let seen = w.markers();
-        for m in MARKERS {
-            let c = seen.iter().filter(|x| *x == m).count();
-            duplicates += c.saturating_sub(1);
-            assert_eq!(c, 1, "kill point {n}: `{m}` seen {c} times in {seen:?}");
-        }
-        // Nothing lost: every step ends as in the clean run.
-        let got = final_states(w, &run);
-        assert_eq!(
-            got, clean_states,
-            "kill point {n}: the steps end as in a clean run"
-        );
+    for m in MARKERS {
+        let c = seen.iter().filter(|x| *x == m).count();
+        duplicates += c.saturating_sub(1);
+        assert_eq!(c, 1, "kill point {n}: `{m}` seen {c} times in {seen:?}");
     }
-    (kills, duplicates)
+    // Nothing lost: every step ends as in the clean run.
+    let got = final_states(w, &run);
+    assert_eq!(
+        got, clean_states,
+        "kill point {n}: the steps end as in a clean run"
+    );
+    duplicates
 }
 
 /// Every step of a run as `ID:STATUS` (from its report, a projection of the journal).
@@ -84,9 +111,16 @@ fn final_states(w: &World, run: &str) -> Vec<String> {
 
 #[test]
 fn killed_after_every_commit_of_a_fan_out_rollback_on_both_stores() {
+    // The two stores side by side: each run waits on its store far more than it computes.
     let mut total = (0, 0);
-    for w in [World::sqlite(), World::postgres()] {
-        let (kills, dups) = killed_at_every_commit(&w);
+    let worlds: [fn() -> World; 2] = [World::sqlite, World::postgres];
+    let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let each = worlds.map(|world| scope.spawn(move || killed_at_every_commit(&world())));
+        each.into_iter()
+            .map(|t| t.join().expect("the kills on one store"))
+            .collect()
+    });
+    for (kills, dups) in counts {
         total = (total.0 + kills, total.1 + dups);
     }
     eprintln!(

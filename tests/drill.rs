@@ -96,11 +96,7 @@ impl Tenants {
 impl Drop for Tenants {
     fn drop(&mut self) {
         for n in &self.names {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-                .arg(format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
-                .stderr(Stdio::null())
-                .status();
+            common::world::drop_database_later(n);
         }
     }
 }
@@ -201,51 +197,62 @@ fn seq_of_install_undo() -> i64 {
 #[test]
 fn a_runner_killed_during_the_restore_or_an_undo_ends_the_same_after_resume() {
     let install_undo = seq_of_install_undo();
-    for kill_in in ["restore", "undo"] {
-        let w = World::sqlite();
-        let t = Tenants::new();
-        std::fs::create_dir_all(w.path("app")).unwrap();
-        w.write("app/version", "1\n");
-        let before = t.snapshot();
-        let args = drill_args(&w, &t, "k", &["--var", "drill=fail"]);
-        let mut cmd = w.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        if kill_in == "undo" {
-            // Killed as a power cut would, right after the undo of `install` is recorded.
-            cmd.env("RUNBOOK_TEST_KILL_AFTER_EVENT", install_undo.to_string());
+    // The two kills side by side, each in its own world with its own tenants.
+    std::thread::scope(|scope| {
+        let kills = ["restore", "undo"]
+            .map(|kill_in| scope.spawn(move || killed_during_the_rollback(kill_in, install_undo)));
+        for k in kills {
+            k.join().expect("a kill during the rollback");
         }
-        let mut runner = cmd.spawn().unwrap();
-        if kill_in == "restore" {
-            // The tenants are restored from the last one down: killed once the first
-            // restore is done and the next one is under way.
-            wait_for(&w.path("state/logs/k/backup.1.rollback.log"), &mut runner);
-            runner.kill().unwrap();
-        }
-        let status = runner.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "{kill_in}"
-        );
-        let status = w.status_json("k");
-        assert_eq!(status["status"], "rolling_back", "{kill_in}: {status}");
-        // The undo in doubt is not repeated by itself; --retry runs it again.
-        let ask = w.run(&["resume", "k"]);
-        assert_eq!(ask.code, 4, "{kill_in}: {}\n{}", ask.stdout, ask.stderr);
-        let mut retry = w.run(&["resume", "k", "--retry"]);
-        // Commands the killed runner started may still be finishing.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while retry.code == 4 && retry.stderr.contains("still running") {
-            assert!(Instant::now() < deadline, "{}", retry.stderr);
-            std::thread::sleep(Duration::from_millis(200));
-            retry = w.run(&["resume", "k", "--retry"]);
-        }
-        assert_eq!(
-            retry.code, 3,
-            "{kill_in}: {}\n{}",
-            retry.stdout, retry.stderr
-        );
-        assert_eq!(t.snapshot(), before, "{kill_in}: every tenant is as it was");
-        assert_eq!(app_version(&w), "1\n", "{kill_in}: the application is back");
+    });
+}
+
+/// A drill run killed in its restore (`restore`) or right after the undo of `install`
+/// is recorded (`undo`, at journal event `install_undo`), then resumed to its end.
+fn killed_during_the_rollback(kill_in: &str, install_undo: i64) {
+    let w = World::sqlite();
+    let t = Tenants::new();
+    std::fs::create_dir_all(w.path("app")).unwrap();
+    w.write("app/version", "1\n");
+    let before = t.snapshot();
+    let args = drill_args(&w, &t, "k", &["--var", "drill=fail"]);
+    let mut cmd = w.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    if kill_in == "undo" {
+        // Killed as a power cut would, right after the undo of `install` is recorded.
+        cmd.env("RUNBOOK_TEST_KILL_AFTER_EVENT", install_undo.to_string());
     }
+    let mut runner = cmd.spawn().unwrap();
+    if kill_in == "restore" {
+        // The tenants are restored from the last one down: killed once the first
+        // restore is done and the next one is under way.
+        wait_for(&w.path("state/logs/k/backup.1.rollback.log"), &mut runner);
+        runner.kill().unwrap();
+    }
+    let status = runner.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "{kill_in}"
+    );
+    let status = w.status_json("k");
+    assert_eq!(status["status"], "rolling_back", "{kill_in}: {status}");
+    // The undo in doubt is not repeated by itself; --retry runs it again.
+    let ask = w.run(&["resume", "k"]);
+    assert_eq!(ask.code, 4, "{kill_in}: {}\n{}", ask.stdout, ask.stderr);
+    let mut retry = w.run(&["resume", "k", "--retry"]);
+    // Commands the killed runner started may still be finishing.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while retry.code == 4 && retry.stderr.contains("still running") {
+        assert!(Instant::now() < deadline, "{}", retry.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+        retry = w.run(&["resume", "k", "--retry"]);
+    }
+    assert_eq!(
+        retry.code, 3,
+        "{kill_in}: {}\n{}",
+        retry.stdout, retry.stderr
+    );
+    assert_eq!(t.snapshot(), before, "{kill_in}: every tenant is as it was");
+    assert_eq!(app_version(&w), "1\n", "{kill_in}: the application is back");
 }

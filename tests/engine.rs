@@ -29,15 +29,21 @@ both_stores!(
 
 const STEPS: usize = 6;
 
-/// Six shell steps that each append their marker; step 3 closes the service.
+/// Six shell steps that each append their marker and then sleep 0.2 s (so a runner can
+/// be killed while one runs); step 3 closes the service.
 fn crash_runbook() -> String {
+    crash_runbook_sleeping("0.2")
+}
+
+/// The same steps, each sleeping `secs` after its marker.
+fn crash_runbook_sleeping(secs: &str) -> String {
     let mut y = String::from("runbook: crash\nsteps:\n");
     for i in 1..=STEPS {
         if i == 3 {
             y.push_str("  - id: close\n    kind: close\n");
         }
         y.push_str(&format!(
-            "  - id: s{i}\n    kind: patch\n    run: {{ shell: \"echo s{i} >> markers; sleep 0.2\" }}\n"
+            "  - id: s{i}\n    kind: patch\n    run: {{ shell: \"echo s{i} >> markers; sleep {secs}\" }}\n"
         ));
     }
     y.push_str("  - id: reopen\n    kind: reopen\n");
@@ -62,34 +68,60 @@ fn completes_and_records_every_step(w: &World) {
     assert_eq!(runs[0]["status"], "completed");
 }
 
+/// Runs the crash runbook killed right after journal commit `n`, then resumes it to its
+/// end: it completes, every step having run exactly once.
+fn killed_at(w: &World, n: i64) {
+    let run = format!("kill-at-{n}");
+    w.execute_killed_after("rb.yaml", &run, n);
+    let retried = w.resume_to_the_end(&run, 0);
+    let s = w.status_json(&run);
+    assert_eq!(s["status"], "completed", "kill point {n}");
+    for i in 1..=STEPS {
+        let c = w.count(&format!("s{i}"));
+        // Killed between commit of `step_started` and the command: never ran, once.
+        assert_eq!(
+            c, 1,
+            "kill point {n}: marker s{i} seen {c} times (retried: {retried})"
+        );
+    }
+    std::fs::remove_file(w.path("markers")).unwrap();
+}
+
 fn survives_sigkill_at_every_point(w: &World) {
-    w.write("rb.yaml", &crash_runbook());
+    // Killed right after a commit, the runner is never inside a command: the steps need
+    // not take any time (the kills in the middle of a step below use `crash_runbook`).
+    w.write("rb.yaml", &crash_runbook_sleeping("0"));
     // A clean run says how many events there are.
     let clean = w.execute("rb.yaml", "clean");
     assert_eq!(clean.code, 0, "{}", clean.stderr);
     let events = clean.stdout.lines().filter(|l| l.contains("  ")).count();
     assert!(events >= 20, "{events} events");
     std::fs::remove_file(w.path("markers")).unwrap();
-    let mut kill_points = 0;
-    // At every event boundary: right after each journal commit.
-    for n in 1..events as i64 {
-        let run = format!("kill-at-{n}");
-        w.execute_killed_after("rb.yaml", &run, n);
-        kill_points += 1;
-        let retried = w.resume_to_the_end(&run, 0);
-        let s = w.status_json(&run);
-        assert_eq!(s["status"], "completed", "kill point {n}");
-        for i in 1..=STEPS {
-            let c = w.count(&format!("s{i}"));
-            // Killed between commit of `step_started` and the command: never ran, once.
-            assert_eq!(
-                c, 1,
-                "kill point {n}: marker s{i} seen {c} times (retried: {retried})"
-            );
-        }
-        std::fs::remove_file(w.path("markers")).unwrap();
-    }
+    // At every event boundary: right after each journal commit. The kill points are
+    // shared out over a few worlds of the same store, side by side.
+    const SIDE_BY_SIDE: i64 = 3;
+    let points: Vec<i64> = std::thread::scope(|scope| {
+        let each: Vec<_> = (0..SIDE_BY_SIDE)
+            .map(|k| {
+                scope.spawn(move || {
+                    let w = w.like();
+                    w.write("rb.yaml", &crash_runbook_sleeping("0"));
+                    let mut done = 0;
+                    for n in (1..events as i64).filter(|n| n % SIDE_BY_SIDE == k) {
+                        killed_at(&w, n);
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        each.into_iter()
+            .map(|t| t.join().expect("the kill points of one world"))
+            .collect()
+    });
+    let mut kill_points: i64 = points.iter().sum();
     // In the middle of steps: while the command sleeps after writing its marker.
+    w.write("rb.yaml", &crash_runbook());
     for i in [1, 3, 5, 6] {
         let run = format!("mid-{i}");
         let mut child = w

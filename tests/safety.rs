@@ -514,10 +514,7 @@ steps:
         out.stdout
     );
     for n in &names {
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"))
-            .status();
+        common::world::drop_database_later(n);
     }
 }
 

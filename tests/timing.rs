@@ -1,60 +1,21 @@
-//! Time through the binary: the window guard (pause, resume, `--guard strict`), ETA in
-//! `status`, overrun settings, and durations learned from earlier runs in `plan`.
+//! Time through the binary: ETA in `status`, the window in the report, and durations
+//! learned from earlier runs in `plan`. (The window guard and overrun updates are tested
+//! in process, under a paused clock, in `src/engine/run/paused_tests.rs`.)
 
 mod common;
 
 use common::world::World;
 
-const GUARDED: &str = r#"
-runbook: guarded
-window: { start: "2026-01-01T00:00:00Z", duration: 3s }
-steps:
-  - { id: change, kind: patch, expected: 1s, run: { shell: "sleep 1; echo change >> markers" }, rollback: { shell: "echo undo >> markers" } }
-  - { id: long, kind: patch, expected: 5s, run: { shell: "echo long >> markers" } }
-"#;
+// The window guard's pause, resume and `--guard strict`, and the overrun updates, run in
+// process under a paused clock: `src/engine/run/paused_tests.rs`.
 
 #[test]
-fn the_window_guard_pauses_before_a_step_that_would_not_fit_and_resume_goes_on() {
+fn an_unknown_guard_mode_is_refused() {
     let w = World::sqlite();
-    w.write("g.yaml", GUARDED);
-    let o = w.execute("g.yaml", "g1");
-    assert_eq!(o.code, 4, "{}\n{}", o.stdout, o.stderr);
-    assert!(
-        o.stdout.contains("window guard: step `long`"),
-        "{}",
-        o.stdout
+    w.write(
+        "g.yaml",
+        "runbook: guarded\nsteps:\n  - { id: a, kind: patch, run: { shell: 'true' } }\n",
     );
-    let s = w.status_json("g1");
-    assert_eq!(s["status"], "paused");
-    assert!(
-        s["reason"]
-            .as_str()
-            .unwrap()
-            .contains("runbook resume g1 --rollback"),
-        "{s}"
-    );
-    assert_eq!(w.markers(), ["change"]);
-    // A person lets it go on: the guard does not stop the same step again.
-    let o = w.run(&["resume", "g1"]);
-    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
-    assert_eq!(w.markers(), ["change", "long"]);
-}
-
-#[test]
-fn the_window_guard_rolls_back_on_a_rollback_decision_or_by_itself_when_strict() {
-    let w = World::sqlite();
-    w.write("g.yaml", GUARDED);
-    assert_eq!(w.execute("g.yaml", "g1").code, 4);
-    let o = w.run(&["resume", "g1", "--rollback"]);
-    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
-    assert_eq!(w.markers(), ["change", "undo"]);
-    std::fs::remove_file(w.path("markers")).unwrap();
-    let o = w.run(&[
-        "execute", "g.yaml", "--yes", "--now", "--run-id", "g2", "--guard", "strict",
-    ]);
-    assert_eq!(o.code, 3, "{}\n{}", o.stdout, o.stderr);
-    assert!(o.stdout.contains("--guard strict"), "{}", o.stdout);
-    assert_eq!(w.markers(), ["change", "undo"]);
     let o = w.run(&["execute", "g.yaml", "--guard", "sometimes"]);
     assert_eq!(o.code, 2);
 }
@@ -147,37 +108,6 @@ fn status_shows_the_eta_of_a_running_run() {
     }
     assert_eq!(w.run(&["abort", "e1"]).code, 0);
     child.wait().unwrap();
-}
-
-#[test]
-fn a_step_running_late_is_announced_after_the_margin_and_again_at_the_interval() {
-    let w = World::sqlite();
-    w.write(
-        "late.yaml",
-        r#"
-runbook: late
-status_page: { overrun: { after: 1s, every: 1s } }
-steps:
-  - { id: slow, kind: patch, title: Updating table sequences, expected: 1s, run: { shell: "sleep 4.5" } }
-  - { id: fan, kind: patch, title: Processing the queue, expected: 1s, for_each: [a, b, c], run: { shell: "sleep 1.2" } }
-  - { id: quick, kind: patch, title: Quick, run: { shell: "sleep 0.5" } }
-"#,
-    );
-    let o = w.execute("late.yaml", "l1");
-    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
-    let late = |title: &str| {
-        o.stdout
-            .lines()
-            .filter(|l| l.contains(&format!("{title} is taking longer than expected")))
-            .count()
-    };
-    // 1 s expected + 1 s margin, then every second: at 2, 3 and 4 s of 4.5 s.
-    let n = late("Updating table sequences");
-    assert!((2..=3).contains(&n), "{n} updates:\n{}", o.stdout);
-    // The fan-out (3.6 s against 1 s) is announced too; a step without `expected`
-    // never is.
-    assert!(late("Processing the queue") >= 1, "{}", o.stdout);
-    assert_eq!(late("Quick"), 0, "{}", o.stdout);
 }
 
 #[test]

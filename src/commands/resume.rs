@@ -110,7 +110,7 @@ async fn decided(
         runner.rb,
         &runner.state,
         decision,
-        &runner.run_id,
+        &runner.facts(),
         &operator(),
     )
     .map_err(|refusal| match refusal {

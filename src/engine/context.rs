@@ -1,7 +1,7 @@
 //! The template context: the values `{{...}}` can use at a point of a run (its vars,
 //! `run`, `window`, the outputs of its steps, a fan-out item), built in this one place
-//! for the runner, its workers and an abort from the CLI or the admin API alike; and
-//! when a run's window opened.
+//! for the runner, its workers and an abort from the CLI or the admin API alike (when
+//! the window opened is `timing::window_start`).
 
 use indexmap::IndexMap;
 use serde_json::{Value, json};
@@ -28,7 +28,7 @@ pub(crate) fn context(
         .map(|(id, s)| (id.clone(), json!({ "outputs": s.outputs })))
         .collect();
     let window = &rb.window;
-    let start = window_start(rb, state);
+    let start = super::timing::window_start(rb, state);
     json!({
         "vars": state.vars,
         "targets": {},
@@ -50,21 +50,4 @@ pub(crate) fn context(
         "steps": steps,
         "item": item,
     })
-}
-
-/// When a run's window opened: as recorded at the start (`--now` opens it then), else
-/// the runbook's planned start, else the run's start.
-pub(crate) fn window_start(
-    rb: &Runbook,
-    state: &RunState,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    state
-        .window_start_ms
-        .and_then(chrono::DateTime::from_timestamp_millis)
-        .or(rb.window.start)
-        .or_else(|| {
-            state
-                .started_ms
-                .and_then(chrono::DateTime::from_timestamp_millis)
-        })
 }

@@ -1,24 +1,39 @@
 //! What the engine does next: a pure function of the runbook, the run state and the time.
+//!
+//! Every run-policy choice is made here: retries and their backoff, waiting until a
+//! retry is due, the window guard (pause, or roll back under `--guard strict`), an
+//! approval's timeout, in-doubt steps, `max_failures` of a fan-out, and when the next
+//! overrun update is due. The runner only carries the answers out.
 
 use std::time::Duration;
 
 use super::event::{Decision, Event};
 use super::state::{ItemStatus, RunState, RunStatus, StepRun, StepStatus};
+use super::timing::{self, Learned};
 use super::undo;
-use crate::runbook::{Kind, OnFailure, Runbook, Step};
+use crate::runbook::{Kind, MaxFailures, OnFailure, OnTimeout, Runbook, Step};
+
+/// What `decide` knows besides the runbook and the journal: the time, what earlier
+/// runs took, and the run's id (for the commands a pause tells a person to type).
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub now_ms: i64,
+    pub learned: &'a Learned,
+    pub run_id: &'a str,
+}
 
 /// The next thing to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
-    /// Check the preconditions of the step (index into `runbook.steps`) and run it, not
-    /// before `not_before_ms`.
-    Start {
-        step: usize,
-        attempt: u32,
-        not_before_ms: Option<i64>,
-    },
-    /// Wait for `runbook approve` / `reject` of this step.
-    AwaitApproval { step: usize },
+    /// Check the preconditions of the step (index into `runbook.steps`) and run it.
+    Start { step: usize, attempt: u32 },
+    /// Nothing to do before `until_ms` (a retry's backoff): wait, then decide again.
+    Sleep { until_ms: i64 },
+    /// Wait for `runbook approve` / `reject` of this step, until `until_ms` (its
+    /// `timeout`) if it has one; then decide again.
+    AwaitApproval { step: usize, until_ms: Option<i64> },
+    /// The approval's `timeout` has passed: `on_timeout` says what that means.
+    ApprovalTimedOut { step: usize, on_timeout: OnTimeout },
     /// Schedule another attempt of a failed step.
     Retry {
         step: usize,
@@ -29,8 +44,11 @@ pub enum Next {
     Skip { step: usize, reason: String },
     /// Record that a failure is tolerated and go on.
     IgnoreFailure { step: usize },
-    /// Stop for an operator.
-    Pause { reason: String },
+    /// Stop for an operator; `guard`: the step the window guard stopped before.
+    Pause {
+        reason: String,
+        guard: Option<String>,
+    },
     /// A step started before a crash and never finished. When `rerun` is false (it is
     /// not idempotent), an operator must choose `--retry`, `--skip` or `--rollback`.
     InDoubt { step: usize, rerun: bool },
@@ -68,13 +86,14 @@ pub fn backoff_delay(backoff: Duration, next_attempt: u32) -> Duration {
     backoff.saturating_mul(1u32 << doublings)
 }
 
-/// Decides the next action.
-pub fn decide(rb: &Runbook, state: &RunState) -> Next {
+/// Decides the next action at `facts.now_ms`.
+pub fn decide(rb: &Runbook, state: &RunState, facts: &Facts) -> Next {
     match state.status {
         s if s.is_terminal() => return Next::Done(s),
         RunStatus::Scheduled => {
             return Next::Pause {
                 reason: "the run has not started".into(),
+                guard: None,
             };
         }
         RunStatus::Paused => return Next::Wait,
@@ -89,7 +108,7 @@ pub fn decide(rb: &Runbook, state: &RunState) -> Next {
             StepStatus::Failed | StepStatus::TimedOut if run.failure_ignored => continue,
             StepStatus::Failed | StepStatus::TimedOut => return on_failure(step, i, run),
             StepStatus::Checking | StepStatus::Running if run.awaiting_approval => {
-                return Next::AwaitApproval { step: i };
+                return await_approval(step, i, run, facts.now_ms);
             }
             StepStatus::Checking | StepStatus::Running => {
                 // In doubt: the journal says it started, not how it ended. Still checking
@@ -105,11 +124,16 @@ pub fn decide(rb: &Runbook, state: &RunState) -> Next {
                 if let Some(reason) = unmet_requirement(step, state) {
                     return Next::Skip { step: i, reason };
                 }
-                return Next::Start {
-                    step: i,
-                    attempt: run.attempts + 1,
-                    not_before_ms: run.retry_at_ms,
-                };
+                let attempt = run.attempts + 1;
+                if attempt == 1
+                    && let Some(stop) = window_guard(rb, state, step, facts)
+                {
+                    return stop;
+                }
+                if let Some(until_ms) = run.retry_at_ms.filter(|&at| at > facts.now_ms) {
+                    return Next::Sleep { until_ms };
+                }
+                return Next::Start { step: i, attempt };
             }
             StepStatus::RollingBack | StepStatus::RolledBack | StepStatus::RollbackFailed => {
                 // Only reachable if a rollback was interrupted by a retry decision.
@@ -118,6 +142,100 @@ pub fn decide(rb: &Runbook, state: &RunState) -> Next {
         }
     }
     Next::Finish(Outcome::Completed)
+}
+
+/// An approval waits until its `timeout` (from when it was asked), then `on_timeout`.
+fn await_approval(step: &Step, i: usize, run: &StepRun, now_ms: i64) -> Next {
+    let until_ms = step.timeout.map(|t| {
+        run.started_ms
+            .unwrap_or(now_ms)
+            .saturating_add(crate::duration::millis(t))
+    });
+    match until_ms {
+        Some(at) if now_ms >= at => Next::ApprovalTimedOut {
+            step: i,
+            on_timeout: step.on_timeout,
+        },
+        _ => Next::AwaitApproval { step: i, until_ms },
+    }
+}
+
+/// Before a step's first attempt: when the step and the rollback of what is done would
+/// pass the window's end, pause for a person (or, with `--guard strict`, roll back now).
+/// A step a person let go on after such a pause is not stopped again; `reopen` and
+/// `announce` never are.
+fn window_guard(rb: &Runbook, state: &RunState, step: &Step, facts: &Facts) -> Option<Next> {
+    if matches!(step.kind, Kind::Reopen | Kind::Announce) || state.guard_accepted.contains(&step.id)
+    {
+        return None;
+    }
+    let window_end_ms = timing::window_end_ms(rb, state);
+    let trip = timing::guard(rb, state, step, facts.learned, window_end_ms, facts.now_ms)?;
+    let reason = trip.reason(rb.window.timezone);
+    if state.guard_strict {
+        return Some(Next::StartRollback {
+            reason: format!("{reason} (--guard strict)"),
+        });
+    }
+    Some(Next::Pause {
+        reason: format!(
+            "{reason}: `runbook resume {run}` to start it anyway, `runbook resume {run} --rollback` to roll back now",
+            run = facts.run_id
+        ),
+        guard: Some(step.id.clone()),
+    })
+}
+
+/// How many items of a fan-out of `total` may fail (`max_failures`) and the step still
+/// succeed.
+pub fn failures_allowed(step: &Step, total: usize) -> usize {
+    match step.max_failures {
+        MaxFailures::None => 0,
+        MaxFailures::Count(n) => n as usize,
+        MaxFailures::Percent(p) => ((p / 100.0) * total as f64).floor() as usize,
+    }
+}
+
+/// A fan-out starts no more items once more than the allowed number failed.
+pub fn fan_out_may_go_on(step: &Step, total: usize, failed: usize) -> bool {
+    failed <= failures_allowed(step, total)
+}
+
+/// Why a fan-out of `total` items with `failed` failures fails, when over `max_failures`.
+pub fn fan_out_failure(step: &Step, total: usize, failed: usize) -> Option<String> {
+    let allowed = failures_allowed(step, total);
+    (failed > allowed).then(|| format!("{failed} of {total} items failed (at most {allowed} may)"))
+}
+
+/// When the running `step` (with `items` fan-out items) is next due an overrun update,
+/// after one at `last_ms`: once
+/// it passes its estimate (learned, or `expected`) by `status_page.overrun.after`, then
+/// every `status_page.overrun.every`. Only a step that says how long it should take is
+/// announced as late (a learned figure can move the moment, not make a step without
+/// `expected` late).
+pub fn overrun_due(
+    rb: &Runbook,
+    state: &RunState,
+    step: &Step,
+    items: Option<usize>,
+    learned: &Learned,
+    last_ms: Option<i64>,
+    now_ms: i64,
+) -> Option<i64> {
+    step.expected?;
+    let est = timing::estimate(step, items, learned);
+    let sp = &rb.status_page;
+    let margin = sp
+        .overrun_after
+        .of(Duration::from_millis(est.ms.max(0) as u64));
+    let started = state.step(&step.id).started_ms.unwrap_or(now_ms);
+    Some(timing::overrun_due(
+        started,
+        est.ms,
+        crate::duration::millis(margin),
+        crate::duration::millis(sp.overrun_every),
+        last_ms,
+    ))
 }
 
 fn unmet_requirement(step: &Step, state: &RunState) -> Option<String> {
@@ -150,7 +268,10 @@ fn on_failure(step: &Step, i: usize, run: &StepRun) -> Next {
     let reason = format!("step `{}` failed: {why}", step.id);
     match step.on_failure {
         OnFailure::Rollback => Next::StartRollback { reason },
-        OnFailure::Pause => Next::Pause { reason },
+        OnFailure::Pause => Next::Pause {
+            reason,
+            guard: None,
+        },
         OnFailure::Abort => Next::Finish(Outcome::Aborted(reason)),
         OnFailure::Continue => Next::IgnoreFailure { step: i },
     }
@@ -241,10 +362,11 @@ pub fn resume(
     rb: &Runbook,
     state: &RunState,
     decision: Option<Decision>,
-    run_id: &str,
+    facts: &Facts,
     by: &str,
 ) -> Result<Vec<Event>, Refusal> {
-    let pending = decide(rb, state);
+    let run_id = facts.run_id;
+    let pending = decide(rb, state, facts);
     let subject = match &pending {
         Next::InDoubt { step, .. } => Some(*step),
         Next::Wait => rb.order.iter().copied().find(|&i| {

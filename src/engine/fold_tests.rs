@@ -10,10 +10,11 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde_json::Value;
 
-use super::decide::{Next, Outcome, backoff_delay, decide};
+use super::decide::{self, Facts, Next, Outcome, backoff_delay, decide};
 use super::event::{Decision, Event};
 use super::state::{ItemStatus, RunState, RunStatus, StepStatus};
-use crate::runbook::{Runbook, load_bytes};
+use super::timing::Learned;
+use crate::runbook::{OnTimeout, Runbook, load_bytes};
 
 // ---------------------------------------------------------------------------------------
 // Journals
@@ -1130,18 +1131,29 @@ fn ix(rb: &Runbook, id: &str) -> usize {
         .expect("a step of the runbook")
 }
 
-/// What `decide` says after `journal`.
+/// What `decide` says right after `journal` (at the time of its last event).
 fn next(rb: &Runbook, journal: &[Event]) -> Next {
-    decide(rb, &fold(journal))
+    next_at(rb, journal, last_at(journal))
 }
 
-fn start(rb: &Runbook, id: &str, attempt: u32, not_before_ms: Option<i64>) -> Next {
+/// What `decide` says after `journal`, at `now_ms`.
+fn next_at(rb: &Runbook, journal: &[Event], now_ms: i64) -> Next {
+    next_learned(rb, journal, now_ms, &Learned::default())
+}
+
+/// What `decide` says after `journal`, at `now_ms`, knowing what earlier runs took.
+fn next_learned(rb: &Runbook, journal: &[Event], now_ms: i64, learned: &Learned) -> Next {
+    let facts = Facts {
+        now_ms,
+        learned,
+        run_id: "r1",
+    };
+    decide(rb, &fold(journal), &facts)
+}
+
+fn start(rb: &Runbook, id: &str, attempt: u32) -> Next {
     let step = ix(rb, id);
-    Next::Start {
-        step,
-        attempt,
-        not_before_ms,
-    }
+    Next::Start { step, attempt }
 }
 
 /// The time of the last event of `journal`, as `fold` records it.
@@ -1189,17 +1201,23 @@ fn closing(id: &str) -> [Event; 4] {
 #[test]
 fn decide_waits_for_the_run_to_start() {
     let reason = "the run has not started".into();
-    assert_eq!(next(&runbook(ROLLBACK), &[]), Next::Pause { reason });
+    assert_eq!(
+        next(&runbook(ROLLBACK), &[]),
+        Next::Pause {
+            reason,
+            guard: None
+        }
+    );
 }
 
 #[test]
 fn decide_starts_each_step_in_order_then_completes() {
     let rb = runbook(ROLLBACK);
-    assert_eq!(next(&rb, &[run_started()]), start(&rb, "prep", 1, None));
+    assert_eq!(next(&rb, &[run_started()]), start(&rb, "prep", 1));
     let mut journal = and(d_running(), [succeeded("d", 1)]);
-    assert_eq!(next(&rb, &journal), start(&rb, "flaky", 1, None));
+    assert_eq!(next(&rb, &journal), start(&rb, "flaky", 1));
     journal.extend(ran(&["flaky"]));
-    assert_eq!(next(&rb, &journal), start(&rb, "reopen", 1, None));
+    assert_eq!(next(&rb, &journal), start(&rb, "reopen", 1));
     let reopen = [
         checking("reopen", 1),
         started("reopen", 1),
@@ -1231,7 +1249,16 @@ fn decide_retries_with_doubling_backoff_then_rolls_back() {
         }
     );
     journal.push(retry("flaky", 2, at_ms));
-    assert_eq!(next(&rb, &journal), start(&rb, "flaky", 2, Some(at_ms)));
+    // Not before the backoff has passed: wait until then.
+    assert_eq!(
+        next_at(&rb, &journal, at_ms - SECOND),
+        Next::Sleep { until_ms: at_ms }
+    );
+    assert_eq!(
+        next_at(&rb, &journal, at_ms - 1),
+        Next::Sleep { until_ms: at_ms }
+    );
+    assert_eq!(next_at(&rb, &journal, at_ms), start(&rb, "flaky", 2));
 
     // A timeout is retried like a failure, after twice the wait.
     journal.extend([
@@ -1484,7 +1511,13 @@ fn decide_follows_each_failure_policy() {
     let reason = || "step `x` failed: boom".to_owned();
     let cases = [
         ("rollback", Next::StartRollback { reason: reason() }),
-        ("pause", Next::Pause { reason: reason() }),
+        (
+            "pause",
+            Next::Pause {
+                reason: reason(),
+                guard: None,
+            },
+        ),
         ("abort", Next::Finish(Outcome::Aborted(reason()))),
         ("continue", Next::IgnoreFailure { step: 0 }),
     ];
@@ -1497,7 +1530,7 @@ fn decide_follows_each_failure_policy() {
     }
     let rb = policy("continue");
     let ignored = and(x_failed, [ignored("x")]);
-    assert_eq!(next(&rb, &ignored), start(&rb, "after", 1, None));
+    assert_eq!(next(&rb, &ignored), start(&rb, "after", 1));
 }
 
 #[test]
@@ -1506,7 +1539,7 @@ fn decide_waits_while_paused_and_resumes_after() {
     let journal = and(running("x"), [failed("x", 1), paused()]);
     assert_eq!(next(&rb, &journal), Next::Wait);
     let journal = and(journal, [resumed(Decision::Retry)]);
-    assert_eq!(next(&rb, &journal), start(&rb, "x", 2, None));
+    assert_eq!(next(&rb, &journal), start(&rb, "x", 2));
 }
 
 #[test]
@@ -1557,11 +1590,8 @@ fn decide_skips_a_step_whose_required_step_did_not_succeed() {
     let reason = "required step `optional` skipped".into();
     assert_eq!(next(&rb, &journal), Next::Skip { step, reason });
     let journal = and(journal, [skipped("dependent")]);
-    assert_eq!(next(&rb, &journal), start(&rb, "independent", 1, None));
-    assert_eq!(
-        next(&rb, &after(&["optional"])),
-        start(&rb, "dependent", 1, None)
-    );
+    assert_eq!(next(&rb, &journal), start(&rb, "independent", 1));
+    assert_eq!(next(&rb, &after(&["optional"])), start(&rb, "dependent", 1));
 }
 
 #[test]
@@ -1571,9 +1601,15 @@ fn decide_waits_for_approval_and_never_retries_a_rejection() {
          - { id: after, kind: patch, run: { shell: \"true\" } }\n",
     );
     let journal = and(running("gate"), [approval_requested("gate")]);
-    assert_eq!(next(&rb, &journal), Next::AwaitApproval { step: 0 });
+    assert_eq!(
+        next(&rb, &journal),
+        Next::AwaitApproval {
+            step: 0,
+            until_ms: None
+        }
+    );
     let yes = and(journal.clone(), [approved("gate")]);
-    assert_eq!(next(&rb, &yes), start(&rb, "after", 1, None));
+    assert_eq!(next(&rb, &yes), start(&rb, "after", 1));
     let reason = "step `gate` failed: rejected by alice".into();
     let no = and(journal, [rejected("gate")]);
     assert_eq!(next(&rb, &no), Next::StartRollback { reason });
@@ -1635,7 +1671,7 @@ fn decide_reruns_a_step_in_doubt_only_when_that_is_safe() {
     in_doubt(&["risky", "safe", "fan"], &smoke, "smoke", false);
 
     let resolved = and(running("risky"), [resumed(Decision::Retry)]);
-    assert_eq!(next(&rb, &resolved), start(&rb, "risky", 2, None));
+    assert_eq!(next(&rb, &resolved), start(&rb, "risky", 2));
 }
 
 #[test]
@@ -1656,6 +1692,170 @@ fn decide_retries_even_with_the_largest_retry_count() {
         ),
         "{decision:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// decide: policy that depends on the time
+// ---------------------------------------------------------------------------------------
+
+/// A window from the epoch (the journals here start there) that lasts 10 s; `change`
+/// took a second and has an undo.
+const GUARDED: &str = r#"
+runbook: unit
+window: { start: "1970-01-01T00:00:00Z", duration: 10s }
+steps:
+  - { id: change, kind: patch, expected: 1s, run: { shell: "true" }, rollback: { shell: "true" } }
+  - { id: long, kind: patch, expected: 20s, run: { shell: "true" } }
+"#;
+
+fn guard_paused(step: &str) -> Event {
+    Event::RunPaused {
+        reason: "window guard".into(),
+        guard: Some(step.into()),
+    }
+}
+
+#[test]
+fn decide_pauses_before_a_step_the_window_cannot_hold() {
+    let rb = runbook(GUARDED);
+    let journal = after(&["change"]);
+    let Next::Pause { reason, guard } = next(&rb, &journal) else {
+        panic!("{:?}", next(&rb, &journal));
+    };
+    assert_eq!(guard.as_deref(), Some("long"));
+    assert!(
+        reason.starts_with("window guard: step `long` ("),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(
+            ": `runbook resume r1` to start it anyway, `runbook resume r1 --rollback` to roll back now"
+        ),
+        "{reason}"
+    );
+    // A person let it go on: the guard does not stop the same step again.
+    let resumed = and(journal, [guard_paused("long"), resumed(Decision::Continue)]);
+    assert_eq!(next(&rb, &resumed), start(&rb, "long", 1));
+}
+
+#[test]
+fn decide_rolls_back_instead_under_guard_strict() {
+    let rb = runbook(GUARDED);
+    let mut journal = after(&["change"]);
+    let Event::RunStarted { guard, .. } = &mut journal[0] else {
+        unreachable!()
+    };
+    *guard = Some("strict".into());
+    let Next::StartRollback { reason } = next(&rb, &journal) else {
+        panic!("{:?}", next(&rb, &journal));
+    };
+    assert!(reason.starts_with("window guard: step `long`"), "{reason}");
+    assert!(reason.ends_with(" (--guard strict)"), "{reason}");
+}
+
+#[test]
+fn decide_guards_by_the_time_it_is_told() {
+    let rb = runbook(
+        "runbook: unit\nwindow: { start: \"1970-01-01T00:00:00Z\", duration: 10s }\nsteps:\n  \
+         - { id: change, kind: patch, expected: 1s, run: { shell: \"true\" }, rollback: { shell: \"true\" } }\n  \
+         - { id: short, kind: patch, expected: 1s, run: { shell: \"true\" } }\n  \
+         - { id: reopen, kind: reopen }\n",
+    );
+    let journal = after(&["change"]);
+    // 4 s + 1 s + 1 s of undo fits in 10 s; at 9 s it does not.
+    assert_eq!(next_at(&rb, &journal, 4 * SECOND), start(&rb, "short", 1));
+    assert!(matches!(
+        next_at(&rb, &journal, 9 * SECOND),
+        Next::Pause { guard: Some(g), .. } if g == "short"
+    ));
+    // A retry is not guarded (the step already began), and `reopen` never is.
+    let failed_once = [
+        checking("short", 1),
+        started("short", 1),
+        failed("short", 1),
+        retry("short", 2, 0),
+    ];
+    let retried = and(journal.clone(), failed_once);
+    assert_eq!(next_at(&rb, &retried, 99 * SECOND), start(&rb, "short", 2));
+    let done = and(journal, ran(&["short"]));
+    assert_eq!(next_at(&rb, &done, 99 * SECOND), start(&rb, "reopen", 1));
+}
+
+#[test]
+fn decide_times_an_approval_out_by_its_on_timeout() {
+    for (on_timeout, expected) in [
+        ("reject", OnTimeout::Reject),
+        ("approve", OnTimeout::Approve),
+    ] {
+        let rb = runbook(&format!(
+            "runbook: unit\nsteps:\n  - {{ id: gate, kind: approve, timeout: 1m, on_timeout: {on_timeout} }}\n"
+        ));
+        let journal = and(running("gate"), [approval_requested("gate")]);
+        let asked = fold(&journal).step("gate").started_ms.expect("started");
+        let until_ms = Some(asked + 60 * SECOND);
+        let waiting = Next::AwaitApproval { step: 0, until_ms };
+        assert_eq!(next(&rb, &journal), waiting);
+        assert_eq!(next_at(&rb, &journal, asked + 60 * SECOND - 1), waiting);
+        assert_eq!(
+            next_at(&rb, &journal, asked + 60 * SECOND),
+            Next::ApprovalTimedOut {
+                step: 0,
+                on_timeout: expected
+            }
+        );
+        // Approved in time: the run goes on, whatever the time.
+        let yes = and(journal, [approved("gate")]);
+        assert_eq!(
+            next_at(&rb, &yes, i64::MAX),
+            Next::Finish(Outcome::Completed)
+        );
+    }
+}
+
+#[test]
+fn max_failures_says_how_many_items_may_fail() {
+    let rb = runbook(
+        "runbook: unit\nsteps:\n  \
+         - { id: none, kind: patch, for_each: [a, b], run: { shell: \"true\" } }\n  \
+         - { id: one, kind: patch, for_each: [a, b], max_failures: 1, run: { shell: \"true\" } }\n  \
+         - { id: half, kind: patch, for_each: [a, b], max_failures: 50%, run: { shell: \"true\" } }\n",
+    );
+    let step = |id| &rb.steps[ix(&rb, id)];
+    assert_eq!(decide::failures_allowed(step("none"), 10), 0);
+    assert_eq!(decide::failures_allowed(step("one"), 10), 1);
+    assert_eq!(decide::failures_allowed(step("half"), 5), 2);
+    assert!(decide::fan_out_may_go_on(step("one"), 10, 1));
+    assert!(!decide::fan_out_may_go_on(step("one"), 10, 2));
+    assert_eq!(decide::fan_out_failure(step("one"), 10, 1), None);
+    assert_eq!(
+        decide::fan_out_failure(step("half"), 5, 3).as_deref(),
+        Some("3 of 5 items failed (at most 2 may)")
+    );
+    assert!(!decide::fan_out_may_go_on(step("none"), 3, 1));
+}
+
+#[test]
+fn an_overrun_is_due_after_the_margin_then_every_interval() {
+    let rb = runbook(
+        "runbook: unit\nstatus_page: { overrun: { after: 2s, every: 5s } }\nsteps:\n  \
+         - { id: slow, kind: patch, expected: 10s, run: { shell: \"true\" } }\n  \
+         - { id: vague, kind: patch, run: { shell: \"true\" } }\n",
+    );
+    let state = fold(&running("slow"));
+    let started = state.step("slow").started_ms.expect("started");
+    let learned = Learned::default();
+    let due = |id, last| {
+        let step = &rb.steps[ix(&rb, id)];
+        decide::overrun_due(&rb, &state, step, None, &learned, last, 0)
+    };
+    // 10 s expected + 2 s margin; then every 5 s after the last update.
+    assert_eq!(due("slow", None), Some(started + 12 * SECOND));
+    assert_eq!(
+        due("slow", Some(started + 12 * SECOND)),
+        Some(started + 17 * SECOND)
+    );
+    // A step that does not say how long it takes is never late.
+    assert_eq!(due("vague", None), None);
 }
 
 /// The resume decision matrix, with this file's journals.

@@ -17,11 +17,21 @@ steps:
   - { id: b, kind: patch, run: { shell: "true" } }
 "#;
 
+/// The time and run `resume` decides in (run `r-1`; these runbooks have no window).
+fn facts() -> crate::engine::decide::Facts<'static> {
+    static LEARNED: std::sync::OnceLock<Learned> = std::sync::OnceLock::new();
+    crate::engine::decide::Facts {
+        now_ms: 0,
+        learned: LEARNED.get_or_init(Learned::default),
+        run_id: "r-1",
+    }
+}
+
 /// What `resume` answers to `decision` after `journal`; the events it gives are legal,
 /// one after the other, in the state they are recorded in.
 fn resumed_after(journal: &[Event], decision: Option<Decision>) -> Result<Vec<Event>, Refusal> {
     let state = fold(journal);
-    let answer = resume(&runbook(RESUME), &state, decision, "r-1", "ops");
+    let answer = resume(&runbook(RESUME), &state, decision, &facts(), "ops");
     if let Ok(events) = &answer {
         let mut s = state.clone();
         for e in events {
@@ -170,7 +180,13 @@ fn a_rollback_under_way_is_not_started_again() {
 #[test]
 fn the_person_who_decided_is_recorded() {
     let state = fold(&a_failed_and_paused());
-    let skip = resume(&runbook(RESUME), &state, Some(Decision::Skip), "r-1", "sam");
+    let skip = resume(
+        &runbook(RESUME),
+        &state,
+        Some(Decision::Skip),
+        &facts(),
+        "sam",
+    );
     let by = "sam".to_owned();
     let expected = vec![
         Event::RunResumed {

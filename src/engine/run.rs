@@ -1,30 +1,40 @@
 //! The imperative shell around `decide`: records each event before acting on it, runs
 //! the actions, and follows events other processes append (approvals, aborts).
 //!
-//! Here: recording and syncing events, overrun announcements, `drive`/`act_on`, the window
-//! guard. One step's attempt is in `step`, an approval in `approval`, a fan-out in
-//! `fan_out`, undoing a step in `undo`.
+//! Here: recording and syncing events, overrun announcements, and the loop of `drive`:
+//! ask [`decide`](decide::decide), carry out the one thing it says (`act_on`), record the
+//! outcome. One step's attempt is in `step`, an approval in `approval`, a fan-out in
+//! `fan_out`, undoing a step in `undo`; the time comes from a [`Clock`] and what a step
+//! does to the world from its [`Effects`](effects::Effects).
 
 mod approval;
+mod clock;
+pub(crate) mod effects;
 mod fan_out;
 mod step;
 mod undo;
 
+#[cfg(test)]
+mod paused_tests;
+
+pub use clock::Clock;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::action::{self, Masker};
-use super::decide::{self, Next};
+use super::decide::{self, Facts, Next};
 use super::event::{Decision, Event};
 use super::state::{Illegal, RunState, RunStatus, StepStatus};
 use super::target;
 use super::terminal::Reporter;
-use super::work::{self, Worker};
-use crate::runbook::{Condition, Kind, Runbook, Step};
-use crate::store::{Store, StoreError, now_ms};
+use super::work::Worker;
+use crate::runbook::{Condition, OnTimeout, Runbook, Step};
+use crate::store::{Store, StoreError};
 
 /// Recording stopped statements goes again at once after a conflict, 11 tries in all.
 const CANCELLATION_RETRY: crate::retry::Backoff = crate::retry::Backoff::immediate(11);
@@ -75,6 +85,10 @@ pub struct Runner<'a> {
     templates: super::quote::Templates,
     /// What earlier runs of this runbook took (ETA, overrun, window guard).
     pub learned: super::timing::Learned,
+    /// What time it is, and how the runner waits.
+    pub clock: Clock,
+    /// What the steps do to the world.
+    pub(crate) effects: Arc<dyn effects::Effects>,
 }
 
 impl<'a> Runner<'a> {
@@ -104,6 +118,8 @@ impl<'a> Runner<'a> {
             read_only: false,
             templates,
             learned: Default::default(),
+            clock: Clock::system(),
+            effects: Arc::new(effects::Real),
         }
     }
 
@@ -120,7 +136,7 @@ impl<'a> Runner<'a> {
     /// decided: then the same events are committed after them.
     pub async fn record_all(&mut self, events: Vec<Event>) -> Result<(), EngineError> {
         let mut events: Vec<Event> = events.into_iter().map(|e| self.mask_event(e)).collect();
-        let at_ms = now_ms();
+        let at_ms = self.clock.now_ms();
         let mut next = self.state.clone();
         for event in &events {
             next.apply(event, at_ms)?;
@@ -142,11 +158,13 @@ impl<'a> Runner<'a> {
             }
         }
         loop {
-            match self
-                .store
-                .append(&self.run_id, self.seq + 1, &events, at_ms)
-                .await
-            {
+            let appended = self
+                .clock
+                .io(self
+                    .store
+                    .append(&self.run_id, self.seq + 1, &events, at_ms))
+                .await;
+            match appended {
                 Ok(recorded) => {
                     self.state = next;
                     for r in &recorded {
@@ -174,7 +192,11 @@ impl<'a> Runner<'a> {
     /// `true` when they were all public updates (nothing the engine decides on).
     pub async fn sync(&mut self) -> Result<bool, EngineError> {
         let mut only_updates = true;
-        for r in self.store.load_after(&self.run_id, self.seq).await? {
+        let newer = self
+            .clock
+            .io(self.store.load_after(&self.run_id, self.seq))
+            .await?;
+        for r in newer {
             self.state.apply(&r.event, r.at_ms)?;
             self.seq = r.seq;
             self.out.event(&self.run_id, &r);
@@ -233,47 +255,41 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Tells customers that `step` runs late: once it passes its estimate (learned, or
-    /// `expected`) by `status_page.overrun.after`, then again every
-    /// `status_page.overrun.every` while it runs, each time with a new ETA. Committed on
-    /// its own while the step runs: the runner's next record finds it and goes on.
+    /// Tells customers that `step` runs late, when [`decide::overrun_due`] says, each
+    /// time with a new ETA. Committed on its own while the step runs: the runner's next
+    /// record finds it and goes on.
     async fn announce_overrun(&self, step: &Step) {
         let items = self.rb.item_count(step);
         let mut last = None;
         loop {
-            let Some(due) = self.overrun_due(step, items, last) else {
+            let due = self.overrun_due(step, items, last);
+            let Some(due) = due else {
                 return std::future::pending().await;
             };
-            let wait = (due - now_ms()).max(0) as u64;
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            self.clock.sleep_until(due).await;
             self.publish_overrun(step).await;
-            last = Some(now_ms());
+            last = Some(self.clock.now_ms());
         }
     }
 
-    /// When `step` (with `items` fan-out items) is next due an overrun update, after one
-    /// at `last`. Only a step that says how long it should take is announced as late
-    /// (a learned figure can move the moment, not make a step without `expected` late).
+    /// When `step` (with `items` items), running, is next due an overrun update after
+    /// one at `last`.
     fn overrun_due(&self, step: &Step, items: Option<usize>, last: Option<i64>) -> Option<i64> {
-        step.expected?;
-        let est = super::timing::estimate(step, items, &self.learned);
-        let sp = &self.rb.status_page;
-        let margin = sp
-            .overrun_after
-            .of(Duration::from_millis(est.ms.max(0) as u64));
-        let started = self.state.step(&step.id).started_ms.unwrap_or_else(now_ms);
-        Some(super::timing::overrun_due(
-            started,
-            est.ms,
-            crate::duration::millis(margin),
-            crate::duration::millis(sp.overrun_every),
+        decide::overrun_due(
+            self.rb,
+            &self.state,
+            step,
+            items,
+            &self.learned,
             last,
-        ))
+            self.clock.now_ms(),
+        )
     }
 
     async fn publish_overrun(&self, step: &Step) {
         let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
-        let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now_ms()) else {
+        let now = self.clock.now_ms();
+        let Some(u) = publisher.overrun(&self.state, step, &self.context(None), now) else {
             return;
         };
         let e = self.mask_event(Event::Published(u));
@@ -310,8 +326,8 @@ impl<'a> Runner<'a> {
     ) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let newer = self
-            .store
-            .load_after(&self.run_id, head.load(SeqCst))
+            .clock
+            .io(self.store.load_after(&self.run_id, head.load(SeqCst)))
             .await?;
         if newer
             .iter()
@@ -326,10 +342,11 @@ impl<'a> Runner<'a> {
             return Err(err);
         }
         let next = head.load(SeqCst) + 1;
-        self.store
-            .append(&self.run_id, next, std::slice::from_ref(e), now_ms())
-            .await
-            .map(|_| ())
+        let at = self.clock.now_ms();
+        let append = self
+            .store
+            .append(&self.run_id, next, std::slice::from_ref(e), at);
+        self.clock.io(append).await.map(|_| ())
     }
 
     fn mask_event(&self, event: Event) -> Event {
@@ -340,7 +357,7 @@ impl<'a> Runner<'a> {
     pub async fn drive(&mut self) -> Result<Stop, EngineError> {
         self.sync().await?;
         loop {
-            let next = decide::decide(self.rb, &self.state);
+            let next = decide::decide(self.rb, &self.state, &self.facts());
             match self.act_on(next).await {
                 Ok(Some(stop)) => return Ok(stop),
                 Ok(None) => {}
@@ -360,14 +377,15 @@ impl<'a> Runner<'a> {
                     self.state.reason.clone().unwrap_or_else(|| "paused".into()),
                 )));
             }
-            Next::Pause { reason } => {
+            Next::Pause { reason, guard } => {
                 self.record(Event::RunPaused {
                     reason: reason.clone(),
-                    guard: None,
+                    guard,
                 })
                 .await?;
                 return Ok(Some(Stop::Paused(reason)));
             }
+            Next::Sleep { until_ms } => self.clock.sleep_until(until_ms).await,
             Next::InDoubt { step, rerun } => {
                 let id = self.rb.steps[step].id.clone();
                 if !rerun {
@@ -418,80 +436,31 @@ impl<'a> Runner<'a> {
                 };
                 self.record(event).await?;
             }
-            Next::AwaitApproval { step } => self.await_approval(step).await?,
-            Next::Start {
-                step,
-                attempt,
-                not_before_ms,
-            } => {
-                if let Some(stop) = self.window_guard(step, attempt).await? {
-                    return Ok(stop);
-                }
-                if let Some(at) = not_before_ms {
-                    let wait = at - now_ms();
-                    if wait > 0 {
-                        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
-                    }
-                }
-                self.run_step(step, attempt).await?;
+            Next::AwaitApproval { step, until_ms } => self.await_approval(step, until_ms).await?,
+            Next::ApprovalTimedOut { step, on_timeout } => {
+                let step = self.rb.steps[step].id.clone();
+                let attempt = self.state.step(&step).attempts;
+                let event = match on_timeout {
+                    OnTimeout::Reject => Event::StepTimedOut { step, attempt },
+                    OnTimeout::Approve => Event::Approved {
+                        step,
+                        by: "timeout".into(),
+                    },
+                };
+                self.record(event).await?;
             }
+            Next::Start { step, attempt } => self.run_step(step, attempt).await?,
         }
         Ok(None)
     }
 
-    /// The end of this run's window, when it has one.
-    pub fn window_end_ms(&self) -> Option<i64> {
-        let start = self.window_start(&self.state)?;
-        Some(crate::duration::after(start, self.rb.window.duration?).timestamp_millis())
-    }
-
-    /// Before a step's first attempt: when the step and the rollback of what is done
-    /// would pass the window's end, pause for a person (or, with `--guard strict`, roll
-    /// back now). A step a person let go on after such a pause is not stopped again.
-    async fn window_guard(
-        &mut self,
-        i: usize,
-        attempt: u32,
-    ) -> Result<Option<Option<Stop>>, EngineError> {
-        let step = &self.rb.steps[i];
-        if attempt != 1
-            || matches!(step.kind, Kind::Reopen | Kind::Announce)
-            || self.state.guard_accepted.contains(&step.id)
-        {
-            return Ok(None);
+    /// What `decide` knows now besides the journal.
+    pub fn facts(&self) -> Facts<'_> {
+        Facts {
+            now_ms: self.clock.now_ms(),
+            learned: &self.learned,
+            run_id: &self.run_id,
         }
-        let trip = super::timing::guard(
-            self.rb,
-            &self.state,
-            step,
-            &self.learned,
-            self.window_end_ms(),
-            now_ms(),
-        );
-        let Some(trip) = trip else { return Ok(None) };
-        let reason = trip.reason(self.rb.window.timezone);
-        if self.state.guard_strict {
-            self.record(Event::RollbackStarted {
-                reason: format!("{reason} (--guard strict)"),
-            })
-            .await?;
-            return Ok(Some(None));
-        }
-        let reason = format!(
-            "{reason}: `runbook resume {run}` to start it anyway, `runbook resume {run} --rollback` to roll back now",
-            run = self.run_id
-        );
-        self.record(Event::RunPaused {
-            reason: reason.clone(),
-            guard: Some(step.id.clone()),
-        })
-        .await?;
-        Ok(Some(Some(Stop::Paused(reason))))
-    }
-
-    /// When this run's window opened (see [`work::window_start`]).
-    fn window_start(&self, state: &RunState) -> Option<chrono::DateTime<chrono::Utc>> {
-        work::window_start(self.rb, state)
     }
 
     /// What a step's effects read of the run as it is now.

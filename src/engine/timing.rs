@@ -211,6 +211,26 @@ pub fn overrun_due(
     }
 }
 
+/// When a run's window opened: as recorded at the start (`--now` opens it then), else
+/// the runbook's planned start, else the run's start.
+pub fn window_start(rb: &Runbook, state: &RunState) -> Option<chrono::DateTime<chrono::Utc>> {
+    state
+        .window_start_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .or(rb.window.start)
+        .or_else(|| {
+            state
+                .started_ms
+                .and_then(chrono::DateTime::from_timestamp_millis)
+        })
+}
+
+/// The end of this run's window, when it has one.
+pub fn window_end_ms(rb: &Runbook, state: &RunState) -> Option<i64> {
+    let start = window_start(rb, state)?;
+    Some(crate::duration::after(start, rb.window.duration?).timestamp_millis())
+}
+
 /// Why the window guard stops a step from starting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardTrip {

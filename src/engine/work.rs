@@ -9,19 +9,20 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::action::{self, Masker, Outcome, StepLog};
 use super::builtin;
 /// When a run's window opened (the runner reads it here).
-pub(crate) use super::context::window_start;
 use super::quote::{Mode, Templates};
 use super::state::{RunState, StepStatus};
 use super::target;
+use super::timing::window_start;
 use crate::runbook::{Action, Check, Condition, ForEach, HttpCheck, Kind, Runbook, Step, Target};
 
 /// Outputs by step id (and `STEP.N` for fan-out items).

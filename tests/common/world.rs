@@ -59,6 +59,15 @@ impl World {
         }
     }
 
+    /// Another world on the same kind of store, empty.
+    pub fn like(&self) -> World {
+        if self.store.starts_with("postgres://") {
+            World::postgres()
+        } else {
+            World::sqlite()
+        }
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -189,12 +198,23 @@ impl Drop for World {
         else {
             return;
         };
-        let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-            .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        drop_database_later(name);
+    }
+}
+
+/// Drops PostgreSQL database `name`, not waiting for it: a drop takes a checkpoint (a
+/// second or two, one drop at a time on the server) that no test needs to wait for. The
+/// `psql` outlives the test process if need be; a thread reaps it meanwhile.
+pub fn drop_database_later(name: &str) {
+    let child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
+        .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Ok(mut child) = child {
+        std::thread::spawn(move || child.wait());
     }
 }
 

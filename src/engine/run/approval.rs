@@ -1,19 +1,22 @@
-//! An `approve` step: waits for `runbook approve` or `reject`, or for its `timeout`
-//! (then `on_timeout` decides).
+//! An `approve` step: waits for `runbook approve` or `reject`, or until its `timeout`
+//! (then `decide` says what `on_timeout` means).
 
 use std::time::Duration;
 
 use super::{EngineError, Runner};
-use crate::engine::event::Event;
-use crate::runbook::OnTimeout;
-use crate::store::now_ms;
+
+/// How often a runner waiting for an approval looks for it in the journal.
+const APPROVAL_POLL: Duration = Duration::from_millis(250);
 
 impl<'a> Runner<'a> {
-    pub(super) async fn await_approval(&mut self, i: usize) -> Result<(), EngineError> {
-        let step = &self.rb.steps[i];
-        let id = step.id.clone();
-        let attempt = self.state.step(&id).attempts;
-        let started = self.state.step(&id).started_ms.unwrap_or_else(now_ms);
+    /// Waits until step `i` is no longer awaiting approval, the run has ended, or
+    /// `until_ms` (its timeout) has come.
+    pub(super) async fn await_approval(
+        &mut self,
+        i: usize,
+        until_ms: Option<i64>,
+    ) -> Result<(), EngineError> {
+        let id = self.rb.steps[i].id.clone();
         self.out.note(&format!(
             "step {id}: waiting for approval: runbook approve {} {id} (or reject)",
             self.run_id
@@ -24,19 +27,15 @@ impl<'a> Runner<'a> {
             if !s.awaiting_approval || self.state.status.is_terminal() {
                 return Ok(());
             }
-            if let Some(t) = step.timeout
-                && now_ms() - started >= crate::duration::millis(t)
-            {
-                let event = match step.on_timeout {
-                    OnTimeout::Reject => Event::StepTimedOut { step: id, attempt },
-                    OnTimeout::Approve => Event::Approved {
-                        step: id,
-                        by: "timeout".into(),
-                    },
-                };
-                return self.record(event).await;
+            let now = self.clock.now_ms();
+            match until_ms {
+                Some(at) if now >= at => return Ok(()),
+                Some(at) => {
+                    let left = Duration::from_millis((at - now) as u64);
+                    self.clock.sleep(APPROVAL_POLL.min(left)).await;
+                }
+                None => self.clock.sleep(APPROVAL_POLL).await,
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 }

@@ -1,8 +1,6 @@
 //! A fan-out step (`for_each`): its items, `concurrency` at a time, within `max_failures`
 //! and the step's `timeout`, every start and outcome journaled.
 
-use std::time::Duration;
-
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
@@ -10,11 +8,11 @@ use serde_json::Value;
 
 use super::{EngineError, Runner};
 use crate::engine::action::Outcome;
+use crate::engine::decide;
 use crate::engine::event::Event;
 use crate::engine::state::ItemStatus;
 use crate::engine::work::{Unit, Worker};
-use crate::runbook::{ForEach, MaxFailures};
-use crate::store::now_ms;
+use crate::runbook::ForEach;
 
 impl<'a> Runner<'a> {
     /// Runs the items of a fan-out step not yet done, `concurrency` at a time, each
@@ -60,11 +58,6 @@ impl<'a> Runner<'a> {
             _ => "items",
         };
         self.out.items(total, noun);
-        let allowed = match step.max_failures {
-            MaxFailures::None => 0,
-            MaxFailures::Count(n) => n as usize,
-            MaxFailures::Percent(p) => ((p / 100.0) * total as f64).floor() as usize,
-        };
         let done = self.state.step(&id).items.clone();
         let mut failed = done.values().filter(|s| **s == ItemStatus::Failed).count();
         let mut todo: std::collections::VecDeque<usize> = (0..total)
@@ -75,6 +68,7 @@ impl<'a> Runner<'a> {
                 )
             })
             .collect();
+        let effects = self.effects.clone();
         let mut running = FuturesUnordered::new();
         let concurrency = step.concurrency.max(1) as usize;
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -85,7 +79,9 @@ impl<'a> Runner<'a> {
         loop {
             // Start what fits, all the starts in one commit, before any of them runs.
             let mut launch = Vec::new();
-            while running.len() + launch.len() < concurrency && failed <= allowed {
+            while running.len() + launch.len() < concurrency
+                && decide::fan_out_may_go_on(step, total, failed)
+            {
                 let Some(ix) = todo.pop_front() else { break };
                 launch.push(ix);
             }
@@ -100,8 +96,10 @@ impl<'a> Runner<'a> {
                 self.record_all(started).await?;
             }
             for ix in launch {
-                let (worker, item) = (&worker, &items[ix]);
-                running.push(async move { (ix, worker.work(step, Unit::Item(ix, item)).await) });
+                let (worker, item, effects) = (&worker, &items[ix], &effects);
+                running.push(async move {
+                    (ix, effects.work(worker, step, Unit::Item(ix, item)).await)
+                });
             }
             if running.is_empty() {
                 break;
@@ -112,13 +110,13 @@ impl<'a> Runner<'a> {
                     None => std::future::pending().await,
                 }
             };
-            let overrun_at = self.overrun_due(step, Some(items.len()), last_overrun);
+            let overrun_at = self.overrun_due(step, Some(total), last_overrun);
+            let clock = self.clock;
             let late = async {
                 let Some(at) = overrun_at else {
                     return std::future::pending().await;
                 };
-                let wait = (at - now_ms()).max(0) as u64;
-                tokio::time::sleep(Duration::from_millis(wait)).await;
+                clock.sleep_until(at).await;
             };
             let mut overrun = false;
             let first = tokio::select! {
@@ -139,10 +137,11 @@ impl<'a> Runner<'a> {
             if overrun {
                 let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
                 let ctx = self.context(None);
-                if let Some(u) = publisher.overrun(&self.state, step, &ctx, now_ms()) {
+                let now = self.clock.now_ms();
+                if let Some(u) = publisher.overrun(&self.state, step, &ctx, now) {
                     self.record(Event::Published(u)).await?;
                 }
-                last_overrun = Some(now_ms());
+                last_overrun = Some(self.clock.now_ms());
                 continue;
             }
             let Some(first) = first else { break };
@@ -192,10 +191,8 @@ impl<'a> Runner<'a> {
         }
         let outcome = if timed_out {
             Outcome::TimedOut
-        } else if failed > allowed {
-            Outcome::Failed(format!(
-                "{failed} of {total} items failed (at most {allowed} may)"
-            ))
+        } else if let Some(why) = decide::fan_out_failure(step, total, failed) {
+            Outcome::Failed(why)
         } else {
             let mut o = IndexMap::new();
             o.insert("items".into(), Value::from(total));

@@ -67,9 +67,9 @@ impl<'a> Runner<'a> {
             // application, say); `reopen` reopens it once its action succeeded.
             Kind::Close if !self.state.closed => batch.push(Event::ServiceClosed),
             Kind::Approve => {
+                // `decide` then waits for the approval, or its timeout.
                 batch.push(Event::ApprovalRequested { step: id });
-                self.record_all(batch).await?;
-                return self.await_approval(i).await;
+                return self.record_all(batch).await;
             }
             _ => {}
         }
@@ -85,7 +85,10 @@ impl<'a> Runner<'a> {
         if step.for_each.is_some() {
             return self.fan_out(i, attempt).await;
         }
-        let outcome = self.timed(step, self.worker().work(step, Unit::Step)).await;
+        let worker = self.worker();
+        let outcome = self
+            .timed(step, self.effects.work(&worker, step, Unit::Step))
+            .await;
         if step.kind == Kind::Reopen
             && self.state.closed
             && let Outcome::Succeeded(outputs) = outcome
@@ -136,8 +139,9 @@ impl<'a> Runner<'a> {
     /// Returns once the journal holds an event after ours that ends the run.
     pub(super) async fn ended_elsewhere(&self) {
         loop {
-            tokio::time::sleep(ABORT_POLL).await;
-            if let Ok(events) = self.store.load_after(&self.run_id, self.seq).await
+            self.clock.sleep(ABORT_POLL).await;
+            let newer = self.store.load_after(&self.run_id, self.seq);
+            if let Ok(events) = self.clock.io(newer).await
                 && events
                     .iter()
                     .any(|r| matches!(r.event, Event::RunAborted { .. }))

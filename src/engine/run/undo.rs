@@ -49,11 +49,12 @@ impl<'a> Runner<'a> {
                 index,
             })
             .await?;
-            match self
-                .worker()
-                .undo(step, action, Unit::Item(index, item))
-                .await
-            {
+            let worker = self.worker();
+            let undone = self
+                .effects
+                .undo(&worker, step, action, Unit::Item(index, item))
+                .await;
+            match undone {
                 Outcome::Succeeded(_) => {
                     self.record(Event::ItemRolledBack {
                         step: step.id.clone(),
@@ -92,7 +93,8 @@ impl<'a> Runner<'a> {
         let outcome = if step.for_each.is_some() {
             self.undo_items(step, action).await?
         } else {
-            self.worker().undo(step, action, Unit::Step).await
+            let worker = self.worker();
+            self.effects.undo(&worker, step, action, Unit::Step).await
         };
         self.record_cancellations(Some(&id), false).await?;
         let events =
