@@ -189,7 +189,6 @@ fn header(o: &mut String, r: &Report, clock: &Clock) {
 fn window(o: &mut String, r: &Report, clock: &Clock) {
     let run = &r.run;
     let w = &r.window;
-    // The window.
     let _ = writeln!(o, "## Window\n");
     let _ = writeln!(o, "| | Start | End | Duration |\n|---|---|---|---|");
     let _ = writeln!(
@@ -214,7 +213,6 @@ fn window(o: &mut String, r: &Report, clock: &Clock) {
 
 /// When the service was closed to customers.
 fn service(o: &mut String, r: &Report, clock: &Clock) {
-    // The service.
     let _ = writeln!(o, "## Service closed\n");
     let _ = writeln!(o, "{}\n", closed_text(&r.service, clock));
     if !r.service.intervals.is_empty() {
@@ -236,7 +234,6 @@ fn service(o: &mut String, r: &Report, clock: &Clock) {
 
 /// Every step: planned, actual, attempts and details.
 fn steps(o: &mut String, r: &Report, clock: &Clock) {
-    // Steps.
     let _ = writeln!(o, "## Steps\n");
     let _ = writeln!(
         o,
@@ -286,7 +283,6 @@ fn steps(o: &mut String, r: &Report, clock: &Clock) {
 /// The Gantt chart as a table: planned versus actual, step by step.
 fn chart(o: &mut String, r: &Report, clock: &Clock) {
     let w = &r.window;
-    // The Gantt chart as a table.
     let _ = writeln!(o, "## Planned versus actual\n");
     let _ = writeln!(
         o,
@@ -322,7 +318,6 @@ fn chart(o: &mut String, r: &Report, clock: &Clock) {
 
 /// Each rollback and what it undid.
 fn rollbacks(o: &mut String, r: &Report, clock: &Clock) {
-    // Rollbacks.
     let _ = writeln!(o, "## Rollbacks\n");
     if r.rollbacks.is_empty() {
         let _ = writeln!(o, "None.\n");
@@ -361,7 +356,6 @@ fn rollbacks(o: &mut String, r: &Report, clock: &Clock) {
 
 /// The waits for a person.
 fn approvals(o: &mut String, r: &Report, clock: &Clock) {
-    // Approvals.
     let _ = writeln!(o, "## Approvals\n");
     if r.approvals.is_empty() {
         let _ = writeln!(o, "None.\n");
@@ -395,7 +389,6 @@ fn approvals(o: &mut String, r: &Report, clock: &Clock) {
 
 /// The public updates as published.
 fn updates(o: &mut String, r: &Report, clock: &Clock) {
-    // Public updates.
     let _ = writeln!(o, "## Public updates\n");
     if r.public_updates.is_empty() {
         let _ = writeln!(o, "None were published.\n");

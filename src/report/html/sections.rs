@@ -13,7 +13,6 @@ use super::{card, emphasis, fact, gantt::gantt, h, outcome_class, updates_table}
 /// The page head, the title, the outcome badge.
 pub(super) fn header(o: &mut String, r: &Report, clock: &Clock) {
     let run = &r.run;
-    // Header.
     let _ = writeln!(
         o,
         "<header>\n<p class=\"eyebrow\">Maintenance report · runbook <code>{}</code> · run <code>{}</code></p>\n<h1>{}</h1>\n<span class=\"badge {}\">{}</span>",
@@ -38,7 +37,6 @@ pub(super) fn header(o: &mut String, r: &Report, clock: &Clock) {
 pub(super) fn cards(o: &mut String, r: &Report) {
     let run = &r.run;
     let w = &r.window;
-    // Cards.
     let (wv, wclass, ws) = match (w.held, run.finished) {
         (Some(true), _) => (
             "Held".to_owned(),
@@ -158,7 +156,6 @@ pub(super) fn cards(o: &mut String, r: &Report) {
 /// Who ran what, where and when.
 pub(super) fn facts(o: &mut String, r: &Report, clock: &Clock) {
     let run = &r.run;
-    // Facts.
     o.push_str("<dl class=\"facts\">\n");
     fact(o, "Run", &format!("<code>{}</code>", h(&run.id)));
     let mut outcome = h(run.outcome.label());
@@ -215,7 +212,6 @@ pub(super) fn facts(o: &mut String, r: &Report, clock: &Clock) {
 pub(super) fn window(o: &mut String, r: &Report, clock: &Clock) {
     let run = &r.run;
     let w = &r.window;
-    // Window.
     o.push_str("<section>\n<h2>Window</h2>\n<table>\n<thead><tr><th></th><th>Start</th><th>End</th><th>Duration</th></tr></thead>\n<tbody>\n");
     let _ = writeln!(
         o,
@@ -244,7 +240,6 @@ pub(super) fn window(o: &mut String, r: &Report, clock: &Clock) {
 /// When the service was closed to customers.
 pub(super) fn service(o: &mut String, r: &Report, clock: &Clock) {
     let svc = &r.service;
-    // Service.
     let _ = writeln!(
         o,
         "<section>\n<h2>Service closed</h2>\n<p>{}</p>",
@@ -270,7 +265,6 @@ pub(super) fn service(o: &mut String, r: &Report, clock: &Clock) {
 
 /// The planned-versus-actual chart with its legend.
 pub(super) fn chart(o: &mut String, r: &Report, clock: &Clock) {
-    // Gantt.
     o.push_str("<section>\n<h2>Planned versus actual</h2>\n");
     o.push_str(
         "<div class=\"legend\"><span><i style=\"background:#c7d2fe\"></i>planned</span>\
@@ -288,7 +282,6 @@ pub(super) fn chart(o: &mut String, r: &Report, clock: &Clock) {
 
 /// Every step: planned, actual, attempts, what it produced and what went wrong.
 pub(super) fn steps(o: &mut String, r: &Report, clock: &Clock) {
-    // Steps.
     o.push_str("<section>\n<h2>Steps</h2>\n<table>\n<thead><tr><th>#</th><th>Step</th><th>Status</th><th>Planned</th><th>Actual</th><th>Took</th><th>Att.</th><th>Overrun</th><th>Details</th></tr></thead>\n<tbody>\n");
     for s in &r.steps {
         let mut name = format!(
@@ -358,7 +351,6 @@ pub(super) fn steps(o: &mut String, r: &Report, clock: &Clock) {
 
 /// Each rollback and what it undid.
 pub(super) fn rollbacks(o: &mut String, r: &Report, clock: &Clock) {
-    // Rollbacks.
     o.push_str("<section>\n<h2>Rollbacks</h2>\n");
     if r.rollbacks.is_empty() {
         o.push_str("<p class=\"muted\">None.</p>\n");
@@ -402,7 +394,6 @@ pub(super) fn rollbacks(o: &mut String, r: &Report, clock: &Clock) {
 
 /// The waits for a person.
 pub(super) fn approvals(o: &mut String, r: &Report, clock: &Clock) {
-    // Approvals.
     o.push_str("<section>\n<h2>Approvals</h2>\n");
     if r.approvals.is_empty() {
         o.push_str("<p class=\"muted\">None.</p>\n");
@@ -434,7 +425,6 @@ pub(super) fn approvals(o: &mut String, r: &Report, clock: &Clock) {
 
 /// The public updates as published.
 pub(super) fn updates(o: &mut String, r: &Report, clock: &Clock) {
-    // Public updates.
     o.push_str("<section>\n<h2>Public updates</h2>\n");
     updates_table(o, r, clock);
     o.push_str("</section>\n");
