@@ -209,14 +209,28 @@ impl Store {
 
     /// Scheduled maintenances: (id, runbook), oldest first.
     pub async fn notices(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = self
-            .fetch_all(
-                "SELECT id, runbook FROM notices ORDER BY created_ms, id",
-                &[],
-            )
-            .await?;
+        self.pairs(
+            "SELECT id, runbook FROM notices ORDER BY created_ms, id",
+            "id",
+            "runbook",
+        )
+        .await
+    }
+
+    /// Two columns of every row a query without parameters gives.
+    async fn pairs<A, B>(
+        &self,
+        sql: &'static str,
+        a: &str,
+        b: &str,
+    ) -> Result<Vec<(A, B)>, StoreError>
+    where
+        A: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+        B: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let rows = self.fetch_all(sql, &[]).await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("runbook")?)))
+            .map(|r| Ok((r.try_get(a)?, r.try_get(b)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
@@ -248,16 +262,12 @@ impl Store {
     /// The last sequence number of every stream (runs and scheduled maintenances): what
     /// a follower compares to know which streams grew.
     pub async fn heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = self
-            .fetch_all(
-                "SELECT run_id, MAX(seq) AS head FROM events GROUP BY run_id",
-                &[],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("run_id")?, r.try_get("head")?)))
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        self.pairs(
+            "SELECT run_id, MAX(seq) AS head FROM events GROUP BY run_id",
+            "run_id",
+            "head",
+        )
+        .await
     }
 
     /// SQLite's count of commits by other connections (other processes), for polling.
