@@ -2,8 +2,8 @@
 # Installs what the browser and feed tests and the status page benches need, only when
 # it is missing (running it again changes nothing):
 #
-#   scripts/test-tools.sh chromium     # chromium + chromium-driver (tests/browser.rs)
-#   scripts/test-tools.sh feedparser   # Python feedparser in target/pyenv (tests/feeds.rs)
+#   scripts/test-tools.sh chromium     # chromium + chromium-driver (tests/it/browser.rs)
+#   scripts/test-tools.sh feedparser   # Python feedparser in target/pyenv (tests/it/feeds.rs)
 #   scripts/test-tools.sh wrk          # wrk (benches/status-load.sh)
 #   scripts/test-tools.sh nginx        # nginx, the baseline of benches/status-load.sh
 #   scripts/test-tools.sh all          # everything above

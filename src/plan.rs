@@ -328,16 +328,9 @@ impl Plan<'_> {
         out.write_all(b"\n")
     }
 
-    /// The plan for a terminal.
     /// Expected versus learned, step by step (`plan --history`).
     pub fn history_text(&self) -> String {
-        let id_w = self
-            .steps
-            .iter()
-            .map(|s| s.id.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+        let id_w = self.id_width();
         let mut out = String::from("\nExpected versus earlier runs (median):\n");
         let _ = writeln!(
             out,
@@ -367,27 +360,36 @@ impl Plan<'_> {
         out
     }
 
+    /// The plan for a terminal.
     pub fn to_text(&self) -> String {
-        let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
-        let same_day = self.start.with_timezone(&tz).date_naive()
-            == self
-                .end
-                .max(self.window_end.unwrap_or(self.end))
-                .with_timezone(&tz)
-                .date_naive();
-        let time = |t: DateTime<Utc>| {
-            let local = t.with_timezone(&tz);
-            if same_day {
-                local.format("%H:%M").to_string()
-            } else {
-                local.format("%m-%d %H:%M").to_string()
-            }
-        };
-        let full = |t: DateTime<Utc>| {
-            t.with_timezone(&tz)
-                .format("%a %d %b %Y %H:%M %Z")
-                .to_string()
-        };
+        let times = Times::of(self);
+        let mut out = self.text_header(&times);
+        self.text_table(&times, &mut out);
+        self.text_totals(&times, &mut out);
+        out.push_str("\nIf a step fails:\n");
+        let id_w = self.id_width();
+        for s in &self.steps {
+            let _ = writeln!(
+                out,
+                "  {:id_w$}  {}",
+                s.id,
+                describe_failure(&s.if_it_fails)
+            );
+        }
+        out
+    }
+
+    fn id_width(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| s.id.len())
+            .max()
+            .unwrap_or(4)
+            .max(4)
+    }
+
+    /// The title, the start and the window.
+    fn text_header(&self, times: &Times) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "Plan for `{}`: {}", self.runbook, self.title);
         let source = match self.start_source {
@@ -395,26 +397,24 @@ impl Plan<'_> {
             StartSource::Window => "the window's start",
             StartSource::Now => "now: the runbook has no window start",
         };
-        let _ = writeln!(out, "Start:  {} ({source})", full(self.start));
+        let _ = writeln!(out, "Start:  {} ({source})", times.full(self.start));
         if let (Some(secs), Some(end)) = (self.window_seconds, self.window_end) {
             let _ = writeln!(
                 out,
                 "Window: {} → {} ({}, {})",
-                full(self.start),
-                full(end),
+                times.full(self.start),
+                times.full(end),
                 fmt_duration(Duration::from_secs(secs)),
                 self.timezone
             );
         }
         out.push('\n');
+        out
+    }
 
-        let id_w = self
-            .steps
-            .iter()
-            .map(|s| s.id.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
+    /// One row a step: position, id, kind, planned start and end, expected, notes.
+    fn text_table(&self, times: &Times, out: &mut String) {
+        let id_w = self.id_width();
         let kind_w = self
             .steps
             .iter()
@@ -422,47 +422,34 @@ impl Plan<'_> {
             .max()
             .unwrap_or(4)
             .max(4);
-        let t_w = time(self.start).len();
+        let t_w = times.short(self.start).len();
         let _ = writeln!(
             out,
             "{:>3}  {:id_w$}  {:kind_w$}  {:t_w$}  {:t_w$}  {:>8}  notes",
             "#", "step", "kind", "start", "end", "expected"
         );
         for s in &self.steps {
-            let mut notes = Vec::new();
-            if s.checkpoint {
-                notes.push("checkpoint".to_owned());
-            }
-            if let Some(n) = s.items {
-                notes.push(format!("{n} items"));
-            }
-            if !s.public {
-                notes.push("not public".to_owned());
-            }
             let expected = match s.estimate_source {
                 crate::engine::timing::Source::Unknown => "-".into(),
                 _ => fmt_duration(Duration::from_secs(s.estimate_seconds)),
             };
-            if s.estimate_source == crate::engine::timing::Source::Learned {
-                notes.push(format!(
-                    "learned: median of {} run{}",
-                    s.learned_runs,
-                    if s.learned_runs == 1 { "" } else { "s" }
-                ));
-            }
             let row = format!(
                 "{:>3}  {:id_w$}  {:kind_w$}  {}  {}  {:>8}  {}",
                 s.position,
                 s.id,
                 s.kind,
-                time(s.start),
-                time(s.end),
+                times.short(s.start),
+                times.short(s.end),
                 expected,
-                notes.join(", ")
+                step_notes(s).join(", ")
             );
             let _ = writeln!(out, "{}", row.trim_end());
         }
         out.push('\n');
+    }
+
+    /// The total against the window, the point of no return, what has no estimate.
+    fn text_totals(&self, times: &Times, out: &mut String) {
         let total = fmt_duration(Duration::from_secs(self.total_expected_seconds));
         let _ = match self.slack_seconds {
             Some(slack) if slack >= 0 => writeln!(
@@ -486,9 +473,9 @@ impl Plan<'_> {
                     out,
                     "Point of no return: before `{}` at {}: from there the step and a rollback ({}) no longer fit the window (ends {}).",
                     p.step,
-                    time(p.at),
+                    times.short(p.at),
                     fmt_duration(Duration::from_secs(p.rollback_seconds)),
-                    time(end)
+                    times.short(end)
                 ),
                 None => writeln!(
                     out,
@@ -503,17 +490,61 @@ impl Plan<'_> {
                 self.unestimated.join(", ")
             );
         }
-        out.push_str("\nIf a step fails:\n");
-        for s in &self.steps {
-            let _ = writeln!(
-                out,
-                "  {:id_w$}  {}",
-                s.id,
-                describe_failure(&s.if_it_fails)
-            );
-        }
-        out
     }
+}
+
+/// How the text plan writes times: in the plan's zone, without the date when the whole
+/// plan (and its window) falls on one day.
+struct Times {
+    tz: chrono_tz::Tz,
+    same_day: bool,
+}
+
+impl Times {
+    fn of(plan: &Plan<'_>) -> Times {
+        let tz: chrono_tz::Tz = plan.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let last = plan.end.max(plan.window_end.unwrap_or(plan.end));
+        let same_day =
+            plan.start.with_timezone(&tz).date_naive() == last.with_timezone(&tz).date_naive();
+        Times { tz, same_day }
+    }
+
+    fn short(&self, t: DateTime<Utc>) -> String {
+        let local = t.with_timezone(&self.tz);
+        if self.same_day {
+            local.format("%H:%M").to_string()
+        } else {
+            local.format("%m-%d %H:%M").to_string()
+        }
+    }
+
+    fn full(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%a %d %b %Y %H:%M %Z")
+            .to_string()
+    }
+}
+
+/// The notes column of a step's row.
+fn step_notes(s: &PlannedStep<'_>) -> Vec<String> {
+    let mut notes = Vec::new();
+    if s.checkpoint {
+        notes.push("checkpoint".to_owned());
+    }
+    if let Some(n) = s.items {
+        notes.push(format!("{n} items"));
+    }
+    if !s.public {
+        notes.push("not public".to_owned());
+    }
+    if s.estimate_source == crate::engine::timing::Source::Learned {
+        notes.push(format!(
+            "learned: median of {} run{}",
+            s.learned_runs,
+            if s.learned_runs == 1 { "" } else { "s" }
+        ));
+    }
+    notes
 }
 
 fn describe_failure(f: &FailurePath<'_>) -> String {

@@ -8,7 +8,7 @@ For each file: {"file", "bozo", "bozo_exception", "version", "title", "link",
 "summary_text"}]}, where the dates are ISO 8601 in UTC as feedparser understood them (null
 when it found none) and `summary_text` is the summary as a person reads it (an HTML
 summary, as RSS descriptions are, unescaped).
-tests/feeds.rs runs it (`scripts/test-tools.sh feedparser` installs feedparser).
+tests/it/feeds.rs runs it (`scripts/test-tools.sh feedparser` installs feedparser).
 """
 
 import html

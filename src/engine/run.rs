@@ -263,10 +263,7 @@ impl<'a> Runner<'a> {
         let mut last = None;
         loop {
             let due = self.overrun_due(step, items, last);
-            let Some(due) = due else {
-                return std::future::pending().await;
-            };
-            self.clock.sleep_until(due).await;
+            self.clock.sleep_until_maybe(due).await;
             self.publish_overrun(step).await;
             last = Some(self.clock.now_ms());
         }

@@ -51,6 +51,14 @@ impl Clock {
         }
     }
 
+    /// Returns at `ms`, or never without one.
+    pub async fn sleep_until_maybe(&self, ms: Option<i64>) {
+        match ms {
+            Some(ms) => self.sleep_until(ms).await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Returns after `d`.
     pub async fn sleep(&self, d: Duration) {
         tokio::time::sleep(d).await;

@@ -1,6 +1,8 @@
 //! A fan-out step (`for_each`): its items, `concurrency` at a time, within `max_failures`
 //! and the step's `timeout`, every start and outcome journaled.
 
+use std::collections::VecDeque;
+
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use indexmap::IndexMap;
@@ -58,33 +60,23 @@ impl<'a> Runner<'a> {
             _ => "items",
         };
         self.out.items(total, noun);
-        let done = self.state.step(&id).items.clone();
-        let mut failed = done.values().filter(|s| **s == ItemStatus::Failed).count();
-        let mut todo: std::collections::VecDeque<usize> = (0..total)
-            .filter(|ix| {
-                !matches!(
-                    done.get(ix),
-                    Some(ItemStatus::Succeeded | ItemStatus::Failed)
-                )
-            })
-            .collect();
+        let (mut todo, mut failed) = self.items_to_do(&id, total);
         let effects = self.effects.clone();
         let mut running = FuturesUnordered::new();
         let concurrency = step.concurrency.max(1) as usize;
         let deadline = step.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut timed_out = false;
-        let mut aborted = false;
         // Customers hear when a fan-out runs late, as for any step.
         let mut last_overrun: Option<i64> = None;
-        loop {
+        let ended = loop {
             // Start what fits, all the starts in one commit, before any of them runs.
-            let mut launch = Vec::new();
-            while running.len() + launch.len() < concurrency
-                && decide::fan_out_may_go_on(step, total, failed)
-            {
-                let Some(ix) = todo.pop_front() else { break };
-                launch.push(ix);
-            }
+            let room = concurrency.saturating_sub(running.len());
+            let launch: Vec<usize> = std::iter::from_fn(|| todo.pop_front())
+                .take(if decide::fan_out_may_go_on(step, total, failed) {
+                    room
+                } else {
+                    0
+                })
+                .collect();
             if !launch.is_empty() {
                 let started = launch
                     .iter()
@@ -102,103 +94,136 @@ impl<'a> Runner<'a> {
                 });
             }
             if running.is_empty() {
-                break;
+                break Ended::Done;
             }
-            let until = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
             let overrun_at = self.overrun_due(step, Some(total), last_overrun);
-            let clock = self.clock;
-            let late = async {
-                let Some(at) = overrun_at else {
-                    return std::future::pending().await;
-                };
-                clock.sleep_until(at).await;
+            let woke = tokio::select! {
+                joined = running.next() => match joined {
+                    Some(first) => Woke::Finished(first),
+                    None => Woke::Ended(Ended::Done),
+                },
+                () = sleep_until_maybe(deadline) => Woke::Ended(Ended::TimedOut),
+                () = self.ended_elsewhere() => Woke::Ended(Ended::Aborted),
+                () = self.clock.sleep_until_maybe(overrun_at) => Woke::Overrun,
             };
-            let mut overrun = false;
-            let first = tokio::select! {
-                joined = running.next() => joined,
-                () = until => {
-                    timed_out = true;
-                    None
+            match woke {
+                Woke::Ended(ended) => break ended,
+                Woke::Overrun => {
+                    self.fan_out_overrun(step).await?;
+                    last_overrun = Some(self.clock.now_ms());
                 }
-                () = self.ended_elsewhere() => {
-                    aborted = true;
-                    None
-                }
-                () = late => {
-                    overrun = true;
-                    None
-                }
-            };
-            if overrun {
-                let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
-                let ctx = self.context(None);
-                let now = self.clock.now_ms();
-                if let Some(u) = publisher.overrun(&self.state, step, &ctx, now) {
-                    self.record(Event::Published(u)).await?;
-                }
-                last_overrun = Some(self.clock.now_ms());
-                continue;
-            }
-            let Some(first) = first else { break };
-            // Everything that has finished by now goes into one commit.
-            let mut finished = vec![first];
-            while let Some(Some(more)) = running.next().now_or_never() {
-                finished.push(more);
-            }
-            let outcomes = finished
-                .into_iter()
-                .map(|(index, outcome)| {
-                    let step = id.clone();
-                    match outcome {
-                        Outcome::Succeeded(outputs) => Event::ItemSucceeded {
-                            step,
-                            index,
-                            outputs,
-                        },
-                        Outcome::Failed(error) => {
-                            failed += 1;
-                            Event::ItemFailed { step, index, error }
-                        }
-                        Outcome::TimedOut => {
-                            failed += 1;
-                            Event::ItemFailed {
-                                step,
-                                index,
-                                error: "timed out".into(),
-                            }
-                        }
+                Woke::Finished(first) => {
+                    // Everything that has finished by now goes into one commit.
+                    let mut finished = vec![first];
+                    while let Some(Some(more)) = running.next().now_or_never() {
+                        finished.push(more);
                     }
-                })
-                .collect();
-            self.record_all(outcomes).await?;
-        }
+                    let outcomes = finished
+                        .into_iter()
+                        .map(|(index, outcome)| {
+                            if !matches!(outcome, Outcome::Succeeded(_)) {
+                                failed += 1;
+                            }
+                            item_event(&id, index, outcome)
+                        })
+                        .collect();
+                    self.record_all(outcomes).await?;
+                }
+            }
+        };
         // Items still running are stopped (their process groups killed, their SQL
         // stopped on the server) as they drop.
         drop(running);
-        if aborted {
-            return self
-                .finish_attempt(
-                    &id,
-                    attempt,
-                    Outcome::Failed("stopped: the run was aborted".into()),
-                )
-                .await;
-        }
-        let outcome = if timed_out {
-            Outcome::TimedOut
-        } else if let Some(why) = decide::fan_out_failure(step, total, failed) {
-            Outcome::Failed(why)
-        } else {
-            let mut o = IndexMap::new();
-            o.insert("items".into(), Value::from(total));
-            o.insert("failed".into(), Value::from(failed));
-            Outcome::Succeeded(o)
-        };
+        let outcome = fan_out_outcome(step, total, failed, ended);
         self.finish_attempt(&id, attempt, outcome).await
+    }
+
+    /// The items of step `id` not yet finished (a resumed fan-out runs only those), and
+    /// how many have already failed.
+    fn items_to_do(&self, id: &str, total: usize) -> (VecDeque<usize>, usize) {
+        let done = &self.state.step(id).items;
+        let failed = done.values().filter(|s| **s == ItemStatus::Failed).count();
+        let todo = (0..total)
+            .filter(|ix| {
+                !matches!(
+                    done.get(ix),
+                    Some(ItemStatus::Succeeded | ItemStatus::Failed)
+                )
+            })
+            .collect();
+        (todo, failed)
+    }
+
+    /// The overrun update of a fan-out that runs late, if one is due.
+    async fn fan_out_overrun(&mut self, step: &crate::runbook::Step) -> Result<(), EngineError> {
+        let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
+        let ctx = self.context(None);
+        let now = self.clock.now_ms();
+        match publisher.overrun(&self.state, step, &ctx, now) {
+            Some(u) => self.record(Event::Published(u)).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a fan-out stopped waiting.
+enum Woke {
+    Finished((usize, Outcome)),
+    Overrun,
+    Ended(Ended),
+}
+
+/// How a fan-out's loop ended.
+enum Ended {
+    Done,
+    TimedOut,
+    Aborted,
+}
+
+/// The step's outcome once its items have run (or stopped).
+fn fan_out_outcome(
+    step: &crate::runbook::Step,
+    total: usize,
+    failed: usize,
+    ended: Ended,
+) -> Outcome {
+    match ended {
+        Ended::Aborted => Outcome::Failed("stopped: the run was aborted".into()),
+        Ended::TimedOut => Outcome::TimedOut,
+        Ended::Done => match decide::fan_out_failure(step, total, failed) {
+            Some(why) => Outcome::Failed(why),
+            None => {
+                let mut o = IndexMap::new();
+                o.insert("items".into(), Value::from(total));
+                o.insert("failed".into(), Value::from(failed));
+                Outcome::Succeeded(o)
+            }
+        },
+    }
+}
+
+/// The journal event of an item's outcome.
+fn item_event(step: &str, index: usize, outcome: Outcome) -> Event {
+    let step = step.to_owned();
+    match outcome {
+        Outcome::Succeeded(outputs) => Event::ItemSucceeded {
+            step,
+            index,
+            outputs,
+        },
+        Outcome::Failed(error) => Event::ItemFailed { step, index, error },
+        Outcome::TimedOut => Event::ItemFailed {
+            step,
+            index,
+            error: "timed out".into(),
+        },
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_maybe(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

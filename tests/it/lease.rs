@@ -3,7 +3,8 @@
 //! Through the real binary (stalled with `RUNBOOK_TEST_STOP_AFTER_EVENT`, a SIGSTOP the
 //! runner sends itself right after a commit), and at the store level, on both stores.
 
-mod common;
+use crate::both_stores;
+use crate::common;
 
 use common::spawned::Spawned;
 use common::world::World;

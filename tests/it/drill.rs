@@ -5,7 +5,7 @@
 //! application file is back; the same after the runner is killed during the restore
 //! (and during an undo) and resumed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

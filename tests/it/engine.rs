@@ -1,7 +1,8 @@
 //! The engine through the real binary, against both stores: a SQLite file and a real
 //! PostgreSQL server (a fresh database per test). Crashes are real SIGKILLs.
 
-mod common;
+use crate::both_stores;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

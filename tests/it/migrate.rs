@@ -2,7 +2,8 @@
 //! file and a fresh PostgreSQL database per test (on the local server), with the store
 //! on SQLite and on PostgreSQL. Locks are held by real `psql` and `sqlite3` sessions.
 
-mod common;
+use crate::both_stores;
+use crate::common;
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! Ctrl-C or `runbook abort`, the statement is cancelled (PostgreSQL) or interrupted
 //! (SQLite) within a second or so, its locks are released, and the journal says so.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

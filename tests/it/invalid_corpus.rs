@@ -1,8 +1,8 @@
 //! Every file under `tests/invalid/` is an invalid runbook; `validate` must reject it with
 //! exactly the message in the `.expected` file beside it, exit 1, and never panic.
-//! `BLESS=1 cargo test --test invalid_corpus` rewrites the `.expected` files.
+//! `BLESS=1 cargo test --test it invalid_corpus::` rewrites the `.expected` files.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -7,7 +7,7 @@
 //! that public text would show is refused before anything starts. The HTML report shows
 //! the mask as written, and `plan` shows values as written.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! The built-in `optimise` and the demo, against a real SQLite file and a real
 //! PostgreSQL server (a fresh database per test).
 
-mod common;
+use crate::common;
 
 use common::psql;
 use common::world::World;

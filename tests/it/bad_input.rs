@@ -2,7 +2,7 @@
 //! end, megabyte lines in errors, connections that never finish, `-o` onto a device, a
 //! log on a full disk, and control characters on the way to the operator's terminal.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;

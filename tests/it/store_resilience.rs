@@ -2,7 +2,8 @@
 //! refused while a run goes on (and the runner killed while it reconnects); damaged
 //! journals on the status page and in the CLI; store URLs read one way, and `mode=ro`.
 
-mod common;
+use crate::both_stores;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The built-in `backup`, `verify` and `restore` through the real binary, against real
 //! PostgreSQL databases (the server on 127.0.0.1:5432) and real SQLite files.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

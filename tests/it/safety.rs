@@ -4,7 +4,8 @@
 //! still close and reopen, `expect` values are templates, a fan-out shell keeps its
 //! timeout, a panic fails one item, and a public update the store refused is retried.
 
-mod common;
+use crate::both_stores;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

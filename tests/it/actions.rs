@@ -2,7 +2,7 @@
 //! a loopback port, SQL against a real SQLite file, shell timeouts, `wait` steps,
 //! approval timeouts, secret masking, `--dry-run` and `--log-format json`.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

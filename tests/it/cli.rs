@@ -1,6 +1,6 @@
 //! The real binary on the example runbooks: validate, plan, schema.
 
-mod common;
+use crate::common;
 
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 //! current); the HTML escapes every text from the journal and renders in a real browser
 //! (headless Chromium, screenshot in `target/report.png`); bad input says what is wrong.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -684,7 +684,7 @@ fn the_committed_schema_is_current() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == want,
-        "{SCHEMA_FILE} is stale: run `UPDATE_REPORT_SCHEMA=1 cargo test --test report the_committed_schema_is_current`"
+        "{SCHEMA_FILE} is stale: run `UPDATE_REPORT_SCHEMA=1 cargo test --test it report::the_committed_schema_is_current`"
     );
     let schema: Value = serde_json::from_str(&committed).unwrap();
     assert_eq!(schema["title"], "runbook report v1");

@@ -1,6 +1,6 @@
 //! The README is the user's manual: its examples must be true.
 
-mod common;
+use crate::common;
 
 use std::fs;
 

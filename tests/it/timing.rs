@@ -2,7 +2,7 @@
 //! learned from earlier runs in `plan`. (The window guard and overrun updates are tested
 //! in process, under a paused clock, in `src/engine/run/paused_tests.rs`.)
 
-mod common;
+use crate::common;
 
 use common::world::World;
 

@@ -5,9 +5,9 @@ use proptest::prelude::*;
 use runbook::runbook::load_bytes;
 
 const EXAMPLES: &[&str] = &[
-    include_str!("../runbooks/demo.yaml"),
-    include_str!("../runbooks/postgres-upgrade.yaml"),
-    include_str!("../runbooks/design-example.yaml"),
+    include_str!("../../runbooks/demo.yaml"),
+    include_str!("../../runbooks/postgres-upgrade.yaml"),
+    include_str!("../../runbooks/design-example.yaml"),
 ];
 
 /// Loads and renders: both must return.

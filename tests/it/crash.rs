@@ -2,7 +2,7 @@
 //! through a fan-out's undo, on both stores, then `resume` until the run ends: no event
 //! lost, no step or item run (or undone) twice. Run with `--nocapture` for the figures.
 
-mod common;
+use crate::common;
 
 use common::world::World;
 

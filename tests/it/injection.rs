@@ -2,7 +2,7 @@
 //! literal of the database in `sql` (actions, conditions, rollbacks alike), whether they
 //! come from `--var`, a database row or an HTTP response; `raw` and `ident` say otherwise.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The JSON Schema printed by `runbook schema` agrees with the loader: a real JSON Schema
 //! validator accepts every example runbook and rejects shapes the loader rejects.
 
-mod common;
+use crate::common;
 
 use runbook::runbook::yaml;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! secrets in every public response; `schedule`; and one end-to-end run served on a
 //! loopback port.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
