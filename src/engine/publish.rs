@@ -252,26 +252,21 @@ impl<'a> Publisher<'a> {
     }
 
     /// The Statuspage status of the maintenance while its run is in `state`:
-    /// `verifying` only once the work is done (a check after a change step), not for
-    /// the backup check before anything changed.
+    /// `verifying` once, from the first check (`test`, `verify`, hidden or not) to start
+    /// after the plan's last step that changes things, until the run ends; back to
+    /// `in_progress` only while a rollback runs. A check before or between the changes
+    /// (the backup's verify) is part of the work.
     fn status(&self, state: &RunState) -> &'static str {
         let rb = self.rb;
-        let started = |s: &Step| state.step(&s.id).status != StepStatus::Pending;
-        // The last change step that succeeded, in execution order.
-        let last_change = rb.order.iter().rposition(|&i| {
+        let last_change = rb
+            .order
+            .iter()
+            .rposition(|&i| crate::engine::undo::changes_things(&rb.steps[i]));
+        let after = last_change.map_or(0, |at| at + 1);
+        let checking = rb.order[after..].iter().any(|&i| {
             let s = &rb.steps[i];
-            matches!(
-                s.kind,
-                Kind::Patch | Kind::Migrate | Kind::Install | Kind::Optimise
-            ) && state.step(&s.id).status == StepStatus::Succeeded
-        });
-        // Once a check after the work has started, the maintenance is verifying until
-        // it ends (an approval or the reopen after the checks do not undo that).
-        let checking = last_change.is_some_and(|at| {
-            rb.order[at + 1..].iter().any(|&i| {
-                let s = &rb.steps[i];
-                matches!(s.kind, Kind::Test | Kind::Verify) && started(s)
-            })
+            matches!(s.kind, Kind::Test | Kind::Verify)
+                && state.step(&s.id).status != StepStatus::Pending
         });
         match maintenance_status(state.status) {
             "completed" => "completed",
@@ -369,6 +364,14 @@ impl<'a> Publisher<'a> {
                     let Some(s) = self.rb.steps.iter().find(|s| &s.id == step) else {
                         continue;
                     };
+                    // The one move to verifying is said even when the check that makes
+                    // it is hidden (without naming the check).
+                    if *verifying && status == "verifying" && self.status(before) != "verifying" {
+                        let shown = step_title(s).map(|_| s);
+                        let own = shown.and_then(|s| s.updates.get("started"));
+                        out.extend(self.update("verifying", "verifying", base, eta, shown, own));
+                        continue;
+                    }
                     if step_title(s).is_none() {
                         continue;
                     }
@@ -387,11 +390,6 @@ impl<'a> Publisher<'a> {
                             by: None,
                             incident: false,
                         })
-                    } else if *verifying
-                        && status == "verifying"
-                        && self.status(before) != "verifying"
-                    {
-                        self.update("verifying", "verifying", base, eta, Some(s), own)
                     } else {
                         self.update("step_started", status, base, eta, Some(s), own)
                     }

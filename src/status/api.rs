@@ -123,11 +123,16 @@ fn iso(ms: Option<i64>) -> Value {
 }
 
 /// The window a maintenance shows: planned, else what it actually did (start, then ETA
-/// or end).
-fn window(m: &Maintenance) -> (Option<i64>, Option<i64>) {
-    let from = m.planned_start_ms.or(m.started_ms).or(Some(m.created_ms));
-    let until = m.planned_end_ms.or(m.eta_ms).or(m.ended_ms);
-    (from, until)
+/// or end). Statuspage clients need both ends: without a planned end, ETA or end, a
+/// maintenance is shown until now (it has not ended).
+fn window(m: &Maintenance, now_ms: i64) -> (Option<i64>, Option<i64>) {
+    let from = m.planned_start_ms.or(m.started_ms).unwrap_or(m.created_ms);
+    let until = m
+        .planned_end_ms
+        .or(m.eta_ms)
+        .or(m.ended_ms)
+        .unwrap_or(now_ms.max(from));
+    (Some(from), Some(until))
 }
 
 /// What every object of one page shares.
@@ -248,7 +253,7 @@ impl<'a> Api<'a> {
             .filter(|u| !u.incident)
             .map(|u| self.update(u, maintenance_update_status(&u.status), &m.id))
             .collect();
-        let (from, until) = window(m);
+        let (from, until) = window(m, self.page.now_ms);
         let resolved = m
             .ended_ms
             .filter(|_| m.status == MaintenanceStatus::Completed);
@@ -317,7 +322,7 @@ fn maintenance_v1(page: &Page, active: &[&Maintenance], upcoming: &[&Maintenance
         .zip(eta)
         .map(|(m, eta)| model::local_time(eta, page.zone(m)));
     let maintenance = current.map(|m| {
-        let (from, until) = window(m);
+        let (from, until) = window(m, page.now_ms);
         json!({
             "id": m.id,
             "title": m.title,

@@ -55,7 +55,15 @@ fn entry(page: &Page, m: &Maintenance, u: &Update) -> Entry {
     let name = incident.map_or(m.title.as_str(), |i| i.name.as_str());
     let link = maintenance_url(page, &m.id);
     Entry {
-        title: format!("{name}: {}", status_label(&u.status)),
+        // A maintenance's last word is titled by how it ended ("Rolled back"), not by
+        // the Statuspage status it leaves (completed); an incident's by its status.
+        title: format!(
+            "{name}: {}",
+            match crate::status::model::Outcome::of_update(&u.kind) {
+                Some(o) if !u.incident => o.label().to_owned(),
+                _ => status_label(&u.status),
+            }
+        ),
         id: format!("{link}#{}", path_segment(&u.id)),
         link,
         at_ms: u.at_ms,
@@ -463,13 +471,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_back_run_is_titled_rolled_back_not_completed() {
+        use crate::engine::event::{Event, Recorded};
+        let Stream::Run { id, mut events } = running("Database upgrade", "Migrating.") else {
+            unreachable!()
+        };
+        let at = t0() + 10 * MINUTE;
+        let rolled_back = update("rolled_back", "completed", "Put back as it was.", None);
+        events.push(Recorded {
+            seq: 6,
+            at_ms: at,
+            event: Event::Published(rolled_back),
+        });
+        let page = project(info("Acme Cloud"), &[Stream::Run { id, events }], at);
+        let (atom, rss) = rendered(&page);
+        assert_eq!(texts(&atom, "title")[1], "Database upgrade: Rolled back");
+        assert_eq!(texts(&rss, "title")[1], "Database upgrade: Rolled back");
+        assert!(!atom.contains("Database upgrade: Completed"));
+    }
+
+    #[test]
     fn an_empty_page_gives_valid_feeds() {
         let (atom, rss) = rendered(&empty_page());
         assert_eq!(well_formed(&atom), Ok("feed".into()));
         assert_eq!(well_formed(&rss), Ok("rss".into()));
         assert!(!atom.contains("<entry>"));
         assert!(!rss.contains("<item>"));
-        assert_eq!(texts(&atom, "updated"), ["1970-01-01T00:00:00Z"]);
+        // Never 1970: a page with nothing on it is as of now.
+        let now = empty_page().now_ms;
+        assert_eq!(texts(&atom, "updated"), [rfc3339(now)]);
         assert_eq!(
             texts(&atom, "id"),
             ["https://status.example.com/history.atom"]

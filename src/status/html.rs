@@ -250,7 +250,7 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
         .map_or(Value::Null, |ms| near_time(ms, page.now_ms, zone));
     let outcome = m.outcome.map_or(
         Value::Null,
-        |o| json!({ "key": outcome_key(o), "label": outcome_label(o), "text": outcome_text(o) }),
+        |o| json!({ "key": outcome_key(o), "label": o.label(), "text": outcome_text(o) }),
     );
     json!({
         "id": m.id,
@@ -304,7 +304,7 @@ fn chip_label(m: &Maintenance) -> &'static str {
     if m.damaged {
         return UNKNOWN;
     }
-    m.outcome.map_or(m.status.label(), outcome_label)
+    m.outcome.map_or(m.status.label(), Outcome::label)
 }
 
 /// A maintenance as a line of a list.
@@ -383,15 +383,6 @@ fn outcome_key(o: Outcome) -> &'static str {
         Outcome::RolledBack => "rolled_back",
         Outcome::Failed => "failed",
         Outcome::Aborted => "aborted",
-    }
-}
-
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Completed => "Completed",
-        Outcome::RolledBack => "Rolled back",
-        Outcome::Failed => "Failed",
-        Outcome::Aborted => "Stopped",
     }
 }
 

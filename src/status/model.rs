@@ -100,6 +100,29 @@ pub enum Outcome {
     Aborted,
 }
 
+impl Outcome {
+    /// How the page, the feeds and the banner name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Completed => "Completed",
+            Outcome::RolledBack => "Rolled back",
+            Outcome::Failed => "Failed",
+            Outcome::Aborted => "Stopped",
+        }
+    }
+
+    /// The outcome a run's last public update (of `kind`) tells.
+    pub fn of_update(kind: &str) -> Option<Outcome> {
+        match kind {
+            "completed" => Some(Outcome::Completed),
+            "rolled_back" => Some(Outcome::RolledBack),
+            "failed" => Some(Outcome::Failed),
+            "aborted" => Some(Outcome::Aborted),
+            _ => None,
+        }
+    }
+}
+
 /// One public update as shown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Update {
@@ -303,26 +326,39 @@ impl Page {
     }
 
     pub fn indicator(&self) -> Indicator {
-        let worst = self.unresolved_incidents().map(|i| i.impact.as_str()).fold(
-            "none",
-            |acc, impact| match (acc, impact) {
-                ("major", _) | (_, "major") => "major",
+        let rank = |impact: &str| match impact {
+            "critical" => 3,
+            "major" => 2,
+            _ => 1,
+        };
+        let worst = self
+            .unresolved_incidents()
+            .map(|i| i.impact.as_str())
+            .max_by_key(|i| rank(i))
+            .map(|i| match rank(i) {
+                3 => "critical",
+                2 => "major",
                 _ => "minor",
-            },
-        );
+            })
+            .unwrap_or("none");
+        // Statuspage's pairs of indicator and description.
         match worst {
             // A maintenance whose journal cannot be read may be doing anything.
             _ if self.maintenances.iter().any(|m| m.damaged) => Indicator {
                 indicator: "major",
                 description: "Status Unknown",
             },
+            "critical" => Indicator {
+                indicator: "critical",
+                description: "Major System Outage",
+            },
             "major" => Indicator {
                 indicator: "major",
-                description: "Major System Outage",
+                description: "Partial System Outage",
             },
             "minor" => Indicator {
                 indicator: "minor",
-                description: "Partial System Outage",
+                description: "Minor Service Outage",
             },
             _ if self.active().next().is_some() => Indicator {
                 indicator: "maintenance",

@@ -1529,3 +1529,83 @@ async fn a_store_outage_answers_503_and_the_real_error_stays_in_the_log() {
         "{log}"
     );
 }
+
+/// The public updates of a run, as `kind:status`.
+async fn published_statuses(w: &World, run: &str) -> Vec<String> {
+    let store = Store::open(&w.store).await.unwrap();
+    store
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            runbook::engine::event::Event::Published(u) => Some(format!("{}:{}", u.kind, u.status)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A maintenance goes to verifying once: at the first check after the plan's last change
+/// (a hidden one counts), not for the backup's verify before the changes, and it stays
+/// verifying through the reopen until it completes.
+#[tokio::test]
+async fn a_maintenance_goes_to_verifying_once_after_the_last_change() {
+    let w = World::sqlite();
+    w.write(
+        "v.yaml",
+        r#"
+runbook: verify-once
+title: Shop upgrade
+window: { timezone: Europe/London, duration: 1h }
+status_page: { components: [web shop] }
+steps:
+  - { id: check-backup, kind: verify, title: Check the backup, run: { shell: "true" } }
+  - { id: close, kind: close, title: Close the shop }
+  - { id: one, kind: patch, title: First patch, run: { shell: "true" } }
+  - { id: between, kind: test, title: Check between, run: { shell: "true" } }
+  - { id: two, kind: patch, title: Second patch, run: { shell: "true" } }
+  - { id: hidden, kind: test, public: false, run: { shell: "true" } }
+  - { id: smoke, kind: test, title: Smoke test, run: { shell: "true" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    let o = w.execute("v.yaml", "v-1");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let got = published_statuses(&w, "v-1").await;
+    let statuses: Vec<&str> = got.iter().map(|s| s.split(':').nth(1).unwrap()).collect();
+    let first = statuses
+        .iter()
+        .position(|s| *s == "verifying")
+        .expect("verifying");
+    let last = statuses.iter().rposition(|s| *s == "verifying").unwrap();
+    assert!(
+        statuses[first..=last].iter().all(|s| *s == "verifying"),
+        "verifying once: {got:?}"
+    );
+    assert_eq!(got[first], "verifying:verifying", "{got:?}");
+    // Everything before it is the work: the backup check and the check between are in
+    // progress; the hidden check made the smoke test's update the first verifying one.
+    let kinds: Vec<&str> = got.iter().map(|s| s.split(':').next().unwrap()).collect();
+    assert_eq!(
+        statuses[..first]
+            .iter()
+            .filter(|s| **s == "verifying")
+            .count(),
+        0
+    );
+    assert!(
+        got.iter().any(|s| s == "step_started:in_progress"),
+        "{got:?}"
+    );
+    assert_eq!(statuses.last(), Some(&"completed"), "{got:?}");
+    assert_eq!(
+        statuses[statuses.len() - 2],
+        "verifying",
+        "the reopen: {got:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "verifying").count(),
+        1,
+        "{got:?}"
+    );
+}

@@ -83,7 +83,8 @@ pub fn project_journals<'a>(
                 .filter(|&t| t <= now_ms),
         )
         .max()
-        .unwrap_or(0);
+        // A page with nothing on it yet is as of now, never of 1970.
+        .unwrap_or(now_ms);
     Page {
         info,
         now_ms,
