@@ -87,6 +87,14 @@ enum Command {
         /// Also serve the status page on ADDR (like `runbook serve`) while the run goes on.
         #[arg(long, value_name = "ADDR")]
         serve: Option<String>,
+        /// Run for real (journaled, learned from, reported as a rehearsal) but tell
+        /// customers nothing: no public update, no incident, no component changed.
+        #[arg(long, conflicts_with = "maintenance")]
+        rehearsal: bool,
+        /// Carry out the scheduled maintenance ID (`runbook schedule`) even outside its
+        /// window; by default a run carries out the one whose window it starts in.
+        #[arg(long, value_name = "ID")]
+        maintenance: Option<String>,
         #[command(flatten)]
         page: crate::status::command::PageArgs,
     },
@@ -281,9 +289,13 @@ async fn run(command: Command) -> Outcome {
             serve,
             page,
             guard,
+            rehearsal,
+            maintenance,
         } => {
             commands::execute(commands::ExecuteArgs {
                 guard_strict: guard == Guard::Strict,
+                rehearsal,
+                maintenance,
                 file,
                 vars,
                 run_id,

@@ -24,6 +24,10 @@ pub enum Event {
         /// `strict`: the window guard rolls back by itself instead of pausing.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         guard: Option<String>,
+        /// `execute --rehearsal`: a run for real that customers are not told of (nothing
+        /// published, no incident, no component changed).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rehearsal: bool,
         /// What the status page may show of this run (absent in journals written before
         /// the status page existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]

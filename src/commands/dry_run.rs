@@ -32,6 +32,7 @@ pub(super) async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome 
         pid: std::process::id(),
         window_start_ms: None,
         guard: None,
+        rehearsal: false,
         public: None,
     };
     let state = match RunState::default().fold(&started, now_ms()) {

@@ -45,6 +45,10 @@ pub struct ExecuteArgs {
     pub serve: Option<PageStarter>,
     /// `strict`: the window guard rolls back by itself instead of pausing.
     pub guard_strict: bool,
+    /// `--rehearsal`: run for real, tell customers nothing.
+    pub rehearsal: bool,
+    /// `--maintenance ID`: the scheduled maintenance this run carries out.
+    pub maintenance: Option<String>,
 }
 
 /// How long `execute --serve` keeps serving after the run ends.
@@ -70,6 +74,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
     };
     let run_id = run_id_for(&rb, args.run_id.as_deref())?;
     may_begin(&store, &rb, &run_id).await?;
+    let scheduled = carried_out(&store, &rb, &args).await?;
     // The page is started before the run: a page that cannot be served is a reason not
     // to begin.
     let server = match args.serve {
@@ -100,6 +105,8 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         bytes: &bytes,
         now: args.now,
         guard_strict: args.guard_strict,
+        rehearsal: args.rehearsal,
+        scheduled,
     };
     if let Err(e) = start.record(&mut runner, &store, &lease).await {
         let _ = store.release(&rb.id, &run_id).await;
@@ -190,6 +197,44 @@ async fn wait_for_window(out: &Reporter, rb: &Runbook) {
     tokio::time::sleep(wait).await;
 }
 
+/// The scheduled maintenance (`runbook schedule`) a run carries out: the one it names
+/// with `--maintenance`, else the oldest one not carried out yet whose window the run
+/// starts in; none for a rehearsal. A run outside every window (a drill, a preflight
+/// the day before) leaves the announced maintenance as it is.
+async fn carried_out(
+    store: &Store,
+    rb: &Runbook,
+    args: &ExecuteArgs,
+) -> Result<Option<crate::store::notice::Pending>, Failure> {
+    if args.rehearsal {
+        return Ok(None);
+    }
+    let pending = crate::store::notice::pending(store, &rb.id)
+        .await
+        .map_err(|e| Failure::invalid(e.to_string()))?;
+    let Some(id) = &args.maintenance else {
+        // The run starts when the window opens (or now with `--now`).
+        let starts = if args.now {
+            now_ms()
+        } else {
+            rb.window
+                .start
+                .map_or(now_ms(), |t| t.timestamp_millis())
+                .max(now_ms())
+        };
+        return Ok(pending.into_iter().find(|p| {
+            p.announcement.planned_start_ms <= starts && starts < p.announcement.planned_end_ms
+        }));
+    };
+    match pending.into_iter().find(|p| &p.id == id) {
+        Some(p) => Ok(Some(p)),
+        None => Err(Failure::invalid(format!(
+            "no scheduled maintenance `{id}` of runbook `{}` is waiting to be carried out (`runbook schedule` announces one; `runbook status` lists runs)",
+            rb.id
+        ))),
+    }
+}
+
 /// What the run's first event records of how it was started.
 struct Start<'a> {
     file: &'a std::path::Path,
@@ -197,6 +242,9 @@ struct Start<'a> {
     /// `--now`: the window opens now, and lasts `window.duration` from here.
     now: bool,
     guard_strict: bool,
+    rehearsal: bool,
+    /// The scheduled maintenance (`runbook schedule`) the run carries out.
+    scheduled: Option<crate::store::notice::Pending>,
 }
 
 impl Start<'_> {
@@ -210,11 +258,7 @@ impl Start<'_> {
         lease: &Lease,
     ) -> Result<(), crate::engine::run::EngineError> {
         let rb = runner.rb;
-        let scheduled = crate::store::notice::pending(store, &rb.id)
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .next();
+        let scheduled = self.scheduled.clone();
         let mut start = Event::RunStarted {
             runbook: rb.id.clone(),
             title: rb.title.clone(),
@@ -229,6 +273,7 @@ impl Start<'_> {
             pid: std::process::id(),
             window_start_ms: (self.now && rb.window.start.is_some()).then(now_ms),
             guard: self.guard_strict.then(|| "strict".to_owned()),
+            rehearsal: self.rehearsal,
             public: None,
         };
         let started_state = RunState::default()

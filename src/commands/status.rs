@@ -60,9 +60,11 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         Err(e) => return fail(e),
     };
     let rb = runbook_of(&state);
+    let runner = runner_of(&store, &state, &run_id).await;
     // The projected end: what the steps not finished still need (learned durations
-    // first, fan-out progress extrapolated).
+    // first, fan-out progress extrapolated). A run whose runner is gone has none.
     let eta = match &rb {
+        Some(_) if matches!(runner, Runner::Gone { .. }) => None,
         Some(rb) => {
             let learned = learned(&store, &rb.id, &run_id).await;
             crate::engine::timing::eta_ms(rb, &state, &learned, now_ms())
@@ -75,6 +77,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         ids: step_ids(rb.as_ref(), &state),
         logs: super::log_dir(&url, &run_id),
         eta,
+        runner,
     };
     if json_out {
         outln!(
@@ -85,6 +88,44 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
         shown.print();
     }
     Ok(Exit::Ok)
+}
+
+/// Who carries a run on that has not ended.
+enum Runner {
+    /// The run has ended: no runner needed.
+    None,
+    /// Its runner holds the lease and beats.
+    Alive { host: String, pid: i64 },
+    /// No live runner: killed, or its machine gone. `since`: its last heartbeat.
+    Gone { since_ms: Option<i64> },
+}
+
+/// Whether a run that has not ended still has a live runner (its lease held and beating).
+async fn runner_of(store: &Store, state: &RunState, run_id: &str) -> Runner {
+    use crate::engine::state::RunStatus as R;
+    // A paused run waits for a person by design (`status` says why); these need a runner.
+    if !matches!(
+        state.status,
+        R::Running | R::Verifying | R::RollingBack | R::AwaitingApproval
+    ) {
+        return Runner::None;
+    }
+    match store.lease(&state.runbook).await {
+        Ok(Some(l))
+            if l.run_id == run_id && !l.released && crate::engine::control::holder_alive(&l) =>
+        {
+            Runner::Alive {
+                host: l.host,
+                pid: l.pid,
+            }
+        }
+        Ok(Some(l)) if l.run_id == run_id => Runner::Gone {
+            since_ms: Some(l.heartbeat_ms),
+        },
+        // A store that cannot say is not a reason to call the runner gone.
+        Err(_) => Runner::None,
+        Ok(_) => Runner::Gone { since_ms: None },
+    }
 }
 
 /// Every step of the runbook in execution order, pending ones too (the journal alone
@@ -124,6 +165,7 @@ struct Shown<'a> {
     ids: Vec<String>,
     logs: PathBuf,
     eta: Option<i64>,
+    runner: Runner,
 }
 
 impl Shown<'_> {
@@ -165,6 +207,11 @@ impl Shown<'_> {
             "started_ms": state.started_ms,
             "ended_ms": state.ended_ms,
             "eta_ms": self.eta,
+            "runner": match &self.runner {
+                Runner::None => Value::Null,
+                Runner::Alive { host, pid } => json!({ "alive": true, "host": host, "pid": pid }),
+                Runner::Gone { since_ms } => json!({ "alive": false, "last_heartbeat_ms": since_ms }),
+            },
             "steps": steps,
         })
     }
@@ -181,6 +228,24 @@ impl Shown<'_> {
         outln!("started {}", fmt_ms(state.started_ms));
         if state.ended_ms.is_some() {
             outln!("ended   {}", fmt_ms(state.ended_ms));
+        }
+        if let Runner::Gone { since_ms } = &self.runner {
+            let since =
+                since_ms.map_or_else(String::new, |ms| format!(" since {}", fmt_ms(Some(ms))));
+            outln!(
+                "runner gone{since}: nothing is carrying this run on; run `runbook resume {}`",
+                self.run_id
+            );
+        }
+        if state.status == crate::engine::state::RunStatus::AwaitingApproval
+            && let Some(since) = state
+                .steps
+                .values()
+                .filter(|s| s.awaiting_approval)
+                .filter_map(|s| s.started_ms)
+                .max()
+        {
+            outln!("waiting for approval since {}", fmt_ms(Some(since)));
         }
         if let Some(eta) = self.eta {
             outln!("ETA     {}", fmt_ms(Some(eta)));

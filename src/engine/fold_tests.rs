@@ -37,6 +37,7 @@ fn run_started() -> Event {
         pid: 4242,
         window_start_ms: None,
         guard: None,
+        rehearsal: false,
         public: None,
     }
 }

@@ -396,6 +396,7 @@ mod tests {
             pid: 1,
             window_start_ms: None,
             guard: None,
+            rehearsal: false,
             public: Some(Box::new(crate::engine::event::PublicPlan {
                 summary: Some(format!("For {SECRET}")),
                 ..Default::default()

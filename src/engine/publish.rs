@@ -327,6 +327,9 @@ impl<'a> Publisher<'a> {
         now_ms: i64,
     ) -> Option<PublicUpdate> {
         step_title(step)?;
+        if state.rehearsal {
+            return None;
+        }
         let eta = eta_ms(self.rb, state, self.learned, now_ms);
         let status = self.status(state);
         self.update(
@@ -348,6 +351,10 @@ impl<'a> Publisher<'a> {
         base: &Value,
         now_ms: i64,
     ) -> Vec<PublicUpdate> {
+        // A rehearsal tells customers nothing.
+        if after.rehearsal {
+            return Vec::new();
+        }
         let eta = eta_ms(self.rb, after, self.learned, now_ms);
         let status = self.status(after);
         let mut out = Vec::new();

@@ -193,6 +193,8 @@ pub struct RunState {
     pub guard_accepted: Vec<String>,
     /// `strict`: the guard rolls back instead of pausing.
     pub guard_strict: bool,
+    /// `execute --rehearsal`: customers are told nothing of this run.
+    pub rehearsal: bool,
 }
 
 /// An event that cannot happen in the current state.
@@ -227,6 +229,7 @@ impl Default for RunState {
             guard_paused: None,
             guard_accepted: Vec::new(),
             guard_strict: false,
+            rehearsal: false,
         }
     }
 }
@@ -450,8 +453,10 @@ impl RunState {
                 pid,
                 window_start_ms,
                 guard,
+                rehearsal,
                 public,
             } => {
+                self.rehearsal = *rehearsal;
                 self.secrets = public
                     .as_ref()
                     .map(|p| p.secrets.clone())

@@ -340,6 +340,7 @@ mod tests {
             pid: 1,
             window_start_ms: None,
             guard: None,
+            rehearsal: false,
             public: None,
         }
     }

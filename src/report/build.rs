@@ -93,6 +93,7 @@ fn run_info(
         public_title: plan.and_then(|p| p.title.clone()),
         summary: plan.and_then(|p| p.summary.clone()),
         maintenance: plan.and_then(|p| p.maintenance.clone()),
+        rehearsal: state.rehearsal,
         components: plan.map(|p| p.components.clone()).unwrap_or_default(),
         operator: state.operator.clone(),
         host: state.host.clone(),

@@ -163,6 +163,9 @@ fn header(o: &mut String, r: &Report, clock: &Clock) {
     if let Some(by) = &run.aborted_by {
         let _ = write!(outcome, " (aborted by {})", md(by));
     }
+    if run.rehearsal {
+        outcome.push_str(" (a rehearsal: customers were told nothing)");
+    }
     let _ = writeln!(o, "| Outcome | {outcome} |");
     let _ = writeln!(
         o,

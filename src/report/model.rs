@@ -147,6 +147,9 @@ pub struct RunInfo {
     pub summary: Option<String>,
     /// The scheduled maintenance (`runbook schedule`) this run carried out.
     pub maintenance: Option<String>,
+    /// A rehearsal (`execute --rehearsal`): a run for real that customers were told
+    /// nothing of.
+    pub rehearsal: bool,
     pub components: Vec<String>,
     pub operator: String,
     pub host: String,

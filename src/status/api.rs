@@ -72,10 +72,7 @@ pub fn render(page: &Page, snap: &mut Snapshot) {
         "/api/v2/scheduled-maintenances/active.json",
         json!({"page": api.page_json, "scheduled_maintenances": active_json}),
     );
-    add(
-        "/api/v1/maintenance",
-        maintenance_v1(page, &active, &upcoming),
-    );
+    add("/api/v1/maintenance", maintenance_v1(page));
 }
 
 /// The page's base URL, without a trailing slash.
@@ -283,32 +280,14 @@ impl<'a> Api<'a> {
 }
 
 /// `/api/v1/maintenance`: whether the service is closed, and for which maintenance.
-fn maintenance_v1(page: &Page, active: &[&Maintenance], upcoming: &[&Maintenance]) -> Value {
-    // A run that ended with the service still closed (failed, aborted) keeps it closed
-    // until a person resolves its incident.
-    let left_closed = page.maintenances.iter().find(|m| m.closed && !m.active());
-    // The one that closed the service, else the newest active one, else the next one.
-    let current = active
-        .iter()
-        .find(|m| m.closed)
-        .copied()
-        .or(left_closed)
-        .or(active.first().copied())
-        .or(upcoming.first().copied());
-    let closed = current.is_some_and(|m| m.closed);
-    // A maintenance whose journal cannot be read may have closed the service since its
-    // last readable event: not knowing is said as such (`closed: null`), never as open.
-    let damaged = page.maintenances.iter().find(|m| m.damaged);
-    let unknown = !closed && damaged.is_some();
-    let current = if unknown { damaged } else { current };
-    let status = match current {
-        _ if unknown => "unknown",
-        Some(m) if m.active() || m.status == model::MaintenanceStatus::Scheduled => {
-            m.status.as_str()
-        }
-        Some(_) => "incident",
-        None => "none",
-    };
+fn maintenance_v1(page: &Page) -> Value {
+    let model::Headline {
+        maintenance: current,
+        status,
+        closed,
+    } = page.headline();
+    let unknown = closed.is_none();
+    let closed = closed.unwrap_or(false);
     // The latest word: the incident's when the run left one open.
     let message = current
         .and_then(|m| {

@@ -442,20 +442,14 @@ fn href(id: &str) -> String {
 
 /// What the badge says, and in which colour (white text on it keeps 4.5:1 contrast).
 fn badge_state(page: &Page) -> (&'static str, &'static str) {
-    let active: Vec<&Maintenance> = page.active().collect();
-    if active
-        .iter()
-        .any(|m| m.status == MaintenanceStatus::InProgress)
-    {
-        ("in progress", "#9a4a00")
-    } else if !active.is_empty() {
-        ("verifying", "#9a4a00")
-    } else if page.unresolved_incidents().next().is_some() {
-        ("incident", "#b42318")
-    } else if !page.upcoming().is_empty() {
-        ("scheduled", "#0b5cad")
-    } else {
-        ("none", "#2b7a3d")
+    // The badge says what `/api/v1/maintenance` says.
+    match page.headline().status {
+        "in_progress" => ("in progress", "#9a4a00"),
+        "verifying" => ("verifying", "#9a4a00"),
+        "incident" => ("incident", "#b42318"),
+        "unknown" => ("unknown", "#b42318"),
+        "scheduled" => ("scheduled", "#0b5cad"),
+        _ => ("none", "#2b7a3d"),
     }
 }
 

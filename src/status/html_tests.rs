@@ -44,6 +44,7 @@ fn started(title: &str, maintenance: Option<&str>, start: i64) -> Event {
         pid: 1,
         window_start_ms: None,
         guard: None,
+        rehearsal: false,
         public: Some(Box::new(PublicPlan {
             maintenance: maintenance.map(Into::into),
             title: None,
@@ -428,6 +429,24 @@ fn badge_states() {
     // An open incident says more than a maintenance next week.
     let both = badge_of(&[failed(), notice("n", T0 + 5000 * MIN)], T0);
     assert!(both.contains(">incident<"), "{both}");
+    // `/api/v1/maintenance` says the same as the badge, an open incident included.
+    let v1 = |streams: &[Stream], now: i64| -> String {
+        let (page, _) = snap(streams, now);
+        let api = crate::status::api::tests::rendered(&page);
+        let v = crate::status::api::tests::get(&api, "/api/v1/maintenance");
+        v["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(v1(&[failed()], T0), "incident");
+    assert_eq!(
+        v1(&[failed(), notice("n", T0 + 5000 * MIN)], T0),
+        "incident"
+    );
+    assert_eq!(
+        v1(&[running(), notice("n", T0 + 5000 * MIN)], T0 + 10 * MIN),
+        "in_progress"
+    );
+    assert_eq!(v1(&[notice("n", T0 + 5000 * MIN)], T0), "scheduled");
+    assert_eq!(v1(&[], T0), "none");
 }
 
 #[test]

@@ -90,6 +90,14 @@ impl ComponentStatus {
     }
 }
 
+/// What the page says above everything else ([`Page::headline`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Headline<'a> {
+    pub maintenance: Option<&'a Maintenance>,
+    pub status: &'static str,
+    pub closed: Option<bool>,
+}
+
 /// How a run's maintenance ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -307,6 +315,51 @@ impl Page {
         // The latest to end first.
         v.sort_by_key(|m| std::cmp::Reverse((m.ended_ms.unwrap_or(m.updated_ms), m.id.clone())));
         v.into_iter()
+    }
+
+    /// What the page says above everything else, in one place for `/api/v1/maintenance`
+    /// and the badge: the maintenance that closed the service (or left it closed), else
+    /// the newest active one, else the one whose incident is still open, else the next
+    /// one; its status (`none`, `scheduled`, `in_progress`, `verifying`, `incident`,
+    /// `unknown`); and whether the service is closed (`None`: cannot be known, a journal
+    /// is damaged).
+    pub fn headline(&self) -> Headline<'_> {
+        let active: Vec<&Maintenance> = self.active().collect();
+        let left_closed = self.maintenances.iter().find(|m| m.closed && !m.active());
+        let open_incident = self.unresolved_incidents().find_map(|i| {
+            self.maintenances
+                .iter()
+                .find(|m| m.incident.as_deref() == Some(i.id.as_str()))
+        });
+        let current = active
+            .iter()
+            .find(|m| m.closed)
+            .copied()
+            .or(left_closed)
+            .or(active.first().copied())
+            .or(open_incident)
+            .or(self.upcoming().first().copied());
+        let closed = current.is_some_and(|m| m.closed);
+        // A maintenance whose journal cannot be read may have closed the service since
+        // its last readable event: not knowing is said as such, never as open.
+        let damaged = self.maintenances.iter().find(|m| m.damaged);
+        if !closed && let Some(d) = damaged {
+            return Headline {
+                maintenance: Some(d),
+                status: "unknown",
+                closed: None,
+            };
+        }
+        let status = match current {
+            Some(m) if m.active() || m.status == MaintenanceStatus::Scheduled => m.status.as_str(),
+            Some(_) => "incident",
+            None => "none",
+        };
+        Headline {
+            maintenance: current,
+            status,
+            closed: Some(closed),
+        }
     }
 
     pub fn unresolved_incidents(&self) -> impl Iterator<Item = &Incident> {

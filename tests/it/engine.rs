@@ -782,3 +782,32 @@ fn resume_waits_for_the_dead_runners_command() {
     assert_eq!(skip.code, 0, "{}\n{}", skip.stdout, skip.stderr);
     assert_eq!(w.markers(), ["start", "end", "next"]);
 }
+
+/// `status` of a run whose runner was killed says the runner is gone and what to run,
+/// without an ETA; a run whose runner is alive does not.
+#[test]
+fn status_says_when_the_runner_is_gone() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: gone\nsteps:\n  - { id: a, kind: patch, expected: 1m, run: { shell: 'true' } }\n  - { id: b, kind: patch, expected: 1m, run: { shell: 'true' } }\n",
+    );
+    w.execute_killed_after("rb.yaml", "gone-1", 3);
+    let o = w.run(&["status", "gone-1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("runner gone since ") && o.stdout.contains("run `runbook resume gone-1`"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("ETA"), "{}", o.stdout);
+    let s = w.status_json("gone-1");
+    assert_eq!(s["runner"]["alive"], false, "{s}");
+    assert!(s["runner"]["last_heartbeat_ms"].is_i64(), "{s}");
+    assert_eq!(s["eta_ms"], serde_json::Value::Null, "{s}");
+    // Resumed to the end: no runner needed, none said to be gone.
+    w.resume_to_the_end("gone-1", 0);
+    let o = w.run(&["status", "gone-1"]);
+    assert!(!o.stdout.contains("runner gone"), "{}", o.stdout);
+    assert_eq!(w.status_json("gone-1")["runner"], serde_json::Value::Null);
+}

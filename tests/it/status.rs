@@ -671,8 +671,52 @@ async fn schedule_publishes_an_upcoming_maintenance_that_the_run_then_carries_ou
         serde_json::from_slice(&snap.get("/api/v1/maintenance").unwrap().body).unwrap();
     assert_eq!(status["status"], "scheduled");
     assert_eq!(status["closed"], false);
-    // The run carries out the same maintenance.
-    let o = w.execute("m.yaml", "run-2");
+    // A run a day before the window (a drill, a preflight) leaves it scheduled.
+    let o = w.execute("m.yaml", "drill-1");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let (_, snap) = snapshot(&w).await;
+    let up: serde_json::Value = serde_json::from_slice(
+        &snap
+            .get("/api/v2/scheduled-maintenances/upcoming.json")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(up["scheduled_maintenances"][0]["id"], id.as_str(), "{up}");
+    assert_eq!(
+        up["scheduled_maintenances"][0]["status"], "scheduled",
+        "{up}"
+    );
+    // A name that is not a waiting maintenance is refused before anything is written.
+    let o = w.run(&[
+        "execute",
+        "m.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "wrong",
+        "--maintenance",
+        "nope",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("no scheduled maintenance `nope` of runbook `shop-upgrade`"),
+        "{}",
+        o.stderr
+    );
+    assert_eq!(w.run(&["status", "wrong"]).code, 1);
+    // A run that names it carries it out.
+    let o = w.run(&[
+        "execute",
+        "m.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "run-2",
+        "--maintenance",
+        &id,
+    ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let (_, snap) = snapshot(&w).await;
     let all: serde_json::Value = serde_json::from_slice(
@@ -1608,4 +1652,68 @@ steps:
         1,
         "{got:?}"
     );
+}
+
+/// `execute --rehearsal` runs for real and is journaled, but customers hear nothing of it:
+/// no update, no maintenance on the page, no incident when it fails, no component
+/// changed; its report says it was a rehearsal. It does not carry out a scheduled
+/// maintenance.
+#[tokio::test]
+async fn a_rehearsal_runs_for_real_and_tells_customers_nothing() {
+    let w = World::sqlite();
+    let failing = MAINTENANCE.replace(
+        "title: Upgrade the shop, expected: 2m, run: { shell: \"true\" }",
+        "title: Upgrade the shop, expected: 2m, run: { shell: \"echo ran >> markers; exit 1\" }",
+    );
+    w.write("m.yaml", &failing);
+    let o = w.run(&[
+        "execute",
+        "m.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "r-1",
+        "--rehearsal",
+    ]);
+    assert_ne!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.markers(), ["ran"], "it ran for real");
+    assert_eq!(published(&w, "r-1").await, Vec::<String>::new());
+    let (_, snap) = snapshot(&w).await;
+    let json = |path: &str| -> serde_json::Value {
+        serde_json::from_slice(&snap.get(path).unwrap().body).unwrap()
+    };
+    let summary = json("/api/v2/summary.json");
+    assert_eq!(summary["incidents"], serde_json::json!([]), "{summary}");
+    assert_eq!(
+        summary["scheduled_maintenances"],
+        serde_json::json!([]),
+        "{summary}"
+    );
+    assert_eq!(summary["status"]["indicator"], "none", "{summary}");
+    assert!(
+        summary["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["status"] == "operational"),
+        "{summary}"
+    );
+    assert_eq!(json("/api/v1/maintenance")["closed"], false);
+    let o = w.run(&["report", "r-1", "--format", "json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(r["run"]["rehearsal"], true);
+    let o = w.run(&["report", "r-1", "--format", "md"]);
+    assert!(o.stdout.contains("a rehearsal"), "{}", o.stdout);
+    // A rehearsal and a maintenance are not both asked for.
+    let o = w.run(&[
+        "execute",
+        "m.yaml",
+        "--yes",
+        "--now",
+        "--rehearsal",
+        "--maintenance",
+        "x",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
 }

@@ -143,6 +143,7 @@ async fn started<'a>(
         pid: 1,
         window_start_ms: None,
         guard: strict.then(|| "strict".to_owned()),
+        rehearsal: false,
         public: None,
     };
     // The public texts, as `execute` plans them.

@@ -165,6 +165,9 @@ pub(super) fn facts(o: &mut String, r: &Report, clock: &Clock) {
     if let Some(by) = &run.aborted_by {
         let _ = write!(outcome, " (aborted by {})", h(by));
     }
+    if run.rehearsal {
+        outcome.push_str(" (a rehearsal: customers were told nothing)");
+    }
     fact(o, "Outcome", &outcome);
     if let Some(t) = run.public_title.as_ref().filter(|t| **t != run.title) {
         fact(o, "Public title", &h(t));

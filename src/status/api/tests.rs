@@ -58,6 +58,7 @@ pub(crate) fn run_started(title: &str, plan: PublicPlan) -> Event {
         pid: 1,
         window_start_ms: None,
         guard: None,
+        rehearsal: false,
         public: Some(Box::new(plan)),
     }
 }
@@ -215,7 +216,7 @@ const PATHS: &[&str] = &[
     "/api/v1/maintenance",
 ];
 
-fn get(snap: &Snapshot, path: &str) -> Value {
+pub(crate) fn get(snap: &Snapshot, path: &str) -> Value {
     let asset = snap.get(path).unwrap_or_else(|| panic!("{path} missing"));
     serde_json::from_slice(&asset.body).unwrap_or_else(|e| panic!("{path}: {e}"))
 }

@@ -174,11 +174,13 @@ fn fold_run(
                 runbook,
                 title,
                 public,
+                rehearsal: false,
                 ..
             },
         ..
     }) = events.first()
     else {
+        // A rehearsal is not on the page at all.
         return;
     };
     let plan = public.as_deref().cloned().unwrap_or_default();
