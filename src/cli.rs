@@ -157,6 +157,30 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Publish a person's update of the maintenance a run carries out (as the admin API's
+    /// POST /api/v1/admin/updates does).
+    Update {
+        run: String,
+        /// The text customers read.
+        text: String,
+        /// When the work is now expected to end (RFC 3339); automatic updates never say
+        /// earlier.
+        #[arg(long, value_name = "TIME")]
+        eta: Option<String>,
+        /// The status it says: the maintenance's current one (the run decides that), or
+        /// an incident status (investigating, identified, monitoring, resolved).
+        #[arg(long, value_name = "S")]
+        status: Option<String>,
+        /// Mute automatic step and overrun texts for this long (`30m`; changes of status
+        /// are still published).
+        #[arg(long, value_name = "FOR")]
+        quiet: Option<String>,
+        /// Who says it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Reject a step that waits for approval (the step fails).
     Reject {
         run: String,
@@ -361,6 +385,26 @@ async fn run(command: Command) -> Outcome {
             by,
             store,
         } => commands::decide_approval(&run, &step, by.as_deref(), false, store.as_deref()).await,
+        Command::Update {
+            run,
+            text,
+            eta,
+            status,
+            quiet,
+            by,
+            store,
+        } => {
+            commands::update(commands::UpdateArgs {
+                run: &run,
+                text: &text,
+                eta: eta.as_deref(),
+                status: status.as_deref(),
+                quiet: quiet.as_deref(),
+                by: by.as_deref(),
+                store: store.as_deref(),
+            })
+            .await
+        }
         Command::Status { run, format, store } => {
             commands::status(
                 run.as_deref(),

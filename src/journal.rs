@@ -243,6 +243,9 @@ pub struct PublicUpdate {
     /// An update of the incident a failed run opened, not of the maintenance.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub incident: bool,
+    /// A person's update (`manual`) may mute automatic texts until then (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_until_ms: Option<i64>,
 }
 
 /// How an operator resumes a run stopped at a step in doubt or a pause.

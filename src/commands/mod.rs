@@ -45,7 +45,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-pub use control::{abort, decide_approval};
+pub use control::{UpdateArgs, abort, decide_approval, update};
 pub use execute::{ExecuteArgs, PageStarter, execute};
 pub use resume::resume;
 pub use runs::runs;

@@ -51,6 +51,7 @@ fn published() -> Event {
         eta_ms: None,
         by: Some("ops".into()),
         incident: false,
+        quiet_until_ms: None,
     })
 }
 

@@ -243,7 +243,15 @@ impl<'a> Publisher<'a> {
             eta_ms: eta,
             by: None,
             incident: false,
+            quiet_until_ms: None,
         })
+    }
+
+    /// The ETA customers read: the projection, never earlier than what a person said
+    /// (their word stands until the work is seen to take longer still).
+    fn eta(&self, state: &RunState, now_ms: i64) -> Option<i64> {
+        let projected = eta_ms(self.rb, state, self.learned, now_ms)?;
+        Some(state.person_eta_ms.map_or(projected, |p| p.max(projected)))
     }
 
     /// The update `runbook schedule` publishes.
@@ -327,10 +335,10 @@ impl<'a> Publisher<'a> {
         now_ms: i64,
     ) -> Option<PublicUpdate> {
         step_title(step)?;
-        if state.rehearsal {
+        if state.rehearsal || quiet(state, now_ms) {
             return None;
         }
-        let eta = eta_ms(self.rb, state, self.learned, now_ms);
+        let eta = self.eta(state, now_ms);
         let status = self.status(state);
         self.update(
             "overrun",
@@ -355,7 +363,8 @@ impl<'a> Publisher<'a> {
         if after.rehearsal {
             return Vec::new();
         }
-        let eta = eta_ms(self.rb, after, self.learned, now_ms);
+        let eta = self.eta(after, now_ms);
+        let quiet = quiet(after, now_ms);
         let status = self.status(after);
         let mut out = Vec::new();
         for (n, event) in events.iter().enumerate() {
@@ -379,7 +388,8 @@ impl<'a> Publisher<'a> {
                         out.extend(self.update("verifying", "verifying", base, eta, shown, own));
                         continue;
                     }
-                    if step_title(s).is_none() {
+                    // Muted by a person: step texts wait; changes of status do not.
+                    if step_title(s).is_none() || quiet {
                         continue;
                     }
                     let own = s.updates.get("started");
@@ -396,6 +406,7 @@ impl<'a> Publisher<'a> {
                             eta_ms: eta,
                             by: None,
                             incident: false,
+                            quiet_until_ms: None,
                         })
                     } else {
                         self.update("step_started", status, base, eta, Some(s), own)
@@ -434,6 +445,11 @@ impl<'a> Publisher<'a> {
         }
         out
     }
+}
+
+/// Whether a person muted automatic texts (`runbook update --quiet`) at `now_ms`.
+fn quiet(state: &RunState, now_ms: i64) -> bool {
+    state.quiet_until_ms.is_some_and(|t| now_ms < t)
 }
 
 /// Whether an event may be announced (so that the context is built only then).

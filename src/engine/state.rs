@@ -195,6 +195,11 @@ pub struct RunState {
     pub guard_strict: bool,
     /// `execute --rehearsal`: customers are told nothing of this run.
     pub rehearsal: bool,
+    /// The ETA a person gave last (`runbook update --eta`, the admin API): automatic
+    /// updates never say earlier.
+    pub person_eta_ms: Option<i64>,
+    /// Automatic texts are muted until then (`runbook update --quiet`).
+    pub quiet_until_ms: Option<i64>,
 }
 
 /// An event that cannot happen in the current state.
@@ -230,6 +235,8 @@ impl Default for RunState {
             guard_accepted: Vec::new(),
             guard_strict: false,
             rehearsal: false,
+            person_eta_ms: None,
+            quiet_until_ms: None,
         }
     }
 }
@@ -319,7 +326,11 @@ impl RunState {
             // A public update changes nothing in the run; one may follow its end (a
             // person's last word on the page).
             E::Published(_) if self.status == R::Scheduled => return Err(run_illegal(self)),
-            E::Published(_) => {
+            E::Published(u) => {
+                if u.kind == "manual" {
+                    self.person_eta_ms = u.eta_ms.or(self.person_eta_ms);
+                    self.quiet_until_ms = u.quiet_until_ms.or(self.quiet_until_ms);
+                }
                 self.events += 1;
                 return Ok(());
             }

@@ -31,6 +31,20 @@ pub struct Follower {
 }
 
 impl Follower {
+    /// The page of what has been read, as of `now`.
+    pub fn page(&self, info: PageInfo, now: i64) -> crate::status::model::Page {
+        project_journals(
+            info,
+            self.runs
+                .iter()
+                .map(|(id, e)| (id.as_str(), e.as_slice(), self.damaged.get(id))),
+            self.notices
+                .iter()
+                .map(|(id, e)| (id.as_str(), e.as_slice())),
+            now,
+        )
+    }
+
     /// Reads what the store has that the follower has not; `true` when anything was new.
     pub async fn refresh(&mut self, store: &Store) -> Result<bool, StoreError> {
         let heads = store.heads().await?;
@@ -95,18 +109,7 @@ pub fn render_if_changed(
     last: &Snapshot,
     now: i64,
 ) -> (Option<Snapshot>, Option<i64>) {
-    let page = project_journals(
-        info.clone(),
-        follower
-            .runs
-            .iter()
-            .map(|(id, e)| (id.as_str(), e.as_slice(), follower.damaged.get(id))),
-        follower
-            .notices
-            .iter()
-            .map(|(id, e)| (id.as_str(), e.as_slice())),
-        now,
-    );
+    let page = follower.page(info.clone(), now);
     let next_change = page.next_change_ms();
     let mut snap = super::render(&page, last.version + 1);
     // The public part of the report of every run that has ended.

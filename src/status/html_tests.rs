@@ -29,6 +29,7 @@ fn published(status: &str, kind: &str, body: &str, eta_ms: Option<i64>) -> Event
         eta_ms,
         by: None,
         incident: false,
+        quiet_until_ms: None,
     })
 }
 
@@ -150,6 +151,7 @@ fn notice(id: &str, start: i64) -> Stream {
                     eta_ms: None,
                     by: None,
                     incident: false,
+                    quiet_until_ms: None,
                 }),
             },
         ],

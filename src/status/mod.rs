@@ -7,6 +7,7 @@ pub mod command;
 pub mod feed;
 pub mod follow;
 pub mod html;
+pub mod manual;
 pub mod model;
 pub mod schedule;
 pub mod server;

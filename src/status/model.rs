@@ -234,7 +234,7 @@ pub struct Component {
 }
 
 /// Settings of the page itself (from `runbook serve`'s flags).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PageInfo {
     pub name: String,
     /// Absolute base URL, for feeds and links (`http://ADDR` unless given).

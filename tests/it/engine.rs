@@ -352,7 +352,12 @@ steps:
 "
 }
 
-fn wait_for_status(w: &World, run: &str, status: &str, runner: &mut std::process::Child) {
+pub(crate) fn wait_for_status(
+    w: &World,
+    run: &str,
+    status: &str,
+    runner: &mut std::process::Child,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let o = w.run(&["status", run, "--format", "json"]);

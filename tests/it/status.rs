@@ -1717,3 +1717,115 @@ async fn a_rehearsal_runs_for_real_and_tells_customers_nothing() {
     ]);
     assert_eq!(o.code, 2, "{}", o.stderr);
 }
+
+/// The public updates of a run, as (kind, ETA).
+async fn published_etas(w: &World, run: &str) -> Vec<(String, Option<i64>)> {
+    let store = Store::open(&w.store).await.unwrap();
+    store
+        .load(run)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| match &r.event {
+            runbook::engine::event::Event::Published(u) => Some((u.kind.clone(), u.eta_ms)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `runbook update RUN TEXT --eta T` is a person's word: automatic updates after it never
+/// say an earlier ETA. `--quiet FOR` mutes the step texts, not the end. Bad input is
+/// refused with exit 1 and writes nothing.
+#[tokio::test]
+async fn a_persons_eta_stands_and_quiet_mutes_step_texts() {
+    let w = World::sqlite();
+    w.write(
+        "u.yaml",
+        r#"
+runbook: person
+title: Shop upgrade
+window: { timezone: Europe/London, duration: 1h }
+status_page: { components: [web shop] }
+steps:
+  - { id: close, kind: close, title: Close the shop }
+  - { id: go, kind: approve, title: Decide }
+  - { id: one, kind: patch, title: First patch, expected: 1m, run: { shell: "true" } }
+  - { id: two, kind: patch, title: Second patch, expected: 1m, run: { shell: "true" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    let run = |id: &str| {
+        w.command(&["execute", "u.yaml", "--yes", "--now", "--run-id", id])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut runner = run("p-1");
+    crate::engine::wait_for_status(&w, "p-1", "awaiting_approval", &mut runner);
+    let said = chrono::Utc::now() + chrono::Duration::hours(8);
+    let eta = said.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Bad input first: nothing is written.
+    let before = published_etas(&w, "p-1").await.len();
+    for (args, why) in [
+        (vec!["--eta", "tonight"], "is not a time"),
+        (vec!["--eta", "2020-01-01T00:00:00Z"], "has passed"),
+        (vec!["--quiet", "forever"], "is not a duration"),
+        (vec!["--status", "completed"], "its run decides that"),
+    ] {
+        let mut a = vec!["update", "p-1", "Slower than planned"];
+        a.extend(args.iter().copied());
+        let o = w.run(&a);
+        assert_eq!(o.code, 1, "{a:?}: {}", o.stderr);
+        assert!(o.stderr.contains(why), "{a:?}: {}", o.stderr);
+    }
+    let o = w.run(&["update", "nope", "x"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(published_etas(&w, "p-1").await.len(), before);
+    // A person says 8 hours.
+    let o = w.run(&[
+        "update",
+        "p-1",
+        "This will take 2 to 8 hours.",
+        "--eta",
+        &eta,
+        "--by",
+        "alice",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("published on maintenance"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(w.run(&["approve", "p-1", "go"]).code, 0);
+    assert_eq!(runner.wait().unwrap().code(), Some(0));
+    let got = published_etas(&w, "p-1").await;
+    let manual = got
+        .iter()
+        .position(|(k, _)| k == "manual")
+        .expect("the update");
+    assert_eq!(got[manual].1, Some(said.timestamp() * 1000), "{got:?}");
+    let later: Vec<_> = got[manual + 1..]
+        .iter()
+        .filter(|(_, e)| e.is_some())
+        .collect();
+    assert!(!later.is_empty(), "{got:?}");
+    for (kind, e) in later {
+        assert!(
+            e.unwrap() >= said.timestamp() * 1000,
+            "{kind} said an earlier ETA than the person: {got:?}"
+        );
+    }
+    // Quiet: the step texts wait, the end is said.
+    let mut runner = run("p-2");
+    crate::engine::wait_for_status(&w, "p-2", "awaiting_approval", &mut runner);
+    let o = w.run(&["update", "p-2", "Working on it.", "--quiet", "1h"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(w.run(&["approve", "p-2", "go"]).code, 0);
+    assert_eq!(runner.wait().unwrap().code(), Some(0));
+    let got = published_etas(&w, "p-2").await;
+    let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    let manual = kinds.iter().position(|k| *k == "manual").unwrap();
+    assert_eq!(kinds[manual + 1..], ["completed"], "{kinds:?}");
+}

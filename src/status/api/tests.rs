@@ -35,6 +35,7 @@ pub(crate) fn update(kind: &str, status: &str, body: &str, eta: Option<i64>) -> 
         eta_ms: eta,
         by: None,
         incident: false,
+        quiet_until_ms: None,
     }
 }
 

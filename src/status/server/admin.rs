@@ -14,10 +14,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Shared, St, error, ok};
-use crate::engine::event::{Event, PublicUpdate};
 use crate::engine::state::RunState;
-use crate::retry::{Backoff, Failed, Next};
-use crate::status::model::{Maintenance, MaintenanceStatus, NoticeEvent, Page};
+use crate::status::manual;
 use crate::store::{Store, StoreError, now_ms};
 
 /// Why an admin request was not done.
@@ -171,15 +169,12 @@ struct UpdateRequest {
     maintenance: Option<String>,
     status: Option<String>,
     by: Option<String>,
+    /// When the maintenance is now expected to end (RFC 3339): automatic updates never
+    /// say earlier.
+    eta: Option<String>,
+    /// Mute automatic texts for this long (`30m`).
+    quiet: Option<String>,
 }
-
-const MAINTENANCE_STATUSES: &[&str] = &["scheduled", "in_progress", "verifying", "completed"];
-const INCIDENT_STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved"];
-/// Longest manual update accepted.
-const MAX_BODY: usize = 5000;
-/// A scheduled maintenance's update goes again at once when another writer got there
-/// first, 20 tries in all.
-const NOTICE_RETRY: Backoff = Backoff::immediate(20);
 
 /// `POST /api/v1/admin/updates`: a person's public update of a maintenance.
 pub(super) async fn update(
@@ -189,19 +184,6 @@ pub(super) async fn update(
 ) -> Answer {
     let body = admit(&st, &headers, body)?;
     let req: UpdateRequest = parse(&body)?;
-    let text = req.body.as_deref().map(str::trim).unwrap_or_default();
-    if text.is_empty() {
-        return Err(ApiError::said(
-            StatusCode::BAD_REQUEST,
-            "`body` is required: the text of the update",
-        ));
-    }
-    if text.chars().count() > MAX_BODY {
-        return Err(ApiError::said(
-            StatusCode::BAD_REQUEST,
-            format!("`body` is longer than {MAX_BODY} characters"),
-        ));
-    }
     let page = st.snap.borrow().page.clone();
     let Some(page) = page else {
         return Err(ApiError::said(
@@ -209,152 +191,40 @@ pub(super) async fn update(
             "the page is still loading; try again",
         ));
     };
-    let m = maintenance_of(&page, req.maintenance.as_deref())?;
-    let (status, incident) = status_of(&page, m, req.status.clone())?;
-    let store = store_of(&st)?;
-    let update = PublicUpdate {
-        kind: "manual".into(),
-        status: status.clone(),
-        body: text.to_owned(),
-        step: None,
-        eta_ms: None,
-        by: Some(req.by.clone().unwrap_or_else(|| "admin API".into())),
-        incident,
+    let now = now_ms();
+    let eta_ms = match req.eta.as_deref() {
+        Some(t) => Some(manual::parse_eta(t, now).map_err(ApiError::from)?),
+        None => None,
     };
-    let recorded = record(store, m, update).await?;
+    let quiet_ms = match req.quiet.as_deref() {
+        Some(q) => Some(manual::parse_quiet(q).map_err(ApiError::from)?),
+        None => None,
+    };
+    let asked = manual::Request {
+        body: req.body.unwrap_or_default(),
+        maintenance: req.maintenance,
+        status: req.status,
+        by: req.by.unwrap_or_else(|| "admin API".into()),
+        eta_ms,
+        quiet_ms,
+    };
+    let store = store_of(&st)?;
+    let done = manual::publish(store, &page, asked, now).await?;
     Ok(ok(
         StatusCode::CREATED,
-        json!({ "maintenance": m.id, "status": status, "body": recorded, "incident": incident }),
+        json!({ "maintenance": done.maintenance, "status": done.status, "body": done.body, "incident": done.incident, "eta": done.eta_ms.map(crate::status::model::iso) }),
     ))
 }
 
-/// The maintenance an update is for: the one named, else the one in progress.
-fn maintenance_of<'p>(page: &'p Page, named: Option<&str>) -> Result<&'p Maintenance, ApiError> {
-    if let Some(id) = named {
-        return page
-            .maintenances
-            .iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| {
-                ApiError::said(StatusCode::NOT_FOUND, format!("no maintenance `{id}`"))
-            });
-    }
-    let active: Vec<_> = page.active().collect();
-    match active.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(ApiError::said(
-            StatusCode::CONFLICT,
-            "no maintenance is in progress: name one with `maintenance`",
-        )),
-        _ => Err(ApiError::said(
-            StatusCode::CONFLICT,
-            "several maintenances are in progress: name one with `maintenance`",
-        )),
-    }
-}
-
-/// The status an update of `m` says (the one asked for, else the current one), and
-/// whether it is its incident's; refused when it is no status, or one a person may not
-/// set there.
-fn status_of(
-    page: &Page,
-    m: &Maintenance,
-    asked: Option<String>,
-) -> Result<(String, bool), ApiError> {
-    let status = asked.unwrap_or_else(|| {
-        let open = m
-            .incident
-            .as_ref()
-            .and_then(|id| page.incidents.iter().find(|i| &i.id == id))
-            .filter(|i| !i.resolved());
-        match open {
-            Some(i) => i.status.clone(),
-            None => m.status.as_str().to_owned(),
+impl From<manual::Refusal> for ApiError {
+    fn from(r: manual::Refusal) -> Self {
+        match r {
+            manual::Refusal::BadRequest(m) => ApiError::said(StatusCode::BAD_REQUEST, m),
+            manual::Refusal::NotFound(m) => ApiError::said(StatusCode::NOT_FOUND, m),
+            manual::Refusal::Conflict(m) => ApiError::said(StatusCode::CONFLICT, m),
+            manual::Refusal::Store(e) => ApiError::store(e),
+            manual::Refusal::Write(e) => e.into(),
         }
-    });
-    let incident = INCIDENT_STATUSES.contains(&status.as_str());
-    let refuse = |status: StatusCode, message: String| Err(ApiError::said(status, message));
-    if !incident && !MAINTENANCE_STATUSES.contains(&status.as_str()) {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown status `{status}`: use {} (a maintenance) or {} (its incident)",
-                MAINTENANCE_STATUSES.join(", "),
-                INCIDENT_STATUSES.join(", ")
-            ),
-        );
-    }
-    if incident && m.incident.is_none() {
-        return refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "maintenance `{}` has no incident; `{status}` is an incident status",
-                m.id
-            ),
-        );
-    }
-    // A person's word does not move a run's status: only its events do.
-    let current = m.status.as_str();
-    if !incident && m.run_id.is_some() && status != current {
-        return refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "maintenance `{}` is {current} and its run decides that; post without `status` or with `{current}`",
-                m.id,
-            ),
-        );
-    }
-    if m.run_id.is_none() && status != MaintenanceStatus::Scheduled.as_str() {
-        return refuse(
-            StatusCode::CONFLICT,
-            format!(
-                "maintenance `{}` has not started: its status is scheduled",
-                m.id
-            ),
-        );
-    }
-    Ok((status, incident))
-}
-
-/// Records `update` of `m` (in its run's journal, or its scheduled maintenance's
-/// stream); answers the text as recorded (a run's secrets are masked in it).
-async fn record(store: &Store, m: &Maintenance, update: PublicUpdate) -> Result<String, ApiError> {
-    if let Some(run) = &m.run_id {
-        let text = update.body.clone();
-        let state = crate::engine::control::append_checked(store, run, |_| {
-            Ok(Event::Published(update.clone()))
-        })
-        .await?;
-        let secrets = crate::engine::action::secret_values(&state.secrets);
-        return Ok(crate::engine::action::Masker::new(secrets).mask(&text));
-    }
-    let appended = NOTICE_RETRY
-        .retry(
-            &crate::retry::Tokio,
-            || async {
-                let head = store
-                    .load_notice_after(&m.id, 0)
-                    .await?
-                    .last()
-                    .map_or(0, |r| r.seq);
-                let event = NoticeEvent::Published(update.clone());
-                store
-                    .append_notice(&m.id, &m.runbook, head + 1, &[event], now_ms())
-                    .await
-            },
-            |e, _| match e {
-                StoreError::Conflict(_) => Next::Now(e),
-                e => Next::Stop(e),
-            },
-        )
-        .await;
-    match appended {
-        Ok(_) => Ok(update.body),
-        Err(Failed::Exhausted(_)) => Err(ApiError::said(
-            StatusCode::CONFLICT,
-            "the maintenance kept changing; try again",
-        )),
-        Err(Failed::Stopped(e)) => Err(ApiError::store(e)),
     }
 }
 
