@@ -116,6 +116,8 @@
     if (scheduled && m && m.scheduled_for) {
       detail = 'Starts ' + when(m.scheduled_for) +
         (m.scheduled_until ? ', until ' + when(m.scheduled_until) : '') + '.';
+    } else if (!scheduled && data.late) {
+      detail = 'Taking longer than expected.';
     } else if (!scheduled && (data.eta_local || data.eta)) {
       detail = 'Expected back by ' + (data.eta_local ? String(data.eta_local) : when(data.eta)) + '.';
     }

@@ -129,6 +129,8 @@ fn window(m: &Maintenance, now_ms: i64) -> (Option<i64>, Option<i64>) {
         .or(m.eta_ms)
         .or(m.ended_ms)
         .unwrap_or(now_ms.max(from));
+    // Under way past it: until now at least, never a past end.
+    let until = if m.active() { until.max(now_ms) } else { until };
     (Some(from), Some(until))
 }
 
@@ -296,7 +298,11 @@ fn maintenance_v1(page: &Page) -> Value {
                 .find(|u| u.incident || !closed || m.active())
         })
         .map(|u| u.body.as_str());
-    let eta = current.and_then(|m| m.eta_ms.or(m.planned_end_ms));
+    // Never a past ETA: once it has passed, `late` says the work is taking longer.
+    let late = current.is_some_and(|m| m.late(page.now_ms));
+    let eta = current
+        .and_then(|m| m.eta_ms.or(m.planned_end_ms))
+        .filter(|_| !late);
     let eta_local = current
         .zip(eta)
         .map(|(m, eta)| model::local_time(eta, page.zone(m)));
@@ -318,6 +324,7 @@ fn maintenance_v1(page: &Page) -> Value {
         "message": message,
         "eta": iso(eta),
         "eta_local": eta_local,
+        "late": late,
         "maintenance": maintenance,
         "updated_at": model::iso(page.updated_ms),
     })

@@ -245,8 +245,7 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
             json!({ "text": text, "current": p.current, "total": p.total.max(p.current) })
         });
     let eta = m
-        .eta_ms
-        .filter(|_| m.active())
+        .eta_shown(page.now_ms)
         .map_or(Value::Null, |ms| near_time(ms, page.now_ms, zone));
     let outcome = m.outcome.map_or(
         Value::Null,
@@ -272,6 +271,7 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
         "zone": zone.name(),
         "progress": progress,
         "eta": eta,
+        "late": m.late(page.now_ms),
         "planned_start": opt_time(m.planned_start_ms, zone),
         "planned_end": m.planned_end_ms.map_or(Value::Null, |end| {
             match m.planned_start_ms {

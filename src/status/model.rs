@@ -195,6 +195,20 @@ impl Maintenance {
             MaintenanceStatus::InProgress | MaintenanceStatus::Verifying
         )
     }
+
+    /// Under way past its ETA: the page says it is taking longer, never a past time.
+    pub fn late(&self, now_ms: i64) -> bool {
+        self.active()
+            && self
+                .eta_ms
+                .or(self.planned_end_ms)
+                .is_some_and(|eta| eta <= now_ms)
+    }
+
+    /// The ETA to show: none once it has passed.
+    pub fn eta_shown(&self, now_ms: i64) -> Option<i64> {
+        self.eta_ms.filter(|_| self.active() && !self.late(now_ms))
+    }
 }
 
 /// An incident: opened when a run fails (or is aborted with the service closed).
@@ -317,6 +331,21 @@ impl Page {
         v.into_iter()
     }
 
+    /// Whether `m`, ended, left the service closed: until a later run of the same
+    /// runbook (a recovery run) has it open again.
+    fn left_closed(&self, m: &Maintenance) -> bool {
+        m.closed
+            && !m.active()
+            && !self.maintenances.iter().any(|later| {
+                later.runbook == m.runbook
+                    && !later.closed
+                    && later
+                        .started_ms
+                        .zip(m.started_ms)
+                        .is_some_and(|(l, e)| l > e)
+            })
+    }
+
     /// What the page says above everything else, in one place for `/api/v1/maintenance`
     /// and the badge: the maintenance that closed the service (or left it closed), else
     /// the newest active one, else the one whose incident is still open, else the next
@@ -325,7 +354,9 @@ impl Page {
     /// is damaged).
     pub fn headline(&self) -> Headline<'_> {
         let active: Vec<&Maintenance> = self.active().collect();
-        let left_closed = self.maintenances.iter().find(|m| m.closed && !m.active());
+        // A run that ended with the service closed keeps it closed, until a later run
+        // of the same runbook (a recovery run) has the service open again.
+        let left_closed = self.maintenances.iter().find(|m| self.left_closed(m));
         let open_incident = self.unresolved_incidents().find_map(|i| {
             self.maintenances
                 .iter()
@@ -339,7 +370,7 @@ impl Page {
             .or(active.first().copied())
             .or(open_incident)
             .or(self.upcoming().first().copied());
-        let closed = current.is_some_and(|m| m.closed);
+        let closed = current.is_some_and(|m| m.active() && m.closed || self.left_closed(m));
         // A maintenance whose journal cannot be read may have closed the service since
         // its last readable event: not knowing is said as such, never as open.
         let damaged = self.maintenances.iter().find(|m| m.damaged);
@@ -369,10 +400,19 @@ impl Page {
     /// The next moment the page changes with no new event (an announcement comes due,
     /// or a scheduled window passes).
     pub fn next_change_ms(&self) -> Option<i64> {
-        self.maintenances
+        let scheduled = self
+            .maintenances
             .iter()
             .filter(|m| m.status == MaintenanceStatus::Scheduled)
-            .flat_map(|m| [m.announce_from_ms, m.planned_end_ms])
+            .flat_map(|m| [m.announce_from_ms, m.planned_end_ms]);
+        // The moment an ETA passes, the page says the work is taking longer.
+        let etas = self
+            .maintenances
+            .iter()
+            .filter(|m| m.active())
+            .map(|m| m.eta_ms);
+        scheduled
+            .chain(etas)
             .flatten()
             .filter(|&t| t > self.now_ms)
             .min()

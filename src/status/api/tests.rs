@@ -526,6 +526,7 @@ fn maintenance_v1_while_closed() {
             "message": "Migrating the data.",
             "eta": model::iso(t0() + 45 * MINUTE),
             "eta_local": "20:45 GMT",
+            "late": false,
             "maintenance": {
                 "id": "maint-1",
                 "title": "Database upgrade",
@@ -546,6 +547,7 @@ fn maintenance_v1_while_closed() {
             "message",
             "eta",
             "eta_local",
+            "late",
             "maintenance",
             "updated_at"
         ]
@@ -586,6 +588,7 @@ fn maintenance_v1_before_and_without() {
             "message": null,
             "eta": null,
             "eta_local": null,
+            "late": false,
             "maintenance": null,
             // Never 1970: a page with nothing on it is as of now.
             "updated_at": model::iso(t0()),
@@ -659,4 +662,58 @@ fn maintenance_statuses_stay_in_the_vocabulary() {
     assert_eq!(maintenance_update_status("rolling_back"), "in_progress");
     assert_eq!(incident_update_status("identified"), "identified");
     assert_eq!(incident_update_status("failed"), "investigating");
+}
+
+#[test]
+fn an_eta_that_passed_is_never_shown_the_page_says_it_is_late() {
+    // `running` expects to finish at t0 + 45 min.
+    let on_time = project(
+        info("Acme"),
+        &[running("Upgrade", "Migrating.")],
+        t0() + 30 * MINUTE,
+    );
+    let v = get(&rendered(&on_time), "/api/v1/maintenance");
+    assert_eq!(v["late"], false, "{v}");
+    assert_eq!(v["eta"], model::iso(t0() + 45 * MINUTE), "{v}");
+    let now = t0() + 50 * MINUTE;
+    let late = project(info("Acme"), &[running("Upgrade", "Migrating.")], now);
+    let snap = rendered(&late);
+    let v = get(&snap, "/api/v1/maintenance");
+    assert_eq!(v["late"], true, "{v}");
+    assert_eq!(v["eta"], Value::Null, "{v}");
+    assert_eq!(v["eta_local"], Value::Null, "{v}");
+    let active = get(&snap, "/api/v2/scheduled-maintenances/active.json");
+    let until = active["scheduled_maintenances"][0]["scheduled_until"]
+        .as_str()
+        .unwrap();
+    assert!(until >= model::iso(now).as_str(), "{until} is in the past");
+    // The page is drawn again the moment the ETA passes.
+    assert_eq!(on_time.next_change_ms(), Some(t0() + 45 * MINUTE));
+}
+
+#[test]
+fn a_recovery_run_that_reopened_the_service_opens_it_on_the_page() {
+    let failed = failed_run("Upgrade");
+    let at = t0() - 60 * MINUTE;
+    let plan = PublicPlan {
+        components: vec!["API".into()],
+        timezone: "Europe/London".into(),
+        ..PublicPlan::default()
+    };
+    let recovery = Stream::Run {
+        id: "run-9".into(),
+        events: vec![
+            rec(1, at, run_started("Recovery", plan)),
+            rec(2, at + 1000, Event::ServiceReopened),
+            rec(3, at + 2000, Event::RunCompleted),
+        ],
+    };
+    let before = project(info("Acme"), std::slice::from_ref(&failed), t0());
+    assert_eq!(
+        get(&rendered(&before), "/api/v1/maintenance")["closed"],
+        true
+    );
+    let after = project(info("Acme"), &[failed, recovery], t0());
+    let v = get(&rendered(&after), "/api/v1/maintenance");
+    assert_eq!(v["closed"], false, "{v}");
 }
