@@ -133,6 +133,12 @@ enum Command {
         /// Roll back to the last checkpoint.
         #[arg(long, group = "decision")]
         rollback: bool,
+        /// Who decides (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why: recorded with the decision and shown in the report.
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(long)]
         store: Option<String>,
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -154,6 +160,9 @@ enum Command {
         /// Who approves (default: $USER).
         #[arg(long)]
         by: Option<String>,
+        /// What the approver says with it: recorded and shown in the report.
+        #[arg(long)]
+        comment: Option<String>,
         #[arg(long)]
         store: Option<String>,
     },
@@ -187,6 +196,9 @@ enum Command {
         step: String,
         #[arg(long)]
         by: Option<String>,
+        /// Why: recorded and shown in the report.
+        #[arg(long)]
+        comment: Option<String>,
         #[arg(long)]
         store: Option<String>,
     },
@@ -359,6 +371,8 @@ async fn run(command: Command) -> Outcome {
             retry,
             skip,
             rollback,
+            by,
+            reason,
             store,
             log_format,
         } => {
@@ -368,7 +382,11 @@ async fn run(command: Command) -> Outcome {
                 (_, _, true) => Some(Decision::Rollback),
                 _ => None,
             };
-            commands::resume(&run, decision, store.as_deref(), log_format).await
+            let who = commands::Who {
+                by: by.as_deref(),
+                reason: reason.as_deref(),
+            };
+            commands::resume(&run, decision, who, store.as_deref(), log_format).await
         }
         Command::Abort { run, by, store } => {
             commands::abort(&run, by.as_deref(), store.as_deref()).await
@@ -377,14 +395,28 @@ async fn run(command: Command) -> Outcome {
             run,
             step,
             by,
+            comment,
             store,
-        } => commands::decide_approval(&run, &step, by.as_deref(), true, store.as_deref()).await,
+        } => {
+            let who = commands::Who {
+                by: by.as_deref(),
+                reason: comment.as_deref(),
+            };
+            commands::decide_approval(&run, &step, who, true, store.as_deref()).await
+        }
         Command::Reject {
             run,
             step,
             by,
+            comment,
             store,
-        } => commands::decide_approval(&run, &step, by.as_deref(), false, store.as_deref()).await,
+        } => {
+            let who = commands::Who {
+                by: by.as_deref(),
+                reason: comment.as_deref(),
+            };
+            commands::decide_approval(&run, &step, who, false, store.as_deref()).await
+        }
         Command::Update {
             run,
             text,

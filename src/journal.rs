@@ -93,9 +93,20 @@ pub enum Event {
     /// An `approve` step is waiting for a person.
     ApprovalRequested { step: String },
     /// A person approved the waiting step.
-    Approved { step: String, by: String },
+    Approved {
+        step: String,
+        by: String,
+        /// What the person said with it (`--comment`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
     /// A person rejected the waiting step.
-    Rejected { step: String, by: String },
+    Rejected {
+        step: String,
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
     /// Maintenance mode is on: the service is closed to customers.
     ServiceClosed,
     /// Maintenance mode is off.
@@ -108,7 +119,13 @@ pub enum Event {
         guard: Option<String>,
     },
     /// An operator resumed the run.
-    RunResumed { decision: Decision, by: String },
+    RunResumed {
+        decision: Decision,
+        by: String,
+        /// Why (`resume --reason`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The run undoes completed steps back to the last checkpoint.
     RollbackStarted { reason: String },
     /// Undoing one step.

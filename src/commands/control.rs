@@ -22,13 +22,13 @@ pub async fn abort(run_id: &str, by: Option<&str>, store_flag: Option<&str>) -> 
 pub async fn decide_approval(
     run_id: &str,
     step: &str,
-    by: Option<&str>,
+    who: super::Who<'_>,
     approve: bool,
     store_flag: Option<&str>,
 ) -> Outcome {
     let store = open_for(store_flag, run_id).await?;
-    let by = by.map(str::to_owned).unwrap_or_else(operator);
-    if let Err(e) = decide_in(&store, run_id, step, &by, approve).await {
+    let by = who.by.map(str::to_owned).unwrap_or_else(operator);
+    if let Err(e) = decide_in(&store, run_id, step, &by, approve, who.reason).await {
         return fail(e);
     }
     outln!(

@@ -48,6 +48,14 @@ use serde_json::json;
 pub use control::{UpdateArgs, abort, decide_approval, update};
 pub use execute::{ExecuteArgs, PageStarter, execute};
 pub use resume::resume;
+
+/// Who makes a decision (`--by`, default $USER), and what they say with it
+/// (`resume --reason`, `approve`/`reject --comment`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Who<'a> {
+    pub by: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
 pub use runs::runs;
 pub use status::status;
 

@@ -5,7 +5,7 @@
 use super::{fail, lease, log_dir, open_for, operator, say_run_id, secrets_set};
 use crate::engine::control::{NotAsStarted, file_as_started, load_run};
 use crate::engine::decide::{self, Refusal};
-use crate::engine::event::Decision;
+use crate::engine::event::{Decision, Event};
 use crate::engine::run::Runner;
 use crate::engine::state::RunState;
 use crate::engine::terminal::{LogFormat, Reporter};
@@ -16,6 +16,7 @@ use crate::runbook::{self, Runbook};
 pub async fn resume(
     run_id: &str,
     decision: Option<Decision>,
+    who: super::Who<'_>,
     store_flag: Option<&str>,
     log_format: LogFormat,
 ) -> Outcome {
@@ -52,7 +53,7 @@ pub async fn resume(
         out,
     );
     runner.learned = super::learned(&store, &rb.id, run_id).await;
-    if let Err(failure) = decided(&mut runner, decision, &logs).await {
+    if let Err(failure) = decided(&mut runner, decision, who, &logs).await {
         let _ = store.release(&rb.id, run_id).await;
         return Err(failure);
     }
@@ -88,6 +89,7 @@ fn runbook_as_started(run_id: &str, state: &RunState) -> Result<Runbook, Failure
 async fn decided(
     runner: &mut Runner<'_>,
     decision: Option<Decision>,
+    who: super::Who<'_>,
     logs: &std::path::Path,
 ) -> Result<(), Failure> {
     // A runner killed outright (SIGKILL, a power cut on a VM host) cannot stop what it
@@ -111,12 +113,24 @@ async fn decided(
         &runner.state,
         decision,
         &runner.facts(),
-        &operator(),
+        &who.by.map(str::to_owned).unwrap_or_else(operator),
     )
     .map_err(|refusal| match refusal {
         Refusal::NeedsAPerson(why) => Failure::error(Exit::NeedsAPerson, why),
         Refusal::Invalid(why) => Failure::invalid(why),
     })?;
+    // The person's words go with their decision (`decide` chose what is recorded).
+    let events: Vec<Event> = events
+        .into_iter()
+        .map(|e| match e {
+            Event::RunResumed { decision, by, .. } => Event::RunResumed {
+                decision,
+                by,
+                reason: who.reason.map(str::to_owned),
+            },
+            e => e,
+        })
+        .collect();
     if !events.is_empty() {
         runner.record_all(events).await.map_err(Failure::invalid)?;
     }

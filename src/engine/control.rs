@@ -213,6 +213,7 @@ pub async fn decide_in(
     step: &str,
     by: &str,
     approve: bool,
+    comment: Option<&str>,
 ) -> Result<(), WriteError> {
     let decided = append_checked(store, run_id, |state| {
         if state.status.is_terminal() {
@@ -245,10 +246,11 @@ pub async fn decide_in(
             ));
         }
         let (step, by) = (step.to_owned(), by.to_owned());
+        let comment = comment.map(str::to_owned);
         Ok(if approve {
-            Event::Approved { step, by }
+            Event::Approved { step, by, comment }
         } else {
-            Event::Rejected { step, by }
+            Event::Rejected { step, by, comment }
         })
     })
     .await;

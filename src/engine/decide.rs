@@ -379,6 +379,7 @@ pub fn resume(
     let resumed = |decision| Event::RunResumed {
         decision,
         by: by.to_owned(),
+        reason: None,
     };
     let rolling_back = state.status == RunStatus::RollingBack;
     Ok(match (decision, subject) {

@@ -176,12 +176,20 @@ fn approval_requested(id: &str) -> Event {
 
 fn approved(id: &str) -> Event {
     let (step, by) = (id.into(), "alice".into());
-    Event::Approved { step, by }
+    Event::Approved {
+        step,
+        by,
+        comment: None,
+    }
 }
 
 fn rejected(id: &str) -> Event {
     let (step, by) = (id.into(), "alice".into());
-    Event::Rejected { step, by }
+    Event::Rejected {
+        step,
+        by,
+        comment: None,
+    }
 }
 
 fn paused() -> Event {
@@ -194,7 +202,11 @@ fn paused() -> Event {
 
 fn resumed(decision: Decision) -> Event {
     let by = "ops".into();
-    Event::RunResumed { decision, by }
+    Event::RunResumed {
+        decision,
+        by,
+        reason: None,
+    }
 }
 
 fn rollback_started() -> Event {

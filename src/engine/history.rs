@@ -119,8 +119,19 @@ pub enum Verdict {
 pub struct ApprovalRecord {
     pub step: String,
     pub verdict: Verdict,
+    /// What the person said with their decision.
+    pub comment: Option<String>,
     pub requested_ms: i64,
     pub decided_ms: Option<i64>,
+}
+
+/// A person's decision to resume a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumeRecord {
+    pub at_ms: i64,
+    pub decision: crate::engine::event::Decision,
+    pub by: String,
+    pub reason: Option<String>,
 }
 
 /// A closure of the service, to its reopening.
@@ -159,6 +170,8 @@ pub struct History {
     pub steps: HashMap<String, StepHistory>,
     pub rollbacks: Vec<RollbackRecord>,
     pub approvals: Vec<ApprovalRecord>,
+    /// Every `runbook resume` decision: who, what and why.
+    pub resumes: Vec<ResumeRecord>,
     pub closures: Vec<Closure>,
     pub updates: Vec<Published>,
     /// The projected end, from the latest update that gave one.
@@ -412,9 +425,20 @@ impl History {
     /// Requests for approval and what became of them.
     fn apply_approval(&mut self, e: &Event, at: i64) {
         match e {
+            Event::RunResumed {
+                decision,
+                by,
+                reason,
+            } => self.resumes.push(ResumeRecord {
+                at_ms: at,
+                decision: *decision,
+                by: by.clone(),
+                reason: reason.clone(),
+            }),
             Event::ApprovalRequested { step } => self.approvals.push(ApprovalRecord {
                 step: step.clone(),
                 verdict: Verdict::Waiting,
+                comment: None,
                 requested_ms: at,
                 decided_ms: None,
             }),
@@ -428,6 +452,9 @@ impl History {
                     .rev()
                     .find(|a| &a.step == step && a.verdict == Verdict::Waiting)
                 {
+                    if let Event::Approved { comment, .. } | Event::Rejected { comment, .. } = e {
+                        a.comment = comment.clone();
+                    }
                     a.verdict = match e {
                         Event::Approved { by, .. } => Verdict::Approved(by.clone()),
                         Event::Rejected { by, .. } => Verdict::Rejected(by.clone()),

@@ -192,6 +192,7 @@ fn the_person_who_decided_is_recorded() {
         Event::RunResumed {
             decision: Decision::Skip,
             by,
+            reason: None,
         },
         Event::StepSkipped {
             step: "a".into(),

@@ -391,6 +391,7 @@ impl<'a> Runner<'a> {
                 self.record(Event::RunResumed {
                     decision: Decision::Retry,
                     by: "runbook (safe to repeat)".into(),
+                    reason: None,
                 })
                 .await?;
             }
@@ -442,6 +443,7 @@ impl<'a> Runner<'a> {
                     OnTimeout::Approve => Event::Approved {
                         step,
                         by: "timeout".into(),
+                        comment: None,
                     },
                 };
                 self.record(event).await?;

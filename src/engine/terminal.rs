@@ -247,12 +247,35 @@ pub fn describe(e: &Event) -> String {
         ItemRolledBack { step, index } => format!("step {step}: item {index} undone"),
         ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
         ApprovalRequested { step } => format!("step {step}: waiting for approval"),
-        Approved { step, by } => format!("step {step}: approved by {by}"),
-        Rejected { step, by } => format!("step {step}: rejected by {by}"),
+        Approved { step, by, comment } => format!(
+            "step {step}: approved by {by}{}",
+            comment
+                .as_ref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        Rejected { step, by, comment } => format!(
+            "step {step}: rejected by {by}{}",
+            comment
+                .as_ref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
         ServiceClosed => "service closed (maintenance mode on)".into(),
         ServiceReopened => "service reopened (maintenance mode off)".into(),
         RunPaused { reason, .. } => format!("run paused: {reason}"),
-        RunResumed { decision, by } => format!("run resumed ({decision:?}) by {by}").to_lowercase(),
+        RunResumed {
+            decision,
+            by,
+            reason,
+        } => format!(
+            "{}{}",
+            format!("run resumed ({decision:?}) by {by}").to_lowercase(),
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
         RollbackStarted { reason } => format!("ROLLING BACK: {reason}"),
         StepRollbackStarted { step } => format!("step {step}: undoing"),
         StepRolledBack {

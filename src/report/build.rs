@@ -61,6 +61,20 @@ pub fn build(run_id: &str, events: &[Recorded], now_ms: i64) -> Result<Report, R
             .iter()
             .map(|a| approval(a, title(&a.step), now_ms))
             .collect(),
+        resumes: history
+            .resumes
+            .iter()
+            .map(|r| crate::report::model::Resume {
+                at: iso(r.at_ms),
+                at_ms: r.at_ms,
+                decision: serde_json::to_value(r.decision)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                by: r.by.clone(),
+                reason: r.reason.clone(),
+            })
+            .collect(),
         public_updates: history.updates.iter().map(update).collect(),
         postmortem: None,
     };
@@ -325,6 +339,7 @@ fn approval(a: &ApprovalRecord, title: String, now_ms: i64) -> Approval {
         title,
         decision,
         by,
+        comment: a.comment.clone(),
         requested_at: iso(a.requested_ms),
         requested_at_ms: a.requested_ms,
         decided_at: a.decided_ms.map(iso),

@@ -152,6 +152,7 @@ pub(super) fn render(r: &Report) -> String {
     sections::steps(&mut o, r, &clock);
     sections::rollbacks(&mut o, r, &clock);
     sections::approvals(&mut o, r, &clock);
+    sections::resumes(&mut o, r, &clock);
     sections::updates(&mut o, r, &clock);
     sections::postmortem(&mut o, r, &clock);
     sections::footer(&mut o, r, &clock);

@@ -133,6 +133,7 @@ pub(super) fn render(r: &Report) -> String {
     chart(&mut o, r, &clock);
     rollbacks(&mut o, r, &clock);
     approvals(&mut o, r, &clock);
+    resumes(&mut o, r, &clock);
     updates(&mut o, r, &clock);
     postmortem(&mut o, r, &clock);
     o
@@ -374,7 +375,7 @@ fn approvals(o: &mut String, r: &Report, clock: &Clock) {
                 md(&a.title),
                 code(&a.step),
                 approval_label(a.decision),
-                a.by.as_deref().map(md).unwrap_or_else(|| "—".into()),
+                who_said(a.by.as_deref(), a.comment.as_deref(), md),
                 clock.time(a.requested_at_ms),
                 a.decided_at_ms
                     .map(|t| clock.time(t))
@@ -564,4 +565,31 @@ pub(crate) fn approval_label(d: ApprovalDecision) -> &'static str {
         ApprovalDecision::Cancelled => "cancelled (the run ended)",
         ApprovalDecision::Waiting => "waiting",
     }
+}
+
+/// Who decided, and what they said with it.
+pub(super) fn who_said(by: Option<&str>, said: Option<&str>, esc: fn(&str) -> String) -> String {
+    match (by, said) {
+        (Some(by), Some(said)) => format!("{}: “{}”", esc(by), esc(said)),
+        (Some(by), None) => esc(by),
+        _ => "—".into(),
+    }
+}
+
+/// Every `runbook resume`: when, what, who and why.
+fn resumes(o: &mut String, r: &Report, clock: &Clock) {
+    if r.resumes.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "## Decisions\n\n| At | Decision | By |\n|---|---|---|");
+    for d in &r.resumes {
+        let _ = writeln!(
+            o,
+            "| {} | resume: {} | {} |",
+            clock.time(d.at_ms),
+            md(&d.decision),
+            who_said(Some(&d.by), d.reason.as_deref(), md)
+        );
+    }
+    o.push('\n');
 }

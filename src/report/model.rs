@@ -72,6 +72,8 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     pub rollbacks: Vec<Rollback>,
     pub approvals: Vec<Approval>,
+    /// Every `runbook resume` decision, oldest first: who, what and why.
+    pub resumes: Vec<Resume>,
     /// Every public update as published on the status page, oldest first.
     pub public_updates: Vec<Update>,
     /// A draft for the postmortem: for runs that rolled back, failed or were aborted.
@@ -483,12 +485,26 @@ pub struct Approval {
     pub decision: ApprovalDecision,
     /// Who decided (`timeout` for `on_timeout: approve`); null when nobody did.
     pub by: Option<String>,
+    /// What they said with it (`approve`/`reject --comment`).
+    pub comment: Option<String>,
     pub requested_at: String,
     pub requested_at_ms: i64,
     pub decided_at: Option<String>,
     pub decided_at_ms: Option<i64>,
     /// Requested to decided (or, still waiting, to `generated_at`).
     pub waited_ms: i64,
+}
+
+/// A person's decision to resume the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resume {
+    pub at: String,
+    pub at_ms: i64,
+    /// `continue`, `retry`, `skip` or `rollback`.
+    pub decision: String,
+    pub by: String,
+    /// Why (`resume --reason`).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -218,8 +218,16 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::ApprovalRequested { step } => {
                 Some(format!("{} waiting for approval", name(step)))
             }
-            Event::Approved { step, by } => Some(format!("{} approved by {by}", name(step))),
-            Event::Rejected { step, by } => Some(format!("{} REJECTED by {by}", name(step))),
+            Event::Approved { step, by, comment } => Some(format!(
+                "{} approved by {by}{}",
+                name(step),
+                said(comment.as_deref())
+            )),
+            Event::Rejected { step, by, comment } => Some(format!(
+                "{} REJECTED by {by}{}",
+                name(step),
+                said(comment.as_deref())
+            )),
             Event::ServiceClosed => {
                 Some("service closed to customers (maintenance mode on)".into())
             }
@@ -232,12 +240,17 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                 name(step)
             )),
             Event::RunPaused { reason, .. } => Some(format!("run paused: {reason}")),
-            Event::RunResumed { decision, by } => Some(format!(
-                "run resumed by {by} ({})",
+            Event::RunResumed {
+                decision,
+                by,
+                reason,
+            } => Some(format!(
+                "run resumed by {by} ({}){}",
                 serde_json::to_value(decision)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                said(reason.as_deref())
             )),
             Event::RollbackStarted { reason } => Some(format!("ROLLBACK started: {reason}")),
             Event::StepRolledBack { step, by_restore } => Some(match by_restore {
@@ -271,4 +284,9 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
         }
     }
     out
+}
+
+/// What a person said with a decision, quoted after it.
+fn said(words: Option<&str>) -> String {
+    words.map(|w| format!(": \"{w}\"")).unwrap_or_default()
 }

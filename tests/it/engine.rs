@@ -816,3 +816,64 @@ fn status_says_when_the_runner_is_gone() {
     assert!(!o.stdout.contains("runner gone"), "{}", o.stdout);
     assert_eq!(w.status_json("gone-1")["runner"], serde_json::Value::Null);
 }
+
+/// Who decided, and why: `resume --by --reason` and `approve --comment` are recorded
+/// and the report (JSON, Markdown, HTML) shows them.
+#[test]
+fn decisions_carry_who_and_why_into_the_report() {
+    let w = World::sqlite();
+    w.write(
+        "p.yaml",
+        "runbook: why\nsteps:\n  - { id: disk, kind: patch, on_failure: pause, run: { shell: 'test -f ok' } }\n  - { id: after, kind: patch, run: { shell: 'true' } }\n",
+    );
+    assert_eq!(w.execute("p.yaml", "why-1").code, 4);
+    w.write("ok", "");
+    let o = w.run(&[
+        "resume",
+        "why-1",
+        "--retry",
+        "--by",
+        "alice",
+        "--reason",
+        "freed the disk",
+    ]);
+    assert_eq!(o.code, 0, "{}\n{}", o.stdout, o.stderr);
+    let r = w.run(&["report", "why-1", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(r["resumes"][0]["by"], "alice", "{r}");
+    assert_eq!(r["resumes"][0]["decision"], "retry", "{r}");
+    assert_eq!(r["resumes"][0]["reason"], "freed the disk", "{r}");
+    for format in ["md", "html"] {
+        let o = w.run(&["report", "why-1", "--format", format]);
+        assert!(
+            o.stdout.contains("freed the disk"),
+            "{format}: {}",
+            o.stdout
+        );
+    }
+    w.write("rb.yaml", approval_runbook());
+    let mut runner = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "why-2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_status(&w, "why-2", "awaiting_approval", &mut runner);
+    let o = w.run(&[
+        "approve",
+        "why-2",
+        "go",
+        "--by",
+        "bob",
+        "--comment",
+        "backup checked",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(runner.wait().unwrap().code(), Some(0));
+    let r = w.run(&["report", "why-2", "--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(r["approvals"][0]["by"], "bob", "{r}");
+    assert_eq!(r["approvals"][0]["comment"], "backup checked", "{r}");
+    let md = w.run(&["report", "why-2", "--format", "md"]).stdout;
+    assert!(md.contains("bob: “backup checked”"), "{md}");
+}

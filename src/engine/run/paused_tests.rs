@@ -313,7 +313,7 @@ async fn an_approval_that_times_out_as_approved_goes_on() {
     );
     assert!(j.iter().any(|r| matches!(
         &r.event,
-        Event::Approved { step, by } if step == "go" && by == "timeout"
+        Event::Approved { step, by, .. } if step == "go" && by == "timeout"
     )));
     assert_eq!(script.log(), ["snap", "change", "after"]);
 }
@@ -419,6 +419,7 @@ async fn the_window_guard_pauses_before_a_step_that_would_not_fit_and_resume_goe
     r.record(Event::RunResumed {
         decision: Decision::Continue,
         by: "ops".into(),
+        reason: None,
     })
     .await
     .unwrap();

@@ -409,7 +409,7 @@ pub(super) fn approvals(o: &mut String, r: &Report, clock: &Clock) {
                 h(&a.title),
                 h(&a.step),
                 h(approval_label(a.decision)),
-                a.by.as_deref().map(h).unwrap_or_else(|| "—".into()),
+                crate::report::markdown::who_said(a.by.as_deref(), a.comment.as_deref(), h),
                 h(&clock.time(a.requested_at_ms)),
                 a.decided_at_ms
                     .map(|t| h(&clock.time(t)))
@@ -471,4 +471,22 @@ pub(super) fn footer(o: &mut String, r: &Report, clock: &Clock) {
         run.events,
         h(clock.zone())
     );
+}
+
+/// Every `runbook resume`: when, what, who and why.
+pub(super) fn resumes(o: &mut String, r: &Report, clock: &Clock) {
+    if r.resumes.is_empty() {
+        return;
+    }
+    o.push_str("<section>\n<h2>Decisions</h2>\n<table>\n<thead><tr><th>At</th><th>Decision</th><th>By</th></tr></thead>\n<tbody>\n");
+    for d in &r.resumes {
+        let _ = writeln!(
+            o,
+            "<tr><td class=\"t\">{}</td><td>resume: {}</td><td>{}</td></tr>",
+            h(&clock.time(d.at_ms)),
+            h(&d.decision),
+            crate::report::markdown::who_said(Some(&d.by), d.reason.as_deref(), h)
+        );
+    }
+    o.push_str("</tbody>\n</table>\n</section>\n");
 }

@@ -233,6 +233,7 @@ impl From<manual::Refusal> for ApiError {
 struct DecisionRequest {
     step: Option<String>,
     by: Option<String>,
+    comment: Option<String>,
 }
 
 /// The run named in a path, as its journal folds now, or 404.
@@ -300,7 +301,8 @@ async fn decide(
             })?,
     };
     let by = req.by.unwrap_or_else(|| "admin API".into());
-    crate::engine::control::decide_in(&store, &run, &step, &by, approve).await?;
+    crate::engine::control::decide_in(&store, &run, &step, &by, approve, req.comment.as_deref())
+        .await?;
     Ok(ok(
         StatusCode::OK,
         json!({
