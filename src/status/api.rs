@@ -206,7 +206,9 @@ impl<'a> Api<'a> {
             "updated_at": model::iso(u.at_ms),
             "display_at": model::iso(u.at_ms),
             "affected_components": null,
-            "deliver_notifications": true,
+            // Statuspage notifies subscribers of what is delivered: changes of status,
+            // overruns and a person's word, not every step.
+            "deliver_notifications": !matches!(u.kind.as_str(), "step_started" | "announce"),
             "custom_tweet": null,
             "tweet_id": null,
         })

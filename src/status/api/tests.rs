@@ -717,3 +717,33 @@ fn a_recovery_run_that_reopened_the_service_opens_it_on_the_page() {
     let v = get(&rendered(&after), "/api/v1/maintenance");
     assert_eq!(v["closed"], false, "{v}");
 }
+
+#[test]
+fn subscribers_are_notified_of_changes_of_status_not_of_every_step() {
+    let page = project(
+        info("Acme"),
+        &[running("Upgrade", "Migrating.")],
+        t0() + 10 * MINUTE,
+    );
+    let v = get(
+        &rendered(&page),
+        "/api/v2/scheduled-maintenances/active.json",
+    );
+    let updates = v["scheduled_maintenances"][0]["incident_updates"]
+        .as_array()
+        .unwrap();
+    let delivered: Vec<(&str, bool)> = updates
+        .iter()
+        .map(|u| {
+            (
+                u["body"].as_str().unwrap(),
+                u["deliver_notifications"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        delivered,
+        [("Migrating.", false), ("Started.", true)],
+        "{v}"
+    );
+}
