@@ -41,8 +41,10 @@ fn median(mut v: Vec<i64>) -> Option<i64> {
 }
 
 impl Learned {
-    /// Learns from the journals of finished runs: each step that succeeded, its duration
-    /// (and per item, for a fan-out).
+    /// Learns from the journals of runs that completed (rehearsals too; a drill that
+    /// rolled back, a failed or aborted run teach nothing): each step that succeeded, its
+    /// duration (and per item, for a fan-out). Time waiting for a person (an `approve`
+    /// step) is never learned.
     pub fn from_runs<'a>(runs: impl IntoIterator<Item = &'a [Recorded]>) -> Learned {
         let mut whole: HashMap<String, Vec<i64>> = HashMap::new();
         let mut per_item: HashMap<String, Vec<i64>> = HashMap::new();
@@ -50,10 +52,20 @@ impl Learned {
             let Ok(state) = RunState::of_journal(events) else {
                 continue;
             };
-            if !state.status.is_terminal() {
+            if state.status != RunStatus::Completed {
                 continue;
             }
+            let waited: std::collections::HashSet<&str> = events
+                .iter()
+                .filter_map(|r| match &r.event {
+                    crate::engine::event::Event::ApprovalRequested { step } => Some(step.as_str()),
+                    _ => None,
+                })
+                .collect();
             for (id, s) in &state.steps {
+                if waited.contains(id.as_str()) {
+                    continue;
+                }
                 let (StepStatus::Succeeded, Some(a), Some(b)) =
                     (s.status, s.started_ms, s.ended_ms)
                 else {
@@ -421,6 +433,50 @@ steps:
   - { id: last, kind: patch, run: { shell: "true" } }
   - { id: reopen, kind: reopen }
 "#;
+
+    #[test]
+    fn only_completed_runs_teach_and_never_the_wait_for_a_person() {
+        let completed = run_of(&[("backup", 10 * S, 0), ("go", 600 * S, 0)]);
+        // The same run, but rolled back at the end (a drill): it teaches nothing.
+        let mut drill = run_of(&[("backup", 90 * S, 0)]);
+        drill.pop();
+        drill.push(rec(
+            0,
+            90 * S,
+            Event::RollbackStarted {
+                reason: "drill".into(),
+            },
+        ));
+        drill.push(rec(0, 90 * S, Event::RunRolledBack { left: vec![] }));
+        // `go` waited for a person: its time is not a duration of the work.
+        let mut with_wait = completed.clone();
+        // Its approval, instead of the StepSucceeded `run_of` wrote.
+        with_wait.remove(6);
+        with_wait.insert(
+            6,
+            rec(
+                0,
+                600 * S,
+                Event::Approved {
+                    step: "go".into(),
+                    by: "alice".into(),
+                    comment: None,
+                },
+            ),
+        );
+        with_wait.insert(
+            6,
+            rec(0, 10 * S, Event::ApprovalRequested { step: "go".into() }),
+        );
+        let learned = Learned::from_runs([with_wait.as_slice(), drill.as_slice()]);
+        assert_eq!(learned.steps["backup"].median_ms, 10 * S);
+        assert_eq!(learned.steps["backup"].runs, 1);
+        assert!(
+            !learned.steps.contains_key("go"),
+            "{:?}",
+            learned.steps.keys()
+        );
+    }
 
     #[test]
     fn learned_durations_are_medians_of_finished_runs_scaled_per_item() {
