@@ -285,9 +285,18 @@ impl Page {
         self.info.timezone.unwrap_or(m.timezone)
     }
 
-    /// The zone for times not tied to one maintenance.
+    /// The zone for times not tied to one maintenance, and the page's `time_zone`:
+    /// `--timezone`, else the zone every maintenance is shown in when they share one
+    /// (so the API names the zone the pages show), else UTC.
     pub fn page_zone(&self) -> Tz {
-        self.info.timezone.unwrap_or(Tz::UTC)
+        if let Some(tz) = self.info.timezone {
+            return tz;
+        }
+        let mut zones = self.maintenances.iter().map(|m| m.timezone);
+        match zones.next() {
+            Some(first) if zones.all(|z| z == first) => first,
+            _ => Tz::UTC,
+        }
     }
 
     /// Maintenances in progress or verifying.
