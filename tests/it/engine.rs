@@ -755,7 +755,7 @@ fn resume_waits_for_the_dead_runners_command() {
     let w = World::sqlite();
     w.write(
         "rb.yaml",
-        "runbook: orphan\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; while [ ! -f release ]; do sleep 0.05; done; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+        "runbook: orphan\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 5; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
     );
     let mut runner = w
         .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "o"])
@@ -778,8 +778,6 @@ fn resume_waits_for_the_dead_runners_command() {
         "{}",
         early.stderr
     );
-    // The orphan runs until the test lets it end (a fixed sleep raced a loaded machine).
-    w.write("release", "");
     while w.count("end") == 0 {
         assert!(Instant::now() < deadline, "the orphan never finished");
         std::thread::sleep(Duration::from_millis(50));
