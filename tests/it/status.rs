@@ -943,14 +943,23 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Val
 
 /// The public updates of a run, as `kind:body`.
 async fn published(w: &World, run: &str) -> Vec<String> {
+    updates_of(w, run)
+        .await
+        .into_iter()
+        .map(|u| format!("{}:{}", u.kind, u.body))
+        .collect()
+}
+
+/// Every public update of a run, oldest first.
+async fn updates_of(w: &World, run: &str) -> Vec<runbook::engine::event::PublicUpdate> {
     let store = Store::open(&w.store).await.unwrap();
     store
         .load(run)
         .await
         .unwrap()
-        .iter()
-        .filter_map(|r| match &r.event {
-            runbook::engine::event::Event::Published(u) => Some(format!("{}:{}", u.kind, u.body)),
+        .into_iter()
+        .filter_map(|r| match r.event {
+            runbook::engine::event::Event::Published(u) => Some(u),
             _ => None,
         })
         .collect()
@@ -1576,16 +1585,10 @@ async fn a_store_outage_answers_503_and_the_real_error_stays_in_the_log() {
 
 /// The public updates of a run, as `kind:status`.
 async fn published_statuses(w: &World, run: &str) -> Vec<String> {
-    let store = Store::open(&w.store).await.unwrap();
-    store
-        .load(run)
+    updates_of(w, run)
         .await
-        .unwrap()
-        .iter()
-        .filter_map(|r| match &r.event {
-            runbook::engine::event::Event::Published(u) => Some(format!("{}:{}", u.kind, u.status)),
-            _ => None,
-        })
+        .into_iter()
+        .map(|u| format!("{}:{}", u.kind, u.status))
         .collect()
 }
 
@@ -1720,16 +1723,10 @@ async fn a_rehearsal_runs_for_real_and_tells_customers_nothing() {
 
 /// The public updates of a run, as (kind, ETA).
 async fn published_etas(w: &World, run: &str) -> Vec<(String, Option<i64>)> {
-    let store = Store::open(&w.store).await.unwrap();
-    store
-        .load(run)
+    updates_of(w, run)
         .await
-        .unwrap()
-        .iter()
-        .filter_map(|r| match &r.event {
-            runbook::engine::event::Event::Published(u) => Some((u.kind.clone(), u.eta_ms)),
-            _ => None,
-        })
+        .into_iter()
+        .map(|u| (u.kind, u.eta_ms))
         .collect()
 }
 
