@@ -4,7 +4,6 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::psql;
 use common::world::World;
@@ -41,7 +40,7 @@ impl Pg {
     /// pgbench's four tables at scale 1 (100,000 accounts), plus a table fed by a
     /// sequence and one with a foreign key.
     fn fill(&self) {
-        let out = Command::new("pgbench")
+        let out = crate::common::pg_tool("pgbench")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-i", "-q", "-s", "1"])
             .arg(&self.name)
             .output()
@@ -76,7 +75,7 @@ impl Pg {
                 format!("{t} {sum}")
             })
             .collect();
-        let out = Command::new("pg_dump")
+        let out = crate::common::pg_tool("pg_dump")
             .args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only"])
             .arg(&self.name)
             .output()
@@ -94,7 +93,7 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
+        let _ = crate::common::pg_tool("psql")
             .args([
                 "-h",
                 "127.0.0.1",
@@ -366,7 +365,7 @@ fn a_truncated_or_corrupted_postgres_backup_fails_verify_and_leaves_no_scratch_d
     let db = Pg::new(&w);
     db.fill();
     let dump = w.path("shop.dump");
-    let out = Command::new("pg_dump")
+    let out = crate::common::pg_tool("pg_dump")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-Fc", "-f"])
         .arg(&dump)
         .arg(&db.name)
@@ -566,7 +565,7 @@ steps:
         ),
     );
     // An application session on the database is ended by the swap.
-    let mut app = Command::new("psql")
+    let mut app = crate::common::pg_tool("psql")
         .args([
             "-h",
             "127.0.0.1",

@@ -8,7 +8,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::world::World;
@@ -20,7 +20,7 @@ const HANG: Duration = Duration::from_secs(60);
 /// Runs `runbook ARGS...` in `dir`, killed (and the test failed) if it has not ended
 /// within [`HANG`]: a read that waits for ever shows as a failure, not a stuck suite.
 fn run_bounded(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    let child = crate::common::runbook()
         .args(args)
         .current_dir(dir)
         .env(
@@ -185,7 +185,7 @@ impl Drop for Server {
 
 fn serve(dir: &Path, env: &[(&str, &str)], fd_limit: Option<u64>) -> Server {
     std::fs::create_dir_all(dir.join("state")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    let mut cmd = crate::common::runbook();
     cmd.args(["serve", "--addr", "127.0.0.1:0"])
         .arg("--store")
         .arg(format!("sqlite://{}/state/state.db", dir.display()))

@@ -130,7 +130,7 @@ async fn start_server(
         let log = fs::File::create(dir.join(format!("serve-{attempt}.log"))).unwrap();
         let mut server = Proc::spawn(
             "runbook serve",
-            Command::new(env!("CARGO_BIN_EXE_runbook"))
+            crate::common::runbook()
                 .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
                 .args(["--store", store, "--page-name", page_name])
                 .current_dir(dir)
@@ -428,7 +428,7 @@ steps:
         ),
     )
     .unwrap();
-    let valid = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    let valid = crate::common::runbook()
         .arg("validate")
         .arg(&runbook)
         .output()
@@ -447,7 +447,7 @@ steps:
     let exec_log = fs::File::create(dir.join("execute.log")).unwrap();
     let mut run = Proc::spawn(
         "runbook execute",
-        Command::new(env!("CARGO_BIN_EXE_runbook"))
+        crate::common::runbook()
             .arg("execute")
             .arg(&runbook)
             .args(["--now", "--yes", "--store", &store])

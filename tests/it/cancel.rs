@@ -214,7 +214,7 @@ fn a_stopped_update_releases_its_row_lock() {
 
 /// Whether another session can lock row 1 of `accounts` without waiting.
 fn can_lock_row(db: &str) -> bool {
-    std::process::Command::new("psql")
+    crate::common::pg_tool("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "-d", db, "-tAqc"])
         .arg("SELECT n FROM accounts WHERE id = 1 FOR UPDATE NOWAIT")
         .output()

@@ -311,7 +311,7 @@ fn the_demo_drill_rolls_back_to_the_data_as_it_was() {
 /// before" means.
 fn pg_fingerprint(db: &str) -> (String, String) {
     let name = db.rsplit('/').next().unwrap();
-    let schema = std::process::Command::new("pg_dump")
+    let schema = crate::common::pg_tool("pg_dump")
         .args([
             "-h",
             "127.0.0.1",
@@ -357,7 +357,7 @@ fn a_full_maintenance_on_postgres_and_its_rollback() {
     let name = format!("{}_target", w.store.rsplit('/').next().unwrap());
     psql(&w.store, &format!("CREATE DATABASE {name}"));
     let db = format!("postgres://postgres@127.0.0.1:5432/{name}");
-    let init = std::process::Command::new("pgbench")
+    let init = crate::common::pg_tool("pgbench")
         .args([
             "-h",
             "127.0.0.1",
@@ -623,7 +623,7 @@ fn a_reindex_that_meets_a_lock_cleans_up_and_tries_again() {
          INSERT INTO items (v) SELECT g FROM generate_series(1, 1000) g;",
     );
     // An old snapshot that REINDEX CONCURRENTLY must wait for.
-    let mut holder = std::process::Command::new("psql")
+    let mut holder = crate::common::pg_tool("psql")
         .args(["-X", "-q", "-d", &db, "-c"])
         .arg("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM items; SELECT pg_sleep(3); COMMIT;")
         .stdout(std::process::Stdio::null())

@@ -8,7 +8,7 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ impl Tenants {
         self.names
             .iter()
             .map(|db| {
-                let out = Command::new("pg_dump")
+                let out = crate::common::pg_tool("pg_dump")
                     .args(["-h", "127.0.0.1", "-U", "postgres", "--schema-only"])
                     .args(["--exclude-table=runbook_migrations", "--no-owner", db])
                     .output()

@@ -638,7 +638,7 @@ fn a_stale_lease_from_another_host_is_taken_over_by_resume() {
         let sql = format!(
             "UPDATE leases SET host = 'db-runner-2', heartbeat_ms = (extract(epoch from now()) * 1000)::bigint - {age_ms}"
         );
-        let ok = std::process::Command::new("psql")
+        let ok = crate::common::pg_tool("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &db, "-qc", &sql])
             .status()
             .unwrap();

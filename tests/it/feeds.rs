@@ -100,7 +100,7 @@ async fn start_server(
             .expect("a free loopback port");
         let log = fs::File::create(dir.join(format!("serve-{attempt}.log"))).unwrap();
         let mut server = Proc(
-            Command::new(env!("CARGO_BIN_EXE_runbook"))
+            crate::common::runbook()
                 .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
                 .args(["--store", store, "--page-name", page_name])
                 .current_dir(dir)
@@ -152,7 +152,7 @@ async fn feeds_hold_every_public_update_of_a_run() {
     fs::write(&runbook, RUNBOOK).unwrap();
 
     // A whole run, before any server.
-    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+    let out = crate::common::runbook()
         .arg("execute")
         .arg(&runbook)
         .args(["--now", "--yes", "--store", &store])

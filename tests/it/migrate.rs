@@ -79,7 +79,7 @@ impl Db {
     fn schema(&self) -> String {
         match &self.file {
             None => {
-                let out = Command::new("pg_dump")
+                let out = crate::common::pg_tool("pg_dump")
                     .args(["--schema-only", "--no-owner", "-T", "runbook_migrations"])
                     .arg(&self.url)
                     .output()
@@ -544,7 +544,7 @@ struct Holder {
 
 impl Holder {
     fn lock(db: &Db, table: &str) -> Holder {
-        let mut child = Command::new("psql")
+        let mut child = crate::common::pg_tool("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db.name(), "-Xq"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

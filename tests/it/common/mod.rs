@@ -23,9 +23,49 @@ pub fn root() -> PathBuf {
 
 /// Runs `runbook ARGS...` in `dir`.
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    let mut cmd = runbook();
     cmd.args(args).current_dir(dir).stdin(Stdio::null());
     output_of(&mut cmd)
+}
+
+/// The `runbook` binary under test, finding the PostgreSQL client tools as [`pg_tool`]
+/// does.
+pub fn runbook() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    if let Some(bin) = pg_bin() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let paths = std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&path));
+        c.env("PATH", std::env::join_paths(paths).unwrap());
+    }
+    c.env("PGSSLMODE", "disable");
+    c
+}
+
+/// A PostgreSQL client tool (`psql`, `pg_dump`, `pgbench` ...) for the local test server:
+/// the newest installed version's binary itself, since Debian's `/usr/bin/psql` is a Perl
+/// wrapper that costs more than the tool, and no TLS handshake on the loopback.
+pub fn pg_tool(name: &str) -> Command {
+    let mut c = Command::new(pg_bin().map_or_else(|| PathBuf::from(name), |b| b.join(name)));
+    c.env("PGSSLMODE", "disable");
+    c
+}
+
+/// The newest `/usr/lib/postgresql/N/bin` (Debian's layout), if there is one.
+fn pg_bin() -> Option<&'static Path> {
+    static BIN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let version: u32 = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("psql").exists().then_some((version, bin))
+            })
+            .max()
+            .map(|(_, bin)| bin)
+    })
+    .as_deref()
 }
 
 /// Runs a prepared `runbook` command to the end; a panic is a failed test.
@@ -52,7 +92,7 @@ pub fn run(args: &[&str]) -> Output {
 /// `psql -tAq` on the local PostgreSQL server; `db` is a database name or URL. Returns
 /// the trimmed output; a failure fails the test.
 pub fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
+    let out = pg_tool("psql")
         .args([
             "-h",
             "127.0.0.1",

@@ -44,7 +44,7 @@ impl World {
                 .to_lowercase()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "")
         );
-        let status = Command::new("psql")
+        let status = super::pg_tool("psql")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
             .arg(format!("CREATE DATABASE {name}"))
             .status()
@@ -89,7 +89,7 @@ impl World {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+        let mut c = super::runbook();
         c.args(args)
             .current_dir(self.dir.path())
             .env("RUNBOOK_STORE", &self.store)
@@ -206,7 +206,7 @@ impl Drop for World {
 /// second or two, one drop at a time on the server) that no test needs to wait for. The
 /// `psql` outlives the test process if need be; a thread reaps it meanwhile.
 pub fn drop_database_later(name: &str) {
-    let child = Command::new("psql")
+    let child = super::pg_tool("psql")
         .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
         .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .stdin(Stdio::null())
