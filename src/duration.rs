@@ -80,9 +80,49 @@ pub fn local(ms: i64, tz: chrono_tz::Tz) -> String {
     }
 }
 
+/// A time written short (`20:45 GMT`) when it falls on the same day as `reference_ms` in
+/// `tz`, else with its date (as [`local`]): how a page or an update reads an ETA.
+pub fn near(ms: i64, reference_ms: i64, tz: chrono_tz::Tz) -> String {
+    let at = |ms| {
+        chrono::TimeZone::timestamp_millis_opt(&chrono::Utc, ms)
+            .single()
+            .map(|t| t.with_timezone(&tz))
+    };
+    match (at(ms), at(reference_ms)) {
+        (Some(t), Some(r)) if t.date_naive() == r.date_naive() => t.format("%H:%M %Z").to_string(),
+        _ => local(ms, tz),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_is_short_on_the_day_of_its_reference_in_its_zone() {
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let eta = at("2026-12-03T22:30:00Z");
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            near(eta, at("2026-12-03T09:00:00Z"), chrono_tz::UTC),
+            "22:30 UTC"
+        );
+        assert_eq!(near(eta, at("2026-12-03T09:00:00Z"), ny), "17:30 EST");
+        // The next day in Tokyo, the same day in UTC.
+        let tokyo = chrono_tz::Asia::Tokyo;
+        assert_eq!(
+            near(eta, at("2026-12-03T09:00:00Z"), tokyo),
+            "2026-12-04 07:30 JST"
+        );
+        assert_eq!(
+            near(eta, at("2026-12-02T23:00:00Z"), chrono_tz::UTC),
+            "2026-12-03 22:30 UTC"
+        );
+    }
 
     #[test]
     fn parses_the_forms_runbooks_use() {

@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use handlebars::Handlebars;
 
 use crate::template::{self, Mode};
@@ -171,7 +171,7 @@ impl<'a> Publisher<'a> {
 
     /// The template context of an update: the run's (`vars`, `run`, `window`) and the
     /// update's own values.
-    fn context(&self, base: &Value, eta: Option<i64>, step: Option<&Step>) -> Value {
+    fn context(&self, base: &Value, eta: Option<i64>, now_ms: i64, step: Option<&Step>) -> Value {
         let rb = self.rb;
         let tz = rb.window.timezone;
         let mut ctx = base.clone();
@@ -202,7 +202,7 @@ impl<'a> Publisher<'a> {
         ctx["summary"] = Value::from(rb.summary.as_deref().map(|s| text(s, base)));
         ctx["runbook"] = Value::from(rb.id.as_str());
         ctx["components"] = Value::from(rb.status_page.components.join(", "));
-        ctx["eta"] = Value::from(eta.map(|ms| local_time(ms, tz)));
+        ctx["eta"] = Value::from(eta.map(|ms| crate::duration::near(ms, now_ms, tz)));
         ctx["step"] = match step {
             Some(s) => json!({
                 "id": s.id,
@@ -220,11 +220,11 @@ impl<'a> Publisher<'a> {
         kind: &str,
         status: &str,
         base: &Value,
-        eta: Option<i64>,
+        (eta, now_ms): (Option<i64>, i64),
         step: Option<&Step>,
         own: Option<&String>,
     ) -> Option<PublicUpdate> {
-        let ctx = self.context(base, eta, step);
+        let ctx = self.context(base, eta, now_ms, step);
         let updates = &self.rb.status_page.updates;
         // A runbook that wrote its own `rolling_back` (or silenced it) meant every
         // rollback, unless it also wrote the finer kind.
@@ -255,8 +255,8 @@ impl<'a> Publisher<'a> {
     }
 
     /// The update `runbook schedule` publishes.
-    pub fn scheduled(&self, base: &Value) -> Option<PublicUpdate> {
-        self.update("scheduled", "scheduled", base, None, None, None)
+    pub fn scheduled(&self, base: &Value, now_ms: i64) -> Option<PublicUpdate> {
+        self.update("scheduled", "scheduled", base, (None, now_ms), None, None)
     }
 
     /// The Statuspage status of the maintenance while its run is in `state`:
@@ -344,7 +344,7 @@ impl<'a> Publisher<'a> {
             "overrun",
             status,
             base,
-            eta,
+            (eta, now_ms),
             Some(step),
             step.updates.get("overrun"),
         )
@@ -369,9 +369,14 @@ impl<'a> Publisher<'a> {
         let mut out = Vec::new();
         for (n, event) in events.iter().enumerate() {
             let u = match event {
-                Event::RunStarted { .. } => {
-                    self.update("in_progress", "in_progress", base, eta, None, None)
-                }
+                Event::RunStarted { .. } => self.update(
+                    "in_progress",
+                    "in_progress",
+                    base,
+                    (eta, now_ms),
+                    None,
+                    None,
+                ),
                 Event::StepStarted {
                     step,
                     attempt: 1,
@@ -385,7 +390,14 @@ impl<'a> Publisher<'a> {
                     if *verifying && status == "verifying" && self.status(before) != "verifying" {
                         let shown = step_title(s).map(|_| s);
                         let own = shown.and_then(|s| s.updates.get("started"));
-                        out.extend(self.update("verifying", "verifying", base, eta, shown, own));
+                        out.extend(self.update(
+                            "verifying",
+                            "verifying",
+                            base,
+                            (eta, now_ms),
+                            shown,
+                            own,
+                        ));
                         continue;
                     }
                     // Muted by a person: step texts wait; changes of status do not.
@@ -393,9 +405,21 @@ impl<'a> Publisher<'a> {
                         continue;
                     }
                     let own = s.updates.get("started");
+                    // Subscribers hear of the work, not of every check: a step's start is
+                    // announced when it changes something (or closes or reopens the
+                    // service), or when the step wrote its own text for it.
+                    if own.is_none() && !announced_start(s) {
+                        continue;
+                    }
                     if s.kind == Kind::Announce {
                         let body = own
-                            .map(|t| render(Some(t), "announce", &self.context(base, eta, Some(s))))
+                            .map(|t| {
+                                render(
+                                    Some(t),
+                                    "announce",
+                                    &self.context(base, eta, now_ms, Some(s)),
+                                )
+                            })
                             .or_else(|| step_title(s).map(|t| text(t, base)))
                             .unwrap_or_default();
                         (!body.is_empty()).then(|| PublicUpdate {
@@ -409,21 +433,21 @@ impl<'a> Publisher<'a> {
                             quiet_until_ms: None,
                         })
                     } else {
-                        self.update("step_started", status, base, eta, Some(s), own)
+                        self.update("step_started", status, base, (eta, now_ms), Some(s), own)
                     }
                 }
                 Event::RollbackStarted { .. } => {
                     let kind = self.rollback_kind(before, &events[..n]);
-                    self.update(kind, "in_progress", base, None, None, None)
+                    self.update(kind, "in_progress", base, (None, now_ms), None, None)
                 }
                 Event::RunCompleted => {
-                    self.update("completed", "completed", base, None, None, None)
+                    self.update("completed", "completed", base, (None, now_ms), None, None)
                 }
                 Event::RunRolledBack { .. } => {
-                    self.update("rolled_back", "completed", base, None, None, None)
+                    self.update("rolled_back", "completed", base, (None, now_ms), None, None)
                 }
                 Event::RunFailed { .. } => self
-                    .update("failed", "investigating", base, None, None, None)
+                    .update("failed", "investigating", base, (None, now_ms), None, None)
                     .map(|u| PublicUpdate {
                         incident: true,
                         ..u
@@ -433,7 +457,7 @@ impl<'a> Publisher<'a> {
                     // not say "completed" while customers are locked out).
                     let closed = before.closed || after.closed;
                     let status = if closed { "investigating" } else { "completed" };
-                    self.update("aborted", status, base, None, None, None)
+                    self.update("aborted", status, base, (None, now_ms), None, None)
                         .map(|u| PublicUpdate {
                             incident: closed,
                             ..u
@@ -445,6 +469,13 @@ impl<'a> Publisher<'a> {
         }
         out
     }
+}
+
+/// Whether the start of public step `s` is announced by default: an announcement, or a
+/// step that changes something or closes or reopens the service.
+pub fn announced_start(s: &Step) -> bool {
+    matches!(s.kind, Kind::Announce | Kind::Close | Kind::Reopen)
+        || crate::engine::undo::changes_things(s)
 }
 
 /// Whether a person muted automatic texts (`runbook update --quiet`) at `now_ms`.
@@ -472,19 +503,5 @@ pub fn maintenance_status(status: RunStatus) -> &'static str {
         RunStatus::Verifying => "verifying",
         RunStatus::Completed | RunStatus::RolledBack => "completed",
         _ => "in_progress",
-    }
-}
-
-/// `20:45 GMT` on the day of the window, `Tue 20:45 GMT` (with the date) otherwise.
-pub fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
-    let Some(t) = DateTime::<Utc>::from_timestamp_millis(ms) else {
-        return String::new();
-    };
-    let t = t.with_timezone(&tz);
-    let today = Utc::now().with_timezone(&tz).date_naive();
-    if t.date_naive() == today {
-        t.format("%H:%M %Z").to_string()
-    } else {
-        t.format("%a %-d %b %H:%M %Z").to_string()
     }
 }

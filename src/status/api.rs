@@ -205,7 +205,15 @@ impl<'a> Api<'a> {
             "created_at": model::iso(u.at_ms),
             "updated_at": model::iso(u.at_ms),
             "display_at": model::iso(u.at_ms),
-            "affected_components": null,
+            // The component changes this update tells, as Statuspage lists them.
+            "affected_components": (!u.components.is_empty()).then(|| {
+                u.components.iter().map(|c| json!({
+                    "code": c.code,
+                    "name": c.name,
+                    "old_status": c.old_status.as_str(),
+                    "new_status": c.new_status.as_str(),
+                })).collect::<Vec<_>>()
+            }),
             // Statuspage notifies subscribers of what is delivered: changes of status,
             // overruns and a person's word, not every step.
             "deliver_notifications": !matches!(u.kind.as_str(), "step_started" | "announce"),
@@ -307,7 +315,7 @@ fn maintenance_v1(page: &Page) -> Value {
         .filter(|_| !late);
     let eta_local = current
         .zip(eta)
-        .map(|(m, eta)| model::local_time(eta, page.zone(m)));
+        .map(|(m, eta)| crate::duration::near(eta, page.now_ms, page.zone(m)));
     let maintenance = current.map(|m| {
         let (from, until) = window(m, page.now_ms);
         json!({

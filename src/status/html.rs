@@ -8,14 +8,11 @@
 
 use std::sync::LazyLock;
 
-use chrono::{NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use handlebars::Handlebars;
 use serde_json::{Value, json};
 
-use super::model::{
-    Incident, Maintenance, MaintenanceStatus, Outcome, Page, Update, iso, local, local_time,
-};
+use super::model::{Incident, Maintenance, MaintenanceStatus, Outcome, Page, Update, iso, local};
 use super::snapshot::{self, Asset, Snapshot};
 use crate::template::{self, Mode};
 
@@ -416,19 +413,7 @@ fn opt_time(ms: Option<i64>, zone: Tz) -> Value {
 
 /// A time written short (`20:45 GMT`) when it falls on the same day as `reference`.
 fn near_time(ms: i64, reference: i64, zone: Tz) -> Value {
-    let same_day = day(ms, zone).is_some() && day(ms, zone) == day(reference, zone);
-    let text = if same_day {
-        local_time(ms, zone)
-    } else {
-        local(ms, zone)
-    };
-    json!({ "iso": iso(ms), "text": text })
-}
-
-fn day(ms: i64, zone: Tz) -> Option<NaiveDate> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.with_timezone(&zone).date_naive())
+    json!({ "iso": iso(ms), "text": crate::duration::near(ms, reference, zone) })
 }
 
 /// The page of a maintenance, its id percent-encoded (ids are URL-safe today; a link

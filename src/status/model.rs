@@ -6,7 +6,7 @@
 //! reads only public fields (titles, the public plan, published updates), never logs,
 //! errors or outputs.
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
 
@@ -144,6 +144,20 @@ pub struct Update {
     pub eta_ms: Option<i64>,
     /// An update of the incident, not of the maintenance.
     pub incident: bool,
+    /// The component statuses that changed since the run's previous update (Statuspage's
+    /// `affected_components`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentChange>,
+}
+
+/// A component's status changed, as an update tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ComponentChange {
+    /// The component's id.
+    pub code: String,
+    pub name: String,
+    pub old_status: ComponentStatus,
+    pub new_status: ComponentStatus,
 }
 
 /// Where a running maintenance is.
@@ -505,14 +519,6 @@ pub fn slug(name: &str) -> String {
 }
 
 pub use crate::duration::local;
-
-/// A time of day in a zone: `20:45 GMT` (for an ETA the same day).
-pub fn local_time(ms: i64, tz: Tz) -> String {
-    match Utc.timestamp_millis_opt(ms).single() {
-        Some(t) => t.with_timezone(&tz).format("%H:%M %Z").to_string(),
-        None => String::new(),
-    }
-}
 
 /// RFC 3339 in UTC with milliseconds, as Statuspage's JSON writes times.
 pub fn iso(ms: i64) -> String {

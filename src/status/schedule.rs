@@ -70,7 +70,7 @@ pub async fn schedule(store: &Store, rb: &Runbook) -> Result<Scheduled, String> 
         },
     });
     let learned = Default::default();
-    let update: Option<PublicUpdate> = Publisher::new(rb, &learned).scheduled(&base);
+    let update: Option<PublicUpdate> = Publisher::new(rb, &learned).scheduled(&base, now);
     // Secret values (in `--var`s, say) never reach the page.
     let masker =
         crate::engine::action::Masker::new(crate::engine::action::secret_values(&rb.secrets));

@@ -753,6 +753,66 @@ async fn schedule_publishes_an_upcoming_maintenance_that_the_run_then_carries_ou
     assert_ne!(new_id, id, "{}", o.stdout);
 }
 
+/// Each update lists the component changes it tells, as Statuspage does: the close's
+/// update puts both components under maintenance, the reopen's brings them back; the
+/// others change nothing.
+#[tokio::test]
+async fn each_update_lists_the_component_changes_it_tells() {
+    let w = completed_world();
+    let (store, snap) = snapshot(&w).await;
+    let app = app(store, snap, None);
+    let (_, _, body) = send(&app, get("/api/v2/scheduled-maintenances.json")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let updates = v["scheduled_maintenances"][0]["incident_updates"]
+        .as_array()
+        .unwrap();
+    let changes: Vec<(String, String)> = updates
+        .iter()
+        .rev()
+        .map(|u| {
+            let c = match u["affected_components"].as_array() {
+                None => "-".to_owned(),
+                Some(cs) => cs
+                    .iter()
+                    .map(|c| {
+                        assert_eq!(
+                            c["code"],
+                            runbook::status::model::slug(c["name"].as_str().unwrap())
+                        );
+                        format!(
+                            "{}:{}>{}",
+                            c["name"].as_str().unwrap(),
+                            c["old_status"].as_str().unwrap(),
+                            c["new_status"].as_str().unwrap()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            };
+            (u["body"].as_str().unwrap().to_owned(), c)
+        })
+        .collect();
+    let of = |title: &str| {
+        &changes
+            .iter()
+            .find(|(b, _)| b.contains(title))
+            .unwrap_or_else(|| panic!("no update of {title}: {changes:?}"))
+            .1
+    };
+    assert_eq!(
+        of("Close the shop"),
+        "web shop:operational>under_maintenance,api:operational>under_maintenance",
+        "{changes:?}"
+    );
+    assert_eq!(
+        of("Reopen the shop"),
+        "web shop:under_maintenance>operational,api:under_maintenance>operational",
+        "{changes:?}"
+    );
+    let changed = changes.iter().filter(|(_, c)| c != "-").count();
+    assert_eq!(changed, 2, "{changes:?}");
+}
+
 #[test]
 fn schedule_refuses_a_runbook_without_a_window_and_bad_files() {
     let w = World::sqlite();

@@ -375,7 +375,11 @@ fn summary_has_statuspage_shapes() {
     assert_eq!(u["body"], "We are looking into it.");
     assert_eq!(u["incident_id"], "inc-run-0");
     assert_eq!(u["deliver_notifications"], true);
-    assert_eq!(u["affected_components"], Value::Null);
+    // The failure left the service closed: the update that says so names the change.
+    assert_eq!(
+        u["affected_components"],
+        json!([{ "code": "api", "name": "API", "old_status": "operational", "new_status": "major_outage" }])
+    );
     // Nothing of the run's own record leaks.
     assert!(
         !String::from_utf8_lossy(&snap.get("/api/v2/summary.json").unwrap().body)

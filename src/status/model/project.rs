@@ -104,6 +104,7 @@ fn update(stream: &str, seq: i64, at_ms: i64, u: &PublicUpdate) -> Update {
         body: u.body.clone(),
         eta_ms: u.eta_ms,
         incident: u.incident,
+        components: Vec::new(),
     }
 }
 
@@ -217,6 +218,8 @@ fn fold_run(
     let mut history = History::default();
     history.apply(&events[0]);
     let mut incident: Option<Incident> = None;
+    // What this run's components were last said to be, for each update's changes.
+    let mut reported = ComponentStatus::Operational;
     for r in &events[1..] {
         match history.apply(r) {
             Change::StepStarted(step) => {
@@ -242,7 +245,26 @@ fn fold_run(
                     incident = Some(i);
                 }
             }
-            Change::Published(u) => published(run_id, r, u, m, incident.as_mut()),
+            Change::Published(u) => {
+                published(run_id, r, u, m, incident.as_mut());
+                let now = implied(m, incident.as_ref());
+                if now != reported {
+                    m.updates[0].components = m
+                        .components
+                        .iter()
+                        .map(|name| ComponentChange {
+                            code: slug(name),
+                            name: name.clone(),
+                            old_status: reported,
+                            new_status: now,
+                        })
+                        .collect();
+                    if let Some(i) = incident.as_mut().filter(|_| u.incident) {
+                        i.updates[0].components = m.updates[0].components.clone();
+                    }
+                    reported = now;
+                }
+            }
             Change::Other => {}
         }
     }
@@ -361,6 +383,7 @@ fn unreadable(
         body: body.into(),
         eta_ms: None,
         incident: true,
+        components: Vec::new(),
     };
     m.updates.insert(0, shown.clone());
     if m.incident.is_none() {
@@ -440,16 +463,32 @@ fn components(maintenances: &[Maintenance], incidents: &[Incident]) -> Vec<Compo
         let named = |names: &[String]| names.iter().any(|n| slug(n) == c.id);
         for m in maintenances.iter().filter(|m| named(&m.components)) {
             c.updated_ms = c.updated_ms.max(m.updated_ms);
-            if m.active() && m.closed {
-                c.status = c.status.max(ComponentStatus::UnderMaintenance);
-            }
+            c.status = c.status.max(implied(m, None));
         }
         for i in incidents.iter().filter(|i| named(&i.components)) {
             c.updated_ms = c.updated_ms.max(i.updated_ms);
-            if !i.resolved() && i.impact == "major" {
-                c.status = c.status.max(ComponentStatus::MajorOutage);
-            }
+            c.status = c.status.max(incident_implies(i));
         }
     }
     out
+}
+
+/// The status a maintenance (and the incident its run opened) gives its components:
+/// under maintenance while its run has the service closed, in a major outage while an
+/// incident that left it closed is unresolved.
+fn implied(m: &Maintenance, incident: Option<&Incident>) -> ComponentStatus {
+    let own = if m.active() && m.closed {
+        ComponentStatus::UnderMaintenance
+    } else {
+        ComponentStatus::Operational
+    };
+    own.max(incident.map_or(ComponentStatus::Operational, incident_implies))
+}
+
+fn incident_implies(i: &Incident) -> ComponentStatus {
+    if !i.resolved() && i.impact == "major" {
+        ComponentStatus::MajorOutage
+    } else {
+        ComponentStatus::Operational
+    }
 }
