@@ -1652,6 +1652,56 @@ async fn published_statuses(w: &World, run: &str) -> Vec<String> {
         .collect()
 }
 
+/// By default subscribers hear of the work, not of every check: a step's start is
+/// published for the steps that change something, the close and the reopen, and a step
+/// that wrote its own `started` text; backups, checks, approvals and waits stay quiet.
+#[tokio::test]
+async fn only_the_steps_that_change_something_announce_their_start() {
+    let w = World::sqlite();
+    w.write(
+        "q.yaml",
+        r#"
+runbook: quiet-checks
+title: Shop upgrade
+window: { timezone: Europe/London, duration: 1h }
+status_page: { components: [web shop] }
+steps:
+  - { id: pre, kind: test, title: Pre-check, run: { shell: "true" } }
+  - { id: dump, kind: backup, title: Back up, run: { shell: "true" } }
+  - { id: pause, kind: wait, title: Settle, interval: 10ms, until: [{ shell: "true" }] }
+  - { id: close, kind: close, title: Close the shop }
+  - { id: patch, kind: patch, title: Patch, run: { shell: "true" } }
+  - id: told
+    kind: test
+    title: Told check
+    public: { started: "Checking the orders now." }
+    run: { shell: "true" }
+  - { id: fix, kind: install, title: Install, run: { shell: "true" } }
+  - { id: smoke, kind: test, title: Smoke test, run: { shell: "true" } }
+  - { id: reopen, kind: reopen, title: Reopen the shop }
+"#,
+    );
+    let o = w.execute("q.yaml", "q-1");
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let started: Vec<String> = updates_of(&w, "q-1")
+        .await
+        .into_iter()
+        .filter(|u| u.kind == "step_started" || u.kind == "verifying")
+        .map(|u| format!("{}:{}", u.kind, u.step.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        started,
+        [
+            "step_started:close",
+            "step_started:patch",
+            "step_started:told",
+            "step_started:fix",
+            "verifying:smoke",
+            "step_started:reopen"
+        ]
+    );
+}
+
 /// A maintenance goes to verifying once: at the first check after the plan's last change
 /// (a hidden one counts), not for the backup's verify before the changes, and it stays
 /// verifying through the reopen until it completes.
