@@ -75,12 +75,21 @@ pub enum Event {
     /// A failure the runbook tolerates (`on_failure: continue`); the run goes on.
     FailureIgnored { step: String },
     /// One fan-out item started.
-    ItemStarted { step: String, index: usize },
+    ItemStarted {
+        step: String,
+        index: usize,
+        /// The item's name (its `name`, its `item_label`, else its value).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
+    },
     /// One fan-out item succeeded, with what it produced (a tenant's backup path, the
     /// version a tenant's database was migrated from ...).
     ItemSucceeded {
         step: String,
         index: usize,
+        /// The item's name (its `name`, its `item_label`, else its value).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
         #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
         outputs: IndexMap<String, Value>,
     },
@@ -88,6 +97,9 @@ pub enum Event {
     ItemFailed {
         step: String,
         index: usize,
+        /// The item's name (its `name`, its `item_label`, else its value).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
         error: String,
     },
     /// An `approve` step is waiting for a person.
@@ -132,9 +144,21 @@ pub enum Event {
     StepRollbackStarted { step: String },
     /// Undoing one fan-out item of the step being undone (its rollback, or its
     /// checkpoint's restore, with that item).
-    ItemRollbackStarted { step: String, index: usize },
+    ItemRollbackStarted {
+        step: String,
+        index: usize,
+        /// The item's name (its `name`, its `item_label`, else its value).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
+    },
     /// One fan-out item undone: a resumed rollback does not undo it again.
-    ItemRolledBack { step: String, index: usize },
+    ItemRolledBack {
+        step: String,
+        index: usize,
+        /// The item's name (its `name`, its `item_label`, else its value).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        name: String,
+    },
     /// One step undone: by its own rollback, or (`by_restore`) by the restore of that
     /// checkpoint, recorded with the restore's own outcome.
     StepRolledBack {

@@ -190,7 +190,22 @@ impl Shown<'_> {
                     "duration_ms": duration_ms(s.started_ms, s.ended_ms),
                     "error": s.error,
                     "outputs": s.outputs,
-                    "items": { "done": done, "failed": failed },
+                    "items": {
+                        "done": done,
+                        "failed": failed,
+                        "failures": s.items.iter()
+                            .filter(|(_, st)| **st == ItemStatus::Failed)
+                            .map(|(ix, _)| json!({
+                                "index": ix,
+                                "name": s.item_names.get(ix),
+                                "error": s.item_errors.get(ix),
+                            }))
+                            .collect::<Vec<_>>(),
+                        "running": s.items.iter()
+                            .filter(|(_, st)| **st == ItemStatus::Running)
+                            .map(|(ix, _)| json!({ "index": ix, "name": s.item_names.get(ix) }))
+                            .collect::<Vec<_>>(),
+                    },
                     "output": self.log_tail(id, 5),
                     "cancelled": s.cancelled,
                 });
@@ -283,9 +298,34 @@ impl Shown<'_> {
         if let Some(Value::String(e)) = s.outputs.get(LOG_ERROR) {
             outln!("      WARNING: {e}");
         }
+        let name = |ix: &usize| {
+            crate::engine::items::words(*ix, s.item_names.get(ix).map_or("", String::as_str))
+        };
+        // The items that failed, and those under way, by name (a few: the report has all).
+        const SHOWN: usize = 10;
+        for status in [ItemStatus::Failed, ItemStatus::Running] {
+            let these: Vec<&usize> = s
+                .items
+                .iter()
+                .filter(|(_, st)| **st == status)
+                .map(|(ix, _)| ix)
+                .collect();
+            for ix in these.iter().take(SHOWN) {
+                match status {
+                    ItemStatus::Failed => match s.item_errors.get(ix) {
+                        Some(e) => outln!("      {} FAILED: {e}", name(ix)),
+                        None => outln!("      {} FAILED", name(ix)),
+                    },
+                    _ => outln!("      {} running", name(ix)),
+                }
+            }
+            if these.len() > SHOWN {
+                outln!("      … and {} more", these.len() - SHOWN);
+            }
+        }
         for (ix, outputs) in &s.item_outputs {
             if let Some(Value::String(e)) = outputs.get(LOG_ERROR) {
-                outln!("      WARNING: item {ix}: {e}");
+                outln!("      WARNING: {}: {e}", name(ix));
             }
         }
         for line in self.log_tail(id, 3) {

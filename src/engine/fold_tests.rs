@@ -142,7 +142,11 @@ fn ignored(id: &str) -> Event {
 
 fn item_started(id: &str, index: usize) -> Event {
     let step = id.into();
-    Event::ItemStarted { step, index }
+    Event::ItemStarted {
+        step,
+        index,
+        name: String::new(),
+    }
 }
 
 fn item_succeeded(id: &str, index: usize) -> Event {
@@ -151,23 +155,37 @@ fn item_succeeded(id: &str, index: usize) -> Event {
     Event::ItemSucceeded {
         step,
         index,
+        name: String::new(),
         outputs,
     }
 }
 
 fn item_failed(id: &str, index: usize) -> Event {
     let (step, error) = (id.into(), "item boom".into());
-    Event::ItemFailed { step, index, error }
+    Event::ItemFailed {
+        step,
+        index,
+        name: String::new(),
+        error,
+    }
 }
 
 fn item_undo_started(id: &str, index: usize) -> Event {
     let step = id.into();
-    Event::ItemRollbackStarted { step, index }
+    Event::ItemRollbackStarted {
+        step,
+        index,
+        name: String::new(),
+    }
 }
 
 fn item_undone(id: &str, index: usize) -> Event {
     let step = id.into();
-    Event::ItemRolledBack { step, index }
+    Event::ItemRolledBack {
+        step,
+        index,
+        name: String::new(),
+    }
 }
 
 fn approval_requested(id: &str) -> Event {

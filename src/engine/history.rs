@@ -38,6 +38,8 @@ pub struct StepError {
     pub at_ms: i64,
     pub attempt: Option<u32>,
     pub item: Option<usize>,
+    /// The item's name, for an item's failure (when the journal has it).
+    pub item_name: Option<String>,
     pub kind: Failure,
     pub error: String,
 }
@@ -77,6 +79,8 @@ pub struct StepHistory {
     /// The same, in the attempt under way (or the last one).
     pub attempt_items_ended: usize,
     pub attempt_items_failed: usize,
+    /// When each fan-out item last started and (if it has) ended, by index.
+    pub item_times: std::collections::BTreeMap<usize, (i64, Option<i64>)>,
 }
 
 /// How a rollback ended.
@@ -287,6 +291,7 @@ impl History {
                 at_ms: at,
                 attempt,
                 item,
+                item_name: None,
                 kind,
                 error: text.to_owned(),
             })
@@ -305,8 +310,18 @@ impl History {
                 error(None, None, Failure::Rejected, &format!("rejected by {by}"))
             }
             Event::ItemFailed {
-                index, error: x, ..
-            } => error(None, Some(*index), Failure::ItemFailed, x),
+                index,
+                name,
+                error: x,
+                ..
+            } => {
+                error(None, Some(*index), Failure::ItemFailed, x);
+                if !name.is_empty()
+                    && let Some(last) = f.errors.last_mut()
+                {
+                    last.item_name = Some(name.clone());
+                }
+            }
             _ => {}
         }
         match e {
@@ -314,7 +329,13 @@ impl History {
                 f.attempt_items_ended = 0;
                 f.attempt_items_failed = 0;
             }
-            Event::ItemSucceeded { .. } | Event::ItemFailed { .. } => {
+            Event::ItemStarted { index, .. } => {
+                f.item_times.insert(*index, (at, None));
+            }
+            Event::ItemSucceeded { index, .. } | Event::ItemFailed { index, .. } => {
+                if let Some((_, end)) = f.item_times.get_mut(index) {
+                    *end = Some(at);
+                }
                 let failed = usize::from(matches!(e, Event::ItemFailed { .. }));
                 f.items_ended += 1;
                 f.items_failed += failed;

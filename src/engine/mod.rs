@@ -7,6 +7,7 @@ pub mod context;
 pub mod control;
 pub mod decide;
 pub mod history;
+pub mod items;
 /// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
 pub use crate::journal as event;
 pub mod mask;

@@ -207,6 +207,7 @@ impl Reporter {
 
 /// An event in words.
 pub fn describe(e: &Event) -> String {
+    use super::items;
     use Event::*;
     match e {
         RunStarted { runbook, title, .. } => format!("run of `{runbook}` started: {title}"),
@@ -234,18 +235,34 @@ pub fn describe(e: &Event) -> String {
         }
         StepSkipped { step, reason } => format!("step {step}: skipped ({reason})"),
         FailureIgnored { step } => format!("step {step}: failure tolerated (on_failure: continue)"),
-        ItemStarted { step, index } => format!("step {step}: item {index} started"),
+        ItemStarted { step, index, name } => {
+            format!("step {step}: {} started", items::words(*index, name))
+        }
         ItemSucceeded {
             step,
             index,
+            name,
             outputs,
         } => format!(
-            "step {step}: item {index} succeeded{}",
+            "step {step}: {} succeeded{}",
+            items::words(*index, name),
             log_warning(outputs)
         ),
-        ItemRollbackStarted { step, index } => format!("step {step}: item {index} undoing"),
-        ItemRolledBack { step, index } => format!("step {step}: item {index} undone"),
-        ItemFailed { step, index, error } => format!("step {step}: item {index} FAILED: {error}"),
+        ItemRollbackStarted { step, index, name } => {
+            format!("step {step}: {} undoing", items::words(*index, name))
+        }
+        ItemRolledBack { step, index, name } => {
+            format!("step {step}: {} undone", items::words(*index, name))
+        }
+        ItemFailed {
+            step,
+            index,
+            name,
+            error,
+        } => format!(
+            "step {step}: {} FAILED: {error}",
+            items::words(*index, name)
+        ),
         ApprovalRequested { step } => format!("step {step}: waiting for approval"),
         Approved { step, by, comment } => format!(
             "step {step}: approved by {by}{}",

@@ -391,6 +391,7 @@ mod tests {
                     Event::ItemStarted {
                         step: step.clone(),
                         index,
+                        name: String::new(),
                     },
                 ));
                 v.push(rec(
@@ -399,6 +400,7 @@ mod tests {
                     Event::ItemSucceeded {
                         step: step.clone(),
                         index,
+                        name: String::new(),
                         outputs: IndexMap::new(),
                     },
                 ));
@@ -594,6 +596,7 @@ steps:
                 Event::ItemStarted {
                     step: "fan".into(),
                     index: 0,
+                    name: String::new(),
                 },
             ),
             (
@@ -601,6 +604,7 @@ steps:
                 Event::ItemSucceeded {
                     step: "fan".into(),
                     index: 0,
+                    name: String::new(),
                     outputs: IndexMap::new(),
                 },
             ),

@@ -47,7 +47,9 @@ pub(crate) struct Worker<'w> {
 #[derive(Clone, Copy)]
 pub(crate) enum Unit<'v> {
     Step,
-    Item(usize, &'v Value),
+    /// An item: its index, its value, and the stem of its files
+    /// ([`super::items::stems`]).
+    Item(usize, &'v Value, &'v str),
 }
 
 impl<'w> Worker<'w> {
@@ -75,12 +77,33 @@ impl<'w> Worker<'w> {
         }
     }
 
-    /// The name of a unit's files and its `{{step}}`: `STEP`, or `STEP.N` for an item.
+    /// The name of a unit's files and its `{{step}}`: `STEP`, or `STEP.NAME` (`STEP.N`)
+    /// for an item.
     fn name(step: &Step, unit: Unit<'_>) -> String {
         match unit {
             Unit::Step => step.id.clone(),
-            Unit::Item(ix, _) => format!("{}.{ix}", step.id),
+            Unit::Item(_, _, stem) => stem.to_owned(),
         }
+    }
+
+    /// The names of a fan-out's items (see [`super::items`]), masked: each item's `name`,
+    /// else the step's `item_label` rendered with its `{{item}}`, else its value.
+    pub fn item_names(&self, step: &Step, items: &[Value]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| {
+                let label = || {
+                    let t = step.item_label.as_deref()?;
+                    let rendered = self.render(t, &self.context(Some(item))).ok()?;
+                    let label = super::items::shorten(rendered.trim());
+                    (!label.is_empty()).then_some(label)
+                };
+                let name = super::items::name_field(item)
+                    .or_else(label)
+                    .unwrap_or_else(|| super::items::of_value(item));
+                self.masker.mask(&name)
+            })
+            .collect()
     }
 
     /// The context of a unit: the run's values, `{{item}}` for an item, and the step's
@@ -88,7 +111,7 @@ impl<'w> Worker<'w> {
     fn unit_context(&self, step: &Step, unit: Unit<'_>) -> Value {
         let item = match unit {
             Unit::Step => None,
-            Unit::Item(_, v) => Some(v),
+            Unit::Item(_, v, _) => Some(v),
         };
         let mut ctx = self.context(item);
         ctx["step"] = Value::from(Self::name(step, unit));
@@ -101,7 +124,10 @@ impl<'w> Worker<'w> {
     /// context. A panic in the work fails the unit with the panic's message.
     pub async fn work(&self, step: &Step, unit: Unit<'_>) -> Outcome {
         let work = async {
-            panic_point(&Self::name(step, unit));
+            panic_point(&match unit {
+                Unit::Step => step.id.clone(),
+                Unit::Item(ix, ..) => format!("{}.{ix}", step.id),
+            });
             let ctx = self.unit_context(step, unit);
             if matches!(unit, Unit::Item(..))
                 && let Err(e) = self.preconditions_in(step, &ctx).await
@@ -519,7 +545,7 @@ impl<'w> Worker<'w> {
     /// of that tenant, say).
     pub async fn undo(&self, step: &Step, action: &Action, unit: Unit<'_>) -> Outcome {
         let mut ctx = self.unit_context(step, unit);
-        if let Unit::Item(ix, _) = unit {
+        if let Unit::Item(ix, ..) = unit {
             let run = self.state.step(&step.id);
             if let Some(outputs) = run.item_outputs.get(&ix) {
                 let mut merged = run.outputs.clone();

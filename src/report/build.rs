@@ -13,7 +13,7 @@ use crate::engine::history::{
     ApprovalRecord, Failure, History, Published, RollbackEnd, RollbackRecord, StepHistory,
     UndoRecord, UndoState, Verdict,
 };
-use crate::engine::state::{ItemStatus, RunState};
+use crate::engine::state::{ItemStatus, RunState, StepRun};
 
 /// Failed fan-out items listed per step (the rest are counted).
 const ITEM_ERRORS: usize = 20;
@@ -188,6 +188,7 @@ fn step_report(
             succeeded: count(ItemStatus::Succeeded),
             failed: count(ItemStatus::Failed),
             running: count(ItemStatus::Running),
+            rows: item_rows(&p.kind, run, h),
         }
     });
     let (errors, errors_omitted) = errors(h);
@@ -227,6 +228,40 @@ fn step_report(
     }
 }
 
+/// Each item of a fan-out: its name, outcome, timing and outputs worth reading.
+fn item_rows(kind: &str, run: &StepRun, h: &StepHistory) -> Vec<ItemRow> {
+    run.items
+        .iter()
+        .map(|(&index, status)| {
+            let (started, ended) = h.item_times.get(&index).copied().unwrap_or((0, None));
+            let started = h.item_times.contains_key(&index).then_some(started);
+            let failed = *status == ItemStatus::Failed;
+            ItemRow {
+                index,
+                name: run.item_names.get(&index).cloned(),
+                status: match status {
+                    ItemStatus::Running => "running",
+                    ItemStatus::Succeeded => "succeeded",
+                    ItemStatus::Failed => "failed",
+                }
+                .into(),
+                started_ms: started,
+                ended_ms: ended,
+                duration_ms: started.zip(ended).map(|(s, e)| (e - s).max(0)),
+                outputs: run
+                    .item_outputs
+                    .get(&index)
+                    .map(|o| outputs_worth_reading(kind, o))
+                    .unwrap_or_default(),
+                error: failed
+                    .then(|| run.item_errors.get(&index).cloned())
+                    .flatten(),
+                undone: run.items_undone.get(&index) == Some(&true),
+            }
+        })
+        .collect()
+}
+
 /// A step's errors, the failed fan-out items past the first [`ITEM_ERRORS`] counted
 /// instead of listed.
 fn errors(h: &StepHistory) -> (Vec<AttemptError>, usize) {
@@ -245,6 +280,7 @@ fn errors(h: &StepHistory) -> (Vec<AttemptError>, usize) {
             at_ms: e.at_ms,
             attempt: e.attempt,
             item: e.item,
+            item_name: e.item_name.clone(),
             kind: match e.kind {
                 Failure::PreconditionFailed => ErrorKind::PreconditionFailed,
                 Failure::Failed => ErrorKind::Failed,

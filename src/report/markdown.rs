@@ -67,7 +67,9 @@ pub(crate) fn details(s: &StepReport, clock: &Clock) -> Vec<String> {
     }
     for e in &s.errors {
         let what = match (e.kind, e.attempt, e.item) {
-            (ErrorKind::ItemFailed, _, Some(i)) => format!("item {i}"),
+            (ErrorKind::ItemFailed, _, Some(i)) => {
+                crate::engine::items::words(i, e.item_name.as_deref().unwrap_or_default())
+            }
             (ErrorKind::PreconditionFailed, Some(a), _) => format!("attempt {a}, precondition"),
             (_, Some(a), _) => format!("attempt {a}"),
             _ => "decision".into(),
@@ -108,7 +110,46 @@ pub(crate) fn details(s: &StepReport, clock: &Clock) -> Vec<String> {
         }
         out.push(t);
     }
+    if let Some(i) = &s.items {
+        out.extend(i.rows.iter().take(ITEM_ROWS).map(item_line));
+        if i.rows.len() > ITEM_ROWS {
+            out.push(format!(
+                "… {} more items (all in the JSON report)",
+                i.rows.len() - ITEM_ROWS
+            ));
+        }
+    }
     out
+}
+
+/// Fan-out items listed one per line in the Markdown and HTML reports (the JSON has all).
+const ITEM_ROWS: usize = 100;
+
+/// One fan-out item: `item acme: succeeded in 1.2s (path: …, size_bytes: …), undone`.
+fn item_line(row: &super::model::ItemRow) -> String {
+    let mut t = format!(
+        "{}: {}",
+        crate::engine::items::words(row.index, row.name.as_deref().unwrap_or_default()),
+        row.status
+    );
+    if let Some(d) = row.duration_ms {
+        let _ = write!(t, " in {}", dur(d));
+    }
+    if !row.outputs.is_empty() {
+        let outputs: Vec<String> = row
+            .outputs
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", output_text(k, v)))
+            .collect();
+        let _ = write!(t, " ({})", outputs.join(", "));
+    }
+    if let Some(e) = &row.error {
+        let _ = write!(t, ": {e}");
+    }
+    if row.undone {
+        t.push_str(", undone");
+    }
+    t
 }
 
 /// A span of times: `19:00:00–19:01:00`.

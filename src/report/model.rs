@@ -375,6 +375,30 @@ pub struct Items {
     pub failed: usize,
     /// Started and not finished.
     pub running: usize,
+    /// Every item started, in the order of the list.
+    pub rows: Vec<ItemRow>,
+}
+
+/// One fan-out item of a step.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ItemRow {
+    pub index: usize,
+    /// Its name: its `name`, the step's `item_label`, else its value (null in a journal
+    /// written before items had names).
+    pub name: Option<String>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    /// Its last attempt's start and end.
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    /// The outputs worth reading, as for a step (a backup's `path`, `size_bytes`,
+    /// `sha256`; a migration's versions).
+    pub outputs: IndexMap<String, Value>,
+    pub error: Option<String>,
+    /// Undone in a rollback.
+    pub undone: bool,
 }
 
 /// What went wrong in one attempt (or one fan-out item).
@@ -386,6 +410,8 @@ pub struct AttemptError {
     pub attempt: Option<u32>,
     /// The fan-out item's index, for an item's failure.
     pub item: Option<usize>,
+    /// The fan-out item's name, for an item's failure.
+    pub item_name: Option<String>,
     pub kind: ErrorKind,
     pub error: String,
 }

@@ -206,10 +206,17 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::ItemSucceeded { .. } => None,
             // The step's undo says it as a whole; its items' undos are in the journal.
             Event::ItemRollbackStarted { .. } | Event::ItemRolledBack { .. } => None,
-            Event::ItemFailed { step, index, error } => match so_far.step(step).items_failed {
-                n if n <= TIMELINE_ITEM_ERRORS => {
-                    Some(format!("{}: item {index} FAILED: {error}", name(step)))
-                }
+            Event::ItemFailed {
+                step,
+                index,
+                name: item,
+                error,
+            } => match so_far.step(step).items_failed {
+                n if n <= TIMELINE_ITEM_ERRORS => Some(format!(
+                    "{}: {} FAILED: {error}",
+                    name(step),
+                    crate::engine::items::words(*index, item)
+                )),
                 n if n == TIMELINE_ITEM_ERRORS + 1 => {
                     Some(format!("{}: more items failed (see the step)", name(step)))
                 }

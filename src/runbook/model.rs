@@ -302,6 +302,9 @@ pub struct Step {
     pub on_timeout: OnTimeout,
     pub reason: Option<String>,
     pub for_each: Option<ForEach>,
+    /// How a fan-out's items are named (a template with `{{item}}`) when they have no
+    /// `name` of their own.
+    pub item_label: Option<String>,
     pub concurrency: u32,
     pub max_failures: MaxFailures,
     pub idempotent: bool,

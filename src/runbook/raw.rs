@@ -330,6 +330,9 @@ pub struct RawStep {
     pub reason: Option<String>,
     /// Fan-out: `"{{targets.NAME}}"` or a list; each item is `{{item}}`.
     pub for_each: Option<RawForEach>,
+    /// What a fan-out item is called in logs, `status`, log file names and the report
+    /// (a template with `{{item}}`), for items without a `name` of their own.
+    pub item_label: Option<String>,
     /// How many items run at once (default 1).
     pub concurrency: Option<u32>,
     /// Failed items tolerated: a count or a percentage (`10%`); default 0.

@@ -367,7 +367,7 @@ fn a_log_that_cannot_be_written_is_said_on_the_terminal_and_in_the_journal() {
     let logs = w.path("state/logs/r1");
     std::fs::create_dir_all(&logs).unwrap();
     std::os::unix::fs::symlink("/dev/full", logs.join("s1.log")).unwrap();
-    std::os::unix::fs::symlink("/dev/full", logs.join("fan.1.log")).unwrap();
+    std::os::unix::fs::symlink("/dev/full", logs.join("fan.b.log")).unwrap();
     let o = w.execute("rb.yaml", "r1");
     assert_eq!(o.code, 0, "{}", o.stderr);
     let warning = format!(
@@ -385,13 +385,13 @@ fn a_log_that_cannot_be_written_is_said_on_the_terminal_and_in_the_journal() {
     );
     assert!(
         o.stdout.contains(&format!(
-            "step fan: item 1 succeeded, but WARNING: the step's log `{}` is incomplete",
-            logs.join("fan.1.log").display()
+            "step fan: item b succeeded, but WARNING: the step's log `{}` is incomplete",
+            logs.join("fan.b.log").display()
         )),
         "{}",
         o.stdout
     );
-    assert!(!o.stdout.contains("item 0 succeeded, but"), "{}", o.stdout);
+    assert!(!o.stdout.contains("item a succeeded, but"), "{}", o.stdout);
     let text = w.run(&["status", "r1"]);
     assert!(
         text.stdout.contains("      WARNING: the step's log"),
@@ -400,7 +400,7 @@ fn a_log_that_cannot_be_written_is_said_on_the_terminal_and_in_the_journal() {
     );
     assert!(
         text.stdout
-            .contains("      WARNING: item 1: the step's log"),
+            .contains("      WARNING: item b: the step's log"),
         "{}",
         text.stdout
     );

@@ -172,8 +172,10 @@ steps:
     let s = w.status_json("f1");
     assert_eq!(s["steps"]["tidy"]["items"]["done"], 3);
     assert_eq!(s["steps"]["tidy"]["items"]["failed"], 1);
+    // An item is named by its value: the unreachable tenant's URL.
     assert!(
-        out.stdout.contains("item 2 FAILED: the SQLite database"),
+        out.stdout
+            .contains(&format!("item {missing} FAILED: the SQLite database")),
         "{}",
         out.stdout
     );
@@ -561,15 +563,14 @@ steps:
     assert_eq!(s["steps"]["migrate"]["status"], "rolled_back");
     assert_eq!(s["steps"]["verify"]["status"], "succeeded");
     for t in ["acme", "globex"] {
-        let log = std::fs::read_to_string(w.path(&format!(
-            "state/logs/v2/migrate.{}.rollback.log",
-            if t == "acme" { 0 } else { 1 }
-        )))
-        .unwrap();
+        // Each item's files are named by the item's name.
+        let log =
+            std::fs::read_to_string(w.path(&format!("state/logs/v2/migrate.{t}.rollback.log")))
+                .unwrap();
         assert!(log.contains("rolled back 0002_points"), "{t}: {log}");
     }
     // Each verify compared its file with the checksum and counts its backup recorded.
-    let verify_log = std::fs::read_to_string(w.path("state/logs/v2/verify.1.log")).unwrap();
+    let verify_log = std::fs::read_to_string(w.path("state/logs/v2/verify.globex.log")).unwrap();
     assert!(!verify_log.contains("no backup step"), "{verify_log}");
     // Version 2 applies again cleanly: the column was really gone.
     w.write("rb.yaml", &runbook("", "pass"));

@@ -226,7 +226,12 @@ fn killed_during_the_rollback(kill_in: &str, install_undo: i64) {
     if kill_in == "restore" {
         // The tenants are restored from the last one down: killed once the first
         // restore is done and the next one is under way.
-        wait_for(&w.path("state/logs/k/backup.1.rollback.log"), &mut runner);
+        // Each tenant's files are named by its database.
+        let second = &t.names[1];
+        wait_for(
+            &w.path(&format!("state/logs/k/backup.{second}.rollback.log")),
+            &mut runner,
+        );
         runner.kill().unwrap();
     }
     let status = runner.wait().unwrap();

@@ -18,6 +18,7 @@ mod feeds;
 mod fuzz;
 mod injection;
 mod invalid_corpus;
+mod items;
 mod lease;
 mod migrate;
 mod readme;

@@ -810,10 +810,17 @@ fn in_process_reports_count_what_runs_rarely_show() {
     assert_eq!(s["outputs"]["list"].as_array().unwrap().len(), 11);
     // Fan-out counts; item errors listed.
     let fan = step(&doc, "fan");
+    let counts = ["total", "succeeded", "failed", "running"].map(|k| fan["items"][k].clone());
+    assert_eq!(counts, [30, 20, 10, 0].map(Value::from));
+    // One row per item, each with its outcome and timing.
+    let rows = fan["items"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 30);
     assert_eq!(
-        fan["items"],
-        json!({"total": 30, "succeeded": 20, "failed": 10, "running": 0})
+        (&rows[3]["status"], &rows[3]["error"]),
+        (&json!("failed"), &json!("tenant 3 refused"))
     );
+    assert_eq!(rows[4]["status"], "succeeded");
+    assert_eq!(rows[4]["duration_ms"], 0);
     assert_eq!(fan["errors"].as_array().unwrap().len(), 11);
     assert_eq!(fan["errors"][0]["item"], 0);
     assert_eq!(fan["status"], "failed");

@@ -64,7 +64,7 @@ steps:
     );
     // The failing item says which check failed, with its own item.
     assert!(
-        out.stdout.contains("item 1 FAILED: tenant b answers"),
+        out.stdout.contains("item b FAILED: tenant b answers"),
         "{}",
         out.stdout
     );
@@ -371,8 +371,8 @@ steps:
         "the 1s timeout held"
     );
     assert!(
-        out.stdout.contains("item 0 FAILED: timed out")
-            && out.stdout.contains("item 1 FAILED: timed out"),
+        out.stdout.contains("item a FAILED: timed out")
+            && out.stdout.contains("item b FAILED: timed out"),
         "{}",
         out.stdout
     );
@@ -407,7 +407,7 @@ steps:
     assert_eq!(s["steps"]["each"]["status"], "succeeded");
     assert!(
         out.stdout
-            .contains("item 1 FAILED: internal error (panic): injected panic in `each.1`"),
+            .contains("item b FAILED: internal error (panic): injected panic in `each.1`"),
         "{}",
         out.stdout
     );

@@ -55,6 +55,8 @@ impl<'a> Runner<'a> {
             }
         };
         let total = items.len();
+        let names = worker.item_names(step, &items);
+        let stems = crate::engine::items::stems(&id, &names);
         let noun = match step.for_each.as_ref() {
             Some(ForEach::Target(name)) => name.as_str(),
             _ => "items",
@@ -83,14 +85,19 @@ impl<'a> Runner<'a> {
                     .map(|&index| Event::ItemStarted {
                         step: id.clone(),
                         index,
+                        name: names[index].clone(),
                     })
                     .collect();
                 self.record_all(started).await?;
             }
             for ix in launch {
                 let (worker, item, effects) = (&worker, &items[ix], &effects);
+                let stem = stems[ix].as_str();
                 running.push(async move {
-                    (ix, effects.work(worker, step, Unit::Item(ix, item)).await)
+                    (
+                        ix,
+                        effects.work(worker, step, Unit::Item(ix, item, stem)).await,
+                    )
                 });
             }
             if running.is_empty() {
@@ -124,7 +131,7 @@ impl<'a> Runner<'a> {
                             if !matches!(outcome, Outcome::Succeeded(_)) {
                                 failed += 1;
                             }
-                            item_event(&id, index, outcome)
+                            item_event(&id, index, &names[index], outcome)
                         })
                         .collect();
                     self.record_all(outcomes).await?;
@@ -203,18 +210,25 @@ fn fan_out_outcome(
 }
 
 /// The journal event of an item's outcome.
-fn item_event(step: &str, index: usize, outcome: Outcome) -> Event {
-    let step = step.to_owned();
+fn item_event(step: &str, index: usize, name: &str, outcome: Outcome) -> Event {
+    let (step, name) = (step.to_owned(), name.to_owned());
     match outcome {
         Outcome::Succeeded(outputs) => Event::ItemSucceeded {
             step,
             index,
+            name,
             outputs,
         },
-        Outcome::Failed(error) => Event::ItemFailed { step, index, error },
+        Outcome::Failed(error) => Event::ItemFailed {
+            step,
+            index,
+            name,
+            error,
+        },
         Outcome::TimedOut => Event::ItemFailed {
             step,
             index,
+            name,
             error: "timed out".into(),
         },
     }

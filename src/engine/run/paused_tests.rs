@@ -70,7 +70,7 @@ impl Effects for Script {
     ) -> BoxFuture<'a, Outcome> {
         let name = match unit {
             Unit::Step => step.id.clone(),
-            Unit::Item(ix, _) => format!("{}.{ix}", step.id),
+            Unit::Item(ix, ..) => format!("{}.{ix}", step.id),
         };
         let attempt = {
             let mut log = self.log.lock().expect("the log");

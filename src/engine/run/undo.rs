@@ -27,6 +27,8 @@ impl<'a> Runner<'a> {
                 )));
             }
         };
+        let names = self.worker().item_names(step, &items);
+        let stems = crate::engine::items::stems(&step.id, &names);
         let run = self.state.step(&step.id);
         let todo: Vec<usize> = run
             .finished
@@ -44,30 +46,28 @@ impl<'a> Runner<'a> {
                     "item {index} is no longer in the list of items; undo it by hand"
                 )));
             };
+            let name = names[index].clone();
             self.record(Event::ItemRollbackStarted {
                 step: step.id.clone(),
                 index,
+                name: name.clone(),
             })
             .await?;
             let worker = self.worker();
-            let undone = self
-                .effects
-                .undo(&worker, step, action, Unit::Item(index, item))
-                .await;
+            let unit = Unit::Item(index, item, &stems[index]);
+            let undone = self.effects.undo(&worker, step, action, unit).await;
+            let words = crate::engine::items::words(index, &name);
             match undone {
                 Outcome::Succeeded(_) => {
                     self.record(Event::ItemRolledBack {
                         step: step.id.clone(),
                         index,
+                        name,
                     })
                     .await?;
                 }
-                Outcome::Failed(e) => {
-                    return Ok(Outcome::Failed(format!("item {index} ({item}): {e}")));
-                }
-                Outcome::TimedOut => {
-                    return Ok(Outcome::Failed(format!("item {index} ({item}): timed out")));
-                }
+                Outcome::Failed(e) => return Ok(Outcome::Failed(format!("{words}: {e}"))),
+                Outcome::TimedOut => return Ok(Outcome::Failed(format!("{words}: timed out"))),
             }
         }
         Ok(Outcome::Succeeded(IndexMap::new()))

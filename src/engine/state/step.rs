@@ -175,7 +175,7 @@ fn after_attempt(step: &mut StepRun, run: R, event: &E, at_ms: i64) -> Transitio
 fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
     let rolling = run == R::RollingBack;
     match event {
-        E::ItemStarted { index, .. } => {
+        E::ItemStarted { index, name, .. } => {
             if !working(run)
                 || step.status != S::Running
                 || step.awaiting_approval
@@ -184,6 +184,9 @@ fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
                 return Err(step.status);
             }
             step.items.insert(*index, ItemStatus::Running);
+            if !name.is_empty() {
+                step.item_names.insert(*index, name.clone());
+            }
         }
         E::ItemSucceeded { index, .. } | E::ItemFailed { index, .. } => {
             if !working(run)
@@ -192,14 +195,20 @@ fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
             {
                 return Err(step.status);
             }
-            let outcome = if let E::ItemSucceeded { outputs, .. } = event {
-                if !outputs.is_empty() {
-                    step.item_outputs.insert(*index, outputs.clone());
+            let outcome = match event {
+                E::ItemSucceeded { outputs, .. } => {
+                    if !outputs.is_empty() {
+                        step.item_outputs.insert(*index, outputs.clone());
+                    }
+                    step.item_errors.remove(index);
+                    step.finished.push(*index);
+                    ItemStatus::Succeeded
                 }
-                step.finished.push(*index);
-                ItemStatus::Succeeded
-            } else {
-                ItemStatus::Failed
+                E::ItemFailed { error, .. } => {
+                    step.item_errors.insert(*index, error.clone());
+                    ItemStatus::Failed
+                }
+                _ => unreachable!("an item's outcome"),
             };
             step.items.insert(*index, outcome);
         }

@@ -61,7 +61,7 @@ pub(super) fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Res
                 Ok(())
             } else {
                 Err((
-                    "`{{item}}` is only defined in what a step with `for_each` does for each item: its `run`, `with`, `preconditions`, `checks`, `until`, `rollback` and `restore`".into(),
+                    "`{{item}}` is only defined in what a step with `for_each` does for each item: its `run`, `with`, `preconditions`, `checks`, `until`, `rollback`, `restore` and `item_label`".into(),
                     None,
                 ))
             }

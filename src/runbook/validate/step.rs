@@ -140,6 +140,7 @@ pub(super) fn validate_step(
         on_timeout: rs.on_timeout.unwrap_or_default(),
         reason: rs.reason,
         for_each,
+        item_label: rs.item_label,
         concurrency,
         max_failures,
         idempotent: rs.idempotent,
@@ -360,7 +361,7 @@ fn fan_out(
         cx.error(path.key("concurrency"), "`concurrency` must be at least 1");
     }
     if !w.for_each {
-        for field in ["concurrency", "max_failures"] {
+        for field in ["concurrency", "max_failures", "item_label"] {
             if cx.node(&path.key(field)).is_some() {
                 cx.error_key(path.key(field), format!("`{field}` needs `for_each`"));
             }

@@ -88,7 +88,14 @@ pub(super) fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
             item: fan_out
                 && matches!(
                     field,
-                    "run" | "rollback" | "with" | "restore" | "preconditions" | "checks" | "until"
+                    "run"
+                        | "rollback"
+                        | "with"
+                        | "restore"
+                        | "preconditions"
+                        | "checks"
+                        | "until"
+                        | "item_label"
                 ),
             own_outputs: matches!(field, "rollback" | "restore"),
             update: false,
