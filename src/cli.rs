@@ -153,6 +153,18 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Stop learning durations from an ended run (its times were not typical).
+    Forget {
+        run: String,
+        /// Who forgets it (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why: recorded in the journal.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// Approve a step that waits for approval.
     Approve {
         run: String,
@@ -390,6 +402,18 @@ async fn run(command: Command) -> Outcome {
         }
         Command::Abort { run, by, store } => {
             commands::abort(&run, by.as_deref(), store.as_deref()).await
+        }
+        Command::Forget {
+            run,
+            by,
+            reason,
+            store,
+        } => {
+            let who = commands::Who {
+                by: by.as_deref(),
+                reason: reason.as_deref(),
+            };
+            commands::forget(&run, who, store.as_deref()).await
         }
         Command::Approve {
             run,

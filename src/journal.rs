@@ -180,6 +180,13 @@ pub enum Event {
     RunFailed { reason: String },
     /// Stopped by an operator, or by the runbook's `on_failure: abort`.
     RunAborted { by: String, reason: String },
+    /// A person took an ended run out of the learned durations (`runbook forget`): its
+    /// times were not typical. It changes nothing else.
+    RunForgotten {
+        by: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A statement the runner stopped waiting for (a timeout, an abort, Ctrl-C) was
     /// stopped on the server: cancelled (PostgreSQL `pg_cancel_backend`, SQLite
     /// interrupt), its backend `terminated` when the cancel did not take. `error`: it
@@ -367,6 +374,7 @@ impl Event {
             RunRolledBack { .. } => "run_rolled_back",
             RunFailed { .. } => "run_failed",
             RunAborted { .. } => "run_aborted",
+            RunForgotten { .. } => "run_forgotten",
             StatementCancelled { .. } => "statement_cancelled",
             Published(_) => "published",
         }

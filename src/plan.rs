@@ -44,6 +44,9 @@ pub struct Plan<'a> {
     /// The first step before which the window guard would stop the run: from there,
     /// the step and the rollback of what is done no longer fit the window.
     pub point_of_no_return: Option<PointOfNoReturn<'a>>,
+    /// The earlier runs the durations are learned from (completed, not forgotten; the
+    /// latest 20), newest first.
+    pub learned_from: Vec<crate::engine::timing::LearnedRun>,
 }
 
 /// Where the plan passes the point of no return.
@@ -213,6 +216,7 @@ pub fn plan_learned<'a>(
         unestimated,
         steps,
         point_of_no_return,
+        learned_from: learned.from.clone(),
     }
 }
 
@@ -356,6 +360,35 @@ impl Plan<'_> {
                 },
             );
             let _ = writeln!(out, "{}", row.trim_end());
+        }
+        if self.learned_from.is_empty() {
+            out.push_str("\nLearned from: no earlier run that completed.\n");
+        } else {
+            let n = self.learned_from.len();
+            let _ = writeln!(
+                out,
+                "\nLearned from {n} run{} (newest first):",
+                if n == 1 { "" } else { "s" }
+            );
+            let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+            for r in &self.learned_from {
+                let at = |ms: Option<i64>| {
+                    ms.map_or_else(|| "-".into(), |ms| crate::duration::local(ms, tz))
+                };
+                let took = r
+                    .started_ms
+                    .zip(r.ended_ms)
+                    .map(|(s, e)| fmt_duration(Duration::from_millis((e - s).max(0) as u64)))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {}  {}  took {took}{}",
+                    r.run,
+                    at(r.started_ms),
+                    if r.rehearsal { "  (rehearsal)" } else { "" }
+                );
+            }
+            out.push_str("`runbook forget RUN` stops learning from one.\n");
         }
         out
     }

@@ -1,9 +1,10 @@
-//! `runbook abort`, `runbook approve` / `reject` and `runbook update`: a person's write
+//! `runbook abort`, `runbook approve` / `reject`, `runbook update` and `runbook forget`: a
+//! person's write
 //! into a run, made by the same functions the admin API calls ([`crate::engine::control`],
 //! [`crate::status::manual`]).
 
 use super::{fail, open_for, operator};
-use crate::engine::control::{abort_in, decide_in};
+use crate::engine::control::{abort_in, append_checked, decide_in};
 use crate::exit::{Exit, Outcome};
 
 /// `runbook abort`: ends the run as `aborted`, undoing nothing. A runner still at work
@@ -103,5 +104,34 @@ pub async fn update(args: UpdateArgs<'_>) -> Outcome {
             .unwrap_or_default(),
         done.body
     );
+    Ok(Exit::Ok)
+}
+
+/// `runbook forget RUN`: an ended run's durations are no longer learned (they were not
+/// typical: a slow night, a drill). Journaled, so `plan --history` and every later
+/// estimate agree.
+pub async fn forget(run_id: &str, who: super::Who<'_>, store_flag: Option<&str>) -> Outcome {
+    let store = open_for(store_flag, run_id).await?;
+    let by = who.by.map(str::to_owned).unwrap_or_else(operator);
+    let forgotten = append_checked(&store, run_id, |state| {
+        if !state.status.is_terminal() {
+            return Err(format!(
+                "run `{run_id}` has not ended ({}): forget it once it has",
+                state.status.as_str()
+            ));
+        }
+        if state.forgotten {
+            return Err(format!("run `{run_id}` is already forgotten"));
+        }
+        Ok(crate::engine::event::Event::RunForgotten {
+            by: by.clone(),
+            reason: who.reason.map(str::to_owned),
+        })
+    })
+    .await;
+    if let Err(e) = forgotten {
+        return fail(e);
+    }
+    outln!("run {run_id} forgotten: its durations are no longer learned");
     Ok(Exit::Ok)
 }

@@ -45,7 +45,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-pub use control::{UpdateArgs, abort, decide_approval, update};
+pub use control::{UpdateArgs, abort, decide_approval, forget, update};
 pub use execute::{ExecuteArgs, PageStarter, execute};
 pub use resume::resume;
 
@@ -146,14 +146,36 @@ pub async fn learned(store: &Store, runbook: &str, except: &str) -> Learned {
         return Default::default();
     };
     let mut journals = Vec::new();
+    let mut from = Vec::new();
     for r in runs
         .iter()
         .filter(|r| r.runbook == runbook && r.run_id != except)
-        .take(20)
     {
-        if let Ok(events) = store.load(&r.run_id).await {
-            journals.push(events);
+        if journals.len() == LEARNED_RUNS {
+            break;
+        }
+        let Ok(events) = store.load(&r.run_id).await else {
+            continue;
+        };
+        // Only the runs that teach count towards the last 20.
+        match crate::engine::state::RunState::of_journal(&events) {
+            Ok(state) if crate::engine::timing::teaches(&state) => {
+                from.push(crate::engine::timing::LearnedRun {
+                    run: r.run_id.clone(),
+                    started_ms: state.started_ms,
+                    ended_ms: state.ended_ms,
+                    rehearsal: state.rehearsal,
+                });
+                journals.push(events);
+            }
+            _ => {}
         }
     }
-    Learned::from_runs(journals.iter().map(Vec::as_slice))
+    Learned {
+        from,
+        ..Learned::from_runs(journals.iter().map(Vec::as_slice))
+    }
 }
+
+/// How many of a runbook's latest runs that completed teach its durations.
+const LEARNED_RUNS: usize = 20;

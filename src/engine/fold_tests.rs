@@ -358,6 +358,7 @@ fn label(event: &Event) -> String {
         | E::RunRolledBack { .. }
         | E::RunFailed { .. }
         | E::RunAborted { .. }
+        | E::RunForgotten { .. }
         | E::StatementCancelled { .. }
         | E::Published(_) => event.kind().to_owned(),
     }
@@ -407,6 +408,10 @@ fn every_event(state: &RunState) -> Vec<Event> {
         Event::RunRolledBack { left: vec![] },
         run_failed(),
         run_aborted(),
+        Event::RunForgotten {
+            by: "sam".into(),
+            reason: None,
+        },
         published(),
     ];
     let resumes = resumes.map(resumed);
@@ -432,6 +437,23 @@ impl Situation {
         // run has started, even after its end.
         if label == "published" || label == "statement_cancelled" {
             return !self.journal.is_empty();
+        }
+        // An ended run is forgotten (by `runbook forget`) once, and no other run is.
+        if label == "run_forgotten" {
+            let ended = self.journal.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::RunCompleted
+                        | Event::RunRolledBack { .. }
+                        | Event::RunFailed { .. }
+                        | Event::RunAborted { .. }
+                )
+            });
+            let forgotten = self
+                .journal
+                .iter()
+                .any(|e| matches!(e, Event::RunForgotten { .. }));
+            return ended && !forgotten;
         }
         self.legal.split_whitespace().any(|l| l == label)
     }

@@ -200,6 +200,8 @@ pub struct RunState {
     pub guard_strict: bool,
     /// `execute --rehearsal`: customers are told nothing of this run.
     pub rehearsal: bool,
+    /// Taken out of the learned durations (`runbook forget`).
+    pub forgotten: bool,
     /// The ETA a person gave last (`runbook update --eta`, the admin API): automatic
     /// updates never say earlier.
     pub person_eta_ms: Option<i64>,
@@ -220,6 +222,7 @@ impl Default for RunState {
     fn default() -> Self {
         RunState {
             status: RunStatus::Scheduled,
+            forgotten: false,
             runbook: String::new(),
             title: String::new(),
             file: String::new(),
@@ -336,6 +339,15 @@ impl RunState {
                     self.person_eta_ms = u.eta_ms.or(self.person_eta_ms);
                     self.quiet_until_ms = u.quiet_until_ms.or(self.quiet_until_ms);
                 }
+                self.events += 1;
+                return Ok(());
+            }
+            // Only an ended run is forgotten, once.
+            E::RunForgotten { .. } if !self.status.is_terminal() || self.forgotten => {
+                return Err(run_illegal(self));
+            }
+            E::RunForgotten { .. } => {
+                self.forgotten = true;
                 self.events += 1;
                 return Ok(());
             }

@@ -310,6 +310,13 @@ pub fn describe(e: &Event) -> String {
         RunRolledBack { left } => rolled_back_words(left),
         RunFailed { reason } => format!("RUN FAILED: {reason}"),
         RunAborted { by, reason } => format!("run aborted by {by}: {reason}"),
+        RunForgotten { by, reason } => format!(
+            "run forgotten by {by} (not learned from){}",
+            reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ),
     }
 }
 

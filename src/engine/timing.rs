@@ -14,6 +14,17 @@ use crate::runbook::{Runbook, Step};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Learned {
     pub steps: HashMap<String, Sample>,
+    /// The runs learned from, newest first (filled by whoever loaded them).
+    pub from: Vec<LearnedRun>,
+}
+
+/// A run whose durations are learned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnedRun {
+    pub run: String,
+    pub started_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub rehearsal: bool,
 }
 
 /// What earlier runs took for one step.
@@ -40,6 +51,12 @@ fn median(mut v: Vec<i64>) -> Option<i64> {
     })
 }
 
+/// Whether a run's durations are learned: it completed (a rehearsal too), and no one
+/// forgot it.
+pub fn teaches(state: &RunState) -> bool {
+    state.status == RunStatus::Completed && !state.forgotten
+}
+
 impl Learned {
     /// Learns from the journals of runs that completed (rehearsals too; a drill that
     /// rolled back, a failed or aborted run teach nothing): each step that succeeded, its
@@ -52,7 +69,7 @@ impl Learned {
             let Ok(state) = RunState::of_journal(events) else {
                 continue;
             };
-            if state.status != RunStatus::Completed {
+            if !teaches(&state) {
                 continue;
             }
             let waited: std::collections::HashSet<&str> = events
@@ -82,6 +99,7 @@ impl Learned {
             }
         }
         Learned {
+            from: Vec::new(),
             steps: whole
                 .into_iter()
                 .filter_map(|(id, v)| {

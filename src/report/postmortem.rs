@@ -277,6 +277,7 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
             Event::RunRolledBack { left } => Some(crate::engine::terminal::rolled_back_words(left)),
             Event::RunFailed { reason } => Some(format!("RUN FAILED: {reason}")),
             Event::RunAborted { by, reason } => Some(format!("run aborted by {by}: {reason}")),
+            Event::RunForgotten { .. } => None,
             Event::StepChecking { .. }
             | Event::ItemStarted { .. }
             | Event::StepRollbackStarted { .. } => None,

@@ -77,6 +77,90 @@ steps:
     );
 }
 
+/// `plan --history` names the runs it learned from: the completed ones, not a drill that
+/// rolled back; `runbook forget RUN` takes one out, once, and only once it has ended.
+#[test]
+fn plan_history_lists_the_runs_it_learned_from_and_forget_removes_one() {
+    let w = World::sqlite();
+    w.write(
+        "f.yaml",
+        r#"
+runbook: forgetful
+vars: { drill: pass }
+steps:
+  - { id: work, kind: patch, expected: 1m, run: { shell: "true" }, rollback: { shell: "true" } }
+  - { id: smoke, kind: test, checks: [{ shell: "test {{vars.drill}} = pass" }] }
+"#,
+    );
+    assert_eq!(w.execute("f.yaml", "good-1").code, 0);
+    assert_eq!(w.execute("f.yaml", "good-2").code, 0);
+    let drill = w.run(&[
+        "execute",
+        "f.yaml",
+        "--yes",
+        "--now",
+        "--run-id",
+        "drill-1",
+        "--var",
+        "drill=fail",
+    ]);
+    assert_eq!(drill.code, 3, "{}", drill.stderr);
+    let listed = |w: &World| -> Vec<String> {
+        let o = w.run(&["plan", "f.yaml", "--format", "json"]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["learned_from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&w), ["good-2", "good-1"]);
+    let text = w.run(&["plan", "f.yaml", "--history"]);
+    assert!(
+        text.stdout.contains("Learned from 2 runs (newest first):"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("\n  good-1  "), "{}", text.stdout);
+    assert!(!text.stdout.contains("drill-1"), "{}", text.stdout);
+
+    let o = w.run(&[
+        "forget",
+        "good-2",
+        "--by",
+        "sam",
+        "--reason",
+        "the disk was slow",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(listed(&w), ["good-1"]);
+    // Once only; an unknown run and a run still going are refused, naming why.
+    let again = w.run(&["forget", "good-2"]);
+    assert_eq!(again.code, 1);
+    assert_eq!(again.stderr, "error: run `good-2` is already forgotten\n");
+    let unknown = w.run(&["forget", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("no run `nope`"),
+        "{}",
+        unknown.stderr
+    );
+    // A run whose runner died mid-way has not ended.
+    w.execute_killed_after("f.yaml", "k-1", 3);
+    let running = w.run(&["forget", "k-1"]);
+    assert_eq!(running.code, 1);
+    assert!(
+        running.stderr.contains("run `k-1` has not ended (running)"),
+        "{}",
+        running.stderr
+    );
+    // The report of a forgotten run still reads.
+    let r = w.run(&["report", "good-2", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 #[test]
 fn status_shows_the_eta_of_a_running_run() {
     let w = World::sqlite();
