@@ -1,8 +1,11 @@
 // A maintenance banner for your own site. Include it with
 //   <script src="https://status.example.com/banner.js" defer></script>
 // It asks the status page (the origin it was loaded from) whether maintenance is under
-// way or scheduled, every minute, and shows a dismissible banner at the top of the
-// page while it is. No dependencies; text is set with textContent only.
+// way or scheduled, again whenever the page's event stream (/events) says something
+// changed, and shows a dismissible banner at the top of the page while it is: in the
+// page's flow, so it pushes the site's content down instead of covering it. Times are
+// the status page's, in its time zone with the zone named. No dependencies; text is set
+// with textContent only.
 (function () {
   'use strict';
 
@@ -26,7 +29,8 @@
     return;
   }
 
-  var POLL_MS = 60000;
+  // Without an event stream (or while it is down), a slow poll.
+  var POLL_MS = 600000;
   var ID = 'runbook-maintenance-banner';
   var dismissedKey = 'runbook-banner-dismissed:' + origin;
   var banner = null;
@@ -55,23 +59,6 @@
       return u.protocol === 'https:' || u.protocol === 'http:' ? u.href : origin + '/';
     } catch (e) {
       return origin + '/';
-    }
-  }
-
-  function when(isoString) {
-    if (!isoString) {
-      return '';
-    }
-    var d = new Date(isoString);
-    if (isNaN(d.getTime())) {
-      return '';
-    }
-    try {
-      return d.toLocaleString(undefined, {
-        weekday: 'short', day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit'
-      });
-    } catch (e) {
-      return d.toString();
     }
   }
 
@@ -113,13 +100,15 @@
       text = 'Maintenance is under way' + (m && m.title ? ': ' + m.title : '') + '.';
     }
     var detail = '';
-    if (scheduled && m && m.scheduled_for) {
-      detail = 'Starts ' + when(m.scheduled_for) +
-        (m.scheduled_until ? ', until ' + when(m.scheduled_until) : '') + '.';
+    var eta = data.eta_local ? String(data.eta_local) : '';
+    if (scheduled && m && m.scheduled_for_local) {
+      detail = 'Starts ' + String(m.scheduled_for_local) +
+        (m.scheduled_until_local ? ', until ' + String(m.scheduled_until_local) : '') + '.';
     } else if (!scheduled && data.late) {
       detail = 'Taking longer than expected.';
-    } else if (!scheduled && (data.eta_local || data.eta)) {
-      detail = 'Expected back by ' + (data.eta_local ? String(data.eta_local) : when(data.eta)) + '.';
+    } else if (!scheduled && eta && text.indexOf(eta) === -1) {
+      // The update's own text usually says when; never twice.
+      detail = 'Expected back by ' + eta + '.';
     }
 
     var href = safeUrl(m && m.url ? m.url : '/');
@@ -133,7 +122,7 @@
       ? { background: '#e1edfb', color: '#0b3d73', border: '#0b5cad' }
       : { background: '#fff0d6', color: '#5c2f00', border: '#9a4a00' };
     banner = styled('div', {
-      position: 'fixed', top: '0', left: '0', right: '0', zIndex: '2147483647',
+      position: 'relative', zIndex: '2147483647',
       display: 'flex', flexWrap: 'wrap', alignItems: 'center', gap: '0.25em 1em',
       margin: '0', padding: '0.6em 3em 0.6em 1em', boxSizing: 'border-box',
       background: colors.background, color: colors.color,
@@ -182,7 +171,7 @@
   }
 
   function poll() {
-    fetch(origin + '/api/v1/maintenance', { cache: 'no-cache', credentials: 'omit' })
+    return fetch(origin + '/api/v1/maintenance', { cache: 'no-cache', credentials: 'omit' })
       .then(function (response) {
         return response.ok ? response.json() : null;
       })
@@ -206,6 +195,33 @@
   function start() {
     poll();
     window.setInterval(poll, POLL_MS);
+    if (typeof window.EventSource !== 'function') {
+      return;
+    }
+    // Each `update` event says the page changed: ask again (a burst costs one request
+    // at a time). On an error EventSource reconnects by itself.
+    var asking = false;
+    var again = false;
+    function ask() {
+      if (asking) {
+        again = true;
+        return;
+      }
+      asking = true;
+      poll().then(function () {
+        asking = false;
+        if (again) {
+          again = false;
+          ask();
+        }
+      });
+    }
+    try {
+      var events = new window.EventSource(origin + '/events');
+      events.addEventListener('update', ask);
+    } catch (e) {
+      // No stream: the slow poll stays.
+    }
   }
 
   if (document.readyState === 'loading') {

@@ -325,6 +325,9 @@ fn maintenance_v1(page: &Page) -> Value {
             "url": maintenance_url(page, &m.id),
             "scheduled_for": iso(from),
             "scheduled_until": iso(until),
+            // The same times as the page writes them: in its zone, the zone named.
+            "scheduled_for_local": from.map(|t| crate::duration::near(t, page.now_ms, page.zone(m))),
+            "scheduled_until_local": until.map(|t| crate::duration::near(t, page.now_ms, page.zone(m))),
             "started_at": iso(m.started_ms),
         })
     });

@@ -332,6 +332,38 @@ impl Browser {
         }
     }
 
+    async fn switch_to(&self, handle: &Value) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({ "handle": handle })),
+        )
+        .await;
+    }
+
+    /// Waits until the maintenance banner's text (empty while there is none) passes
+    /// `done`; the text then.
+    async fn wait_for_banner(&self, done: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + WAIT;
+        loop {
+            let text = self
+                .js("var b = document.getElementById('runbook-maintenance-banner'); \
+                     return b ? b.innerText : '';")
+                .await
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "the banner did not change as expected within {WAIT:?}; it shows: {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn screenshot(&self, to: &Path) {
         let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let png = decode_base64(b64.as_str().expect("a base64 screenshot"));
@@ -518,6 +550,41 @@ steps:
     browser.screenshot(&shot).await;
     eprintln!("screenshot: {}", shot.display());
 
+    // The banner on a customer's own page, in another tab (and another origin): in the
+    // page's flow, not over its first heading, saying the update's ETA once.
+    let status_tab = browser.cmd(reqwest::Method::GET, "/window", None).await;
+    let host_tab = browser
+        .cmd(reqwest::Method::POST, "/window/new", Some(json!({ "type": "tab" })))
+        .await;
+    let host_tab = host_tab["handle"].clone();
+    browser.switch_to(&host_tab).await;
+    let host = crate::common::serve(
+        "text/html; charset=utf-8",
+        format!(
+            "<!doctype html><title>Shop</title><body style='margin:0'><h1 id='shop' style='margin:0'>Acme shop</h1><p>Welcome</p><script src='{base}/banner.js'></script>"
+        ),
+    );
+    browser.goto(&host).await;
+    let banner = browser.wait_for_banner(|t| t.contains("Second step")).await;
+    assert_eq!(
+        banner.to_lowercase().matches("expect").count(),
+        1,
+        "the ETA is said once: {banner}"
+    );
+    let layout = browser
+        .js("var b = document.getElementById('runbook-maintenance-banner'); \
+             var h = document.getElementById('shop'); \
+             var br = b.getBoundingClientRect(), hr = h.getBoundingClientRect(); \
+             var at = document.elementFromPoint(hr.left + 5, hr.top + hr.height / 2); \
+             return { covered: at !== h && !h.contains(at), below: hr.top >= br.bottom - 0.5 };")
+        .await;
+    assert_eq!(
+        layout,
+        json!({ "covered": false, "below": true }),
+        "the banner covers the host page's heading"
+    );
+    browser.switch_to(&status_tab).await;
+
     // And to the end of the run, still in place.
     fs::write(&gate2, "").unwrap();
     let text = browser.wait_for_text("Completed").await;
@@ -530,6 +597,11 @@ steps:
         json!(true),
         "the page was reloaded at the end of the run"
     );
+
+    // The banner went away as the run ended, told by the event stream: its own poll is
+    // every ten minutes.
+    browser.switch_to(&host_tab).await;
+    browser.wait_for_banner(|t| t.is_empty()).await;
 
     let logs = browser.console_log().await;
     let severe: Vec<&Value> = logs.iter().filter(|e| e["level"] == "SEVERE").collect();

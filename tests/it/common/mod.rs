@@ -117,6 +117,12 @@ pub fn psql(db: &str, sql: &str) -> String {
 /// An HTTP/1.1 server on a loopback port that answers every request with `body` as
 /// JSON; its base URL.
 pub fn json_server(body: String) -> String {
+    serve("application/json", body)
+}
+
+/// An HTTP/1.1 server on a loopback port that answers every request with `body` as
+/// `content_type`; its base URL.
+pub fn serve(content_type: &'static str, body: String) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -131,7 +137,7 @@ pub fn json_server(body: String) -> String {
             }
             let _ = write!(
                 conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
