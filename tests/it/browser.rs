@@ -347,8 +347,10 @@ impl Browser {
         let end = Instant::now() + WAIT;
         loop {
             let text = self
-                .js("var b = document.getElementById('runbook-maintenance-banner'); \
-                     return b ? b.innerText : '';")
+                .js(
+                    "var b = document.getElementById('runbook-maintenance-banner'); \
+                     return b ? b.innerText : '';",
+                )
                 .await
                 .as_str()
                 .unwrap_or_default()
@@ -554,7 +556,11 @@ steps:
     // page's flow, not over its first heading, saying the update's ETA once.
     let status_tab = browser.cmd(reqwest::Method::GET, "/window", None).await;
     let host_tab = browser
-        .cmd(reqwest::Method::POST, "/window/new", Some(json!({ "type": "tab" })))
+        .cmd(
+            reqwest::Method::POST,
+            "/window/new",
+            Some(json!({ "type": "tab" })),
+        )
         .await;
     let host_tab = host_tab["handle"].clone();
     browser.switch_to(&host_tab).await;
@@ -572,11 +578,13 @@ steps:
         "the ETA is said once: {banner}"
     );
     let layout = browser
-        .js("var b = document.getElementById('runbook-maintenance-banner'); \
+        .js(
+            "var b = document.getElementById('runbook-maintenance-banner'); \
              var h = document.getElementById('shop'); \
              var br = b.getBoundingClientRect(), hr = h.getBoundingClientRect(); \
              var at = document.elementFromPoint(hr.left + 5, hr.top + hr.height / 2); \
-             return { covered: at !== h && !h.contains(at), below: hr.top >= br.bottom - 0.5 };")
+             return { covered: at !== h && !h.contains(at), below: hr.top >= br.bottom - 0.5 };",
+        )
         .await;
     assert_eq!(
         layout,

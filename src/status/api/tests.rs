@@ -545,6 +545,8 @@ fn maintenance_v1_while_closed() {
                 "url": "https://status.example.com/maintenances/maint-1",
                 "scheduled_for": model::iso(t0()),
                 "scheduled_until": model::iso(t0() + 120 * MINUTE),
+                "scheduled_for_local": "20:00 GMT",
+                "scheduled_until_local": "22:00 GMT",
                 "started_at": model::iso(t0()),
             },
             "updated_at": model::iso(page.updated_ms),
@@ -579,6 +581,9 @@ fn maintenance_v1_before_and_without() {
     assert_eq!(v["maintenance"]["id"], "maint-1");
     assert_eq!(v["maintenance"]["started_at"], Value::Null);
     assert_eq!(v["maintenance"]["scheduled_for"], model::iso(start));
+    // As the page writes them (the banner shows these): in its zone, the zone named.
+    assert_eq!(v["maintenance"]["scheduled_for_local"], "21:00 GMT");
+    assert_eq!(v["maintenance"]["scheduled_until_local"], "23:00 GMT");
 
     // Not yet announced: nothing to say.
     let early = project(info("Acme Cloud"), &streams, start - 30 * 60 * MINUTE);
