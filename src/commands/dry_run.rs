@@ -1,5 +1,7 @@
-//! `execute --dry-run`: the plan, then the preconditions that only read evaluated now
-//! through the engine's own checks, nothing written.
+//! `execute --dry-run`: the plan, what each step would do (its templates rendered, its
+//! fan-out's items listed), then the preconditions (and the checks of the tests before
+//! any change) that only read, evaluated now through the engine's own checks; nothing
+//! written.
 
 use super::{fail, operator};
 use crate::engine::control::host;
@@ -8,7 +10,7 @@ use crate::engine::run::Runner;
 use crate::engine::state::RunState;
 use crate::engine::terminal::Reporter;
 use crate::exit::{Exit, Outcome};
-use crate::runbook::{Check, Runbook};
+use crate::runbook::{Action, Check, ForEach, Runbook, Step, Target};
 use crate::store::{Store, now_ms};
 
 /// `execute --dry-run`: the plan, then every precondition that only reads (SQL `select`,
@@ -49,13 +51,28 @@ pub(super) async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome 
         out,
     );
     runner.read_only = true;
+    let broken = steps_rendered(rb, &runner).await;
     let ctx = runner.context(None);
-    outln!("\nPreconditions (read-only ones evaluated now; nothing was changed):");
+    outln!(
+        "\nPreconditions, and the checks of tests before any change (read-only ones evaluated now; nothing was changed):"
+    );
     let mut failing = 0;
     let mut any = false;
-    for &i in &rb.order {
+    // The checks of `test` steps before the plan's first change read the service as it
+    // is now, as preconditions do.
+    let first_change = rb
+        .order
+        .iter()
+        .position(|&i| crate::engine::undo::changes_things(&rb.steps[i]))
+        .unwrap_or(rb.order.len());
+    for (n, &i) in rb.order.iter().enumerate() {
         let s = &rb.steps[i];
-        for c in &s.preconditions {
+        let checks: &[_] = if n < first_change && s.kind == crate::runbook::Kind::Test {
+            &s.checks
+        } else {
+            &[]
+        };
+        for c in s.preconditions.iter().chain(checks) {
             any = true;
             let what = match &c.check {
                 Check::Sql { sql, .. } => format!("sql: {}", one_line(sql)),
@@ -84,10 +101,95 @@ pub(super) async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome 
         outln!("  (none)");
     }
     if failing > 0 {
-        outln!("\n{failing} precondition(s) do not hold now.");
+        outln!("\n{failing} precondition(s) or check(s) do not hold now.");
+        return Ok(Exit::NeedsAPerson);
+    }
+    if broken > 0 {
+        outln!("\n{broken} step(s) cannot be rendered (above).");
         return Ok(Exit::NeedsAPerson);
     }
     Ok(Exit::Ok)
+}
+
+/// Prints what each step would do, rendered with the run's values: its action and its
+/// rollback, and for a fan-out the items it would touch (a query target is asked when its
+/// query only reads), rendered for the first of them. Returns how many could not be
+/// rendered for a reason other than values known only once the run is under way.
+async fn steps_rendered(rb: &Runbook, runner: &Runner<'_>) -> usize {
+    outln!("\nWhat each step would do (rendered with the run's values; nothing runs):");
+    let worker = runner.worker();
+    let mask = |t: &str| runner.masker.mask(t);
+    let mut broken = 0;
+    for &i in &rb.order {
+        let s = &rb.steps[i];
+        let mut first = None;
+        if s.for_each.is_some() {
+            match items(&worker, s).await {
+                Ok(items) => {
+                    let names = worker.item_names(s, &items);
+                    const SHOWN: usize = 10;
+                    let mut list = names
+                        .iter()
+                        .take(SHOWN)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if names.len() > SHOWN {
+                        list.push_str(&format!(", … {} more", names.len() - SHOWN));
+                    }
+                    outln!("  {:<16} {} items: {}", s.id, items.len(), mask(&list));
+                    first = items.into_iter().next();
+                }
+                Err(why) => outln!("  {:<16} items: not listed ({why})", s.id),
+            }
+        }
+        let action = s.run.as_deref().cloned().or_else(|| {
+            crate::engine::work::has_builtin_work(s).then(|| Action::Builtin {
+                kind: s.kind,
+                with: s.with.clone(),
+            })
+        });
+        let ctx = worker.context(first.as_ref());
+        for (label, a) in [
+            ("run", action.as_ref()),
+            ("rollback", s.rollback.as_deref()),
+        ] {
+            let Some(a) = a else { continue };
+            let shown = match worker.rendered(a, &ctx) {
+                Ok(text) => text,
+                // Outputs of earlier steps (or an item with no list) exist only in the run.
+                Err(e) if e.contains("has no value at this point of the run") => {
+                    format!("rendered when it runs ({e})")
+                }
+                Err(e) => {
+                    broken += 1;
+                    format!("DOES NOT RENDER: {e}")
+                }
+            };
+            let of = if first.is_some() { " (first item)" } else { "" };
+            // A long script is cut: the file has it whole.
+            let shown = match shown.char_indices().nth(240) {
+                Some((at, _)) => format!("{}…", &shown[..at]),
+                None => shown,
+            };
+            outln!("  {:<16} {label}{of}: {}", s.id, mask(&shown));
+        }
+    }
+    broken
+}
+
+/// The items a fan-out would touch now; a query target is asked only when it only reads.
+async fn items(
+    worker: &crate::engine::work::Worker<'_>,
+    s: &Step,
+) -> Result<Vec<serde_json::Value>, String> {
+    if let Some(ForEach::Target(name)) = &s.for_each
+        && let Some(Target::Query { sql, .. }) = worker.rb.targets.get(name)
+        && !is_read_only(sql)
+    {
+        return Err("its query may change data".into());
+    }
+    worker.items(s).await
 }
 
 /// A single `SELECT` / `WITH` query (or an integrity check): reads only.

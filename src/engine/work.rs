@@ -188,6 +188,43 @@ impl<'w> Worker<'w> {
         }
     }
 
+    /// What `a` would do, rendered with `ctx` (a dry run shows it): the command, the
+    /// statement and its database, the request, or a built-in's parameters.
+    pub fn rendered(&self, a: &Action, ctx: &Value) -> Result<String, String> {
+        let one_line = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(match a {
+            Action::Shell { command, .. } => {
+                format!(
+                    "shell: {}",
+                    one_line(&self.render_in(command, ctx, Mode::Shell)?)
+                )
+            }
+            Action::Sql { sql, database, .. } => {
+                let (sql, db) = self.render_sql(sql, database, ctx)?;
+                format!(
+                    "sql on {}: {}",
+                    crate::sql::url::pg_url_without_password(&db),
+                    one_line(&sql)
+                )
+            }
+            Action::Http(h) => {
+                let h = self.render_http(h, ctx)?;
+                format!("http {} {}", h.method, h.url)
+            }
+            Action::Builtin { kind, with } => {
+                let mut shown = Vec::new();
+                for (k, v) in with {
+                    let v = match v {
+                        Value::String(t) => Value::String(self.render(t, ctx)?),
+                        other => other.clone(),
+                    };
+                    shown.push(format!("{k}: {v}"));
+                }
+                format!("{} with {{{}}}", kind.as_str(), shown.join(", "))
+            }
+        })
+    }
+
     /// A statement and its database URL, rendered: the URL first, since the database's
     /// kind decides how the statement quotes values.
     fn render_sql(

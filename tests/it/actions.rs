@@ -584,7 +584,7 @@ steps:
     assert_eq!(
         lines,
         [
-            "Preconditions (read-only ones evaluated now; nothing was changed):",
+            "Preconditions, and the checks of tests before any change (read-only ones evaluated now; nothing was changed):",
             "  change           sql: select count(*) = 1 from t: holds",
             "  change           sql: select count(*) = 5 from t: DOES NOT HOLD: five rows: the query returned 0",
             "  change           sql: delete from t: not evaluated (it may change data)",
@@ -595,7 +595,7 @@ steps:
             &format!("  change           http: POST {base}/echo: not evaluated (it is not a GET)"),
             "  change           shell: echo ran >> markers: not evaluated (a command may change things)",
             "",
-            "2 precondition(s) do not hold now.",
+            "2 precondition(s) or check(s) do not hold now.",
         ],
         "{}",
         out.stdout
@@ -1013,4 +1013,76 @@ fn approving_a_step_that_does_not_exist_says_so() {
         s["steps"]["go-no-go"]["error"],
         "stopped: the run was aborted while it waited for approval"
     );
+}
+
+/// A dry run shows the night: each step's action and rollback rendered with the run's
+/// values, the items a fan-out would touch (its query target asked, read-only), and the
+/// read-only checks of a test before any change evaluated like preconditions; a test
+/// after the first change is not evaluated, and nothing is written.
+#[test]
+fn a_dry_run_renders_each_step_lists_the_items_and_evaluates_early_tests() {
+    let w = World::sqlite();
+    let db = w.path("shop.db");
+    w.write(
+        "mk.yaml",
+        &format!(
+            "runbook: mk\nsteps:\n  - id: t\n    kind: patch\n    run: {{ sql: \"create table tenants (name text); insert into tenants values ('acme'), ('globex')\", database: \"sqlite://{}?mode=rwc\" }}\n",
+            db.display()
+        ),
+    );
+    let o = w.run(&[
+        "execute",
+        "mk.yaml",
+        "--yes",
+        "--now",
+        "--store",
+        &format!("sqlite://{}/mk.db", w.path("").display()),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let before = std::fs::read(&db).unwrap();
+    w.write(
+        "rb.yaml",
+        &format!(
+            "runbook: dry-night
+vars:
+  db: sqlite://{db}
+  version: \"4.2\"
+targets:
+  tenants:
+    sql: select name from tenants order by name
+    database: \"{{{{vars.db}}}}\"
+steps:
+  - id: early
+    kind: test
+    checks:
+      - sql: \"select count(*) = 3 from tenants\"
+        database: \"{{{{vars.db}}}}\"
+        message: three tenants
+  - id: ship
+    kind: install
+    for_each: \"{{{{targets.tenants}}}}\"
+    run: {{ shell: \"deploy --version {{{{vars.version}}}} --tenant {{{{item}}}}\" }}
+    rollback: {{ shell: \"undeploy {{{{item}}}}\" }}
+  - id: late
+    kind: test
+    checks:
+      - sql: \"select count(*) = 99 from tenants\"
+        database: \"{{{{vars.db}}}}\"
+",
+            db = db.display()
+        ),
+    );
+    let out = w.run(&["execute", "rb.yaml", "--dry-run"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    let has = |line: &str| assert!(out.stdout.contains(line), "no {line:?} in:\n{}", out.stdout);
+    has("  ship             2 items: acme, globex");
+    has("  ship             run (first item): shell: deploy --version '4.2' --tenant 'acme'");
+    has("  ship             rollback (first item): shell: undeploy 'acme'");
+    has(
+        "  early            sql: select count(*) = 3 from tenants: DOES NOT HOLD: three tenants: the query returned 0",
+    );
+    assert!(!out.stdout.contains("count(*) = 99"), "{}", out.stdout);
+    has("1 precondition(s) or check(s) do not hold now.");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the dry run wrote");
+    assert!(!w.path("markers").exists());
 }
