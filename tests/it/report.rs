@@ -503,6 +503,43 @@ fn approvals_from_another_process_and_the_report_so_far() {
     assert!(!md.contains("REPORT SO FAR"));
 }
 
+/// The Gantt chart of a run much shorter than its window shows the run, the window's end
+/// marked past the edge; a run that fills its window is drawn with the whole window.
+#[test]
+fn the_gantt_chart_zooms_to_a_run_much_shorter_than_its_window() {
+    let w = World::sqlite();
+    let rb = |window: &str| {
+        format!(
+            "runbook: zoom\nwindow: {{ duration: {window} }}\nsteps:\n  - {{ id: a, kind: patch, expected: 1s, run: {{ shell: 'sleep 0.2' }} }}\n  - {{ id: b, kind: patch, expected: 1s, run: {{ shell: 'sleep 0.2' }} }}\n"
+        )
+    };
+    w.write("short.yaml", &rb("2h"));
+    assert_eq!(w.execute("short.yaml", "short").code, 0);
+    let html = report(&w, "short", "html");
+    let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
+    assert!(svg.contains("→ (zoomed to the run)"), "{svg}");
+    assert!(svg.contains("window end"), "{svg}");
+    // Zoomed, the second step's planned bar starts well inside the chart, not in its
+    // first pixels (the chart spans x 280 to 1136).
+    let planned: Vec<f64> = svg
+        .split("<rect ")
+        .filter(|r| r.contains("fill=\"#c7d2fe\""))
+        .map(|r| {
+            let x = r.split("x=\"").nth(1).unwrap().split('"').next().unwrap();
+            x.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(planned.len(), 2, "{svg}");
+    assert!(planned[1] > 600.0, "{planned:?}");
+
+    w.write("long.yaml", &rb("3s"));
+    assert_eq!(w.execute("long.yaml", "long").code, 0);
+    let html = report(&w, "long", "html");
+    let svg = &html[html.find("<svg").unwrap()..html.find("</svg>").unwrap()];
+    assert!(!svg.contains("zoomed"), "{svg}");
+    assert!(svg.contains("window end"), "{svg}");
+}
+
 #[test]
 fn the_report_needs_only_the_journal() {
     let w = World::sqlite();

@@ -29,7 +29,13 @@ struct Scale {
     t1: i64,
     now: i64,
     finished: bool,
+    /// The run took far less than its window: the chart shows the run, and the window's
+    /// end is marked past its right edge.
+    zoomed: bool,
 }
+
+/// A window more than this many times longer than the run is not drawn whole.
+const ZOOM: i64 = 4;
 
 impl Scale {
     fn of(r: &Report) -> Scale {
@@ -41,10 +47,9 @@ impl Scale {
             t1: 0,
             now,
             finished,
+            zoomed: false,
         };
-        g.t1 = w
-            .planned_end_ms
-            .max(w.actual_end_ms.unwrap_or(if finished { g.t0 } else { now }));
+        g.t1 = w.actual_end_ms.unwrap_or(if finished { g.t0 } else { now });
         for s in &r.steps {
             g.t0 = g.t0.min(s.planned_start_ms);
             g.t1 = g.t1.max(s.planned_end_ms);
@@ -57,6 +62,13 @@ impl Scale {
             if let Some(u) = &s.undo {
                 g.t1 = g.t1.max(u.ended_at_ms.unwrap_or(u.started_at_ms));
             }
+        }
+        // What the steps planned and did, against the whole window.
+        let work = (g.t1 - g.t0).max(1_000);
+        if w.planned_end_ms - g.t0 > ZOOM * work {
+            g.zoomed = true;
+        } else {
+            g.t1 = g.t1.max(w.planned_end_ms);
         }
         if g.t1 <= g.t0 {
             g.t1 = g.t0 + 1_000;
@@ -107,7 +119,7 @@ pub(super) fn gantt(o: &mut String, r: &Report, clock: &Clock) {
         );
     }
     // The planned window, shaded.
-    let (wx0, wx1) = (g.x(w.planned_start_ms), g.x(w.planned_end_ms));
+    let (wx0, wx1) = (g.x(w.planned_start_ms), g.x(w.planned_end_ms).min(X1));
     let _ = writeln!(
         o,
         "<rect x=\"{wx0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#dcfce7\" fill-opacity=\"0.55\"><title>planned window {}</title></rect>",
@@ -123,16 +135,26 @@ pub(super) fn gantt(o: &mut String, r: &Report, clock: &Clock) {
     for (row, s) in r.steps.iter().enumerate() {
         bars(o, s, row, &g, clock);
     }
-    // The window's end, and now for a run still going on.
-    let _ = writeln!(
-        o,
-        "<line x1=\"{wx1:.1}\" y1=\"{:.1}\" x2=\"{wx1:.1}\" y2=\"{:.1}\" stroke=\"#b91c1c\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/><text x=\"{wx1:.1}\" y=\"{:.1}\" text-anchor=\"{}\" fill=\"#b91c1c\" font-weight=\"600\">window end {}</text>",
-        TOP - 2.0,
-        TOP + rows * ROW,
-        TOP - 22.0,
-        if wx1 > X1 - 80.0 { "end" } else { "middle" },
-        h(&clock.tick(w.planned_end_ms, seconds))
-    );
+    // The window's end (past the right edge when the chart shows only the run), and now
+    // for a run still going on.
+    if g.zoomed {
+        let _ = writeln!(
+            o,
+            "<text x=\"{X1:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#b91c1c\" font-weight=\"600\">window end {} → (zoomed to the run)</text>",
+            TOP - 22.0,
+            h(&clock.tick(w.planned_end_ms, seconds))
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "<line x1=\"{wx1:.1}\" y1=\"{:.1}\" x2=\"{wx1:.1}\" y2=\"{:.1}\" stroke=\"#b91c1c\" stroke-width=\"2\" stroke-dasharray=\"6 3\"/><text x=\"{wx1:.1}\" y=\"{:.1}\" text-anchor=\"{}\" fill=\"#b91c1c\" font-weight=\"600\">window end {}</text>",
+            TOP - 2.0,
+            TOP + rows * ROW,
+            TOP - 22.0,
+            if wx1 > X1 - 80.0 { "end" } else { "middle" },
+            h(&clock.tick(w.planned_end_ms, seconds))
+        );
+    }
     if !g.finished {
         let nx = g.x(g.now);
         let _ = writeln!(
