@@ -41,8 +41,6 @@ mod resume;
 mod runs;
 mod status;
 
-use std::path::PathBuf;
-
 use serde_json::json;
 
 pub use control::{UpdateArgs, abort, decide_approval, forget, update};
@@ -69,16 +67,7 @@ fn fail(message: impl std::fmt::Display) -> Outcome {
     Err(Failure::invalid(message))
 }
 
-/// Where step logs go: beside a SQLite store (its file's directory, as the store reads
-/// its URL), or `.runbook/` for PostgreSQL.
-fn state_dir(url: &str) -> PathBuf {
-    crate::store::StoreUrl::parse(url).map_or_else(|_| PathBuf::from(".runbook"), |u| u.state_dir())
-}
-
-/// The log directory of run `run_id` in the store at `url`.
-fn log_dir(url: &str, run_id: &str) -> PathBuf {
-    state_dir(url).join("logs").join(run_id)
-}
+use crate::store::url::log_dir;
 
 /// Who is at the keyboard, for the journal.
 fn operator() -> String {

@@ -225,6 +225,7 @@ fn step_report(
             None
         },
         undo: h.undo.as_ref().map(undo),
+        log: None,
     }
 }
 

@@ -110,6 +110,9 @@ pub(crate) fn details(s: &StepReport, clock: &Clock) -> Vec<String> {
         }
         out.push(t);
     }
+    if let Some(log) = &s.log {
+        out.push(format!("log: {log}"));
+    }
     if let Some(i) = &s.items {
         out.extend(i.rows.iter().take(ITEM_ROWS).map(item_line));
         if i.rows.len() > ITEM_ROWS {

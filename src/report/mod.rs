@@ -331,10 +331,16 @@ pub async fn command(
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let report = match build(run_id, &events, crate::store::now_ms()) {
+    let mut report = match build(run_id, &events, crate::store::now_ms()) {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    // Where each step's log is, for the steps that wrote one here.
+    let logs = crate::store::url::log_dir(&url, run_id);
+    for s in &mut report.steps {
+        let path = logs.join(format!("{}.log", s.id));
+        s.log = path.exists().then(|| path.display().to_string());
+    }
     let text = report.render(format);
     match output {
         Some(path) => match write_atomically(path, text.as_bytes()) {

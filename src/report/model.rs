@@ -363,6 +363,9 @@ pub struct StepReport {
     pub skip_reason: Option<String>,
     /// Undoing the step in a rollback.
     pub undo: Option<Undo>,
+    /// Its log file (a fan-out's items have `STEP.NAME.log` beside it), when the report
+    /// is made where the logs are.
+    pub log: Option<String>,
 }
 
 /// Fan-out items of a step.

@@ -163,6 +163,15 @@ impl StoreUrl {
     }
 }
 
+/// The log directory of run `run_id` of the store at `url`: `logs/RUN` beside a SQLite
+/// store (its file's directory), or under `.runbook/` for PostgreSQL.
+pub fn log_dir(url: &str, run_id: &str) -> PathBuf {
+    StoreUrl::parse(url)
+        .map_or_else(|_| PathBuf::from(".runbook"), |u| u.state_dir())
+        .join("logs")
+        .join(run_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ steps:
     kind: install
     for_each: [alpha, beta]
     run: { shell: "echo {{item}}" }
+  - { id: note, kind: patch, run: { shell: "echo hello" } }
 "#;
 
 #[test]
@@ -88,7 +89,18 @@ fn items_are_named_in_logs_status_log_files_and_the_report() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["web1:80", "web2:81"]);
+    // Where each step's log is.
+    let note = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "note")
+        .unwrap();
+    let log = note["log"].as_str().unwrap();
+    assert!(log.ends_with("state/logs/n1/note.log"), "{log}");
+    assert!(std::fs::read_to_string(log).unwrap().contains("hello"));
     let md = w.run(&["report", "n1"]);
+    assert!(md.stdout.contains(&format!("log: {log}")), "{}", md.stdout);
     assert!(
         md.stdout.contains("item mops_platform: failed in"),
         "{}",
