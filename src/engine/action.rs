@@ -279,8 +279,31 @@ async fn run_logged(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(Stopped::NotStarted)?;
+    // Before the command starts, its file names it by a token in its environment: a
+    // runner killed between the spawn and recording the group leaves a command that a
+    // resume still finds (by the token), never one it cannot see.
+    let spawning = log.pgid_path.as_ref().and_then(|file| {
+        let token = spawn_token();
+        let written = file
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(file, format!("{SPAWNING}{token}")));
+        written.ok().map(|()| (file.clone(), token))
+    });
+    if let Some((_, token)) = &spawning {
+        cmd.env(SPAWN_ENV, token);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some((file, _)) = spawning {
+                let _ = std::fs::remove_file(file);
+            }
+            return Err(Stopped::NotStarted(e));
+        }
+    };
     let pgid = child.id().map(|id| id as i32);
+    killed_after_spawn_for_tests();
     // Whoever stops waiting for the command drops this future; the guard then kills the
     // whole group, not just its leader.
     let mut group = GroupGuard {
@@ -380,6 +403,51 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Fault injection for the tests: with `RUNBOOK_TEST_KILL_AFTER_SPAWN` set the runner
+/// SIGKILLs itself right after starting a command, before recording its process group.
+fn killed_after_spawn_for_tests() {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("RUNBOOK_TEST_KILL_AFTER_SPAWN").is_some()) {
+        // SAFETY: signalling this process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// The environment variable that names a command to the runner that spawned it (see
+/// [`orphans`]).
+const SPAWN_ENV: &str = "RUNBOOK_SPAWN_ID";
+/// How a `.pgid` file says its command is being started: the token follows.
+const SPAWNING: &str = "spawning ";
+
+/// A token no other command of this machine has.
+fn spawn_token() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// The process group of a live process whose environment holds `SPAWN_ENV=token`.
+fn group_of_token(token: &str) -> Option<i32> {
+    let wanted = format!("{SPAWN_ENV}={token}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let environ = std::fs::read(p.path().join("environ")).ok()?;
+        if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
+            return None;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+        let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = rest.next()?;
+        let pgrp = rest.nth(1)?.parse::<i32>().ok()?;
+        (!matches!(state, "Z" | "X")).then_some(pgrp)
+    })
+}
+
 /// Whether any process of the group is still running. A zombie does not count: where
 /// PID 1 does not reap (some containers), a finished command stays one.
 fn group_alive(pgid: i32) -> bool {
@@ -414,9 +482,12 @@ pub fn orphans(dir: &Path) -> Vec<(String, i32)> {
         let Some(log) = name.strip_suffix(".pgid") else {
             continue;
         };
-        let pgid = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok());
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // A command whose group was not recorded yet is found by its token.
+        let pgid = match text.trim().strip_prefix(SPAWNING) {
+            Some(token) => group_of_token(token),
+            None => text.trim().parse::<i32>().ok(),
+        };
         match pgid {
             Some(g) if g > 1 && group_alive(g) => {
                 found.push((log.to_owned(), g));

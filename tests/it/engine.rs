@@ -788,6 +788,47 @@ fn resume_waits_for_the_dead_runners_command() {
     assert_eq!(w.markers(), ["start", "end", "next"]);
 }
 
+/// A runner killed right after starting a command, before it recorded the command's
+/// process group, still leaves the command for `resume` to see (by the token the command
+/// carries): `--retry` waits instead of running it a second time alongside.
+#[test]
+fn resume_finds_a_command_whose_group_was_never_recorded() {
+    let w = World::sqlite();
+    w.write(
+        "rb.yaml",
+        "runbook: unrecorded\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 3; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
+    );
+    let status = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "u"])
+        .env("RUNBOOK_TEST_KILL_AFTER_SPAWN", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let early = w.run(&["resume", "u", "--retry"]);
+    assert_eq!(early.code, 4, "{}\n{}", early.stdout, early.stderr);
+    assert!(
+        early.stderr.starts_with(
+            "error: commands that the stopped runner started are still running: `long.log` (process group "
+        ),
+        "{}",
+        early.stderr
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while w.count("end") == 0 {
+        assert!(Instant::now() < deadline, "the orphan never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let skip = w.run(&["resume", "u", "--skip"]);
+    assert_eq!(skip.code, 0, "{}\n{}", skip.stdout, skip.stderr);
+    assert_eq!(w.markers(), ["start", "end", "next"]);
+}
+
 /// `status` of a run whose runner was killed says the runner is gone and what to run,
 /// without an ETA; a run whose runner is alive does not.
 #[test]

@@ -96,6 +96,7 @@ impl World {
             .env_remove("RUNBOOK_TEST_KILL_AFTER_EVENT")
             .env_remove("RUNBOOK_TEST_STOP_AFTER_EVENT")
             .env_remove("RUNBOOK_TEST_STALE_AFTER_MS")
+            .env_remove("RUNBOOK_TEST_KILL_AFTER_SPAWN")
             .stdin(Stdio::null());
         c
     }
