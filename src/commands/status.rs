@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{fail, fmt_ms, learned};
 use crate::engine::action::LOG_ERROR;
-use crate::engine::control::{load_run, runbook_of};
+use crate::engine::control::runbook_of;
 use crate::engine::state::{ItemStatus, RunState, StepRun};
 use crate::exit::{Exit, Outcome};
 use crate::runbook::Runbook;
@@ -55,7 +55,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
             Err(e) => return fail(e),
         },
     };
-    let (state, _) = match load_run(&store, &run_id).await {
+    let (state, history) = match crate::engine::control::load_replayed(&store, &run_id).await {
         Ok(x) => x,
         Err(e) => return fail(e),
     };
@@ -74,6 +74,7 @@ pub async fn status(run: Option<&str>, json_out: bool, store_flag: Option<&str>)
     let shown = Shown {
         run_id: &run_id,
         state: &state,
+        history: &history,
         ids: step_ids(rb.as_ref(), &state),
         logs: super::log_dir(&url, &run_id),
         eta,
@@ -162,6 +163,7 @@ fn items_done(s: &StepRun) -> (usize, usize) {
 struct Shown<'a> {
     run_id: &'a str,
     state: &'a RunState,
+    history: &'a crate::engine::history::History,
     ids: Vec<String>,
     logs: PathBuf,
     eta: Option<i64>,
@@ -181,6 +183,7 @@ impl Shown<'_> {
             .iter()
             .map(|id| {
                 let s = state.step(id);
+                let names = &self.history.step(id).item_names;
                 let (done, failed) = items_done(s);
                 let step = json!({
                     "status": s.status.as_str(),
@@ -197,13 +200,13 @@ impl Shown<'_> {
                             .filter(|(_, st)| **st == ItemStatus::Failed)
                             .map(|(ix, _)| json!({
                                 "index": ix,
-                                "name": s.item_names.get(ix),
+                                "name": names.get(ix),
                                 "error": s.item_errors.get(ix),
                             }))
                             .collect::<Vec<_>>(),
                         "running": s.items.iter()
                             .filter(|(_, st)| **st == ItemStatus::Running)
-                            .map(|(ix, _)| json!({ "index": ix, "name": s.item_names.get(ix) }))
+                            .map(|(ix, _)| json!({ "index": ix, "name": names.get(ix) }))
                             .collect::<Vec<_>>(),
                     },
                     "output": self.log_tail(id, 5),
@@ -281,6 +284,7 @@ impl Shown<'_> {
         let d = duration_ms(s.started_ms, s.ended_ms)
             .map(|ms| crate::duration::fmt_duration(Duration::from_millis(ms.max(0) as u64)))
             .unwrap_or_default();
+        let names = &self.history.step(id).item_names;
         let items = if s.items.is_empty() {
             String::new()
         } else {
@@ -298,9 +302,8 @@ impl Shown<'_> {
         if let Some(Value::String(e)) = s.outputs.get(LOG_ERROR) {
             outln!("      WARNING: {e}");
         }
-        let name = |ix: &usize| {
-            crate::engine::items::words(*ix, s.item_names.get(ix).map_or("", String::as_str))
-        };
+        let name =
+            |ix: &usize| crate::engine::items::words(*ix, names.get(ix).map_or("", String::as_str));
         // The items that failed, and those under way, by name (a few: the report has all).
         const SHOWN: usize = 10;
         for status in [ItemStatus::Failed, ItemStatus::Running] {

@@ -103,10 +103,23 @@ pub enum WriteError {
 pub async fn load_run(store: &Store, run_id: &str) -> Result<(RunState, i64), WriteError> {
     let events = store.load(run_id).await.map_err(WriteError::Store)?;
     let seq = events.last().map(|r| r.seq).unwrap_or(0);
-    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms))).map_err(|e| {
-        WriteError::Damaged(format!("the journal of run `{run_id}` does not fold: {e}"))
-    })?;
+    let state = RunState::from_events(events.iter().map(|r| (&r.event, r.at_ms)))
+        .map_err(|e| does_not_fold(run_id, e))?;
     Ok((state, seq))
+}
+
+/// Loads a run's journal and folds it into its state and its history (what `status`
+/// shows).
+pub async fn load_replayed(
+    store: &Store,
+    run_id: &str,
+) -> Result<(RunState, super::history::History), WriteError> {
+    let events = store.load(run_id).await.map_err(WriteError::Store)?;
+    super::history::replay(&events).map_err(|e| does_not_fold(run_id, e))
+}
+
+fn does_not_fold(run_id: &str, e: impl std::fmt::Display) -> WriteError {
+    WriteError::Damaged(format!("the journal of run `{run_id}` does not fold: {e}"))
 }
 
 /// Appends the event `make` draws from the run's current state, checked against that

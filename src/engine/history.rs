@@ -81,6 +81,10 @@ pub struct StepHistory {
     pub attempt_items_failed: usize,
     /// When each fan-out item last started and (if it has) ended, by index.
     pub item_times: std::collections::BTreeMap<usize, (i64, Option<i64>)>,
+    /// Fan-out items' names, by index (journals written before items had names have
+    /// none). Here, not in the run's state: the engine decides nothing by them, and the
+    /// state is copied at every commit.
+    pub item_names: std::collections::BTreeMap<usize, String>,
 }
 
 /// How a rollback ended.
@@ -329,8 +333,11 @@ impl History {
                 f.attempt_items_ended = 0;
                 f.attempt_items_failed = 0;
             }
-            Event::ItemStarted { index, .. } => {
+            Event::ItemStarted { index, name, .. } => {
                 f.item_times.insert(*index, (at, None));
+                if !name.is_empty() {
+                    f.item_names.insert(*index, name.clone());
+                }
             }
             Event::ItemSucceeded { index, .. } | Event::ItemFailed { index, .. } => {
                 if let Some((_, end)) = f.item_times.get_mut(index) {

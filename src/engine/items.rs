@@ -48,6 +48,11 @@ pub fn words(index: usize, name: &str) -> String {
 /// is safe in a file name and no other item of the step has it, else the item's index
 /// (`STEP.N`).
 pub fn stems(step: &str, names: &[String]) -> Vec<String> {
+    let mut uses: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(names.len());
+    for n in names {
+        *uses.entry(n.as_str()).or_default() += 1;
+    }
     names
         .iter()
         .enumerate()
@@ -59,7 +64,7 @@ pub fn stems(step: &str, names: &[String]) -> Vec<String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
                 // Not taken by another item, nor by another item's index.
-                && names.iter().filter(|n| *n == name).count() == 1
+                && uses.get(name.as_str()) == Some(&1)
                 && name.parse::<usize>().map_or(true, |n| n == ix);
             if safe {
                 format!("{step}.{name}")

@@ -125,9 +125,6 @@ pub struct StepRun {
     pub items: BTreeMap<usize, ItemStatus>,
     /// What fan-out items produced, by index (only items with outputs).
     pub item_outputs: BTreeMap<usize, IndexMap<String, Value>>,
-    /// Fan-out items' names, by index (journals written before items had names have
-    /// none).
-    pub item_names: BTreeMap<usize, String>,
     /// Why each failed fan-out item failed, by index.
     pub item_errors: BTreeMap<usize, String>,
     /// Its statements stopped on the server.

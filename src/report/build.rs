@@ -239,7 +239,7 @@ fn item_rows(kind: &str, run: &StepRun, h: &StepHistory) -> Vec<ItemRow> {
             let failed = *status == ItemStatus::Failed;
             ItemRow {
                 index,
-                name: run.item_names.get(&index).cloned(),
+                name: h.item_names.get(&index).cloned(),
                 status: match status {
                     ItemStatus::Running => "running",
                     ItemStatus::Succeeded => "succeeded",

@@ -175,7 +175,7 @@ fn after_attempt(step: &mut StepRun, run: R, event: &E, at_ms: i64) -> Transitio
 fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
     let rolling = run == R::RollingBack;
     match event {
-        E::ItemStarted { index, name, .. } => {
+        E::ItemStarted { index, .. } => {
             if !working(run)
                 || step.status != S::Running
                 || step.awaiting_approval
@@ -184,9 +184,6 @@ fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
                 return Err(step.status);
             }
             step.items.insert(*index, ItemStatus::Running);
-            if !name.is_empty() {
-                step.item_names.insert(*index, name.clone());
-            }
         }
         E::ItemSucceeded { index, .. } | E::ItemFailed { index, .. } => {
             if !working(run)
