@@ -48,6 +48,11 @@ pub enum Event {
         attempt: u32,
         #[serde(default)]
         verifying: bool,
+        /// How long the runner expects it to take (learned from earlier runs, else its
+        /// `expected`): what its overrun is measured against, on the page and in the
+        /// report alike.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimate_ms: Option<i64>,
     },
     /// The attempt succeeded, with what it produced.
     StepSucceeded {

@@ -213,6 +213,13 @@ pub fn fan_out_failure(step: &Step, total: usize, failed: usize) -> Option<Strin
 /// every `status_page.overrun.every`. Only a step that says how long it should take is
 /// announced as late (a learned figure can move the moment, not make a step without
 /// `expected` late).
+/// What a step's overrun is measured against: its estimate (learned, else `expected`),
+/// for a step with `expected` (the others never run late).
+pub fn overrun_estimate(step: &Step, items: Option<usize>, learned: &Learned) -> Option<i64> {
+    step.expected?;
+    Some(timing::estimate(step, items, learned).ms)
+}
+
 pub fn overrun_due(
     rb: &Runbook,
     state: &RunState,
@@ -222,16 +229,15 @@ pub fn overrun_due(
     last_ms: Option<i64>,
     now_ms: i64,
 ) -> Option<i64> {
-    step.expected?;
-    let est = timing::estimate(step, items, learned);
+    let est = overrun_estimate(step, items, learned)?;
     let sp = &rb.status_page;
     let margin = sp
         .overrun_after
-        .of(Duration::from_millis(est.ms.max(0) as u64));
+        .of(Duration::from_millis(est.max(0) as u64));
     let started = state.step(&step.id).started_ms.unwrap_or(now_ms);
     Some(timing::overrun_due(
         started,
-        est.ms,
+        est,
         crate::duration::millis(margin),
         crate::duration::millis(sp.overrun_every),
         last_ms,

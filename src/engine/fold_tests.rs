@@ -86,6 +86,7 @@ fn started(id: &str, attempt: u32) -> Event {
         step,
         attempt,
         verifying,
+        estimate_ms: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn verifying(id: &str, attempt: u32) -> Event {
         step,
         attempt,
         verifying,
+        estimate_ms: None,
     }
 }
 

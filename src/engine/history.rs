@@ -81,6 +81,9 @@ pub struct StepHistory {
     pub attempt_items_failed: usize,
     /// When each fan-out item last started and (if it has) ended, by index.
     pub item_times: std::collections::BTreeMap<usize, (i64, Option<i64>)>,
+    /// What the runner measured the step's overrun against (its estimate when it
+    /// started), when the journal says.
+    pub estimate_ms: Option<i64>,
     /// Fan-out items' names, by index (journals written before items had names have
     /// none). Here, not in the run's state: the engine decides nothing by them, and the
     /// state is copied at every commit.
@@ -329,9 +332,12 @@ impl History {
             _ => {}
         }
         match e {
-            Event::StepStarted { .. } => {
+            Event::StepStarted { estimate_ms, .. } => {
                 f.attempt_items_ended = 0;
                 f.attempt_items_failed = 0;
+                if estimate_ms.is_some() {
+                    f.estimate_ms = *estimate_ms;
+                }
             }
             Event::ItemStarted { index, name, .. } => {
                 f.item_times.insert(*index, (at, None));

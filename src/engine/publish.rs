@@ -381,6 +381,7 @@ impl<'a> Publisher<'a> {
                     step,
                     attempt: 1,
                     verifying,
+                    ..
                 } => {
                     let Some(s) = self.rb.steps.iter().find(|s| &s.id == step) else {
                         continue;

@@ -400,6 +400,7 @@ mod tests {
                     step: step.clone(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ));
             for index in 0..*items {
@@ -547,6 +548,7 @@ steps:
                     step: "backup".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
             (
@@ -570,6 +572,7 @@ steps:
                     step: "change".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
         ] {
@@ -607,6 +610,7 @@ steps:
                     step: "fan".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
             (
@@ -697,6 +701,7 @@ steps:
                     step: "backup".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
             (
@@ -720,6 +725,7 @@ steps:
                     step: "change".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
             (

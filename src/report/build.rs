@@ -175,9 +175,12 @@ fn step_report(
         _ => h.outcome_ms.or(run.ended_ms),
     };
     let duration = actual_start.zip(actual_end).map(|(s, e)| (e - s).max(0));
+    // Against what the runner expected when it started it (learned, else `expected`),
+    // as the page's overrun updates were.
+    let against = h.estimate_ms.or(p.expected_ms.map(|x| x as i64));
     let overrun = duration
-        .zip(p.expected_ms)
-        .map(|(d, x)| d - x as i64)
+        .zip(against)
+        .map(|(d, x)| d - x)
         // A few milliseconds over is not an overrun worth a manager's eye (the status
         // page does not call it one either).
         .filter(|o| *o >= 1000);
@@ -212,6 +215,7 @@ fn step_report(
         actual_end: actual_end.map(iso),
         actual_end_ms: actual_end,
         duration_ms: duration,
+        estimate_ms: h.estimate_ms,
         overrun_ms: overrun,
         attempts: run.attempts,
         outputs: outputs_worth_reading(&p.kind, &run.outputs),

@@ -345,7 +345,11 @@ pub struct StepReport {
     pub actual_end_ms: Option<i64>,
     /// Actual end minus actual start: retries and their waits included.
     pub duration_ms: Option<i64>,
-    /// Duration minus expected, when positive.
+    /// What the runner expected it to take when it started: learned from earlier runs,
+    /// else `expected` (null in a journal that does not say).
+    pub estimate_ms: Option<i64>,
+    /// Duration minus the estimate (else `expected`), when over by a second or more: the
+    /// same measure as the page's overrun updates.
     pub overrun_ms: Option<i64>,
     pub attempts: u32,
     /// The outputs worth reading (backup: `size_bytes`, `path`, `tables`; migrate:

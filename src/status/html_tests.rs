@@ -87,6 +87,7 @@ fn running() -> Stream {
                 step: format!("s{n}"),
                 attempt: 1,
                 verifying: false,
+                estimate_ms: None,
             },
         ));
     }

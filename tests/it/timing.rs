@@ -161,6 +161,43 @@ steps:
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
+/// The report measures a step's overrun against what the runner expected when it started
+/// it (learned from earlier runs, else `expected`), as the overrun updates on the page
+/// are: a step that usually takes 0.1 s and took 1.6 s ran over, though the runbook says
+/// 10 s.
+#[test]
+fn the_report_measures_overruns_against_the_runners_estimate() {
+    let w = World::sqlite();
+    w.write(
+        "o.yaml",
+        "runbook: estimate\nvars: { d: '0.1' }\nsteps:\n  - { id: work, kind: patch, expected: 10s, run: { shell: 'sleep {{vars.d}}' } }\n",
+    );
+    assert_eq!(w.execute("o.yaml", "quick").code, 0);
+    let first = report_step(&w, "quick");
+    assert_eq!(first["estimate_ms"], 10_000, "{first}");
+    assert_eq!(first["overrun_ms"], serde_json::Value::Null, "{first}");
+    let o = w.run(&[
+        "execute", "o.yaml", "--yes", "--now", "--run-id", "slow", "--var", "d=1.6",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let slow = report_step(&w, "slow");
+    let estimate = slow["estimate_ms"].as_i64().unwrap();
+    assert!(estimate < 1000, "learned from the quick run: {slow}");
+    let overrun = slow["overrun_ms"].as_i64().expect("an overrun");
+    assert_eq!(
+        overrun,
+        slow["duration_ms"].as_i64().unwrap() - estimate,
+        "{slow}"
+    );
+}
+
+fn report_step(w: &World, run: &str) -> serde_json::Value {
+    let o = w.run(&["report", run, "--format", "json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    doc["steps"][0].clone()
+}
+
 #[test]
 fn status_shows_the_eta_of_a_running_run() {
     let w = World::sqlite();

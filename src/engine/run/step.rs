@@ -51,6 +51,11 @@ impl<'a> Runner<'a> {
             step: id.clone(),
             attempt,
             verifying: matches!(step.kind, Kind::Test | Kind::Verify),
+            estimate_ms: crate::engine::decide::overrun_estimate(
+                step,
+                self.rb.item_count(step),
+                &self.learned,
+            ),
         });
         let succeeded = Event::StepSucceeded {
             step: id.clone(),

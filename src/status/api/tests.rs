@@ -167,6 +167,7 @@ pub(crate) fn running(title: &str, body: &str) -> Stream {
                     step: "migrate".into(),
                     attempt: 1,
                     verifying: false,
+                    estimate_ms: None,
                 },
             ),
             rec(
