@@ -158,7 +158,7 @@ async fn steps_rendered(rb: &Runbook, runner: &Runner<'_>) -> usize {
             let shown = match worker.rendered(a, &ctx) {
                 Ok(text) => text,
                 // Outputs of earlier steps (or an item with no list) exist only in the run.
-                Err(e) if e.contains("has no value at this point of the run") => {
+                Err(e) if e.contains(crate::engine::work::NOT_YET) => {
                     format!("rendered when it runs ({e})")
                 }
                 Err(e) => {

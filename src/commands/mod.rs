@@ -136,6 +136,7 @@ pub async fn learned(store: &Store, runbook: &str, except: &str) -> Learned {
     };
     let mut journals = Vec::new();
     let mut from = Vec::new();
+    // Each journal is folded once: to see whether it teaches, and to learn from it.
     for r in runs
         .iter()
         .filter(|r| r.runbook == runbook && r.run_id != except)
@@ -155,14 +156,14 @@ pub async fn learned(store: &Store, runbook: &str, except: &str) -> Learned {
                     ended_ms: state.ended_ms,
                     rehearsal: state.rehearsal,
                 });
-                journals.push(events);
+                journals.push((state, events));
             }
             _ => {}
         }
     }
     Learned {
         from,
-        ..Learned::from_runs(journals.iter().map(Vec::as_slice))
+        ..Learned::from_folded(journals.iter().map(|(s, e)| (s, e.as_slice())))
     }
 }
 

@@ -440,33 +440,28 @@ fn group_of_token(token: &str) -> Option<i32> {
         if !environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()) {
             return None;
         }
-        let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
-        let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-        let state = rest.next()?;
-        let pgrp = rest.nth(1)?.parse::<i32>().ok()?;
-        (!matches!(state, "Z" | "X")).then_some(pgrp)
+        live_group(&p.path())
     })
 }
 
-/// Whether any process of the group is still running. A zombie does not count: where
-/// PID 1 does not reap (some containers), a finished command stays one.
+/// The process group of the process at `/proc/PID` while it is alive (not a zombie:
+/// where PID 1 does not reap, some containers, a finished command stays one).
+fn live_group(proc_dir: &Path) -> Option<i32> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; the command name may hold spaces and parens.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?;
+    let pgrp = rest.nth(1)?.parse::<i32>().ok()?;
+    (!matches!(state, "Z" | "X")).then_some(pgrp)
+}
+
+/// Whether any process of the group is still running (a zombie does not count).
 fn group_alive(pgid: i32) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         // SAFETY: signal 0 only asks whether the group exists.
         return unsafe { libc::killpg(pgid, 0) } == 0;
     };
-    procs.flatten().any(|p| {
-        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid pgrp ...`; the command name may hold spaces and parens.
-        let mut rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace())
-            .into_iter()
-            .flatten();
-        let state = rest.next();
-        let pgrp = rest.nth(1).and_then(|g| g.parse::<i32>().ok());
-        pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
-    })
+    procs.flatten().any(|p| live_group(&p.path()) == Some(pgid))
 }
 
 /// Process groups that a runner which died left running, from their `.pgid` files in

@@ -293,12 +293,15 @@ impl History {
             _ => {}
         }
         let f = self.steps.entry(step.to_owned()).or_default();
-        let mut error = |attempt: Option<u32>, item: Option<usize>, kind, text: &str| {
+        // `item`: a fan-out item's index and name (empty in older journals).
+        let mut error = |attempt: Option<u32>, item: Option<(usize, &str)>, kind, text: &str| {
             f.errors.push(StepError {
                 at_ms: at,
                 attempt,
-                item,
-                item_name: None,
+                item: item.map(|(ix, _)| ix),
+                item_name: item
+                    .filter(|(_, name)| !name.is_empty())
+                    .map(|(_, name)| name.to_owned()),
                 kind,
                 error: text.to_owned(),
             })
@@ -321,14 +324,7 @@ impl History {
                 name,
                 error: x,
                 ..
-            } => {
-                error(None, Some(*index), Failure::ItemFailed, x);
-                if !name.is_empty()
-                    && let Some(last) = f.errors.last_mut()
-                {
-                    last.item_name = Some(name.clone());
-                }
-            }
+            } => error(None, Some((*index, name)), Failure::ItemFailed, x),
             _ => {}
         }
         match e {

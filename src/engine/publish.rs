@@ -474,7 +474,7 @@ impl<'a> Publisher<'a> {
 
 /// Whether the start of public step `s` is announced by default: an announcement, or a
 /// step that changes something or closes or reopens the service.
-pub fn announced_start(s: &Step) -> bool {
+fn announced_start(s: &Step) -> bool {
     matches!(s.kind, Kind::Announce | Kind::Close | Kind::Reopen)
         || crate::engine::undo::changes_things(s)
 }

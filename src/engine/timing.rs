@@ -63,13 +63,21 @@ impl Learned {
     /// duration (and per item, for a fan-out). Time waiting for a person (an `approve`
     /// step) is never learned.
     pub fn from_runs<'a>(runs: impl IntoIterator<Item = &'a [Recorded]>) -> Learned {
+        let folded: Vec<(RunState, &[Recorded])> = runs
+            .into_iter()
+            .filter_map(|events| Some((RunState::of_journal(events).ok()?, events)))
+            .collect();
+        Learned::from_folded(folded.iter().map(|(state, events)| (state, *events)))
+    }
+
+    /// [`Learned::from_runs`] over journals already folded into their states.
+    pub fn from_folded<'a>(
+        runs: impl IntoIterator<Item = (&'a RunState, &'a [Recorded])>,
+    ) -> Learned {
         let mut whole: HashMap<String, Vec<i64>> = HashMap::new();
         let mut per_item: HashMap<String, Vec<i64>> = HashMap::new();
-        for events in runs {
-            let Ok(state) = RunState::of_journal(events) else {
-                continue;
-            };
-            if !teaches(&state) {
+        for (state, events) in runs {
+            if !teaches(state) {
                 continue;
             }
             let waited: std::collections::HashSet<&str> = events

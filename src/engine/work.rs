@@ -52,6 +52,10 @@ pub(crate) enum Unit<'v> {
     Item(usize, &'v Value, &'v str),
 }
 
+/// How a render error says a value exists only later in the run (an earlier step's
+/// outputs): a dry run shows such a template as rendered when it runs.
+pub const NOT_YET: &str = "has no value at this point of the run";
+
 impl<'w> Worker<'w> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -181,7 +185,7 @@ impl<'w> Worker<'w> {
             Ok(rendered) => Ok(rendered),
             Err(e) => Err(match e.reason() {
                 handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
-                    format!("`{{{{{path}}}}}` has no value at this point of the run (in `{text}`)")
+                    format!("`{{{{{path}}}}}` {NOT_YET} (in `{text}`)")
                 }
                 reason => format!("template `{text}`: {reason}"),
             }),

@@ -238,8 +238,8 @@ fn item_rows(kind: &str, run: &StepRun, h: &StepHistory) -> Vec<ItemRow> {
     run.items
         .iter()
         .map(|(&index, status)| {
-            let (started, ended) = h.item_times.get(&index).copied().unwrap_or((0, None));
-            let started = h.item_times.contains_key(&index).then_some(started);
+            let times = h.item_times.get(&index);
+            let (started, ended) = (times.map(|t| t.0), times.and_then(|t| t.1));
             let failed = *status == ItemStatus::Failed;
             ItemRow {
                 index,

@@ -530,22 +530,11 @@ fn dry_run_evaluates_read_only_preconditions_and_changes_nothing() {
         .status();
     if !made.is_ok_and(|s| s.success()) {
         // No sqlite3 client: make the database through the engine instead.
-        w.write(
-            "mk.yaml",
-            &format!(
-                "runbook: mk\nsteps:\n  - id: mk\n    kind: patch\n    run: {{ sql: \"CREATE TABLE t (x); INSERT INTO t VALUES (1);\", database: \"sqlite://{}\" }}\n",
-                db.display()
-            ),
+        sqlite_made(
+            &w,
+            &format!("sqlite://{}", db.display()),
+            "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
         );
-        let o = w.run(&[
-            "execute",
-            "mk.yaml",
-            "--yes",
-            "--now",
-            "--store",
-            &format!("sqlite://{}/mk.db", w.path("").display()),
-        ]);
-        assert_eq!(o.code, 0, "{}", o.stderr);
     }
     let before = std::fs::read(&db).unwrap();
     w.write(
@@ -1023,22 +1012,11 @@ fn approving_a_step_that_does_not_exist_says_so() {
 fn a_dry_run_renders_each_step_lists_the_items_and_evaluates_early_tests() {
     let w = World::sqlite();
     let db = w.path("shop.db");
-    w.write(
-        "mk.yaml",
-        &format!(
-            "runbook: mk\nsteps:\n  - id: t\n    kind: patch\n    run: {{ sql: \"create table tenants (name text); insert into tenants values ('acme'), ('globex')\", database: \"sqlite://{}?mode=rwc\" }}\n",
-            db.display()
-        ),
+    sqlite_made(
+        &w,
+        &format!("sqlite://{}?mode=rwc", db.display()),
+        "create table tenants (name text); insert into tenants values ('acme'), ('globex')",
     );
-    let o = w.run(&[
-        "execute",
-        "mk.yaml",
-        "--yes",
-        "--now",
-        "--store",
-        &format!("sqlite://{}/mk.db", w.path("").display()),
-    ]);
-    assert_eq!(o.code, 0, "{}", o.stderr);
     let before = std::fs::read(&db).unwrap();
     w.write(
         "rb.yaml",
@@ -1085,4 +1063,24 @@ steps:
     has("1 precondition(s) or check(s) do not hold now.");
     assert_eq!(std::fs::read(&db).unwrap(), before, "the dry run wrote");
     assert!(!w.path("markers").exists());
+}
+
+/// Runs `sql` on the SQLite database `url` through the engine (a run in a store of its
+/// own, so the test's store stays empty).
+fn sqlite_made(w: &World, url: &str, sql: &str) {
+    w.write(
+        "mk.yaml",
+        &format!(
+            "runbook: mk\nsteps:\n  - id: mk\n    kind: patch\n    run: {{ sql: {sql:?}, database: {url:?} }}\n"
+        ),
+    );
+    let o = w.run(&[
+        "execute",
+        "mk.yaml",
+        "--yes",
+        "--now",
+        "--store",
+        &format!("sqlite://{}/mk.db", w.path("").display()),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
 }

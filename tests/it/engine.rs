@@ -798,17 +798,7 @@ fn resume_finds_a_command_whose_group_was_never_recorded() {
         "rb.yaml",
         "runbook: unrecorded\nsteps:\n  - { id: long, kind: patch, run: { shell: 'echo start >> markers; sleep 3; echo end >> markers' } }\n  - { id: next, kind: patch, run: { shell: 'echo next >> markers' } }\n",
     );
-    let status = w
-        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "u"])
-        .env("RUNBOOK_TEST_KILL_AFTER_SPAWN", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9)
-    );
+    w.execute_killed_by("rb.yaml", "u", "RUNBOOK_TEST_KILL_AFTER_SPAWN", "1");
     let early = w.run(&["resume", "u", "--retry"]);
     assert_eq!(early.code, 4, "{}\n{}", early.stdout, early.stderr);
     assert!(

@@ -126,9 +126,20 @@ impl World {
     /// `execute FILE`, SIGKILLed by the runner itself right after journal event `n`
     /// (`RUNBOOK_TEST_KILL_AFTER_EVENT`); fails the test unless it died so.
     pub fn execute_killed_after(&self, file: &str, run_id: &str, n: i64) {
+        self.execute_killed_by(
+            file,
+            run_id,
+            "RUNBOOK_TEST_KILL_AFTER_EVENT",
+            &n.to_string(),
+        );
+    }
+
+    /// `execute FILE` with the fault-injection variable `var=value` that SIGKILLs the
+    /// runner; fails the test unless it died so.
+    pub fn execute_killed_by(&self, file: &str, run_id: &str, var: &str, value: &str) {
         let status = self
             .command(&["execute", file, "--yes", "--now", "--run-id", run_id])
-            .env("RUNBOOK_TEST_KILL_AFTER_EVENT", n.to_string())
+            .env(var, value)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -136,7 +147,7 @@ impl World {
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9),
-            "run {run_id}: kill point {n}"
+            "run {run_id}: killed by {var}={value}"
         );
     }
 
