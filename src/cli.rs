@@ -557,14 +557,17 @@ fn plan(
         Err(_) => Default::default(),
     };
     let p = crate::plan::plan_learned(&rb, start, chrono::Utc::now(), &learned);
-    match format {
-        Format::Text if history => print(&(p.to_text() + &p.history_text())),
-        Format::Text => print(&p.to_text()),
-        Format::Json => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            // A closed pipe (`| head`) is not an error worth reporting.
-            let _ = p.write_json(&mut out).and_then(|_| out.flush());
-        }
-    }
+    // Streamed; a closed pipe (`| head`) is not an error worth reporting.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = match format {
+        Format::Text => p
+            .write_text(&mut out)
+            .and_then(|_| match history {
+                true => out.write_all(crate::terminal::safe(&p.history_text()).as_bytes()),
+                false => Ok(()),
+            })
+            .and_then(|_| out.flush()),
+        Format::Json => p.write_json(&mut out).and_then(|_| out.flush()),
+    };
     Ok(Exit::Ok)
 }

@@ -86,22 +86,30 @@ pub struct PlannedStep<'a> {
     pub items: Option<usize>,
     /// How this step is undone when a later failure rolls the run back.
     pub rollback: Option<String>,
+    /// How this step is undone when a later step fails and rolls the run back to the
+    /// last checkpoint before it: `rollback` (its own), `restore` (that checkpoint's
+    /// `restore` brings it back), `left` (left as it is), or `null` (it changes nothing).
+    pub undone_by: Option<&'static str>,
     pub if_it_fails: FailurePath<'a>,
 }
 
-/// What the engine would do if this step failed.
+/// What the engine would do if this step failed. The steps it goes back over are a
+/// range of positions, each undone as its own `undone_by` says: the path is linear in
+/// the steps, however far back the last checkpoint is.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailurePath<'a> {
     pub policy: &'static str,
-    /// Every step the rollback goes back over that changed something, most recent
-    /// first, with how it is undone (policy `rollback` only).
-    pub steps: Vec<UndoStep<'a>>,
-    /// Ids of the steps undone by their own rollback, most recent first.
-    pub undo: Vec<&'a str>,
-    /// Ids of the steps the checkpoint's `restore` brings back.
-    pub restored: Vec<&'a str>,
-    /// Ids of the steps left as they are: no rollback, and no restore covers them.
-    pub left: Vec<&'a str>,
+    /// The position of the most recent step the rollback goes back over (policy
+    /// `rollback` with something to undo; else `null`).
+    pub from_position: Option<usize>,
+    /// The position of the earliest one.
+    pub to_position: Option<usize>,
+    /// How many of those steps are undone by their own rollback.
+    pub undo: usize,
+    /// How many the checkpoint's `restore` brings back.
+    pub restored: usize,
+    /// How many are left as they are: no rollback, and no restore covers them.
+    pub left: usize,
     /// The checkpoint the run returns to, if any.
     pub back_to: Option<&'a str>,
     /// The checkpoint whose `restore` runs last, if it has one.
@@ -110,13 +118,15 @@ pub struct FailurePath<'a> {
     pub reopen: bool,
 }
 
-/// One step a rollback goes back over.
-#[derive(Debug, Clone, Serialize)]
-pub struct UndoStep<'a> {
-    pub step: &'a str,
-    /// `rollback` (its own), `restore` (the checkpoint's restore brings it back) or
-    /// `left` (left as it is).
-    pub how: &'static str,
+impl FailurePath<'_> {
+    /// The positions gone back over, most recent first.
+    pub fn positions(&self) -> impl Iterator<Item = usize> {
+        let (from, to) = (
+            self.from_position.unwrap_or(0),
+            self.to_position.unwrap_or(1),
+        );
+        (to..=from).rev()
+    }
 }
 
 /// Builds the plan. `start` overrides the window's start; without either, now.
@@ -149,8 +159,12 @@ pub fn plan_learned<'a>(
     let mut total = Duration::ZERO;
     // Whether the service is closed when the step starts (a rollback then reopens it).
     let mut closed = false;
+    // The last checkpoint before the step, and what a rollback to it goes back over.
+    let mut cp: Option<&crate::runbook::Step> = None;
+    let mut stretch = Stretch::default();
     for (pos, &i) in rb.order.iter().enumerate() {
         let s = &rb.steps[i];
+        let how = undo::how(cp, s, &rb.vars);
         let est = crate::engine::timing::estimate(s, rb.item_count(s), learned);
         let expected = Duration::from_millis(est.ms.max(0) as u64);
         if est.source == crate::engine::timing::Source::Unknown
@@ -187,8 +201,17 @@ pub fn plan_learned<'a>(
             requires: &s.requires,
             items: rb.item_count(s),
             rollback: s.rollback.as_deref().map(Action::describe),
-            if_it_fails: failure_path(rb, pos, closed),
+            undone_by: match how {
+                undo::How::Nothing => None,
+                _ => Some(how.as_str()),
+            },
+            if_it_fails: failure_path(s, pos + 1, &how, stretch, cp, closed),
         });
+        stretch.add(pos + 1, &how);
+        if s.checkpoint {
+            cp = Some(s);
+            stretch = Stretch::default();
+        }
         at = end;
         match s.kind {
             Kind::Close => closed = true,
@@ -222,37 +245,29 @@ pub fn plan_learned<'a>(
 
 /// The first step whose planned start plus its duration plus the planned rollback of
 /// the steps before it (as long again as they take, back to the last checkpoint; a
-/// checkpoint's `restore` as long as the checkpoint) passes the window's end.
+/// checkpoint's `restore` as long as the checkpoint) passes the window's end. One pass:
+/// the rollback so far is kept as the steps go by.
 fn point_of_no_return<'a>(
     rb: &'a Runbook,
     steps: &[PlannedStep<'a>],
     end: DateTime<Utc>,
 ) -> Option<PointOfNoReturn<'a>> {
-    for (pos, p) in steps.iter().enumerate() {
-        if matches!(p.kind, "reopen" | "announce") {
-            continue;
-        }
-        let mut rollback = 0u64;
-        for q in steps[..pos].iter().rev() {
-            let s = &rb.steps[rb.order[q.position - 1]];
-            if s.checkpoint {
-                if s.restore.is_some() {
-                    rollback = q.estimate_seconds;
-                }
-                break;
-            }
-            if s.rollback.is_some() {
-                rollback += q.estimate_seconds;
+    let mut cost = crate::engine::timing::RollbackCost::default();
+    for p in steps {
+        let s = &rb.steps[rb.order[p.position - 1]];
+        let rollback = cost.total().max(0) as u64;
+        if !matches!(p.kind, "reopen" | "announce") {
+            let finish =
+                p.start + chrono::Duration::seconds((p.estimate_seconds + rollback) as i64);
+            if finish > end {
+                return Some(PointOfNoReturn {
+                    step: p.id,
+                    at: p.start,
+                    rollback_seconds: rollback,
+                });
             }
         }
-        let finish = p.start + chrono::Duration::seconds((p.estimate_seconds + rollback) as i64);
-        if finish > end {
-            return Some(PointOfNoReturn {
-                step: p.id,
-                at: p.start,
-                rollback_seconds: rollback,
-            });
-        }
+        cost.after(s, i64::try_from(p.estimate_seconds).unwrap_or(i64::MAX));
     }
     None
 }
@@ -270,18 +285,51 @@ fn template_data(rb: &Runbook, start: DateTime<Utc>) -> Value {
     })
 }
 
-/// The rollback path for a failure of the step at `pos` in execution order: the steps
-/// after the most recent checkpoint, most recent first, each undone by its rollback,
-/// brought back by the checkpoint's `restore`, or left as it is (the engine's rule,
-/// `engine::undo`).
-fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
-    let step = &rb.steps[rb.order[pos]];
+/// What a rollback has gone back over so far in the current stretch of steps since the
+/// last checkpoint (the engine's rule, `engine::undo`: each step is undone by its own
+/// rollback, brought back by the checkpoint's `restore`, or left as it is).
+#[derive(Debug, Clone, Copy, Default)]
+struct Stretch {
+    /// Positions of the most recent and the earliest step with something to undo.
+    latest: Option<usize>,
+    earliest: Option<usize>,
+    undo: usize,
+    restored: usize,
+    left: usize,
+}
+
+impl Stretch {
+    fn add(&mut self, position: usize, how: &undo::How<'_>) {
+        match how {
+            undo::How::Rollback => self.undo += 1,
+            undo::How::Restore(_) => self.restored += 1,
+            undo::How::Left => self.left += 1,
+            undo::How::Nothing => return,
+        }
+        self.latest = Some(position);
+        self.earliest.get_or_insert(position);
+    }
+}
+
+/// The rollback path for a failure of the step at `pos` in execution order, given what
+/// the steps since the last checkpoint `cp` would need (`done`, not counting the step
+/// itself) and how the step itself is undone: the steps after the checkpoint, most
+/// recent first (a failing fan-out's own items too).
+fn failure_path<'a>(
+    step: &'a crate::runbook::Step,
+    position: usize,
+    own: &undo::How<'_>,
+    done: Stretch,
+    cp: Option<&'a crate::runbook::Step>,
+    closed: bool,
+) -> FailurePath<'a> {
     let mut path = FailurePath {
         policy: step.on_failure.as_str(),
-        steps: Vec::new(),
-        undo: Vec::new(),
-        restored: Vec::new(),
-        left: Vec::new(),
+        from_position: None,
+        to_position: None,
+        undo: 0,
+        restored: 0,
+        left: 0,
         back_to: None,
         restore_from: None,
         reopen: false,
@@ -289,38 +337,23 @@ fn failure_path(rb: &Runbook, pos: usize, closed: bool) -> FailurePath<'_> {
     if step.on_failure != OnFailure::Rollback {
         return path;
     }
+    let mut done = done;
     // A fan-out step that fails may have items to undo itself.
-    let done = if step.for_each.is_some() {
-        &rb.order[..=pos]
-    } else {
-        &rb.order[..pos]
-    };
+    if step.for_each.is_some() {
+        done.add(position, own);
+    }
     path.reopen = closed;
-    let checkpoint = rb.order[..pos]
-        .iter()
-        .rposition(|&i| rb.steps[i].checkpoint);
-    let cp = checkpoint.map(|c| &rb.steps[done[c]]);
     if let Some(cp) = cp {
         path.back_to = Some(&cp.id);
         if cp.restore.is_some() {
             path.restore_from = Some(&cp.id);
         }
     }
-    let from = checkpoint.map(|c| c + 1).unwrap_or(0);
-    for &i in done[from..].iter().rev() {
-        let s = &rb.steps[i];
-        let how = undo::how(cp, s, &rb.vars);
-        match how {
-            undo::How::Rollback => path.undo.push(&s.id),
-            undo::How::Restore(_) => path.restored.push(&s.id),
-            undo::How::Left => path.left.push(&s.id),
-            undo::How::Nothing => continue,
-        }
-        path.steps.push(UndoStep {
-            step: &s.id,
-            how: how.as_str(),
-        });
-    }
+    path.from_position = done.latest;
+    path.to_position = done.earliest;
+    path.undo = done.undo;
+    path.restored = done.restored;
+    path.left = done.left;
     path
 }
 
@@ -393,23 +426,33 @@ impl Plan<'_> {
         out
     }
 
-    /// The plan for a terminal.
+    /// The plan for a terminal, as one string (small plans: the dry run, the prompt).
     pub fn to_text(&self) -> String {
+        let mut out = Vec::new();
+        let _ = self.write_text(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Writes the plan for a terminal, row by row (a large plan is never held as one
+    /// text), control characters escaped.
+    pub fn write_text(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut put = |text: &str| out.write_all(crate::terminal::safe(text).as_bytes());
         let times = Times::of(self);
-        let mut out = self.text_header(&times);
-        self.text_table(&times, &mut out);
-        self.text_totals(&times, &mut out);
-        out.push_str("\nIf a step fails:\n");
+        put(&self.text_header(&times))?;
+        self.text_table(&times, &mut put)?;
+        let mut totals = String::new();
+        self.text_totals(&times, &mut totals);
+        put(&totals)?;
+        put("\nIf a step fails:\n")?;
         let id_w = self.id_width();
         for s in &self.steps {
-            let _ = writeln!(
-                out,
-                "  {:id_w$}  {}",
+            put(&format!(
+                "  {:id_w$}  {}\n",
                 s.id,
-                describe_failure(&s.if_it_fails)
-            );
+                describe_failure(&s.if_it_fails, &self.steps)
+            ))?;
         }
-        out
+        Ok(())
     }
 
     fn id_width(&self) -> usize {
@@ -446,7 +489,11 @@ impl Plan<'_> {
     }
 
     /// One row a step: position, id, kind, planned start and end, expected, notes.
-    fn text_table(&self, times: &Times, out: &mut String) {
+    fn text_table(
+        &self,
+        times: &Times,
+        put: &mut impl FnMut(&str) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let id_w = self.id_width();
         let kind_w = self
             .steps
@@ -456,11 +503,10 @@ impl Plan<'_> {
             .unwrap_or(4)
             .max(4);
         let t_w = times.short(self.start).len();
-        let _ = writeln!(
-            out,
-            "{:>3}  {:id_w$}  {:kind_w$}  {:t_w$}  {:t_w$}  {:>8}  notes",
+        put(&format!(
+            "{:>3}  {:id_w$}  {:kind_w$}  {:t_w$}  {:t_w$}  {:>8}  notes\n",
             "#", "step", "kind", "start", "end", "expected"
-        );
+        ))?;
         for s in &self.steps {
             let expected = match s.estimate_source {
                 crate::engine::timing::Source::Unknown => "-".into(),
@@ -476,9 +522,10 @@ impl Plan<'_> {
                 expected,
                 step_notes(s).join(", ")
             );
-            let _ = writeln!(out, "{}", row.trim_end());
+            put(row.trim_end())?;
+            put("\n")?;
         }
-        out.push('\n');
+        put("\n")
     }
 
     /// The total against the window, the point of no return, what has no estimate.
@@ -580,35 +627,61 @@ fn step_notes(s: &PlannedStep<'_>) -> Vec<String> {
     notes
 }
 
-fn describe_failure(f: &FailurePath<'_>) -> String {
+/// Paths going back over more steps than this are told as counts, not step by step:
+/// the text stays linear in the steps.
+const LISTED: usize = 6;
+
+fn describe_failure(f: &FailurePath<'_>, steps: &[PlannedStep<'_>]) -> String {
     match f.policy {
         "pause" => "pause and wait for the operator".into(),
         "abort" => "abort the run, undoing nothing".into(),
         "continue" => "record the failure and continue".into(),
         _ => {
             let reopen = if f.reopen { "; reopen the service" } else { "" };
-            let mut parts: Vec<String> = f
-                .steps
-                .iter()
-                .filter(|u| u.how == "rollback" || u.how == "left")
-                .map(|u| match u.how {
-                    "rollback" => format!("undo {}", u.step),
-                    _ => format!("{} (no rollback, left as is)", u.step),
-                })
-                .collect();
-            let back = match (&f.back_to, &f.restore_from) {
-                (Some(cp), Some(_)) if f.restored.is_empty() => {
-                    format!("restore from checkpoint `{cp}`")
-                }
-                (Some(cp), Some(_)) => format!(
-                    "restore from checkpoint `{cp}` (brings back {})",
-                    f.restored.join(", ")
-                ),
+            let mut back = match (&f.back_to, &f.restore_from) {
+                (Some(cp), Some(_)) => format!("restore from checkpoint `{cp}`"),
                 (Some(cp), None) => format!("back to checkpoint `{cp}`"),
                 (None, _) => "back to the start".into(),
             };
-            if parts.is_empty() && f.restore_from.is_none() {
+            let total = f.undo + f.restored + f.left;
+            if total == 0 && f.restore_from.is_none() {
                 return format!("roll back: nothing to undo ({back}){reopen}");
+            }
+            let mut parts: Vec<String> = Vec::new();
+            if total > LISTED {
+                let (from, to) = (f.from_position.unwrap_or(0), f.to_position.unwrap_or(0));
+                let mut counts = Vec::new();
+                let plural = |n: usize| if n == 1 { "step" } else { "steps" };
+                if f.undo > 0 {
+                    counts.push(format!("undo {} {}", f.undo, plural(f.undo)));
+                }
+                if f.left > 0 {
+                    counts.push(format!(
+                        "{} {} with no rollback left as is",
+                        f.left,
+                        plural(f.left)
+                    ));
+                }
+                parts.push(format!(
+                    "steps #{from} back to #{to}: {}",
+                    counts.join(", ")
+                ));
+                if f.restored > 0 {
+                    back = format!("{back} (brings back {} {})", f.restored, plural(f.restored));
+                }
+            } else {
+                let mut restored = Vec::new();
+                for s in f.positions().map(|p| &steps[p - 1]) {
+                    match s.undone_by {
+                        Some("rollback") => parts.push(format!("undo {}", s.id)),
+                        Some("left") => parts.push(format!("{} (no rollback, left as is)", s.id)),
+                        Some("restore") => restored.push(s.id),
+                        _ => {}
+                    }
+                }
+                if !restored.is_empty() {
+                    back = format!("{back} (brings back {})", restored.join(", "));
+                }
             }
             parts.push(back);
             format!("roll back: {}{reopen}", parts.join("; "))
@@ -635,27 +708,80 @@ steps:
   - { id: late, kind: patch, run: { shell: y } }
 ";
 
+    /// The ids a failure path goes back over with how, most recent first.
+    fn path<'a>(p: &'a Plan<'a>, id: &str) -> Vec<(&'a str, &'a str)> {
+        let f = &p.steps.iter().find(|s| s.id == id).unwrap().if_it_fails;
+        f.positions()
+            .map(|pos| &p.steps[pos - 1])
+            .filter_map(|s| s.undone_by.map(|how| (s.id, how)))
+            .collect()
+    }
+
     #[test]
     fn rollback_paths_undo_back_to_the_last_checkpoint() {
         let rb = load_str("t.yaml", RB).unwrap();
         let p = plan(&rb, None, Utc::now());
         let step = |id: &str| p.steps.iter().find(|s| s.id == id).unwrap();
         // Before any checkpoint: back to the start, undoing what changed things.
-        assert!(step("snap").if_it_fails.undo.is_empty());
-        assert_eq!(step("snap").if_it_fails.left, vec!["pre"]);
+        assert_eq!(path(&p, "snap"), vec![("pre", "left")]);
+        assert_eq!(step("snap").if_it_fails.undo, 0);
+        assert_eq!(step("snap").if_it_fails.left, 1);
         assert_eq!(step("snap").if_it_fails.back_to, None);
         // After it: only the steps since the checkpoint, most recent first.
         let f = &step("reopen").if_it_fails;
-        assert_eq!(f.undo, vec!["m1"]);
-        assert_eq!(f.left, vec!["m2"]);
-        let how: Vec<(&str, &str)> = f.steps.iter().map(|u| (u.step, u.how)).collect();
-        assert_eq!(how, vec![("m2", "left"), ("m1", "rollback")]);
+        assert_eq!((f.undo, f.left, f.restored), (1, 1, 0));
+        assert_eq!(path(&p, "reopen"), vec![("m2", "left"), ("m1", "rollback")]);
+        assert_eq!((f.from_position, f.to_position), (Some(5), Some(4)));
         assert_eq!(f.back_to, Some("snap"));
         assert!(f.reopen);
         assert!(step("m1").if_it_fails.reopen);
         assert!(!step("close").if_it_fails.reopen);
         assert_eq!(step("check").if_it_fails.policy, "pause");
-        assert!(step("check").if_it_fails.undo.is_empty());
+        assert_eq!(step("check").if_it_fails.from_position, None);
+        assert!(path(&p, "check").is_empty());
+        // The text names them while the path is short.
+        let text = p.to_text();
+        assert!(
+            text.contains("m2 (no rollback, left as is); undo m1; back to checkpoint `snap`; reopen the service"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_far_checkpoint_gives_a_path_linear_in_the_steps() {
+        let mut y = String::from(
+            "runbook: t\nsteps:\n  - { id: cp, kind: backup, checkpoint: true, with: { database: 'sqlite://a.db' } }\n",
+        );
+        let n = 2000;
+        for i in 0..n {
+            let rollback = if i % 2 == 0 {
+                ", rollback: { shell: 'u' }"
+            } else {
+                ""
+            };
+            y.push_str(&format!(
+                "  - {{ id: s{i}, kind: patch, run: {{ shell: 'x' }}{rollback} }}\n"
+            ));
+        }
+        let rb = load_str("t.yaml", &y).unwrap();
+        let p = plan(&rb, None, Utc::now());
+        let last = &p.steps[n].if_it_fails;
+        assert_eq!((last.from_position, last.to_position), (Some(n), Some(2)));
+        assert_eq!((last.undo, last.left), (n / 2, n / 2 - 1));
+        assert_eq!(path(&p, &format!("s{}", n - 1)).len(), n - 1);
+        // JSON and text grow linearly: each step's path is a range and counts.
+        let mut json = Vec::new();
+        p.write_json(&mut json).unwrap();
+        assert!(json.len() < n * 1500, "{} bytes", json.len());
+        let text = p.to_text();
+        assert!(text.len() < n * 300, "{} bytes", text.len());
+        assert!(
+            text.contains(&format!(
+                "roll back: steps #{n} back to #2: undo 1000 steps, 999 steps with no rollback left as is; back to checkpoint `cp`"
+            )),
+            "{}",
+            &text[text.len() - 400..]
+        );
     }
 
     #[test]

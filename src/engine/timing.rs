@@ -304,28 +304,46 @@ impl GuardTrip {
 /// `rollback` since the last checkpoint takes as long again as it took; a checkpoint
 /// with `restore` takes as long as the checkpoint step itself.
 pub fn rollback_ms(rb: &Runbook, state: &RunState) -> i64 {
-    let mut total = 0;
-    for &i in rb.order.iter().rev() {
+    let mut cost = RollbackCost::default();
+    for &i in &rb.order {
         let step = &rb.steps[i];
         let run = state.step(&step.id);
-        if run.status != StepStatus::Succeeded {
-            continue;
-        }
-        let took = run
-            .started_ms
-            .zip(run.ended_ms)
-            .map_or(0, |(a, b)| (b - a).max(0));
-        if step.checkpoint {
-            if step.restore.is_some() {
-                return took;
-            }
-            break;
-        }
-        if step.rollback.is_some() {
-            total += took;
+        if run.status == StepStatus::Succeeded {
+            let took = run
+                .started_ms
+                .zip(run.ended_ms)
+                .map_or(0, |(a, b)| (b - a).max(0));
+            cost.after(step, took);
         }
     }
-    total
+    cost.total()
+}
+
+/// What undoing the steps done so far costs, kept as they are done in execution order
+/// (the one rule for the window guard's rollback and the plan's point of no return).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RollbackCost {
+    /// The steps with a rollback since the last checkpoint.
+    undo: i64,
+    /// The last checkpoint's restore, when it has one: it replaces them all.
+    restore: Option<i64>,
+}
+
+impl RollbackCost {
+    /// After `step` is done, having taken (or being planned to take) `took`.
+    pub fn after(&mut self, step: &Step, took: i64) {
+        if step.checkpoint {
+            self.undo = 0;
+            self.restore = step.restore.is_some().then_some(took);
+        } else if step.rollback.is_some() {
+            self.undo = self.undo.saturating_add(took);
+        }
+    }
+
+    /// The cost of undoing everything done so far.
+    pub fn total(self) -> i64 {
+        self.restore.unwrap_or(self.undo)
+    }
 }
 
 /// The window guard, before `step` starts at `now_ms`: trips when the step's estimate
