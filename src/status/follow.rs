@@ -1,7 +1,10 @@
 //! Following the journal: new events in this process wake the follower at once; other
-//! processes' commits arrive by PostgreSQL's LISTEN/NOTIFY or, on SQLite, by polling
-//! `PRAGMA data_version` (cheap: it reads no table). Each change re-renders every public
-//! response once; requests only ever read the latest [`Snapshot`].
+//! processes' commits arrive by PostgreSQL's LISTEN/NOTIFY or, on SQLite, by the kernel
+//! telling that the database's files were written (`store::wake`), confirmed by
+//! `PRAGMA data_version` (cheap: it reads no table). A slow poll stays as the fallback.
+//! Each change re-renders every public response once, at once; changes that keep
+//! coming (a fan-out's items) are rendered at most once per [`SETTLE`]. Requests only
+//! ever read the latest [`Snapshot`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,9 +17,13 @@ use super::snapshot::Snapshot;
 use crate::engine::event::Recorded;
 use crate::store::{Damage, NOTIFY_CHANNEL, Store, StoreError, now_ms};
 
-/// How often a SQLite follower looks for other processes' commits.
+/// How often a SQLite follower looks for other processes' commits when the kernel
+/// cannot tell it.
 const POLL: Duration = Duration::from_millis(250);
-/// Events that arrive together (a fan-out's items) are rendered once.
+/// How often it looks anyway, when the kernel tells (or PostgreSQL notifies).
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// Renders that would follow each other closer than this wait (a fan-out's items
+/// arrive together and are rendered once).
 const SETTLE: Duration = Duration::from_millis(30);
 
 /// The journal as far as the follower has read it.
@@ -156,8 +163,13 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
     } else {
         None
     };
+    let wake = store
+        .parsed()
+        .sqlite_file()
+        .and_then(|f| crate::store::wake::FileWake::new(f).ok());
     let mut version = store.data_version().await.unwrap_or(0);
     let mut next_change: Option<i64> = None;
+    let mut rendered = tokio::time::Instant::now();
     loop {
         if let Err(e) = follower.refresh(&store).await {
             tracing::warn!("status page: cannot read the journal: {e}");
@@ -168,14 +180,15 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
         if let Some(snap) = snap {
             tx.send_replace(Arc::new(snap));
         }
+        rendered = rendered.max(tokio::time::Instant::now());
         // Wait for something to happen.
         let until_change = next_change
             .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5))
             .unwrap_or(Duration::from_secs(3600));
         let timer = tokio::time::sleep(until_change);
         tokio::pin!(timer);
-        let poll = if listener.is_some() {
-            Duration::from_secs(5)
+        let poll = if listener.is_some() || wake.is_some() {
+            FALLBACK_POLL
         } else {
             POLL
         };
@@ -195,6 +208,16 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
                     }
                     break;
                 }
+                w = async {
+                    match &wake {
+                        Some(w) => w.written().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if w.is_err() || committed(&store, &mut version).await {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep(poll) => {
                     if store.is_postgres() {
                         break;
@@ -207,7 +230,26 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
                 }
             }
         }
-        tokio::time::sleep(SETTLE).await;
+        // At once after a quiet spell; at most once per SETTLE while changes keep coming.
+        tokio::time::sleep_until(rendered + SETTLE).await;
+        rendered = tokio::time::Instant::now();
         local.mark_unchanged();
     }
+}
+
+/// After the kernel told that the store's files were written: whether another process
+/// committed (its commit becomes visible a moment after its log is written, so this
+/// looks again for a little while before deciding it was not a commit).
+async fn committed(store: &Store, version: &mut i64) -> bool {
+    for wait_ms in [0, 1, 2, 4, 8, 16, 32] {
+        if wait_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        let v = store.data_version().await.unwrap_or(*version);
+        if v != *version {
+            *version = v;
+            return true;
+        }
+    }
+    false
 }

@@ -17,6 +17,7 @@ mod reconnect;
 mod runs;
 mod schema;
 pub mod url;
+pub mod wake;
 
 pub use error::{RECONNECT_WINDOW, StoreError};
 pub use journal::Damage;
