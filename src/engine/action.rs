@@ -201,7 +201,12 @@ pub async fn shell(
     timeout: Option<Duration>,
     log: &mut StepLog,
 ) -> Outcome {
-    let mut cmd = tokio::process::Command::new("sh");
+    // Found on PATH once, not by every spawn (unless the step sets its own PATH).
+    let sh = match env.contains_key("PATH") {
+        true => Path::new("sh"),
+        false => shell_path(),
+    };
+    let mut cmd = tokio::process::Command::new(sh);
     cmd.arg("-c").arg(command).envs(env);
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
@@ -213,6 +218,30 @@ pub async fn shell(
         Err(Stopped::TimedOut) => Outcome::TimedOut,
         Err(Stopped::NotStarted(e)) => Outcome::Failed(format!("cannot start `sh`: {e}")),
     }
+}
+
+/// `sh` as the runner's PATH finds it (as `execvp` would), looked up once; plain `sh`
+/// when no directory on PATH has it (the spawn then says it is not found).
+fn shell_path() -> &'static Path {
+    static SH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SH.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path) {
+            // A relative directory depends on the step's working directory: leave the
+            // search to the spawn.
+            if !dir.is_absolute() {
+                break;
+            }
+            let sh = dir.join("sh");
+            if std::fs::metadata(&sh)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            {
+                return sh;
+            }
+        }
+        "sh".into()
+    })
 }
 
 /// Runs a program (`pg_dump`, `pg_restore` ...) with its arguments in its own process
@@ -371,12 +400,10 @@ struct GroupGuard {
 }
 
 impl GroupGuard {
+    /// Its directory was made when the file first named the command by its token.
     fn record(&self) {
         if let (Some(pgid), Some(file)) = (self.pgid, &self.file) {
-            let _ = file
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(file, pgid.to_string()));
+            let _ = std::fs::write(file, pgid.to_string());
         }
     }
 

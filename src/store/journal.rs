@@ -1,6 +1,8 @@
 //! A stream's events in the store: appended in one transaction, numbered without gaps
 //! and checked against a lost answer; read back in order, as far as they can be read.
 
+use std::fmt::Write as _;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -8,6 +10,67 @@ use super::error::conflict_or;
 use super::reconnect::{Bind, lost_answer};
 use super::{NOTIFY_CHANNEL, Store, StoreError, now_ms};
 use crate::journal::{Event, NoticeEvent, NoticeRecorded, Recorded};
+
+/// The INSERT of `n` events (`run_id, seq, at_ms, kind, body`, five parameters each, in
+/// order), and the number of the next parameter. `fenced`: only while the lease named by
+/// the next three parameters (runbook, run id, epoch) is held and not released.
+fn insert_events(n: usize, fenced: bool) -> (String, usize) {
+    let mut sql = String::from("INSERT INTO events (run_id, seq, at_ms, kind, body) ");
+    sql.push_str(if fenced {
+        "SELECT * FROM (VALUES "
+    } else {
+        "VALUES "
+    });
+    for i in 0..n {
+        let p = i * 5;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(
+            sql,
+            "(${}, ${}, ${}, ${}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        );
+    }
+    let next = n * 5 + 1;
+    if fenced {
+        let _ = write!(
+            sql,
+            ") WHERE EXISTS (SELECT 1 FROM leases WHERE runbook = ${} AND run_id = ${} AND epoch = ${} AND released = 0)",
+            next,
+            next + 1,
+            next + 2
+        );
+    }
+    (sql, next)
+}
+
+/// Binds the parameters of [`insert_events`]: the events numbered from `first`.
+fn bind_events<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    stream: &'q str,
+    first: i64,
+    at_ms: i64,
+    rows: &'q [(&'q str, String)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for (i, (kind, body)) in rows.iter().enumerate() {
+        query = query
+            .bind(stream)
+            .bind(first + i as i64)
+            .bind(at_ms)
+            .bind(*kind)
+            .bind(body.as_str());
+    }
+    query
+}
+
+/// Events one INSERT carries at most: 5 parameters each, within the 999 even an old
+/// SQLite allows.
+const ROWS_PER_INSERT: usize = 190;
 
 impl Store {
     /// Appends events to a run's journal in one transaction, numbered from `first`: all
@@ -107,6 +170,44 @@ impl Store {
         Ok(Some(ours))
     }
 
+    /// [`Store::append_once`] on SQLite, in one statement (one round trip to the
+    /// driver's thread, one commit): the rows are inserted only while the runner's lease
+    /// holds, checked inside the statement's own write transaction, so no take-over can
+    /// commit in between. (The runner's heartbeat renews the lease on its own.)
+    async fn append_one_statement(
+        &self,
+        stream: &str,
+        first: i64,
+        rows: &[(&str, String)],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (sql, next) = insert_events(rows.len(), self.fence.is_some());
+        let mut query = bind_events(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            stream,
+            first,
+            at_ms,
+            rows,
+        );
+        if let Some(lease) = &self.fence {
+            debug_assert_eq!(next, rows.len() * 5 + 1);
+            query = query
+                .bind(lease.runbook.as_str())
+                .bind(lease.run_id.as_str())
+                .bind(lease.epoch);
+        }
+        let done = query
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, stream))?;
+        if let Some(lease) = &self.fence
+            && done.rows_affected() != rows.len() as u64
+        {
+            return Err(self.lost(&lease.runbook).await);
+        }
+        lost_answer()
+    }
+
     /// One try of [`Store::append_rows`].
     async fn append_once(
         &self,
@@ -116,6 +217,9 @@ impl Store {
         rows: &[(&str, String)],
         at_ms: i64,
     ) -> Result<(), StoreError> {
+        if !self.is_postgres() && register.is_none() && rows.len() <= ROWS_PER_INSERT {
+            return self.append_one_statement(stream, first, rows, at_ms).await;
+        }
         let mut tx = self.pool.begin().await?;
         if let Some(lease) = &self.fence {
             // A write first: it takes the row (PostgreSQL) or the database (SQLite) for
@@ -148,15 +252,15 @@ impl Store {
                 .await
                 .map_err(|e| conflict_or(e, stream))?;
         }
-        for (i, (kind, body)) in rows.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO events (run_id, seq, at_ms, kind, body) VALUES ($1, $2, $3, $4, $5)",
+        for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
+            let (sql, _) = insert_events(chunk.len(), false);
+            bind_events(
+                sqlx::query(sqlx::AssertSqlSafe(sql)),
+                stream,
+                first + (c * ROWS_PER_INSERT) as i64,
+                at_ms,
+                chunk,
             )
-            .bind(stream)
-            .bind(first + i as i64)
-            .bind(at_ms)
-            .bind(*kind)
-            .bind(body.as_str())
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_or(e, stream))?;

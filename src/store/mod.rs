@@ -102,6 +102,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(if sqlite { 1 } else { 4 })
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite file cannot drop a connection as a server can: no ping before
+            // each use (it is a round trip to the driver's thread per query).
+            .test_before_acquire(!sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     // Every connection the pool makes (again, after one was dropped)
