@@ -52,12 +52,7 @@ type St = axum::extract::State<Arc<Shared>>;
 
 /// The router over a stream of snapshots; `store` is where the admin API writes.
 pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &Config) -> Router {
-    let csp = format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {}",
-        cfg.frame_ancestors
-    );
-    let csp = HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'"));
+    let csp = csp(cfg);
     let shared = Arc::new(Shared {
         snap,
         store,
@@ -128,8 +123,60 @@ pub async fn serve(
             "the status page stopped before its first render",
         ));
     }
-    let app = router(rx, Some(store), &cfg);
-    accept::accept(listener, app, accept::Limits::from_env()).await
+    let front = Front {
+        snap: rx.clone(),
+        csp: csp(&cfg),
+        app: hyper_util::service::TowerToHyperService::new(router(rx, Some(store), &cfg)),
+    };
+    accept::accept(listener, front, accept::Limits::from_env()).await
+}
+
+/// What the accept loop serves: a public GET or HEAD of a path the snapshot has is
+/// answered here at once, with the same headers the router's layers would give it (the
+/// page's hot path: no routing, no layers); everything else goes through the router.
+#[derive(Clone)]
+pub(super) struct Front {
+    snap: watch::Receiver<Arc<Snapshot>>,
+    csp: HeaderValue,
+    app: hyper_util::service::TowerToHyperService<Router>,
+}
+
+impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Front {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        <hyper_util::service::TowerToHyperService<Router> as hyper::service::Service<
+            axum::http::Request<hyper::body::Incoming>,
+        >>::Future,
+    >;
+
+    fn call(&self, req: axum::http::Request<hyper::body::Incoming>) -> Self::Future {
+        use axum::http::Method;
+        let path = req.uri().path();
+        let public = matches!(*req.method(), Method::GET | Method::HEAD)
+            && path != "/events"
+            && !path.starts_with("/api/v1/admin");
+        if public {
+            let snap = self.snap.borrow().clone();
+            if let Some(mut r) = public::answer(&snap, req.method(), path, req.headers()) {
+                r.headers_mut()
+                    .insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+                return futures_util::future::Either::Left(std::future::ready(Ok(r)));
+            }
+        }
+        futures_util::future::Either::Right(self.app.call(req))
+    }
+}
+
+/// The Content-Security-Policy of every response.
+fn csp(cfg: &Config) -> HeaderValue {
+    let csp = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {}",
+        cfg.frame_ancestors
+    );
+    HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'"))
 }
 
 /// A JSON error: `{"error": {"status": N, "message": "..."}}`.

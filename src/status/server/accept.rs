@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use super::Front;
 
 /// How long a connection may take, and how many there may be (documented in the README).
 #[derive(Clone, Copy, Debug)]
@@ -81,7 +81,7 @@ impl Open {
 /// Accepts connections for ever, each served by hyper under [`Limits`].
 pub(super) async fn accept(
     listener: tokio::net::TcpListener,
-    app: Router,
+    front: Front,
     limits: Limits,
 ) -> std::io::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
@@ -124,8 +124,7 @@ pub(super) async fn accept(
             open: open.clone(),
             conn: conn.clone(),
         });
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let served = http.serve_connection(io, service);
+        let served = http.serve_connection(io, front.clone());
         let open = open.clone();
         let idle_ms = limits.idle.as_millis() as u64;
         tokio::spawn(async move {

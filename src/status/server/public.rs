@@ -123,10 +123,21 @@ fn not_found(snap: &super::Snapshot, path: &str) -> Response {
 pub(super) async fn asset(State(st): St, req: Request<Body>) -> Response {
     let path = req.uri().path();
     let snap = st.snap.borrow().clone();
-    let Some(asset) = snap.get(path) else {
-        return not_found(&snap, path);
-    };
-    let headers = req.headers();
+    match answer(&snap, req.method(), path, req.headers()) {
+        Some(r) => r,
+        None => not_found(&snap, path),
+    }
+}
+
+/// The answer to a GET or HEAD of `path` from `snap`, with every header the snapshot
+/// prepared (all but the CSP); `None` when the snapshot has no such path.
+pub(super) fn answer(
+    snap: &super::Snapshot,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let asset = snap.get(path)?;
     let (body, prepared, etag) = match &asset.gzip {
         Some(gz) if takes_gzip(headers) => (gz, &asset.headers_gzip, &asset.etag_gzip),
         _ => (&asset.body, &asset.headers, &asset.etag),
@@ -150,15 +161,15 @@ pub(super) async fn asset(State(st): St, req: Request<Body>) -> Response {
         ] {
             r.headers_mut().remove(gone);
         }
-        return r;
+        return Some(r);
     }
-    let mut r = Response::new(if req.method() == Method::HEAD {
+    let mut r = Response::new(if method == Method::HEAD {
         Body::empty()
     } else {
         Body::from(body.clone())
     });
     *r.headers_mut() = prepared.clone();
-    r
+    Some(r)
 }
 
 /// How often a quiet live-update stream sends a keep-alive comment.
