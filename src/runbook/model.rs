@@ -377,7 +377,7 @@ pub enum Action {
         /// All statements in one transaction (default true).
         transaction: bool,
     },
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
 }
 
 impl Action {
@@ -425,19 +425,15 @@ pub enum Check {
         database: String,
         expect: Option<Value>,
     },
-    Http(HttpCheck),
+    /// Boxed: the rarer, larger check keeps every condition small.
+    Http(Box<HttpCheck>),
     /// Exit status 0.
     Shell {
         command: String,
         env: IndexMap<String, String>,
     },
     /// At least this much of the window is left.
-    Window {
-        remaining_at_least: Duration,
-    },
+    Window { remaining_at_least: Duration },
     /// Another step is in this state.
-    Step {
-        id: String,
-        state: StepState,
-    },
+    Step { id: String, state: StepState },
 }

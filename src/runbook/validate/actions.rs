@@ -131,7 +131,7 @@ pub(super) fn conditions(
                     expect: c.expect,
                 }
             }
-            "http" => Check::Http(http(c.http.expect("kind is http"))),
+            "http" => Check::Http(Box::new(http(c.http.expect("kind is http")))),
             "shell" => Check::Shell {
                 command: c.shell.unwrap_or_default(),
                 env: texts(c.env),
@@ -235,6 +235,6 @@ pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -
                 transaction: a.transaction.unwrap_or(true),
             }
         }
-        _ => Action::Http(http(a.http.expect("kind is http"))),
+        _ => Action::Http(Box::new(http(a.http.expect("kind is http")))),
     }
 }
