@@ -169,6 +169,7 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
         .and_then(|f| crate::store::wake::FileWake::new(f).ok());
     let mut version = store.data_version().await.unwrap_or(0);
     let mut next_change: Option<i64> = None;
+    // When a snapshot was last sent.
     let mut rendered = tokio::time::Instant::now();
     loop {
         if let Err(e) = follower.refresh(&store).await {
@@ -177,10 +178,13 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
         let last = tx.borrow().clone();
         let (snap, next) = render_if_changed(&follower, &info, &last, now_ms());
         next_change = next.or(next_change.filter(|&t| t > now_ms()));
+        // Only a change anyone can see spaces the next render: a commit that changed
+        // nothing visible (a step's end, just before the next one starts) must not hold
+        // back the one that does.
         if let Some(snap) = snap {
             tx.send_replace(Arc::new(snap));
+            rendered = tokio::time::Instant::now();
         }
-        rendered = rendered.max(tokio::time::Instant::now());
         // Wait for something to happen.
         let until_change = next_change
             .map(|t| Duration::from_millis((t - now_ms()).max(0) as u64 + 5))
@@ -194,6 +198,8 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
         };
         loop {
             tokio::select! {
+                // This process's own commits first: they need no look at the store.
+                biased;
                 _ = local.changed() => break,
                 _ = &mut timer => break,
                 n = async {
@@ -214,7 +220,7 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
                         None => std::future::pending().await,
                     }
                 } => {
-                    if w.is_err() || committed(&store, &mut version).await {
+                    if w.is_err() || committed(&store, &mut version, &local).await {
                         break;
                     }
                 }
@@ -232,7 +238,6 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
         }
         // At once after a quiet spell; at most once per SETTLE while changes keep coming.
         tokio::time::sleep_until(rendered + SETTLE).await;
-        rendered = tokio::time::Instant::now();
         local.mark_unchanged();
     }
 }
@@ -240,8 +245,17 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
 /// After the kernel told that the store's files were written: whether another process
 /// committed (its commit becomes visible a moment after its log is written, so this
 /// looks again for a little while before deciding it was not a commit).
-async fn committed(store: &Store, version: &mut i64) -> bool {
+/// A write by this process (its own connection sees no change of `data_version`) ends
+/// the look at once: `local` tells of those.
+async fn committed(
+    store: &Store,
+    version: &mut i64,
+    local: &tokio::sync::watch::Receiver<u64>,
+) -> bool {
     for wait_ms in [0, 1, 2, 4, 8, 16, 32] {
+        if local.has_changed().unwrap_or(false) {
+            return true;
+        }
         if wait_ms > 0 {
             tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         }
