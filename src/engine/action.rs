@@ -400,10 +400,22 @@ struct GroupGuard {
 }
 
 impl GroupGuard {
-    /// Its directory was made when the file first named the command by its token.
+    /// Its directory was made when the file first named the command by its token. The
+    /// group's id is written over the token, padded with spaces to the same length, not
+    /// into a truncated file: on ext4 closing a file rewritten after truncation forces
+    /// its data to disk (a block-device write on every command).
     fn record(&self) {
         if let (Some(pgid), Some(file)) = (self.pgid, &self.file) {
-            let _ = std::fs::write(file, pgid.to_string());
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .open(file)
+                .and_then(|mut f| {
+                    let len = f.metadata()?.len() as usize;
+                    f.write_all(format!("{pgid:<len$}").as_bytes())
+                });
+            if written.is_err() {
+                let _ = std::fs::write(file, pgid.to_string());
+            }
         }
     }
 
@@ -564,5 +576,33 @@ pub async fn sql(
             Ok(o) => Outcome::Succeeded(o),
             Err(e) => Outcome::Failed(e),
         },
+    }
+}
+
+#[cfg(test)]
+mod group_file_tests {
+    use super::*;
+
+    #[test]
+    fn the_group_written_over_the_token_is_what_a_resume_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("step.log.pgid");
+        std::fs::write(&file, format!("{SPAWNING}{}", spawn_token())).unwrap();
+        // This process's own group: alive, so `orphans` keeps it.
+        // SAFETY: getpgrp has no preconditions.
+        let own = unsafe { libc::getpgrp() };
+        let mut guard = GroupGuard {
+            pgid: Some(own),
+            file: Some(file.clone()),
+        };
+        guard.record();
+        // Never armed past this point: dropping it must not signal this process.
+        guard.pgid = None;
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with(&own.to_string()), "{text:?}");
+        assert_eq!(text.trim(), own.to_string());
+        assert_eq!(orphans(dir.path()), vec![("step.log".to_owned(), own)]);
+        guard.disarm();
+        assert!(!file.exists());
     }
 }
