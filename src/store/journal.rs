@@ -217,7 +217,11 @@ impl Store {
         rows: &[(&str, String)],
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        if !self.is_postgres() && register.is_none() && rows.len() <= ROWS_PER_INSERT {
+        if !self.is_postgres()
+            && register.is_none()
+            && !rows.is_empty()
+            && rows.len() <= ROWS_PER_INSERT
+        {
             return self.append_one_statement(stream, first, rows, at_ms).await;
         }
         let mut tx = self.pool.begin().await?;
