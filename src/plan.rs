@@ -121,11 +121,10 @@ pub struct FailurePath<'a> {
 impl FailurePath<'_> {
     /// The positions gone back over, most recent first.
     pub fn positions(&self) -> impl Iterator<Item = usize> {
-        let (from, to) = (
-            self.from_position.unwrap_or(0),
-            self.to_position.unwrap_or(1),
-        );
-        (to..=from).rev()
+        self.from_position
+            .zip(self.to_position)
+            .into_iter()
+            .flat_map(|(from, to)| (to..=from).rev())
     }
 }
 
@@ -319,42 +318,29 @@ fn failure_path<'a>(
     step: &'a crate::runbook::Step,
     position: usize,
     own: &undo::How<'_>,
-    done: Stretch,
+    mut done: Stretch,
     cp: Option<&'a crate::runbook::Step>,
     closed: bool,
 ) -> FailurePath<'a> {
-    let mut path = FailurePath {
-        policy: step.on_failure.as_str(),
-        from_position: None,
-        to_position: None,
-        undo: 0,
-        restored: 0,
-        left: 0,
-        back_to: None,
-        restore_from: None,
-        reopen: false,
-    };
-    if step.on_failure != OnFailure::Rollback {
-        return path;
-    }
-    let mut done = done;
-    // A fan-out step that fails may have items to undo itself.
-    if step.for_each.is_some() {
+    let rollback = step.on_failure == OnFailure::Rollback;
+    if !rollback {
+        done = Stretch::default();
+    } else if step.for_each.is_some() {
+        // A fan-out step that fails may have items to undo itself.
         done.add(position, own);
     }
-    path.reopen = closed;
-    if let Some(cp) = cp {
-        path.back_to = Some(&cp.id);
-        if cp.restore.is_some() {
-            path.restore_from = Some(&cp.id);
-        }
+    let cp = cp.filter(|_| rollback);
+    FailurePath {
+        policy: step.on_failure.as_str(),
+        from_position: done.latest,
+        to_position: done.earliest,
+        undo: done.undo,
+        restored: done.restored,
+        left: done.left,
+        back_to: cp.map(|c| c.id.as_str()),
+        restore_from: cp.filter(|c| c.restore.is_some()).map(|c| c.id.as_str()),
+        reopen: rollback && closed,
     }
-    path.from_position = done.latest;
-    path.to_position = done.earliest;
-    path.undo = done.undo;
-    path.restored = done.restored;
-    path.left = done.left;
-    path
 }
 
 impl Plan<'_> {

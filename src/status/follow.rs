@@ -242,11 +242,11 @@ pub async fn follow(store: Store, info: PageInfo, tx: watch::Sender<Arc<Snapshot
     }
 }
 
-/// After the kernel told that the store's files were written: whether another process
-/// committed (its commit becomes visible a moment after its log is written, so this
-/// looks again for a little while before deciding it was not a commit).
-/// A write by this process (its own connection sees no change of `data_version`) ends
-/// the look at once: `local` tells of those.
+/// After the kernel told that the store's files were written: whether a commit landed.
+/// Another process's commit becomes visible a moment after its log is written, so this
+/// looks again for a little while before deciding it was not one; a write by this
+/// process (which its own connection's `data_version` never shows) is told by `local`,
+/// and ends the look at once.
 async fn committed(
     store: &Store,
     version: &mut i64,

@@ -11,17 +11,22 @@ use super::reconnect::{Bind, lost_answer};
 use super::{NOTIFY_CHANNEL, Store, StoreError, now_ms};
 use crate::journal::{Event, NoticeEvent, NoticeRecorded, Recorded};
 
-/// The INSERT of `n` events (`run_id, seq, at_ms, kind, body`, five parameters each, in
-/// order), and the number of the next parameter. `fenced`: only while the lease named by
-/// the next three parameters (runbook, run id, epoch) is held and not released.
-fn insert_events(n: usize, fenced: bool) -> (String, usize) {
+/// The INSERT of `rows` (numbered from `first`) into `stream`'s journal, bound. With a
+/// `fence`, the rows go in only while that lease is held and not released: the check is
+/// part of the statement.
+fn insert_events<'q>(
+    stream: &'q str,
+    first: i64,
+    at_ms: i64,
+    rows: &'q [(&'q str, String)],
+    fence: Option<&'q super::Lease>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     let mut sql = String::from("INSERT INTO events (run_id, seq, at_ms, kind, body) ");
-    sql.push_str(if fenced {
-        "SELECT * FROM (VALUES "
-    } else {
-        "VALUES "
+    sql.push_str(match fence {
+        Some(_) => "SELECT * FROM (VALUES ",
+        None => "VALUES ",
     });
-    for i in 0..n {
+    for i in 0..rows.len() {
         let p = i * 5;
         if i > 0 {
             sql.push_str(", ");
@@ -36,27 +41,18 @@ fn insert_events(n: usize, fenced: bool) -> (String, usize) {
             p + 5
         );
     }
-    let next = n * 5 + 1;
-    if fenced {
+    if fence.is_some() {
+        let p = rows.len() * 5;
         let _ = write!(
             sql,
             ") WHERE EXISTS (SELECT 1 FROM leases WHERE runbook = ${} AND run_id = ${} AND epoch = ${} AND released = 0)",
-            next,
-            next + 1,
-            next + 2
+            p + 1,
+            p + 2,
+            p + 3
         );
     }
-    (sql, next)
-}
-
-/// Binds the parameters of [`insert_events`]: the events numbered from `first`.
-fn bind_events<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    stream: &'q str,
-    first: i64,
-    at_ms: i64,
-    rows: &'q [(&'q str, String)],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    // Only placeholders are built into the text: the values are bound.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (i, (kind, body)) in rows.iter().enumerate() {
         query = query
             .bind(stream)
@@ -64,6 +60,12 @@ fn bind_events<'q>(
             .bind(at_ms)
             .bind(*kind)
             .bind(body.as_str());
+    }
+    if let Some(lease) = fence {
+        query = query
+            .bind(lease.runbook.as_str())
+            .bind(lease.run_id.as_str())
+            .bind(lease.epoch);
     }
     query
 }
@@ -181,21 +183,7 @@ impl Store {
         rows: &[(&str, String)],
         at_ms: i64,
     ) -> Result<(), StoreError> {
-        let (sql, next) = insert_events(rows.len(), self.fence.is_some());
-        let mut query = bind_events(
-            sqlx::query(sqlx::AssertSqlSafe(sql)),
-            stream,
-            first,
-            at_ms,
-            rows,
-        );
-        if let Some(lease) = &self.fence {
-            debug_assert_eq!(next, rows.len() * 5 + 1);
-            query = query
-                .bind(lease.runbook.as_str())
-                .bind(lease.run_id.as_str())
-                .bind(lease.epoch);
-        }
+        let query = insert_events(stream, first, at_ms, rows, self.fence.as_deref());
         let done = query
             .execute(&self.pool)
             .await
@@ -257,17 +245,11 @@ impl Store {
                 .map_err(|e| conflict_or(e, stream))?;
         }
         for (c, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
-            let (sql, _) = insert_events(chunk.len(), false);
-            bind_events(
-                sqlx::query(sqlx::AssertSqlSafe(sql)),
-                stream,
-                first + (c * ROWS_PER_INSERT) as i64,
-                at_ms,
-                chunk,
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, stream))?;
+            let from = first + (c * ROWS_PER_INSERT) as i64;
+            insert_events(stream, from, at_ms, chunk, None)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, stream))?;
         }
         self.notify(&mut tx, stream).await?;
         tx.commit().await.map_err(|e| conflict_or(e, stream))?;
