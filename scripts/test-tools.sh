@@ -6,6 +6,7 @@
 #   scripts/test-tools.sh feedparser   # Python feedparser in target/pyenv (tests/it/feeds.rs)
 #   scripts/test-tools.sh wrk          # wrk (benches/status-load.sh)
 #   scripts/test-tools.sh nginx        # nginx, the baseline of benches/status-load.sh
+#   scripts/test-tools.sh sshd         # openssh-server (tests/it/hosts.rs starts its own sshd)
 #   scripts/test-tools.sh all          # everything above
 #
 # Debian packages come from apt-get (with sudo unless root); feedparser from PyPI into a
@@ -22,7 +23,7 @@ die() {
 }
 
 usage() {
-  echo "usage: $0 chromium|feedparser|wrk|nginx|all ..." >&2
+  echo "usage: $0 chromium|feedparser|wrk|nginx|sshd|all ..." >&2
   exit 2
 }
 
@@ -100,6 +101,14 @@ need_nginx() {
   echo "nginx: $bin ($("$bin" -v 2>&1 | head -1))"
 }
 
+need_sshd() {
+  [ -x /usr/sbin/sshd ] || apt_install openssh-server
+  [ -x /usr/sbin/sshd ] || die "/usr/sbin/sshd is still missing after install"
+  command -v ssh >/dev/null 2>&1 || apt_install openssh-client
+  command -v setsid >/dev/null 2>&1 || apt_install util-linux
+  echo "sshd: /usr/sbin/sshd ($(/usr/sbin/sshd -V 2>&1 | head -1 || true))"
+}
+
 need_feedparser() {
   if ! "$pyenv/bin/python" -c 'import feedparser' >/dev/null 2>&1; then
     command -v python3 >/dev/null 2>&1 || apt_install python3
@@ -127,11 +136,13 @@ for tool in "$@"; do
     feedparser) need_feedparser ;;
     wrk) need_wrk ;;
     nginx) need_nginx ;;
+    sshd) need_sshd ;;
     all)
       need_chromium
       need_feedparser
       need_wrk
       need_nginx
+      need_sshd
       ;;
     -h | --help) usage ;;
     *)

@@ -51,6 +51,15 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// Print the runbook's resolved inventory: groups, hosts, addresses, ports, users,
+    /// and where each host was defined.
+    Hosts {
+        /// The runbook file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Print the JSON Schema of the runbook format (for editors).
     Schema,
     /// Run a runbook to the end; prints the run id first. Exit 0 completed, 1 invalid
@@ -95,6 +104,9 @@ enum Command {
         /// window; by default a run carries out the one whose window it starts in.
         #[arg(long, value_name = "ID")]
         maintenance: Option<String>,
+        /// Run host steps (`on:`) only on these hosts and groups: `--limit web1,db`.
+        #[arg(long, value_name = "HOST,GROUP", value_delimiter = ',')]
+        limit: Vec<String>,
         #[command(flatten)]
         page: crate::status::command::PageArgs,
     },
@@ -127,6 +139,15 @@ enum Command {
         /// Run the step in doubt (or the failed one) again.
         #[arg(long, group = "decision")]
         retry: bool,
+        /// With `--retry`: run again only these failed hosts of the host step that
+        /// stopped (`--only web2,web3`); its other failed hosts stay failed.
+        #[arg(
+            long,
+            value_name = "HOST,...",
+            value_delimiter = ',',
+            requires = "retry"
+        )]
+        only: Vec<String>,
         /// Mark it skipped and go on.
         #[arg(long, group = "decision")]
         skip: bool,
@@ -285,6 +306,7 @@ pub fn main() -> ExitCode {
             history,
             store.as_deref(),
         ),
+        Command::Hosts { file, format } => hosts(&file, format),
         Command::Schema => {
             print(&format!(
                 "{}\n",
@@ -339,8 +361,10 @@ async fn run(command: Command) -> Outcome {
             guard,
             rehearsal,
             maintenance,
+            limit,
         } => {
             commands::execute(commands::ExecuteArgs {
+                limit,
                 guard_strict: guard == Guard::Strict,
                 rehearsal,
                 maintenance,
@@ -381,6 +405,7 @@ async fn run(command: Command) -> Outcome {
         Command::Resume {
             run,
             retry,
+            only,
             skip,
             rollback,
             by,
@@ -398,7 +423,7 @@ async fn run(command: Command) -> Outcome {
                 by: by.as_deref(),
                 reason: reason.as_deref(),
             };
-            commands::resume(&run, decision, who, store.as_deref(), log_format).await
+            commands::resume(&run, decision, &only, who, store.as_deref(), log_format).await
         }
         Command::Abort { run, by, store } => {
             commands::abort(&run, by.as_deref(), store.as_deref()).await
@@ -478,7 +503,10 @@ async fn run(command: Command) -> Outcome {
             output,
             store,
         } => crate::report::command(&run, format, output.as_deref(), store.as_deref()).await,
-        Command::Validate { .. } | Command::Plan { .. } | Command::Schema => {
+        Command::Validate { .. }
+        | Command::Plan { .. }
+        | Command::Schema
+        | Command::Hosts { .. } => {
             unreachable!("handled above")
         }
     }
@@ -526,6 +554,110 @@ fn validate(files: &[PathBuf]) -> Outcome {
         }
     }
     Ok(code)
+}
+
+/// `runbook hosts FILE`: the inventory as host steps see it.
+fn hosts(file: &std::path::Path, format: Format) -> Outcome {
+    let rb = runbook::load_file(file).map_err(|e| Failure::rendered(e.render()))?;
+    let shown = file.display().to_string();
+    let rows: Vec<serde_json::Value> = rb
+        .inventory
+        .hosts
+        .iter()
+        .map(|h| {
+            let from = match h.origin.strip_prefix("line ") {
+                Some(line) => format!("{shown}:{line}"),
+                None => h.origin.clone(),
+            };
+            serde_json::json!({
+                "name": h.name,
+                "address": h.address,
+                "port": h.port.or(rb.ssh.port).unwrap_or(22),
+                "user": h.user.as_deref().or(rb.ssh.user.as_deref()),
+                "groups": h.groups,
+                "vars": h.vars,
+                "from": from,
+            })
+        })
+        .collect();
+    let groups: serde_json::Map<String, serde_json::Value> = rb
+        .inventory
+        .groups
+        .iter()
+        .map(|(g, members)| {
+            let names: Vec<&str> = members
+                .iter()
+                .map(|&m| rb.inventory.hosts[m].name.as_str())
+                .collect();
+            (g.clone(), serde_json::json!(names))
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let doc = serde_json::json!({ "runbook": rb.id, "groups": groups, "hosts": rows });
+            print(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).expect("serializes")
+            ));
+        }
+        Format::Text => {
+            let mut out = String::new();
+            if rows.is_empty() {
+                out.push_str(&format!(
+                    "{shown}: no hosts (add `hosts:` or `inventory:`)\n"
+                ));
+            }
+            for (g, names) in &groups {
+                let names: Vec<&str> = names
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str())
+                    .collect();
+                out.push_str(&format!("group {g}: {}\n", names.join(", ")));
+            }
+            if !rows.is_empty() {
+                let cell = |v: &serde_json::Value| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".to_owned(),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                let table: Vec<[String; 6]> = std::iter::once(
+                    ["HOST", "ADDRESS", "PORT", "USER", "GROUPS", "FROM"].map(str::to_owned),
+                )
+                .chain(rows.iter().map(|r| {
+                    ["name", "address", "port", "user", "groups", "from"].map(|k| cell(&r[k]))
+                }))
+                .collect();
+                let widths: Vec<usize> = (0..6)
+                    .map(|c| {
+                        table
+                            .iter()
+                            .map(|r| r[c].chars().count())
+                            .max()
+                            .unwrap_or(0)
+                    })
+                    .collect();
+                out.push('\n');
+                for r in &table {
+                    let line: Vec<String> = r
+                        .iter()
+                        .zip(&widths)
+                        .map(|(c, w)| format!("{c:<w$}"))
+                        .collect();
+                    out.push_str(line.join("  ").trim_end());
+                    out.push('\n');
+                }
+            }
+            print(&out);
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 fn plan(

@@ -97,6 +97,9 @@ pub struct Diagnostic {
     pub span: Option<Span>,
     /// Shown after the carets, e.g. "did you mean `backup`?".
     pub label: Option<String>,
+    /// A problem in another file the runbook names (its inventory): that file's name
+    /// and text, where `span` is.
+    pub file: Option<std::sync::Arc<(String, String)>>,
 }
 
 impl Diagnostic {
@@ -107,6 +110,7 @@ impl Diagnostic {
             path,
             span: None,
             label: None,
+            file: None,
         }
     }
 

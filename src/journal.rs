@@ -32,6 +32,9 @@ pub enum Event {
         /// the status page existed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         public: Option<Box<PublicPlan>>,
+        /// `execute --limit`: host steps run only on these hosts and groups.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        limit: Vec<String>,
     },
     /// Preconditions of an attempt are being checked.
     StepChecking { step: String, attempt: u32 },
@@ -142,6 +145,10 @@ pub enum Event {
         /// Why (`resume --reason`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// `--retry --only`: the failed items (hosts) of the step that are run again, by
+        /// index; the step's other failed items stay failed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only: Vec<usize>,
     },
     /// The run undoes completed steps back to the last checkpoint.
     RollbackStarted { reason: String },

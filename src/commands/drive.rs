@@ -41,6 +41,8 @@ enum Cut {
 pub(super) async fn finish(mut runner: Runner<'_>, lease: &Lease) -> Outcome {
     let store = runner.store.clone();
     let driven = drive_holding(&mut runner, lease).await;
+    // Commands stopped on hosts are killed there, and the run's connections closed.
+    crate::engine::ssh::close_run(runner.rb, &runner.log_dir).await;
     runner.out.finish();
     // A cut drive's SQL is stopped on the server before the process ends, and recorded.
     if driven.is_err()

@@ -36,6 +36,7 @@ pub(super) async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome 
         guard: None,
         rehearsal: false,
         public: None,
+        limit: Vec::new(),
     };
     let state = match RunState::default().fold(&started, now_ms()) {
         Ok(s) => s,

@@ -49,6 +49,8 @@ pub struct ExecuteArgs {
     pub rehearsal: bool,
     /// `--maintenance ID`: the scheduled maintenance this run carries out.
     pub maintenance: Option<String>,
+    /// `--limit`: host steps run only on these hosts and groups.
+    pub limit: Vec<String>,
 }
 
 /// How long `execute --serve` keeps serving after the run ends.
@@ -58,6 +60,7 @@ const SERVE_LINGER: Duration = Duration::from_secs(2);
 pub async fn execute(args: ExecuteArgs) -> Outcome {
     let mut rb = runbook::load_file(&args.file).map_err(|e| Failure::rendered(e.render()))?;
     crate::engine::vars::apply_vars(&mut rb, &args.vars).map_err(Failure::invalid)?;
+    rb.limit_to(&args.limit).map_err(Failure::invalid)?;
     secrets_set(&rb).map_err(Failure::invalid)?;
     let bytes = crate::input::read_limited(&args.file).unwrap_or_default();
     if args.dry_run {
@@ -275,6 +278,7 @@ impl Start<'_> {
             guard: self.guard_strict.then(|| "strict".to_owned()),
             rehearsal: self.rehearsal,
             public: None,
+            limit: rb.limit.clone(),
         };
         let started_state = RunState::default()
             .fold(&start, now_ms())

@@ -16,6 +16,7 @@ use crate::runbook::{self, Runbook};
 pub async fn resume(
     run_id: &str,
     decision: Option<Decision>,
+    only: &[String],
     who: super::Who<'_>,
     store_flag: Option<&str>,
     log_format: LogFormat,
@@ -53,7 +54,7 @@ pub async fn resume(
         out,
     );
     runner.learned = super::learned(&store, &rb.id, run_id).await;
-    if let Err(failure) = decided(&mut runner, decision, who, &logs).await {
+    if let Err(failure) = decided(&mut runner, decision, only, who, &logs).await {
         let _ = store.release(&rb.id, run_id).await;
         return Err(failure);
     }
@@ -80,6 +81,7 @@ fn runbook_as_started(run_id: &str, state: &RunState) -> Result<Runbook, Failure
     let mut rb = runbook::load_bytes(&state.file, &bytes)
         .map_err(|invalid| Failure::rendered(invalid.render()))?;
     rb.vars = state.vars.clone();
+    rb.limit_to(&state.limit).map_err(Failure::invalid)?;
     secrets_set(&rb).map_err(Failure::invalid)?;
     Ok(rb)
 }
@@ -89,6 +91,7 @@ fn runbook_as_started(run_id: &str, state: &RunState) -> Result<Runbook, Failure
 async fn decided(
     runner: &mut Runner<'_>,
     decision: Option<Decision>,
+    only: &[String],
     who: super::Who<'_>,
     logs: &std::path::Path,
 ) -> Result<(), Failure> {
@@ -108,6 +111,7 @@ async fn decided(
             ),
         ));
     }
+    let only_items = only_failed_hosts(runner, only)?;
     let events = decide::resume(
         runner.rb,
         &runner.state,
@@ -127,6 +131,7 @@ async fn decided(
                 decision,
                 by,
                 reason: who.reason.map(str::to_owned),
+                only: only_items.clone(),
             },
             e => e,
         })
@@ -135,4 +140,61 @@ async fn decided(
         runner.record_all(events).await.map_err(Failure::invalid)?;
     }
     Ok(())
+}
+
+/// `--retry --only HOST,...`: the indexes of those hosts among the failed items of the
+/// host step the resume is about; a host that is not one of them is refused, naming the
+/// failed ones.
+fn only_failed_hosts(runner: &Runner<'_>, only: &[String]) -> Result<Vec<usize>, Failure> {
+    if only.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rb = runner.rb;
+    let Some(i) = decide::resume_subject(rb, &runner.state, &runner.facts()) else {
+        return Err(Failure::invalid(
+            "--only: no host step of the run has failed or is in doubt; there is nothing to retry",
+        ));
+    };
+    let step = &rb.steps[i];
+    let Some(crate::runbook::ForEach::Hosts(hosts)) = &step.for_each else {
+        return Err(Failure::invalid(format!(
+            "--only names hosts, but step `{}` (the one to retry) is not a host step",
+            step.id
+        )));
+    };
+    let run = runner.state.step(&step.id);
+    let failed: Vec<(usize, &str)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(ix, _)| {
+            matches!(
+                run.items.get(ix),
+                Some(
+                    crate::engine::state::ItemStatus::Failed
+                        | crate::engine::state::ItemStatus::Running
+                )
+            )
+        })
+        .map(|(ix, &h)| (ix, rb.inventory.hosts[h].name.as_str()))
+        .collect();
+    only.iter()
+        .map(|name| {
+            failed
+                .iter()
+                .find(|(_, n)| n == name)
+                .map(|(ix, _)| *ix)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = failed.iter().map(|(_, n)| *n).collect();
+                    Failure::invalid(format!(
+                        "--only: `{name}` is not a failed host of step `{}` (failed: {})",
+                        step.id,
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                })
+        })
+        .collect()
 }

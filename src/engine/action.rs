@@ -42,7 +42,7 @@ pub struct StepLog {
     /// that resumes after a crash can see whether the old one is still at work.
     pgid_path: Option<std::path::PathBuf>,
     file: Option<std::fs::File>,
-    masker: Masker,
+    pub(crate) masker: Masker,
     /// A command's last line on each stream, held until the next one (or the end) so
     /// that a secret split across the two is masked in both: (stream, line).
     held: Vec<(String, String)>,
@@ -212,7 +212,7 @@ pub async fn shell(
         cmd.current_dir(dir);
     }
     let shown = log.masker.mask(command);
-    match run_logged(cmd, timeout, log).await {
+    match run_logged(cmd, timeout, log, Spawn::default()).await {
         Ok(ran) if ran.status.success() => Outcome::Succeeded(json_outputs(&ran.stdout)),
         Ok(ran) => Outcome::Failed(format!("`{shown}` {}", ended(ran.status))),
         Err(Stopped::TimedOut) => Outcome::TimedOut,
@@ -256,7 +256,7 @@ pub async fn program(
     let mut cmd = tokio::process::Command::new(name);
     cmd.args(args).envs(env);
     log.line("run", &format!("{name} {}", args.join(" ")));
-    match run_logged(cmd, None, log).await {
+    match run_logged(cmd, None, log, Spawn::default()).await {
         Ok(ran) if ran.status.success() => Ok(ran.stdout),
         Ok(ran) => {
             let why = ran.stderr.trim();
@@ -275,7 +275,7 @@ pub async fn program(
     }
 }
 
-fn ended(status: std::process::ExitStatus) -> String {
+pub(crate) fn ended(status: std::process::ExitStatus) -> String {
     match status.code() {
         Some(code) => format!("exited with status {code}"),
         None => "was killed by a signal".to_owned(),
@@ -283,27 +283,38 @@ fn ended(status: std::process::ExitStatus) -> String {
 }
 
 /// A process that ran to its end.
-struct Ran {
-    status: std::process::ExitStatus,
-    stdout: String,
+pub(crate) struct Ran {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
     /// The last lines of standard error.
-    stderr: String,
+    pub stderr: String,
 }
 
 /// A process that did not run to its end.
-enum Stopped {
+pub(crate) enum Stopped {
     NotStarted(std::io::Error),
     TimedOut,
 }
 
+/// What a command gets besides its arguments: its standard input (else nothing), and
+/// for `ssh`, the process group of the command on the host.
+#[derive(Default)]
+pub(crate) struct Spawn {
+    pub stdin: Option<std::fs::File>,
+    pub remote: Option<super::ssh::RemoteGroup>,
+}
+
 /// Runs `cmd` in its own process group, streaming its output to the log. Dropping the
-/// future (a step's timeout, an abort) kills the whole group.
-async fn run_logged(
+/// future (a step's timeout, an abort) kills the whole group, and the command's group on
+/// the host for `ssh` (which names it on its first line of standard error).
+pub(crate) async fn run_logged(
     mut cmd: tokio::process::Command,
     timeout: Option<Duration>,
     log: &mut StepLog,
+    spawn: Spawn,
 ) -> Result<Ran, Stopped> {
-    cmd.stdin(Stdio::null())
+    let Spawn { stdin, mut remote } = spawn;
+    cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -363,6 +374,7 @@ async fn run_logged(
                 _ => out_open = false,
             },
             line = err.next_line(), if err_open => match line {
+                Ok(Some(l)) if remote.as_mut().is_some_and(|r| r.names_group(&l)) => {}
                 Ok(Some(l)) => {
                     log.line("stderr", &l);
                     stderr.push_back(l);
@@ -377,6 +389,9 @@ async fn run_logged(
                 log.flush();
                 group.kill();
                 let _ = child.wait().await;
+                if let Some(r) = remote.take() {
+                    r.kill().await;
+                }
                 return Err(Stopped::TimedOut);
             }
         }
@@ -384,6 +399,9 @@ async fn run_logged(
     log.flush();
     // It ended by itself: what it left running in the background may go on.
     group.disarm();
+    if let Some(r) = remote.as_mut() {
+        r.disarm();
+    }
     let status = status.map_err(Stopped::NotStarted)?;
     Ok(Ran {
         status,
@@ -536,7 +554,7 @@ pub fn orphans(dir: &Path) -> Vec<(String, i32)> {
 }
 
 /// Outputs printed as a JSON object: the whole of stdout, or its last non-empty line.
-fn json_outputs(stdout: &str) -> IndexMap<String, Value> {
+pub(crate) fn json_outputs(stdout: &str) -> IndexMap<String, Value> {
     let parse = |s: &str| match serde_json::from_str::<Value>(s.trim()) {
         Ok(Value::Object(m)) => Some(m.into_iter().collect()),
         _ => None,

@@ -357,6 +357,24 @@ pub enum Refusal {
     Invalid(String),
 }
 
+/// The step a resume decides about: the one in doubt, or else the failed step the run
+/// paused on (`pending` is what [`decide`] says now).
+fn subject_of(rb: &Runbook, state: &RunState, pending: &Next) -> Option<usize> {
+    match pending {
+        Next::InDoubt { step, .. } => Some(*step),
+        Next::Wait => rb.order.iter().copied().find(|&i| {
+            let s = state.step(&rb.steps[i].id);
+            matches!(s.status, StepStatus::Failed | StepStatus::TimedOut) && !s.failure_ignored
+        }),
+        _ => None,
+    }
+}
+
+/// The step `runbook resume` would decide about now, if any.
+pub fn resume_subject(rb: &Runbook, state: &RunState, facts: &Facts) -> Option<usize> {
+    subject_of(rb, state, &decide(rb, state, facts))
+}
+
 /// The resume decision matrix: what `runbook resume RUN` (with `decision`: `--retry`,
 /// `--skip`, `--rollback`, or none) records in `state` by `by` before the run goes on,
 /// or why it is refused. No events: the run simply goes on.
@@ -373,19 +391,13 @@ pub fn resume(
 ) -> Result<Vec<Event>, Refusal> {
     let run_id = facts.run_id;
     let pending = decide(rb, state, facts);
-    let subject = match &pending {
-        Next::InDoubt { step, .. } => Some(*step),
-        Next::Wait => rb.order.iter().copied().find(|&i| {
-            let s = state.step(&rb.steps[i].id);
-            matches!(s.status, StepStatus::Failed | StepStatus::TimedOut) && !s.failure_ignored
-        }),
-        _ => None,
-    };
+    let subject = subject_of(rb, state, &pending);
     let waiting = matches!(pending, Next::Wait);
     let resumed = |decision| Event::RunResumed {
         decision,
         by: by.to_owned(),
         reason: None,
+        only: Vec::new(),
     };
     let rolling_back = state.status == RunStatus::RollingBack;
     Ok(match (decision, subject) {

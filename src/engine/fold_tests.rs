@@ -39,6 +39,7 @@ fn run_started() -> Event {
         guard: None,
         rehearsal: false,
         public: None,
+        limit: Vec::new(),
     }
 }
 
@@ -226,6 +227,7 @@ fn resumed(decision: Decision) -> Event {
         decision,
         by,
         reason: None,
+        only: Vec::new(),
     }
 }
 

@@ -459,6 +459,7 @@ impl History {
                 decision,
                 by,
                 reason,
+                ..
             } => self.resumes.push(ResumeRecord {
                 at_ms: at,
                 decision: *decision,

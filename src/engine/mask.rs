@@ -401,6 +401,7 @@ mod tests {
                 summary: Some(format!("For {SECRET}")),
                 ..Default::default()
             })),
+            limit: Vec::new(),
         };
         let Event::RunStarted {
             title,

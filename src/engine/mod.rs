@@ -14,6 +14,7 @@ pub mod mask;
 pub mod publish;
 pub mod quote;
 pub mod run;
+pub mod ssh;
 pub mod state;
 pub mod target;
 pub mod terminal;

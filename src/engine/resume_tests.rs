@@ -193,6 +193,7 @@ fn the_person_who_decided_is_recorded() {
             decision: Decision::Skip,
             by,
             reason: None,
+            only: Vec::new(),
         },
         Event::StepSkipped {
             step: "a".into(),

@@ -392,6 +392,7 @@ impl<'a> Runner<'a> {
                     decision: Decision::Retry,
                     by: "runbook (safe to repeat)".into(),
                     reason: None,
+                    only: Vec::new(),
                 })
                 .await?;
             }

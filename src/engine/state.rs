@@ -171,6 +171,8 @@ pub struct RunState {
     pub file: String,
     pub file_sha256: String,
     pub vars: IndexMap<String, Value>,
+    /// `execute --limit`: the hosts and groups host steps run on (all when empty).
+    pub limit: Vec<String>,
     /// The names of the run's secrets (environment variables), from its public plan.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
@@ -219,6 +221,7 @@ impl Default for RunState {
     fn default() -> Self {
         RunState {
             status: RunStatus::Scheduled,
+            limit: Vec::new(),
             forgotten: false,
             runbook: String::new(),
             title: String::new(),
@@ -402,7 +405,7 @@ impl RunState {
 
     /// An operator's decision resumes the run (`false`: it cannot now); which steps run
     /// again follows from it.
-    fn resume(&mut self, decision: Decision) -> bool {
+    fn resume(&mut self, decision: Decision, only: &[usize]) -> bool {
         use RunStatus as R;
         let status = self.status;
         // A pause ends with any decision but a rollback (that is
@@ -447,7 +450,11 @@ impl RunState {
                         && !step.failure_ignored);
                 if retry {
                     step.status = StepStatus::Pending;
-                    step.items.retain(|_, s| *s == ItemStatus::Succeeded);
+                    // `--only`: the other failed items stay failed.
+                    step.items.retain(|ix, s| {
+                        *s == ItemStatus::Succeeded
+                            || (!only.is_empty() && *s == ItemStatus::Failed && !only.contains(ix))
+                    });
                     step.retry_at_ms = None;
                 }
             }
@@ -480,7 +487,9 @@ impl RunState {
                 guard,
                 rehearsal,
                 public,
+                limit,
             } => {
+                self.limit = limit.clone();
                 self.rehearsal = *rehearsal;
                 self.secrets = public
                     .as_ref()
@@ -520,8 +529,8 @@ impl RunState {
                 self.reason = Some(reason.clone());
                 self.guard_paused = guard.clone();
             }
-            E::RunResumed { decision, .. } => {
-                if !self.resume(*decision) {
+            E::RunResumed { decision, only, .. } => {
+                if !self.resume(*decision, only) {
                     return Err(run_illegal(self));
                 }
             }

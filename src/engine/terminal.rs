@@ -285,6 +285,7 @@ pub fn describe(e: &Event) -> String {
             decision,
             by,
             reason,
+            ..
         } => format!(
             "{}{}",
             format!("run resumed ({decision:?}) by {by}").to_lowercase(),

@@ -398,6 +398,7 @@ mod tests {
             guard: None,
             rehearsal: false,
             public: None,
+            limit: Vec::new(),
         }
     }
 

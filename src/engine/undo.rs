@@ -108,7 +108,7 @@ fn action_databases(a: &Action) -> Vec<&str> {
     match a {
         Action::Sql { database, .. } => vec![database.as_str()],
         Action::Builtin { with, .. } => database_of(with),
-        Action::Shell { .. } | Action::Http(_) => Vec::new(),
+        Action::Shell { .. } | Action::Http(_) | Action::Copy { .. } => Vec::new(),
     }
 }
 

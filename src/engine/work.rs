@@ -119,7 +119,50 @@ impl<'w> Worker<'w> {
         };
         let mut ctx = self.context(item);
         ctx["step"] = Value::from(Self::name(step, unit));
+        // A host step's unit runs on its host: `{{host.*}}`, and its `shell` and
+        // `copy` go there (see `remote`).
+        if let (Some(ForEach::Hosts(_)), Some(host)) = (&step.for_each, item) {
+            ctx["host"] = host.clone();
+        }
         ctx
+    }
+
+    /// The host a unit runs on, from its context (see `unit_context`).
+    fn remote(&self, ctx: &Value) -> Option<super::ssh::Remote<'w>> {
+        let name = ctx.get("host")?.get("name")?.as_str()?;
+        let host = self.rb.inventory.host(name)?;
+        Some(super::ssh::Remote::new(self.rb, host, self.log_dir))
+    }
+
+    /// A host as templates see it (`{{host.name}}` ...): the values ssh uses.
+    pub fn host_value(&self, host: &crate::runbook::Host) -> Value {
+        let r = super::ssh::Remote::new(self.rb, host, self.log_dir);
+        json!({
+            "name": host.name,
+            "address": host.address,
+            "port": r.port().unwrap_or(22),
+            "user": r.user().map(str::to_owned).or_else(|| std::env::var("USER").ok()).unwrap_or_default(),
+            "vars": host.vars,
+            "groups": host.groups,
+        })
+    }
+
+    /// Before any host of a `copy` step is touched: every host's source is there.
+    pub fn before_hosts(&self, step: &Step, items: &[Value]) -> Result<(), String> {
+        let Some(Action::Copy { src, .. }) = step.run.as_deref() else {
+            return Ok(());
+        };
+        for item in items {
+            let ctx = self.unit_context(step, Unit::Item(0, item, ""));
+            let src = self.render(src, &ctx)?;
+            if let Err(e) = std::fs::metadata(&src) {
+                return Err(format!(
+                    "{}; no host was touched",
+                    super::ssh::missing(Path::new(&src), &e)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The work of a step, or of one of its fan-out items: the preconditions (an item
@@ -214,6 +257,14 @@ impl<'w> Worker<'w> {
             Action::Http(h) => {
                 let h = self.render_http(h, ctx)?;
                 format!("http {} {}", h.method, h.url)
+            }
+            Action::Copy { src, dest, .. } => {
+                let on = ctx["host"]["name"].as_str().unwrap_or_default();
+                format!(
+                    "copy {} to {on}:{}",
+                    self.render(src, ctx)?,
+                    self.render(dest, ctx)?
+                )
             }
             Action::Builtin { kind, with } => {
                 let mut shown = Vec::new();
@@ -365,6 +416,12 @@ impl<'w> Worker<'w> {
                     Ok::<_, String>((command, env, cwd))
                 })();
                 match rendered {
+                    Ok((command, env, cwd)) if self.remote(ctx).is_some() => {
+                        let remote = self.remote(ctx).expect("checked");
+                        remote
+                            .shell(&command, &env, cwd.as_deref(), *timeout, log, None)
+                            .await
+                    }
                     Ok((command, env, cwd)) => {
                         action::shell(
                             &command,
@@ -391,7 +448,36 @@ impl<'w> Worker<'w> {
                 Err(e) => Outcome::Failed(e),
             },
             Action::Builtin { kind, with } => self.builtin(*kind, with, ctx, log).await,
+            Action::Copy { src, dest, mode } => {
+                let Some(remote) = self.remote(ctx) else {
+                    return Outcome::Failed(
+                        "`copy` uploads to hosts: the step has no `on:`".into(),
+                    );
+                };
+                let rendered = self
+                    .render(src, ctx)
+                    .and_then(|s| Ok((s, self.render(dest, ctx)?)));
+                match rendered {
+                    Ok((src, dest)) => {
+                        remote
+                            .copy(Path::new(&src), &dest, *mode, &self.work_dir(), log)
+                            .await
+                    }
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
         }
+    }
+
+    /// A host step's `between_waves` conditions on one host that is done.
+    pub async fn between_waves(
+        &self,
+        step: &Step,
+        conditions: &[Condition],
+        unit: Unit<'_>,
+    ) -> Result<(), String> {
+        let ctx = self.unit_context(step, unit);
+        self.conditions(conditions, &ctx).await
     }
 
     /// A single step's preconditions, checked before it starts.
@@ -468,15 +554,16 @@ impl<'w> Worker<'w> {
                 let command = self.render_in(command, ctx, Mode::Shell)?;
                 let env = self.render_env(env, ctx)?;
                 let mut log = StepLog::memory(self.masker.clone());
-                match action::shell(
-                    &command,
-                    &env,
-                    None,
-                    Some(Duration::from_secs(300)),
-                    &mut log,
-                )
-                .await
-                {
+                let limit = Some(Duration::from_secs(300));
+                let ran = match self.remote(ctx) {
+                    Some(remote) => {
+                        remote
+                            .shell(&command, &env, None, limit, &mut log, None)
+                            .await
+                    }
+                    None => action::shell(&command, &env, None, limit, &mut log).await,
+                };
+                match ran {
                     Outcome::Succeeded(_) => Ok(()),
                     Outcome::Failed(e) => Err(e),
                     Outcome::TimedOut => Err(format!("`{command}` timed out")),
@@ -560,6 +647,10 @@ impl<'w> Worker<'w> {
                 }
                 None => Err(format!("unknown target `{name}`")),
             },
+            ForEach::Hosts(hosts) => Ok(hosts
+                .iter()
+                .map(|&h| self.host_value(&self.rb.inventory.hosts[h]))
+                .collect()),
         }
     }
 

@@ -251,6 +251,7 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                 decision,
                 by,
                 reason,
+                ..
             } => Some(format!(
                 "run resumed by {by} ({}){}",
                 serde_json::to_value(decision)

@@ -40,7 +40,10 @@ impl Invalid {
             if i > 0 {
                 out.push('\n');
             }
-            out.push_str(&d.render(&self.file, source.as_ref()));
+            match &d.file {
+                Some(other) => out.push_str(&d.render(&other.0, Some(&Source::new(&other.1)))),
+                None => out.push_str(&d.render(&self.file, source.as_ref())),
+            }
         }
         out
     }
@@ -103,7 +106,12 @@ pub fn load_str(name: &str, text: &str) -> Result<Runbook, Invalid> {
     }
     let raw = RawRunbook::from_node(&root);
     validate(raw, &root).map_err(|mut diagnostics| {
-        diagnostics.sort_by_key(|d| d.span.map(|s| (s.start.line, s.start.col)));
+        diagnostics.sort_by_key(|d| {
+            (
+                d.file.is_some(),
+                d.span.map(|s| (s.start.line, s.start.col)),
+            )
+        });
         fail(diagnostics)
     })
 }

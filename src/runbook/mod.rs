@@ -2,6 +2,7 @@
 
 mod code;
 mod de;
+pub mod inventory;
 mod load;
 mod model;
 mod raw;

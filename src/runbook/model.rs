@@ -27,6 +27,12 @@ pub struct Runbook {
     /// Names of environment variables whose values are masked everywhere.
     pub secrets: Vec<String>,
     pub targets: IndexMap<String, Target>,
+    /// The servers host steps (`on:`) run on: `hosts:` and the `inventory:` file.
+    pub inventory: Inventory,
+    /// How the runner reaches them over SSH (a host overrides).
+    pub ssh: Ssh,
+    /// `execute --limit`: the hosts and groups host steps run on (all when empty).
+    pub limit: Vec<String>,
     /// Steps as written in the file.
     pub steps: Vec<Step>,
     /// Indexes into `steps` in execution order (`requires` first, then file order).
@@ -43,7 +49,143 @@ impl Runbook {
                 Target::Static(items) => Some(items.len()),
                 Target::Query { .. } => None,
             },
+            ForEach::Hosts(hosts) => Some(hosts.len()),
         }
+    }
+}
+
+impl Runbook {
+    /// `execute --limit HOST,GROUP`: host steps run only on the hosts named, or in the
+    /// groups named. A name that is neither is refused.
+    pub fn limit_to(&mut self, names: &[String]) -> Result<(), String> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut keep = vec![false; self.inventory.hosts.len()];
+        for name in names {
+            if name == "all" {
+                keep.iter_mut().for_each(|k| *k = true);
+            } else if let Some(members) = self.inventory.groups.get(name) {
+                members.iter().for_each(|&m| keep[m] = true);
+            } else if let Some(ix) = self.inventory.hosts.iter().position(|h| &h.name == name) {
+                keep[ix] = true;
+            } else {
+                let mut known: Vec<&str> =
+                    self.inventory.groups.keys().map(String::as_str).collect();
+                known.extend(self.inventory.hosts.iter().map(|h| h.name.as_str()));
+                let hint = crate::suggest::did_you_mean(name, &known)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "--limit: `{name}` is not a group or host of the runbook{hint}"
+                ));
+            }
+        }
+        for step in &mut self.steps {
+            if let Some(ForEach::Hosts(hosts)) = &mut step.for_each {
+                hosts.retain(|&h| keep[h]);
+            }
+        }
+        self.limit = names.to_vec();
+        Ok(())
+    }
+}
+
+/// The servers of a runbook, in the order first named.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub hosts: Vec<Host>,
+    /// Group name → its hosts (indexes into `hosts`), in the order listed.
+    pub groups: IndexMap<String, Vec<usize>>,
+    /// The inventory file could not be read (reported): names in `on:` are not held
+    /// against the runbook.
+    pub unread: bool,
+}
+
+impl Inventory {
+    /// The host called `name`.
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// One server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Host {
+    /// What the host is called everywhere (logs, `status`, the report, `{{host.name}}`).
+    pub name: String,
+    /// Where ssh connects (the name when none is given).
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<String>,
+    /// OpenSSH `-o` options of this host (over the runbook's `ssh.options`).
+    pub options: IndexMap<String, String>,
+    pub vars: IndexMap<String, Value>,
+    /// The groups it belongs to, in the order listed.
+    pub groups: Vec<String>,
+    /// Where it was defined: `line N` of the runbook, or `FILE:N` of an inventory.
+    pub origin: String,
+}
+
+/// How the runner connects to hosts: defaults that a host overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ssh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts: KnownHosts,
+    /// Any OpenSSH `-o` option (`ServerAliveInterval: "10"`).
+    pub options: IndexMap<String, String>,
+}
+
+/// What ssh does with a host key it has not seen (a changed key is always refused).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownHosts {
+    /// Only hosts whose key is in known_hosts (`StrictHostKeyChecking=yes`).
+    #[default]
+    Strict,
+    /// A new host's key is added; a changed one is refused (`accept-new`).
+    AcceptNew,
+}
+
+/// How a host step rolls out: in waves, with gates between them.
+#[derive(Debug, Clone, Default)]
+pub struct Rollout {
+    /// How many of the step's hosts are done when each wave ends (the last reaches all).
+    pub waves: Vec<WaveSize>,
+    /// Checked after each wave but the last, for every host done so far.
+    pub between_waves: Vec<Condition>,
+    pub pause_between_waves: Option<Duration>,
+}
+
+/// The reach of one wave: a count of hosts, or a share of the step's hosts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WaveSize {
+    Count(u64),
+    Percent(f64),
+}
+
+impl Rollout {
+    /// Where each wave ends, as a count of the step's `total` hosts: increasing, the last
+    /// `total`; a share is rounded up, so a wave is never empty of hosts it promised.
+    pub fn wave_ends(&self, total: usize) -> Vec<usize> {
+        let mut ends: Vec<usize> = Vec::with_capacity(self.waves.len() + 1);
+        for w in &self.waves {
+            let n = match *w {
+                WaveSize::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                WaveSize::Percent(p) => ((total as f64) * p / 100.0).ceil() as usize,
+            }
+            .min(total);
+            if n > 0 && ends.last().is_none_or(|&last| n > last) {
+                ends.push(n);
+            }
+        }
+        if ends.last() != Some(&total) && total > 0 {
+            ends.push(total);
+        }
+        ends
     }
 }
 
@@ -302,6 +444,8 @@ pub struct Step {
     pub on_timeout: OnTimeout,
     pub reason: Option<String>,
     pub for_each: Option<ForEach>,
+    /// A host step's waves and gates (`waves`, `between_waves` ...).
+    pub rollout: Option<Box<Rollout>>,
     /// How a fan-out's items are named (a template with `{{item}}`) when they have no
     /// `name` of their own.
     pub item_label: Option<String>,
@@ -335,6 +479,8 @@ pub enum ForEach {
     Target(String),
     /// A list written on the step.
     Items(Vec<Value>),
+    /// `on:`: the hosts (indexes into the inventory), one item each.
+    Hosts(Vec<usize>),
 }
 
 /// How many fan-out items may fail before the step fails.
@@ -378,6 +524,13 @@ pub enum Action {
         transaction: bool,
     },
     Http(Box<HttpCheck>),
+    /// Uploads a file or a directory to each host of the step.
+    Copy {
+        src: String,
+        dest: String,
+        /// Permission bits of the file (`0644`), when given.
+        mode: Option<u32>,
+    },
 }
 
 impl Action {
@@ -388,6 +541,7 @@ impl Action {
             Action::Shell { command, .. } => format!("shell: {command}"),
             Action::Sql { .. } => "sql".to_owned(),
             Action::Http(h) => format!("http {} {}", h.method, h.url),
+            Action::Copy { src, dest, .. } => format!("copy {src} to {dest}"),
         }
     }
 }

@@ -72,6 +72,9 @@ impl<'a> RawRunbook<'a> {
             vars: field(root, "vars"),
             secrets: field(root, "secrets"),
             targets: field(root, "targets"),
+            hosts: field(root, "hosts"),
+            inventory: field(root, "inventory"),
+            ssh: field(root, "ssh"),
             steps,
         }
     }
@@ -187,6 +190,13 @@ pub struct RawRunbook<'a> {
     pub secrets: Option<Lenient<Vec<String>>>,
     /// Lists for fan-out (`for_each: "{{targets.NAME}}"`): static or queried.
     pub targets: Option<Lenient<IndexMap<String, RawTarget>>>,
+    /// The servers, by group: each a name (also its address) or `{ name, address, port,
+    /// user, identity_file, options, vars }`.
+    pub hosts: Option<Lenient<IndexMap<String, Vec<RawHost>>>>,
+    /// An Ansible inventory file (INI or YAML), relative to the current directory.
+    pub inventory: Option<Lenient<String>>,
+    /// How to reach the hosts over SSH: defaults that a host overrides.
+    pub ssh: Option<Lenient<RawSsh>>,
     /// The steps, run in order (`requires` can pull a step earlier).
     #[schemars(required)]
     pub steps: Option<Lenient<StepList<'a>>>,
@@ -274,6 +284,112 @@ pub struct RawQuery {
     pub database: String,
 }
 
+/// A host of the inline inventory: a name that is also its address, or a mapping.
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
+pub enum RawHost {
+    Name(String),
+    Detail(Box<RawHostDetail>),
+}
+
+impl<'de> Deserialize<'de> for RawHost {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawHost;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a host name, or `{ name, address, port, user, vars }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<RawHost, E> {
+                Ok(RawHost::Name(s.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<RawHost, A::Error> {
+                RawHostDetail::deserialize(MapAccessDeserializer::new(a))
+                    .map(|d| RawHost::Detail(Box::new(d)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A host with its own settings.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHostDetail {
+    /// What the host is called (`{{host.name}}`, logs, the report).
+    pub name: String,
+    /// Where ssh connects (default: the name).
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<String>,
+    /// OpenSSH `-o` options for this host.
+    #[serde(default)]
+    pub options: IndexMap<String, Text>,
+    /// Values of this host (`{{host.vars.NAME}}`).
+    #[serde(default)]
+    pub vars: IndexMap<String, Value>,
+}
+
+/// SSH defaults for every host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    /// The private key (`~/` is the home directory).
+    pub identity_file: Option<String>,
+    /// `strict` (default): only known host keys; `accept_new`: a new host's key is
+    /// added. A changed key is always refused.
+    pub known_hosts: Option<super::model::KnownHosts>,
+    /// Any OpenSSH `-o` option.
+    #[serde(default)]
+    pub options: IndexMap<String, Text>,
+}
+
+/// `on:`: one group or host, or a list of them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "expected a group or host name (`web`, `all`), or a list of them"
+)]
+pub enum RawOn {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawOn {
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            RawOn::One(s) => vec![s.as_str()],
+            RawOn::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A wave's reach: a count of hosts or a percentage of the step's hosts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "expected a count of hosts such as `1` or a percentage such as `25%`"
+)]
+pub enum RawWave {
+    Count(u64),
+    Percent(String),
+}
+
+/// A file or directory to upload to each host.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCopy {
+    /// The local file or directory (relative to the current directory).
+    pub src: String,
+    /// Where it goes on the host.
+    pub dest: String,
+    /// Permission bits of the file, as octal text (`"0644"`).
+    pub mode: Option<String>,
+}
+
 /// One step.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -333,6 +449,16 @@ pub struct RawStep {
     /// What a fan-out item is called in logs, `status`, log file names and the report
     /// (a template with `{{item}}`), for items without a `name` of their own.
     pub item_label: Option<String>,
+    /// Runs once per host over SSH: groups or host names, `all` for every host.
+    pub on: Option<RawOn>,
+    /// A host step in waves: counts or percentages of its hosts done by the end of each
+    /// (`[1, 25%, 100%]`).
+    pub waves: Option<Vec<RawWave>>,
+    /// Conditions checked after each wave but the last, on every host done so far.
+    #[serde(default)]
+    pub between_waves: Vec<RawCondition>,
+    /// Wait this long after each wave but the last (after its gates).
+    pub pause_between_waves: Option<Dur>,
     /// How many items run at once (default 1).
     pub concurrency: Option<u32>,
     /// Failed items tolerated: a count or a percentage (`10%`); default 0.
@@ -516,6 +642,8 @@ pub struct RawAction {
     pub transaction: Option<bool>,
     /// An HTTP request.
     pub http: Option<RawHttp>,
+    /// Upload a file or directory to the step's hosts.
+    pub copy: Option<RawCopy>,
     /// Environment for `shell`.
     pub env: Option<IndexMap<String, Text>>,
     /// Working directory for `shell`.

@@ -65,6 +65,7 @@ fn started(title: &str, maintenance: Option<&str>, start: i64) -> Event {
                 .collect(),
             secrets: Vec::new(),
         })),
+        limit: Vec::new(),
     }
 }
 

@@ -54,6 +54,16 @@ impl<'a> Runner<'a> {
                     .await;
             }
         };
+        // A `copy` whose source is missing fails before any host is touched.
+        if let Err(e) = worker.before_hosts(step, &items) {
+            return self
+                .record(Event::StepFailed {
+                    step: id,
+                    attempt,
+                    error: e,
+                })
+                .await;
+        }
         let total = items.len();
         let names = worker.item_names(step, &items);
         let stems = crate::engine::items::stems(&id, &names);
@@ -63,6 +73,20 @@ impl<'a> Runner<'a> {
         };
         self.out.items(total, noun);
         let (mut todo, mut failed) = self.items_to_do(&id, total);
+        // Waves: where each ends, and the one the next item is in. A run resumed before
+        // the first host of a wave started checks the gate before it again.
+        let ends = step
+            .rollout
+            .as_ref()
+            .map_or_else(|| vec![total], |r| r.wave_ends(total));
+        let mut wave = todo
+            .front()
+            .map_or(0, |&ix| ends.iter().position(|&e| ix < e).unwrap_or(0));
+        let started_in = |state: &crate::engine::state::RunState, w: usize| {
+            let from = if w == 0 { 0 } else { ends[w - 1] };
+            state.step(&id).items.range(from..ends[w]).next().is_some()
+        };
+        let mut gate_due = wave > 0 && !started_in(&self.state, wave);
         let effects = self.effects.clone();
         let mut running = FuturesUnordered::new();
         let concurrency = step.concurrency.max(1) as usize;
@@ -70,15 +94,30 @@ impl<'a> Runner<'a> {
         // Customers hear when a fan-out runs late, as for any step.
         let mut last_overrun: Option<i64> = None;
         let ended = loop {
-            // Start what fits, all the starts in one commit, before any of them runs.
-            let room = concurrency.saturating_sub(running.len());
-            let launch: Vec<usize> = std::iter::from_fn(|| todo.pop_front())
-                .take(if decide::fan_out_may_go_on(step, total, failed) {
-                    room
-                } else {
-                    0
-                })
-                .collect();
+            if gate_due {
+                gate_due = false;
+                if let Err(e) = self
+                    .between_waves(&worker, step, &items, &stems, &ends, wave)
+                    .await
+                {
+                    break Ended::Gate(e);
+                }
+                if self.state.status.is_terminal() {
+                    break Ended::Aborted;
+                }
+            }
+            // Start what fits (in this wave), all the starts in one commit, before any
+            // of them runs.
+            let room = if decide::fan_out_may_go_on(step, total, failed) {
+                concurrency.saturating_sub(running.len())
+            } else {
+                0
+            };
+            let end = ends.get(wave).copied().unwrap_or(total);
+            let mut launch: Vec<usize> = Vec::with_capacity(room);
+            while launch.len() < room && todo.front().is_some_and(|&ix| ix < end) {
+                launch.extend(todo.pop_front());
+            }
             if !launch.is_empty() {
                 let started = launch
                     .iter()
@@ -101,6 +140,15 @@ impl<'a> Runner<'a> {
                 });
             }
             if running.is_empty() {
+                // The wave is done: the next starts after its gate, while failures allow.
+                if !todo.is_empty()
+                    && wave + 1 < ends.len()
+                    && decide::fan_out_may_go_on(step, total, failed)
+                {
+                    wave += 1;
+                    gate_due = true;
+                    continue;
+                }
                 break Ended::Done;
             }
             let overrun_at = self.overrun_due(step, Some(total), last_overrun);
@@ -161,6 +209,66 @@ impl<'a> Runner<'a> {
         (todo, failed)
     }
 
+    /// After wave `wave - 1` (0-based) of a host step: its `between_waves` conditions on
+    /// every host that succeeded so far, then its pause. The first failing condition, as
+    /// the reason the step fails.
+    async fn between_waves(
+        &mut self,
+        worker: &Worker<'_>,
+        step: &crate::runbook::Step,
+        items: &[Value],
+        stems: &[String],
+        ends: &[usize],
+        wave: usize,
+    ) -> Result<(), String> {
+        let Some(rollout) = step.rollout.as_deref() else {
+            return Ok(());
+        };
+        let done: Vec<usize> = self
+            .state
+            .step(&step.id)
+            .items
+            .iter()
+            .filter(|(ix, s)| **ix < ends[wave - 1] && **s == ItemStatus::Succeeded)
+            .map(|(ix, _)| *ix)
+            .collect();
+        self.out.note(&format!(
+            "step {}: wave {wave} of {} done ({} hosts); checking between_waves",
+            step.id,
+            ends.len(),
+            ends[wave - 1]
+        ));
+        for ix in done {
+            let unit = Unit::Item(ix, &items[ix], stems[ix].as_str());
+            worker
+                .between_waves(step, &rollout.between_waves, unit)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "between waves {wave} and {}: host `{}`: {e}; no host of wave {} was started",
+                        wave + 1,
+                        items[ix]["name"].as_str().unwrap_or_default(),
+                        wave + 1
+                    )
+                })?;
+        }
+        if let Some(pause) = rollout.pause_between_waves {
+            self.out.note(&format!(
+                "step {}: pausing {} before wave {}",
+                step.id,
+                crate::duration::fmt_duration(pause),
+                wave + 1
+            ));
+            tokio::select! {
+                () = self.clock.sleep(pause) => {}
+                () = self.ended_elsewhere() => {}
+            }
+            // An abort while pausing is read here.
+            let _ = self.sync().await;
+        }
+        Ok(())
+    }
+
     /// The overrun update of a fan-out that runs late, if one is due.
     async fn fan_out_overrun(&mut self, step: &crate::runbook::Step) -> Result<(), EngineError> {
         let publisher = crate::engine::publish::Publisher::new(self.rb, &self.learned);
@@ -185,6 +293,8 @@ enum Ended {
     Done,
     TimedOut,
     Aborted,
+    /// A gate between waves failed (why).
+    Gate(String),
 }
 
 /// The step's outcome once its items have run (or stopped).
@@ -197,6 +307,7 @@ fn fan_out_outcome(
     match ended {
         Ended::Aborted => Outcome::Failed("stopped: the run was aborted".into()),
         Ended::TimedOut => Outcome::TimedOut,
+        Ended::Gate(why) => Outcome::Failed(why),
         Ended::Done => match decide::fan_out_failure(step, total, failed) {
             Some(why) => Outcome::Failed(why),
             None => {

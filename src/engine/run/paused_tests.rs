@@ -145,6 +145,7 @@ async fn started<'a>(
         guard: strict.then(|| "strict".to_owned()),
         rehearsal: false,
         public: None,
+        limit: Vec::new(),
     };
     // The public texts, as `execute` plans them.
     let state = RunState::default()
@@ -420,6 +421,7 @@ async fn the_window_guard_pauses_before_a_step_that_would_not_fit_and_resume_goe
         decision: Decision::Continue,
         by: "ops".into(),
         reason: None,
+        only: Vec::new(),
     })
     .await
     .unwrap();

@@ -166,9 +166,9 @@ pub(super) fn conditions(
 
 pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -> Action {
     let allowed = if undo {
-        "`kind` (with `with`), `shell`, `sql` or `http`"
+        "`kind` (with `with`), `shell`, `sql`, `http` or `copy`"
     } else {
-        "`shell`, `sql` or `http`"
+        "`shell`, `sql`, `http` or `copy`"
     };
     // What is written decides; a field whose value could not be read is reported.
     let w = |f: &str| cx.present(&path.key(f));
@@ -177,6 +177,7 @@ pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -
         ("shell", w("shell")),
         ("sql", w("sql")),
         ("http", w("http")),
+        ("copy", w("copy")),
     ];
     let misplaced_fields = [
         ("with", w("with"), "kind"),
@@ -192,6 +193,7 @@ pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -
         Some("shell") => a.shell.is_some(),
         Some("sql") => a.sql.is_some(),
         Some("http") => a.http.is_some(),
+        Some("copy") => a.copy.is_some(),
         _ => true,
     };
     let kind = kind.filter(|_| read);
@@ -199,7 +201,7 @@ pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -
         Some("kind") if !undo => {
             cx.error_key(
                 path.key("kind"),
-                "`run` takes `shell`, `sql` or `http`; the step's own `kind` gives its built-in behaviour",
+                "`run` takes `shell`, `sql`, `http` or `copy`; the step's own `kind` gives its built-in behaviour",
             );
             None
         }
@@ -233,6 +235,34 @@ pub(super) fn action(cx: &mut Ctx, path: &FieldPath, a: RawAction, undo: bool) -
                 sql: a.sql.unwrap_or_default(),
                 database: a.database.unwrap_or_default(),
                 transaction: a.transaction.unwrap_or(true),
+            }
+        }
+        "copy" => {
+            let c = a.copy.expect("kind is copy");
+            let mode = c.mode.as_deref().and_then(|m| {
+                let parsed = u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                    .ok()
+                    .filter(|v| *v <= 0o7777);
+                if parsed.is_none() {
+                    cx.error(
+                        path.key("copy").key("mode"),
+                        format!("`mode` is octal permission bits such as \"0644\", not `{m}`"),
+                    );
+                }
+                parsed
+            });
+            for (field, v) in [("src", &c.src), ("dest", &c.dest)] {
+                if v.trim().is_empty() {
+                    cx.error(
+                        path.key("copy").key(field),
+                        format!("`copy` needs a `{field}` path"),
+                    );
+                }
+            }
+            Action::Copy {
+                src: c.src,
+                dest: c.dest,
+                mode,
             }
         }
         _ => Action::Http(Box::new(http(a.http.expect("kind is http")))),

@@ -18,6 +18,7 @@ use crate::diagnostic::{Diagnostic, FieldPath, Seg};
 use crate::suggest::did_you_mean;
 
 mod actions;
+pub(crate) mod hosts;
 mod kinds;
 mod order;
 mod references;
@@ -45,6 +46,9 @@ const TOP_FIELDS: &[&str] = &[
     "vars",
     "secrets",
     "targets",
+    "hosts",
+    "inventory",
+    "ssh",
     "steps",
 ];
 
@@ -54,7 +58,7 @@ pub const RUN_FIELDS: &[&str] = &["id", "runbook", "started_at", "operator"];
 pub const WINDOW_FIELDS: &[&str] = &["start", "end", "duration", "timezone"];
 /// Roots a template reference may start with.
 const ROOTS: &[&str] = &[
-    "vars", "targets", "secrets", "run", "window", "steps", "item",
+    "vars", "targets", "secrets", "run", "window", "steps", "item", "host",
 ];
 
 /// Collects problems and knows where each field path was written.
@@ -250,6 +254,11 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
     check_secrets(&mut cx, &secrets);
     let raw_targets = cx_lenient(&mut cx, "targets", raw.targets);
     let targets = targets(&mut cx, raw_targets);
+    let raw_hosts = cx_lenient(&mut cx, "hosts", raw.hosts);
+    let inventory_file = cx_lenient(&mut cx, "inventory", raw.inventory);
+    let inventory = hosts::inventory(&mut cx, raw_hosts, inventory_file);
+    let raw_ssh = cx_lenient(&mut cx, "ssh", raw.ssh);
+    let ssh = hosts::ssh(&mut cx, raw_ssh);
 
     // Steps: ids first (from the nodes, so a broken step still lends its id to
     // references), then each step read and validated on its own.
@@ -281,7 +290,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
         .map(|(i, node)| {
             let path = top.key("steps").index(i);
             let rs = cx.lenient(path.clone(), Some(lenient::<Box<RawStep>>(node)))?;
-            validate_step(&mut cx, &path, *rs, &index_of, &targets)
+            validate_step(&mut cx, &path, *rs, &index_of, &targets, &inventory)
         })
         .collect();
 
@@ -318,6 +327,9 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             vars,
             secrets,
             targets,
+            inventory,
+            ssh,
+            limit: Vec::new(),
             steps,
             order,
         })

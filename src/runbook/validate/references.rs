@@ -66,6 +66,23 @@ pub(super) fn check_reference(scope: &Scope, site: Site, segs: &[String]) -> Res
                 ))
             }
         }
+        "host" => {
+            if !site.host {
+                return Err((
+                    "`{{host.*}}` is only defined in what a host step (`on:`) does on each host: its `run`, `with`, `preconditions`, `checks`, `rollback`, `restore` and `between_waves`".into(),
+                    None,
+                ));
+            }
+            match segs.get(1).map(String::as_str) {
+                // A host's own vars differ from host to host.
+                Some("vars") => Ok(()),
+                _ => member(
+                    "host",
+                    segs.get(1),
+                    names(&mut super::hosts::HOST_FIELDS.iter().copied()),
+                ),
+            }
+        }
         "steps" => check_step_reference(scope, site, segs, &full),
         other => unknown_root(site, other, &full),
     }
@@ -84,6 +101,7 @@ fn member(
         "secrets" => "secret",
         "run" => "run value",
         "step" => "step value",
+        "host" => "host value",
         _ => "window value",
     };
     match name {

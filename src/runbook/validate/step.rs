@@ -49,7 +49,7 @@ impl Written {
             title: written("title"),
             rollback: written("rollback"),
             restore: written("restore"),
-            for_each: written("for_each"),
+            for_each: written("for_each") || written("on"),
             interval: written("interval"),
             on_timeout: written("on_timeout"),
             wait_for: written("wait_for"),
@@ -74,6 +74,7 @@ pub(super) fn validate_step(
     rs: RawStep,
     index_of: &HashMap<String, usize>,
     targets: &IndexMap<String, Target>,
+    inventory: &Inventory,
 ) -> Option<Step> {
     check_requires(cx, path, &rs, index_of);
     let w = Written::of(cx, path, &rs);
@@ -110,7 +111,60 @@ pub(super) fn validate_step(
     super::kinds::check(cx, at, &w, &rs.with, run.as_deref(), undo);
     let on_failure = rs.on_failure.unwrap_or_default();
     check_failure_policy(cx, at, &w, on_failure);
-    let for_each = rs.for_each.map(|f| for_each(cx, path, f, targets));
+    let on = rs
+        .on
+        .as_ref()
+        .map(|on| super::hosts::on_hosts(cx, path, on, inventory));
+    if on.is_some() && cx.written(&path.key("for_each")) {
+        cx.error_key(
+            path.key("on"),
+            "a step runs `on` hosts or `for_each` item, not both (a host step's items are its hosts)",
+        );
+    }
+    if on.is_some()
+        && let Some(kind @ (Kind::Approve | Kind::Announce | Kind::Close | Kind::Reopen)) = at.kind
+    {
+        cx.error_key(
+            path.key("on"),
+            format!(
+                "a `{}` step is about the whole run: it cannot run `on` hosts",
+                kind.as_str()
+            ),
+        );
+    }
+    let host_step = on.is_some();
+    let between = conditions(
+        cx,
+        &path.key("between_waves"),
+        rs.between_waves,
+        false,
+        index_of,
+    );
+    let rollout = super::hosts::rollout(
+        cx,
+        path,
+        host_step,
+        on.as_ref().map_or(0, Vec::len),
+        rs.waves,
+        between,
+        rs.pause_between_waves.map(|d| d.0),
+    );
+    for (field, a) in [
+        ("run", run.as_deref()),
+        ("rollback", rollback.as_deref()),
+        ("restore", restore.as_deref()),
+    ] {
+        if matches!(a, Some(Action::Copy { .. })) && !host_step {
+            cx.error_key(
+                path.key(field).key("copy"),
+                "`copy` uploads to hosts: give the step `on:`",
+            );
+        }
+    }
+    let for_each = match on {
+        Some(hosts) => Some(ForEach::Hosts(hosts)),
+        None => rs.for_each.map(|f| for_each(cx, path, f, targets)),
+    };
     let concurrency = rs.concurrency.unwrap_or(1);
     let max_failures = fan_out(cx, path, &w, rs.concurrency, rs.max_failures, {
         for_each.as_ref().and_then(|f| item_count(f, targets))
@@ -140,6 +194,7 @@ pub(super) fn validate_step(
         on_timeout: rs.on_timeout.unwrap_or_default(),
         reason: rs.reason,
         for_each,
+        rollout,
         item_label: rs.item_label,
         concurrency,
         max_failures,
@@ -345,6 +400,7 @@ fn item_count(for_each: &ForEach, targets: &IndexMap<String, Target>) -> Option<
             Some(Target::Static(items)) => Some(items.len() as u64),
             _ => None,
         },
+        ForEach::Hosts(hosts) => Some(hosts.len() as u64),
     }
 }
 
@@ -363,7 +419,10 @@ fn fan_out(
     if !w.for_each {
         for field in ["concurrency", "max_failures", "item_label"] {
             if cx.node(&path.key(field)).is_some() {
-                cx.error_key(path.key(field), format!("`{field}` needs `for_each`"));
+                cx.error_key(
+                    path.key(field),
+                    format!("`{field}` needs `for_each` (or `on:` hosts)"),
+                );
             }
         }
     }

@@ -26,6 +26,8 @@ pub(super) struct Site {
     pub(super) public: bool,
     /// `{{item}}` is defined (a fan-out step's `run`, `with` and `rollback`).
     pub(super) item: bool,
+    /// `{{host.*}}` is defined (a host step's work, its `between_waves`).
+    pub(super) host: bool,
     /// Rollback and restore run after the step: its own outputs exist.
     pub(super) own_outputs: bool,
     /// A public update template: the update's own values exist (`title`, `step`, `eta` ...).
@@ -42,6 +44,7 @@ pub(super) fn check_top_templates(cx: &mut Ctx, scope: &Scope) {
         step: None,
         public: true,
         item: false,
+        host: false,
         own_outputs: false,
         update: false,
     };
@@ -73,7 +76,8 @@ pub(super) fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
     // From the file, so that a step with a problem of its own is checked too.
     let path = FieldPath::root().key("steps").index(i);
     let Some(node) = cx.node(&path) else { return };
-    let fan_out = cx.written(&path.key("for_each"));
+    let on_hosts = cx.written(&path.key("on"));
+    let fan_out = cx.written(&path.key("for_each")) || on_hosts;
     let NodeValue::Map(entries) = &node.value else {
         return;
     };
@@ -85,23 +89,16 @@ pub(super) fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
             // Each item's work is everything the step does: its preconditions, `run`
             // (or built-in `with`), `until`, checks, and its `rollback` and a
             // checkpoint's `restore` (per item that succeeded).
-            item: fan_out
-                && matches!(
-                    field,
-                    "run"
-                        | "rollback"
-                        | "with"
-                        | "restore"
-                        | "preconditions"
-                        | "checks"
-                        | "until"
-                        | "item_label"
-                ),
+            item: fan_out && per_item(field),
+            host: on_hosts && (per_item(field) || field == "between_waves"),
             own_outputs: matches!(field, "rollback" | "restore"),
             update: false,
         };
         match (field, &value.value) {
-            ("id" | "kind" | "requires" | "on_failure" | "outputs" | "for_each", _) => {}
+            (
+                "id" | "kind" | "requires" | "on_failure" | "outputs" | "for_each" | "on" | "waves",
+                _,
+            ) => {}
             // `public: { title, started, overrun }`: the last two are update templates.
             ("public", NodeValue::Map(detail)) => {
                 for (k, v) in detail {
@@ -116,6 +113,23 @@ pub(super) fn check_step_templates(cx: &mut Ctx, scope: &Scope, i: usize) {
             _ => check_node(cx, scope, site, path.key(field), value),
         }
     }
+}
+
+/// Fields that are each fan-out item's (or host's) work: its preconditions, `run` (or
+/// built-in `with`), `until`, checks, and its `rollback` and a checkpoint's `restore`
+/// (per item that succeeded).
+fn per_item(field: &str) -> bool {
+    matches!(
+        field,
+        "run"
+            | "rollback"
+            | "with"
+            | "restore"
+            | "preconditions"
+            | "checks"
+            | "until"
+            | "item_label"
+    )
 }
 
 /// Checks every string under `node` that holds a template. The path below `base` is
@@ -199,7 +213,7 @@ pub(super) fn code_of(cx: &Ctx, path: &FieldPath) -> Option<Code> {
         [
             Some("steps"),
             None,
-            Some("preconditions" | "checks" | "until"),
+            Some("preconditions" | "checks" | "until" | "between_waves"),
             None,
             Some(f),
         ] => *f,

@@ -61,6 +61,7 @@ pub(crate) fn run_started(title: &str, plan: PublicPlan) -> Event {
         guard: None,
         rehearsal: false,
         public: Some(Box::new(plan)),
+        limit: Vec::new(),
     }
 }
 
