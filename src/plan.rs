@@ -84,6 +84,10 @@ pub struct PlannedStep<'a> {
     pub requires: &'a [String],
     /// Fan-out item count, when known before the run.
     pub items: Option<usize>,
+    /// A host step (`on:`): how many hosts it runs on (after `--limit`).
+    pub hosts: Option<usize>,
+    /// A host step in waves: how many of its hosts are done by the end of each wave.
+    pub waves: Option<Vec<usize>>,
     /// How this step is undone when a later failure rolls the run back.
     pub rollback: Option<String>,
     /// How this step is undone when a later step fails and rolls the run back to the
@@ -199,6 +203,16 @@ pub fn plan_learned<'a>(
             checkpoint: s.checkpoint,
             requires: &s.requires,
             items: rb.item_count(s),
+            hosts: match &s.for_each {
+                Some(crate::runbook::ForEach::Hosts(h)) => Some(h.len()),
+                _ => None,
+            },
+            waves: s.rollout.as_ref().map(|r| {
+                r.wave_ends(match &s.for_each {
+                    Some(crate::runbook::ForEach::Hosts(h)) => h.len(),
+                    _ => 0,
+                })
+            }),
             rollback: s.rollback.as_deref().map(Action::describe),
             undone_by: match how {
                 undo::How::Nothing => None,
@@ -597,8 +611,22 @@ fn step_notes(s: &PlannedStep<'_>) -> Vec<String> {
     if s.checkpoint {
         notes.push("checkpoint".to_owned());
     }
-    if let Some(n) = s.items {
-        notes.push(format!("{n} items"));
+    match (s.hosts, &s.waves) {
+        (Some(n), Some(ends)) if ends.len() > 1 => {
+            let shown: Vec<String> = ends.iter().map(usize::to_string).collect();
+            notes.push(format!(
+                "{n} host{} in {} waves (done by each: {})",
+                if n == 1 { "" } else { "s" },
+                ends.len(),
+                shown.join(", ")
+            ));
+        }
+        (Some(n), _) => notes.push(format!("{n} host{}", if n == 1 { "" } else { "s" })),
+        (None, _) => {
+            if let Some(n) = s.items {
+                notes.push(format!("{n} items"));
+            }
+        }
     }
     if !s.public {
         notes.push("not public".to_owned());

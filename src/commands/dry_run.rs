@@ -12,6 +12,7 @@ use crate::engine::terminal::Reporter;
 use crate::exit::{Exit, Outcome};
 use crate::runbook::{Action, Check, ForEach, Runbook, Step, Target};
 use crate::store::{Store, now_ms};
+use futures_util::StreamExt;
 
 /// `execute --dry-run`: the plan, then every precondition that only reads (SQL `select`,
 /// HTTP `GET`/`HEAD`, the window) evaluated through the engine's own checks. Nothing is
@@ -101,6 +102,11 @@ pub(super) async fn dry_run(rb: &Runbook, file: &str, out: Reporter) -> Outcome 
     if !any {
         outln!("  (none)");
     }
+    let unreachable = hosts_reached(rb, &runner).await;
+    if unreachable > 0 {
+        outln!("\n{unreachable} host(s) cannot be reached (above).");
+        return Ok(Exit::NeedsAPerson);
+    }
     if failing > 0 {
         outln!("\n{failing} precondition(s) or check(s) do not hold now.");
         return Ok(Exit::NeedsAPerson);
@@ -177,6 +183,48 @@ async fn steps_rendered(rb: &Runbook, runner: &Runner<'_>) -> usize {
         }
     }
     broken
+}
+
+/// Connects to every host a host step would run on (`ssh HOST true`, changing nothing)
+/// and says which cannot be reached; returns how many.
+async fn hosts_reached(rb: &Runbook, runner: &Runner<'_>) -> usize {
+    let mut used: Vec<usize> = Vec::new();
+    for s in &rb.steps {
+        if let Some(ForEach::Hosts(hosts)) = &s.for_each {
+            for h in hosts {
+                if !used.contains(h) {
+                    used.push(*h);
+                }
+            }
+        }
+    }
+    if used.is_empty() {
+        return 0;
+    }
+    outln!("\nHosts (each connected to with `ssh HOST true`; nothing was changed):");
+    let tried = futures_util::stream::iter(used.iter().map(|&h| {
+        let host = &rb.inventory.hosts[h];
+        let remote = crate::engine::ssh::Remote::new(rb, host, &runner.log_dir);
+        async move {
+            let at = format!("{}:{}", host.address, remote.port().unwrap_or(22));
+            (host, at, remote.connect().await)
+        }
+    }))
+    .buffered(16)
+    .collect::<Vec<_>>()
+    .await;
+    let mut unreachable = 0;
+    for (host, at, result) in tried {
+        match result {
+            Ok(()) => outln!("  {:<16} {at}: reachable", host.name),
+            Err(e) => {
+                unreachable += 1;
+                outln!("  {:<16} {at}: UNREACHABLE: {e}", host.name);
+            }
+        }
+    }
+    crate::engine::ssh::close_run(rb, &runner.log_dir).await;
+    unreachable
 }
 
 /// The items a fan-out would touch now; a query target is asked only when it only reads.

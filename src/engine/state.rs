@@ -127,6 +127,9 @@ pub struct StepRun {
     pub item_outputs: BTreeMap<usize, IndexMap<String, Value>>,
     /// Why each failed fan-out item failed, by index.
     pub item_errors: BTreeMap<usize, String>,
+    /// Failed items a `resume --retry --only` left failed: they still count against
+    /// `max_failures` when the step ends, but do not stop the hosts retried from starting.
+    pub kept_failed: std::collections::BTreeSet<usize>,
     /// Its statements stopped on the server.
     pub cancelled: Vec<StoppedStatement>,
 }
@@ -455,6 +458,12 @@ impl RunState {
                         *s == ItemStatus::Succeeded
                             || (!only.is_empty() && *s == ItemStatus::Failed && !only.contains(ix))
                     });
+                    step.kept_failed = step
+                        .items
+                        .iter()
+                        .filter(|(_, s)| **s == ItemStatus::Failed)
+                        .map(|(ix, _)| *ix)
+                        .collect();
                     step.retry_at_ms = None;
                 }
             }

@@ -15,7 +15,9 @@ mod databases;
 mod drill;
 mod engine;
 mod feeds;
+
 mod fuzz;
+mod hosts;
 mod injection;
 mod invalid_corpus;
 mod items;

@@ -73,6 +73,8 @@ impl<'a> Runner<'a> {
         };
         self.out.items(total, noun);
         let (mut todo, mut failed) = self.items_to_do(&id, total);
+        // Failures a `--retry --only` kept do not stop the hosts it retries.
+        let kept = self.state.step(&id).kept_failed.len();
         // Waves: where each ends, and the one the next item is in. A run resumed before
         // the first host of a wave started checks the gate before it again.
         let ends = step
@@ -108,7 +110,7 @@ impl<'a> Runner<'a> {
             }
             // Start what fits (in this wave), all the starts in one commit, before any
             // of them runs.
-            let room = if decide::fan_out_may_go_on(step, total, failed) {
+            let room = if decide::fan_out_may_go_on(step, total, failed - kept.min(failed)) {
                 concurrency.saturating_sub(running.len())
             } else {
                 0
@@ -143,7 +145,7 @@ impl<'a> Runner<'a> {
                 // The wave is done: the next starts after its gate, while failures allow.
                 if !todo.is_empty()
                     && wave + 1 < ends.len()
-                    && decide::fan_out_may_go_on(step, total, failed)
+                    && decide::fan_out_may_go_on(step, total, failed - kept.min(failed))
                 {
                     wave += 1;
                     gate_due = true;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 pub mod spawned;
+pub mod sshd;
 pub mod world;
 
 /// What a run of the binary produced.
