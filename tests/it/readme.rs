@@ -34,6 +34,13 @@ fn every_yaml_block_in_the_readme_validates() {
     let yaml = blocks(&readme(), "yaml");
     assert!(!yaml.is_empty());
     let dir = tempfile::tempdir().unwrap();
+    // The files the examples name, where they name them.
+    fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+    fs::copy(
+        common::root().join("runbooks/inventory.ini"),
+        dir.path().join("runbooks/inventory.ini"),
+    )
+    .unwrap();
     for (i, block) in yaml.iter().enumerate() {
         let name = format!("readme-{i}.yaml");
         fs::write(dir.path().join(&name), block).unwrap();

@@ -393,6 +393,9 @@ pub(super) fn rollout(
         );
     }
     let mut sizes = Vec::with_capacity(raw.len());
+    // Counts go up among counts, shares among shares (how they compare to each other
+    // depends on how many hosts a run has: equal reaches make one wave).
+    let (mut last_count, mut last_share) = (0u64, 0.0f64);
     let mut last_reach = 0.0f64;
     for (i, w) in raw.iter().enumerate() {
         let p = path.key("waves").index(i);
@@ -414,14 +417,22 @@ pub(super) fn rollout(
                 }
             },
         };
-        let reach = match size {
-            WaveSize::Count(n) => (n as f64 / hosts.max(1) as f64 * 100.0).min(100.0),
-            WaveSize::Percent(v) => v,
+        let (reach, down) = match size {
+            WaveSize::Count(n) => {
+                let down = n < last_count;
+                last_count = n;
+                ((n as f64 / hosts.max(1) as f64 * 100.0).min(100.0), down)
+            }
+            WaveSize::Percent(v) => {
+                let down = v < last_share;
+                last_share = v;
+                (v, down)
+            }
         };
-        if reach < last_reach {
+        if down {
             cx.error(p, "each wave reaches at least as many hosts as the one before (waves count the hosts done by their end)");
         }
-        last_reach = reach;
+        last_reach = last_reach.max(reach);
         sizes.push(size);
     }
     if !raw.is_empty() && last_reach < 100.0 && hosts > 0 {
