@@ -7,6 +7,7 @@
 #   scripts/test-tools.sh wrk          # wrk (benches/status-load.sh)
 #   scripts/test-tools.sh nginx        # nginx, the baseline of benches/status-load.sh
 #   scripts/test-tools.sh sshd         # openssh-server (tests/it/hosts.rs starts its own sshd)
+#   scripts/test-tools.sh ansible      # ansible-core in target/ansible-venv (benches/ssh.sh)
 #   scripts/test-tools.sh all          # everything above
 #
 # Debian packages come from apt-get (with sudo unless root); feedparser from PyPI into a
@@ -23,7 +24,7 @@ die() {
 }
 
 usage() {
-  echo "usage: $0 chromium|feedparser|wrk|nginx|sshd|all ..." >&2
+  echo "usage: $0 chromium|feedparser|wrk|nginx|sshd|ansible|all ..." >&2
   exit 2
 }
 
@@ -109,6 +110,25 @@ need_sshd() {
   echo "sshd: /usr/sbin/sshd ($(/usr/sbin/sshd -V 2>&1 | head -1 || true))"
 }
 
+need_ansible() {
+  local venv="${RUNBOOK_ANSIBLE_VENV:-$root/target/ansible-venv}"
+  if [ ! -x "$venv/bin/ansible-playbook" ]; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    if [ ! -x "$venv/bin/python" ]; then
+      rm -rf "$venv"
+      python3 -m venv "$venv" >&2 || {
+        rm -rf "$venv"
+        apt_install python3-venv
+        python3 -m venv "$venv" >&2 || die "python3 -m venv $venv failed"
+      }
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ansible-core >&2 ||
+      die "pip install ansible-core into $venv failed"
+  fi
+  [ -x "$venv/bin/ansible-playbook" ] || die "ansible-playbook is missing in $venv after install"
+  echo "ansible: $venv/bin/ansible-playbook ($("$venv/bin/ansible-playbook" --version 2>/dev/null | head -1))"
+}
+
 need_feedparser() {
   if ! "$pyenv/bin/python" -c 'import feedparser' >/dev/null 2>&1; then
     command -v python3 >/dev/null 2>&1 || apt_install python3
@@ -137,6 +157,7 @@ for tool in "$@"; do
     wrk) need_wrk ;;
     nginx) need_nginx ;;
     sshd) need_sshd ;;
+    ansible) need_ansible ;;
     all)
       need_chromium
       need_feedparser

@@ -110,8 +110,13 @@ pub enum Event {
         name: String,
         error: String,
     },
-    /// An `approve` step is waiting for a person.
-    ApprovalRequested { step: String },
+    /// An `approve` step is waiting for a person; or a host step between two waves
+    /// (`approve_between_waves`), before wave `wave` (1-based) starts.
+    ApprovalRequested {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wave: Option<usize>,
+    },
     /// A person approved the waiting step.
     Approved {
         step: String,
@@ -341,7 +346,7 @@ impl Event {
             | ItemFailed { step, .. }
             | ItemRollbackStarted { step, .. }
             | ItemRolledBack { step, .. }
-            | ApprovalRequested { step }
+            | ApprovalRequested { step, .. }
             | Approved { step, .. }
             | Rejected { step, .. }
             | StepRollbackStarted { step }

@@ -146,7 +146,10 @@ pub fn decide(rb: &Runbook, state: &RunState, facts: &Facts) -> Next {
 
 /// An approval waits until its `timeout` (from when it was asked), then `on_timeout`.
 fn await_approval(step: &Step, i: usize, run: &StepRun, now_ms: i64) -> Next {
-    let until_ms = step.timeout.map(|t| {
+    // A host step's approval between waves waits for a person (its `timeout` is the
+    // step's own).
+    let timeout = step.timeout.filter(|_| run.awaiting_wave.is_none());
+    let until_ms = timeout.map(|t| {
         run.started_ms
             .unwrap_or(now_ms)
             .saturating_add(crate::duration::millis(t))

@@ -192,7 +192,10 @@ fn item_undone(id: &str, index: usize) -> Event {
 }
 
 fn approval_requested(id: &str) -> Event {
-    Event::ApprovalRequested { step: id.into() }
+    Event::ApprovalRequested {
+        step: id.into(),
+        wave: None,
+    }
 }
 
 fn approved(id: &str) -> Event {

@@ -466,7 +466,7 @@ impl History {
                 by: by.clone(),
                 reason: reason.clone(),
             }),
-            Event::ApprovalRequested { step } => self.approvals.push(ApprovalRecord {
+            Event::ApprovalRequested { step, .. } => self.approvals.push(ApprovalRecord {
                 step: step.clone(),
                 verdict: Verdict::Waiting,
                 comment: None,

@@ -130,6 +130,12 @@ pub struct StepRun {
     /// Failed items a `resume --retry --only` left failed: they still count against
     /// `max_failures` when the step ends, but do not stop the hosts retried from starting.
     pub kept_failed: std::collections::BTreeSet<usize>,
+    /// A host step waiting for approval between waves: the wave (1-based) it would start.
+    pub awaiting_wave: Option<usize>,
+    /// Waves (1-based) of a host step a person let start, and the first one refused
+    /// (by whom).
+    pub waves_approved: std::collections::BTreeSet<usize>,
+    pub wave_rejected: Option<(usize, String)>,
     /// Its statements stopped on the server.
     pub cancelled: Vec<StoppedStatement>,
 }

@@ -263,7 +263,11 @@ pub fn describe(e: &Event) -> String {
             "step {step}: {} FAILED: {error}",
             items::words(*index, name)
         ),
-        ApprovalRequested { step } => format!("step {step}: waiting for approval"),
+        ApprovalRequested {
+            step,
+            wave: Some(w),
+        } => format!("step {step}: waiting for approval to start wave {w}"),
+        ApprovalRequested { step, .. } => format!("step {step}: waiting for approval"),
         Approved { step, by, comment } => format!(
             "step {step}: approved by {by}{}",
             comment

@@ -83,7 +83,9 @@ impl Learned {
             let waited: std::collections::HashSet<&str> = events
                 .iter()
                 .filter_map(|r| match &r.event {
-                    crate::engine::event::Event::ApprovalRequested { step } => Some(step.as_str()),
+                    crate::engine::event::Event::ApprovalRequested { step, .. } => {
+                        Some(step.as_str())
+                    }
                     _ => None,
                 })
                 .collect();
@@ -514,7 +516,14 @@ steps:
         );
         with_wait.insert(
             6,
-            rec(0, 10 * S, Event::ApprovalRequested { step: "go".into() }),
+            rec(
+                0,
+                10 * S,
+                Event::ApprovalRequested {
+                    step: "go".into(),
+                    wave: None,
+                },
+            ),
         );
         let learned = Learned::from_runs([with_wait.as_slice(), drill.as_slice()]);
         assert_eq!(learned.steps["backup"].median_ms, 10 * S);

@@ -222,7 +222,14 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
                 }
                 _ => None,
             },
-            Event::ApprovalRequested { step } => {
+            Event::ApprovalRequested {
+                step,
+                wave: Some(w),
+            } => Some(format!(
+                "{} waiting for approval to start wave {w}",
+                name(step)
+            )),
+            Event::ApprovalRequested { step, .. } => {
                 Some(format!("{} waiting for approval", name(step)))
             }
             Event::Approved { step, by, comment } => Some(format!(

@@ -158,6 +158,7 @@ pub struct Rollout {
     /// Checked after each wave but the last, for every host done so far.
     pub between_waves: Vec<Condition>,
     pub pause_between_waves: Option<Duration>,
+    pub approve_between_waves: bool,
 }
 
 /// The reach of one wave: a count of hosts, or a share of the step's hosts.

@@ -459,6 +459,10 @@ pub struct RawStep {
     pub between_waves: Vec<RawCondition>,
     /// Wait this long after each wave but the last (after its gates).
     pub pause_between_waves: Option<Dur>,
+    /// Wait for `runbook approve RUN STEP` after each wave but the last (after its gates
+    /// and pause); `reject` fails the step.
+    #[serde(default)]
+    pub approve_between_waves: bool,
     /// How many items run at once (default 1).
     pub concurrency: Option<u32>,
     /// Failed items tolerated: a count or a percentage (`10%`); default 0.

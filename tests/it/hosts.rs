@@ -460,3 +460,63 @@ fn hosts_prints_the_resolved_inventory_with_where_each_host_came_from() {
         out.stdout
     );
 }
+
+#[test]
+fn approve_between_waves_waits_for_a_person_and_a_rejection_fails_the_step() {
+    let lab = Lab::new(2);
+    let w = World::sqlite();
+    let l = lab.dir.path().display();
+    let steps = format!(
+        r#"  - id: patch
+    kind: patch
+    on: web
+    waves: [1, 100%]
+    approve_between_waves: true
+    run: {{ shell: "echo {{{{host.name}}}} >> {l}/done" }}
+    rollback: {{ shell: "echo {{{{host.name}}}} >> {l}/undone" }}
+"#
+    );
+    w.write("rb.yaml", &runbook(&lab, &steps));
+    for (run, verb, code) in [("approved", "approve", 0), ("rejected", "reject", 3)] {
+        let _ = std::fs::remove_file(lab.path("done"));
+        let mut running = w
+            .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", run])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let o = w.run(&["status", run, "--format", "json"]);
+            if o.stdout.contains("\"status\": \"awaiting_approval\"") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{run}: no approval asked: {}",
+                o.stdout
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(lab.lines("done"), ["h1"], "{run}: wave 2 waits");
+        let o = w.run(&[verb, run, "patch", "--by", "lead"]);
+        assert_eq!(o.code, 0, "{run}: {}", o.stderr);
+        let out = running.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{run}: {stdout}");
+        if verb == "approve" {
+            assert_eq!(lab.lines("done"), ["h1", "h2"]);
+            assert!(
+                stdout.contains("waiting for approval to start wave 2"),
+                "{stdout}"
+            );
+        } else {
+            assert_eq!(lab.lines("done"), ["h1"]);
+            assert_eq!(lab.lines("undone"), ["h1"]);
+            assert!(
+                stdout.contains("between waves 1 and 2: rejected by lead"),
+                "{stdout}"
+            );
+        }
+    }
+}

@@ -268,6 +268,52 @@ impl<'a> Runner<'a> {
             // An abort while pausing is read here.
             let _ = self.sync().await;
         }
+        let next = wave + 1;
+        let rejected = |state: &crate::engine::state::RunState| match &state
+            .step(&step.id)
+            .wave_rejected
+        {
+            Some((w, by)) if *w == next => Some(format!(
+                "between waves {wave} and {next}: rejected by {by}; no host of wave {next} was started"
+            )),
+            _ => None,
+        };
+        if let Some(why) = rejected(&self.state) {
+            return Err(why);
+        }
+        if rollout.approve_between_waves
+            && !self.state.status.is_terminal()
+            && !self.state.step(&step.id).waves_approved.contains(&next)
+        {
+            let asked = self.state.step(&step.id).awaiting_wave == Some(next);
+            if !asked {
+                self.record(Event::ApprovalRequested {
+                    step: step.id.clone(),
+                    wave: Some(next),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            self.out.note(&format!(
+                "step {}: waiting for approval to start wave {next}: runbook approve {} {} (or reject)",
+                step.id, self.run_id, step.id
+            ));
+            loop {
+                if self.sync().await.is_err() || self.state.status.is_terminal() {
+                    break;
+                }
+                let s = self.state.step(&step.id);
+                if !s.awaiting_approval {
+                    break;
+                }
+                self.clock
+                    .sleep(std::time::Duration::from_millis(250))
+                    .await;
+            }
+            if let Some(why) = rejected(&self.state) {
+                return Err(why);
+            }
+        }
         Ok(())
     }
 

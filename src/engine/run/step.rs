@@ -73,7 +73,10 @@ impl<'a> Runner<'a> {
             Kind::Close if !self.state.closed => batch.push(Event::ServiceClosed),
             Kind::Approve => {
                 // `decide` then waits for the approval, or its timeout.
-                batch.push(Event::ApprovalRequested { step: id });
+                batch.push(Event::ApprovalRequested {
+                    step: id,
+                    wave: None,
+                });
                 return self.record_all(batch).await;
             }
             _ => {}

@@ -236,16 +236,28 @@ fn item(step: &mut StepRun, run: R, event: &E) -> Result<(), S> {
 /// An `approve` step waits for a person, who approves or rejects it.
 fn approval(step: &mut StepRun, run: R, event: &E, at_ms: i64) -> Transition {
     match event {
-        E::ApprovalRequested { .. } => {
+        E::ApprovalRequested { wave, .. } => {
             if !active(run) || step.status != S::Running || step.awaiting_approval {
                 return Err(step.status);
             }
             step.awaiting_approval = true;
+            step.awaiting_wave = *wave;
             Ok(Some(R::AwaitingApproval))
         }
         E::Approved { by, .. } | E::Rejected { by, .. } => {
             if run != R::AwaitingApproval || step.status != S::Running || !step.awaiting_approval {
                 return Err(step.status);
+            }
+            // Between waves: the step goes on (or its fan-out fails it, refused).
+            if let Some(wave) = step.awaiting_wave.take() {
+                step.awaiting_approval = false;
+                step.decided_by = Some(by.clone());
+                if matches!(event, E::Approved { .. }) {
+                    step.waves_approved.insert(wave);
+                } else {
+                    step.wave_rejected = Some((wave, by.clone()));
+                }
+                return Ok(Some(R::Running));
             }
             let approved = matches!(event, E::Approved { .. });
             step.awaiting_approval = false;

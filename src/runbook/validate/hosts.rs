@@ -357,6 +357,7 @@ pub(super) fn on_hosts(cx: &mut Ctx, path: &FieldPath, on: &RawOn, inv: &Invento
 
 /// The waves and gates of a step; every field of them needs `on:`, and the gates need
 /// `waves`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn rollout(
     cx: &mut Ctx,
     path: &FieldPath,
@@ -365,10 +366,17 @@ pub(super) fn rollout(
     waves: Option<Vec<RawWave>>,
     between: Vec<Condition>,
     pause: Option<Duration>,
+    approve: bool,
 ) -> Option<Box<Rollout>> {
-    let written = |cx: &Ctx, f: &str| cx.written(&path.key(f));
+    let written =
+        |cx: &Ctx, f: &str| cx.written(&path.key(f)) && (f != "approve_between_waves" || approve);
     if !host_step {
-        for f in ["waves", "between_waves", "pause_between_waves"] {
+        for f in [
+            "waves",
+            "between_waves",
+            "pause_between_waves",
+            "approve_between_waves",
+        ] {
             if written(cx, f) {
                 cx.error_key(
                     path.key(f),
@@ -379,7 +387,11 @@ pub(super) fn rollout(
         return None;
     }
     let Some(raw) = waves else {
-        for f in ["between_waves", "pause_between_waves"] {
+        for f in [
+            "between_waves",
+            "pause_between_waves",
+            "approve_between_waves",
+        ] {
             if written(cx, f) {
                 cx.error_key(path.key(f), format!("`{f}` needs `waves`"));
             }
@@ -445,5 +457,6 @@ pub(super) fn rollout(
         waves: sizes,
         between_waves: between,
         pause_between_waves: pause,
+        approve_between_waves: approve,
     }))
 }

@@ -148,6 +148,7 @@ pub(super) fn validate_step(
         rs.waves,
         between,
         rs.pause_between_waves.map(|d| d.0),
+        rs.approve_between_waves,
     );
     for (field, a) in [
         ("run", run.as_deref()),
