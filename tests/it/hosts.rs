@@ -479,7 +479,7 @@ fn approve_between_waves_waits_for_a_person_and_a_rejection_fails_the_step() {
     w.write("rb.yaml", &runbook(&lab, &steps));
     for (run, verb, code) in [("approved", "approve", 0), ("rejected", "reject", 3)] {
         let _ = std::fs::remove_file(lab.path("done"));
-        let mut running = w
+        let running = w
             .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", run])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
