@@ -7,7 +7,8 @@
 # 1. One host: runbook (release build) runs STEPS host steps `shell: "true"` on it, and
 #    ansible-playbook (ansible-core in target/ansible-venv, `-c ssh`, pipelining on,
 #    ControlPersist as it sets it, no facts) runs STEPS tasks `command: true` on the
-#    same sshd. ROUNDS interleaved rounds (runbook, ansible, runbook, ansible ...),
+#    same sshd (as root: both log in as a user of the bench whose login shell is /bin/sh,
+#    made for the run and removed after). ROUNDS interleaved rounds (runbook, ansible, runbook, ansible ...),
 #    each a whole command from its start (a fresh store for runbook, so its first step
 #    pays the handshake as Ansible's does). Per server: wall time min and median, time
 #    per step, and the ratio runbook/ansible (median of the per-round ratios).
@@ -50,9 +51,16 @@ cargo build --release --quiet || die "cargo build --release failed"
 runbook="$root/target/release/runbook"
 
 work="$(mktemp -d)"
-sshd_pid=""
+# The bench user reads authorized_keys here (its keys stay private to root).
+chmod 755 "$work"
+sshd_pids=()
+made_user=""
 cleanup() {
-  [ -n "$sshd_pid" ] && kill "$sshd_pid" 2>/dev/null || true
+  for p in "${sshd_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "$made_user" ]; then
+    sleep 0.2
+    userdel "$made_user" 2>/dev/null || true
+  fi
   if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP" && cp -r "$work"/. "$KEEP"/ || true
   fi
@@ -65,37 +73,60 @@ ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
 cp "$work/client_key.pub" "$work/authorized_keys"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.2", 0)); print(s.getsockname()[1])')"
-{
-  echo "Port $port"
-  echo "ListenAddress 127.0.0.2"
-  for i in $(seq 1 "$hosts"); do echo "ListenAddress 127.0.0.$((9 + i))"; done
-  echo "HostKey $work/host_key"
-  echo "AuthorizedKeysFile $work/authorized_keys"
-  echo "PasswordAuthentication no"
-  echo "KbdInteractiveAuthentication no"
-  echo "PermitRootLogin prohibit-password"
-  echo "StrictModes no"
-  echo "UsePAM no"
-  echo "PidFile none"
-  echo "MaxStartups $((hosts * 4)):30:$((hosts * 8))"
-  echo "MaxSessions $((hosts * 4))"
-  echo "LogLevel ERROR"
-} >"$work/sshd_config"
+# sshd listens on at most 16 sockets: one instance per 15 addresses, the same port.
+addresses=(127.0.0.2)
+for i in $(seq 1 "$hosts"); do addresses+=("127.0.0.$((9 + i))"); done
 key="$(cut -d' ' -f1,2 "$work/host_key.pub")"
-{
-  echo "[127.0.0.2]:$port $key"
-  for i in $(seq 1 "$hosts"); do echo "[127.0.0.$((9 + i))]:$port $key"; done
-} >"$work/known_hosts"
-/usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
-sshd_pid=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.2/$port") 2>/dev/null && break
-  sleep 0.05
+: >"$work/known_hosts"
+for a in "${addresses[@]}"; do echo "[$a]:$port $key" >>"$work/known_hosts"; done
+sshd_pids=()
+for ((start = 0; start < ${#addresses[@]}; start += 15)); do
+  n=$((start / 15))
+  {
+    echo "Port $port"
+    for a in "${addresses[@]:start:15}"; do echo "ListenAddress $a"; done
+    echo "HostKey $work/host_key"
+    echo "AuthorizedKeysFile $work/authorized_keys"
+    echo "PasswordAuthentication no"
+    echo "KbdInteractiveAuthentication no"
+    echo "PermitRootLogin prohibit-password"
+    echo "StrictModes no"
+    echo "UsePAM no"
+    echo "PidFile none"
+    echo "MaxStartups $((hosts * 4)):30:$((hosts * 8))"
+    echo "MaxSessions $((hosts * 4))"
+    echo "LogLevel ERROR"
+  } >"$work/sshd_config.$n"
+  /usr/sbin/sshd -D -e -f "$work/sshd_config.$n" 2>"$work/sshd.$n.log" &
+  sshd_pids+=($!)
 done
+for a in "${addresses[@]}"; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/$a/$port") 2>/dev/null && break
+    sleep 0.05
+  done
+done
+# The login user on the hosts: as root, a user of the bench's own whose login shell is
+# /bin/sh, so that neither tool pays for root's shell start-up files (a ~/.bashrc that
+# starts pyenv costs ~120 ms per command on this machine); else the current user.
 user="$(id -un)"
+if [ "$(id -u)" -eq 0 ] && command -v useradd >/dev/null; then
+  user=runbook-bench
+  mkdir -p "$work/home"
+  if ! id "$user" >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir "$work/home" --shell /bin/sh "$user"
+    made_user="$user"
+  fi
+  usermod -d "$work/home" -s /bin/sh -p '*' "$user"
+  chown "$user" "$work/home"
+else
+  echo "ssh-bench: not root: logging in as $user, whose login shell's start-up counts" >&2
+fi
+echo "login user on the hosts: $user ($(getent passwd "$user" | cut -d: -f7))"
 
 # The runbooks.
 ssh_section="ssh:
+  user: $user
   identity_file: $work/client_key
   options: { UserKnownHostsFile: $work/known_hosts, GlobalKnownHostsFile: /dev/null }"
 {
@@ -135,7 +166,10 @@ pipelining = True
 ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=$work/known_hosts -o GlobalKnownHostsFile=/dev/null
 control_path_dir = $work/ansible-cp
 EOF
-echo "h1 ansible_host=127.0.0.2 ansible_port=$port ansible_user=$user ansible_ssh_private_key_file=$work/client_key" >"$work/inventory.ini"
+# The host's Python for Ansible's modules: Debian's, else the virtualenv's.
+py=/usr/bin/python3
+[ -x "$py" ] || py="$(dirname "$ansible")/python"
+echo "h1 ansible_host=127.0.0.2 ansible_port=$port ansible_user=$user ansible_ssh_private_key_file=$work/client_key ansible_python_interpreter=$py" >"$work/inventory.ini"
 {
   echo "- hosts: h1"
   echo "  gather_facts: false"
