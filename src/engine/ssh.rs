@@ -143,10 +143,14 @@ impl<'a> Remote<'a> {
             },
         );
         o(&mut a, "ControlMaster", "auto");
+        // One socket per host of the runbook (two names for one address are two
+        // connections, each with its own user and key).
+        let digest = Sha256::digest(self.host.name.as_bytes());
+        let socket: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
         o(
             &mut a,
             "ControlPath",
-            &self.control.join("%C").to_string_lossy(),
+            &self.control.join(socket).to_string_lossy(),
         );
         o(&mut a, "ControlPersist", &PERSIST_SECS.to_string());
         for (k, v) in self.host.options.iter().chain(&ssh.options) {

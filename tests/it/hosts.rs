@@ -156,15 +156,27 @@ fn an_unreachable_host_fails_in_one_line_and_the_others_go_on() {
             r#"  - id: patch
     kind: patch
     on: [web, far]
-    max_failures: 1
+    max_failures: 2
     run: {{ shell: "echo {{{{host.name}}}} >> {l}/done" }}
 "#
         ),
     )
     .replace(
         "ssh:\n",
-        "  far:\n    - { name: gone, address: 127.0.0.1, port: 1 }\nssh:\n",
+        &format!(
+            "  far:\n    - {{ name: gone, address: 127.0.0.1, port: 1 }}\n    - {{ name: nokey, address: {}, port: {}, identity_file: {} }}\nssh:\n",
+            lab.hosts[0].address,
+            lab.hosts[0].port,
+            lab.path("other_key").display()
+        ),
     );
+    // A key the host does not know: authentication is refused.
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(lab.path("other_key"))
+        .status()
+        .unwrap();
+    assert!(status.success());
     w.write("rb.yaml", &text);
     let out = w.execute("rb.yaml", "gone");
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

@@ -69,6 +69,7 @@ impl<'a> Runner<'a> {
         let stems = crate::engine::items::stems(&id, &names);
         let noun = match step.for_each.as_ref() {
             Some(ForEach::Target(name)) => name.as_str(),
+            Some(ForEach::Hosts(_)) => "hosts",
             _ => "items",
         };
         self.out.items(total, noun);
