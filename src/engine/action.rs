@@ -301,7 +301,7 @@ pub(crate) enum Stopped {
 #[derive(Default)]
 pub(crate) struct Spawn {
     pub stdin: Option<std::fs::File>,
-    pub remote: Option<super::ssh::RemoteGroup>,
+    pub remote: Option<RemoteGroup>,
 }
 
 /// Runs `cmd` in its own process group, streaming its output to the log. Dropping the
@@ -408,6 +408,113 @@ pub(crate) async fn run_logged(
         stdout,
         stderr: Vec::from(stderr).join("\n"),
     })
+}
+
+/// How a command on the host names its process group (first line of standard error).
+pub(crate) const GROUP_MARK: &str = "@runbook-remote-pgid ";
+
+/// Kills of commands on hosts still under way (the run waits for them before it ends).
+fn pending_kills() -> &'static std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> {
+    static P: std::sync::OnceLock<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>> =
+        std::sync::OnceLock::new();
+    P.get_or_init(Default::default)
+}
+
+/// The process group of a command on a host, killed there when the command is stopped
+/// (a timeout, an abort) before it ends by itself.
+pub(crate) struct RemoteGroup {
+    args: Vec<std::ffi::OsString>,
+    pgid: Option<i32>,
+    armed: bool,
+}
+
+impl RemoteGroup {
+    /// The group of a command started with ssh's `args` (up to the destination), named
+    /// later by the command's first line of standard error.
+    pub fn new(args: Vec<std::ffi::OsString>) -> Self {
+        RemoteGroup {
+            args,
+            pgid: None,
+            armed: true,
+        }
+    }
+
+    /// Whether `line` (of standard error) is the command naming its group; then it is
+    /// kept, not logged.
+    pub fn names_group(&mut self, line: &str) -> bool {
+        if self.pgid.is_some() {
+            return false;
+        }
+        match line
+            .strip_prefix(GROUP_MARK)
+            .and_then(|p| p.trim().parse().ok())
+        {
+            Some(p) => {
+                self.pgid = Some(p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    fn kill_command(&self) -> Option<std::process::Command> {
+        let pgid = self.pgid.filter(|p| *p > 1)?;
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.args(&self.args)
+            .arg(format!("kill -9 -- -{pgid} 2>/dev/null; true"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        Some(cmd)
+    }
+
+    /// Kills the group on the host and waits for it to be done.
+    pub async fn kill(mut self) {
+        self.armed = false;
+        if let Some(cmd) = self.kill_command() {
+            let mut cmd = tokio::process::Command::from(cmd);
+            let _ = tokio::time::timeout(Duration::from_secs(15), cmd.status()).await;
+        }
+    }
+}
+
+impl Drop for RemoteGroup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Dropped with the command's future: the kill goes on in a thread that the run
+        // waits for before it ends ([`close_all`]).
+        if let Some(mut cmd) = self.kill_command() {
+            let handle = std::thread::spawn(move || {
+                if let Ok(mut child) = cmd.spawn() {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+                    while std::time::Instant::now() < deadline {
+                        if let Ok(Some(_)) = child.try_wait() {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            });
+            pending_kills().lock().expect("not poisoned").push(handle);
+        }
+    }
+}
+
+/// Waits for the kills of commands on hosts that are still under way (a run does before
+/// it ends).
+pub(crate) async fn remote_kills_done() {
+    let kills: Vec<_> = std::mem::take(&mut *pending_kills().lock().expect("not poisoned"));
+    for k in kills {
+        let _ = tokio::task::spawn_blocking(move || k.join()).await;
+    }
 }
 
 /// Kills a command's process group when dropped while armed, and keeps the group's id

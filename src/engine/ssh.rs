@@ -20,20 +20,9 @@ use sha2::{Digest, Sha256};
 use super::action::{self, Outcome, Spawn, StepLog, Stopped};
 use crate::runbook::{Host, KnownHosts, Runbook};
 
-/// How a command on the host names its process group (first line of standard error).
-const GROUP_MARK: &str = "@runbook-remote-pgid ";
 /// How long an idle connection to a host stays up (a runner that died leaves it no
 /// longer than this).
 const PERSIST_SECS: u32 = 600;
-
-/// Options the runner sets itself: a runbook cannot change them.
-pub const RESERVED_OPTIONS: &[&str] = &[
-    "batchmode",
-    "stricthostkeychecking",
-    "controlmaster",
-    "controlpath",
-    "controlpersist",
-];
 
 /// One host of a run, as ssh reaches it.
 pub struct Remote<'a> {
@@ -97,12 +86,6 @@ type Connections = Mutex<IndexMap<(PathBuf, String), Arc<tokio::sync::Mutex<bool
 fn connected() -> &'static Connections {
     static C: OnceLock<Connections> = OnceLock::new();
     C.get_or_init(Default::default)
-}
-
-/// Kills of commands on hosts still under way (the run waits for them before it ends).
-fn pending_kills() -> &'static Mutex<Vec<std::thread::JoinHandle<()>>> {
-    static P: OnceLock<Mutex<Vec<std::thread::JoinHandle<()>>>> = OnceLock::new();
-    P.get_or_init(Default::default)
 }
 
 impl<'a> Remote<'a> {
@@ -226,7 +209,7 @@ impl<'a> Remote<'a> {
                 !l.is_empty()
                     && !l.starts_with("@@@")
                     && !l.starts_with("Warning: Permanently added")
-                    && !l.starts_with(GROUP_MARK.trim())
+                    && !l.starts_with(action::GROUP_MARK.trim())
             })
             .collect();
         let changed = stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED");
@@ -266,15 +249,12 @@ impl<'a> Remote<'a> {
         inner.push_str(command);
         // The host's shell runs `setsid`, whose `sh` names its new process group.
         let remote = format!(
-            "exec setsid -w sh -c 'printf \"{GROUP_MARK}%s\\n\" \"$$\" >&2; exec sh -c \"$1\"' runbook {}",
-            quote(&inner)
+            "exec setsid -w sh -c 'printf \"{mark}%s\\n\" \"$$\" >&2; exec sh -c \"$1\"' runbook {}",
+            quote(&inner),
+            mark = action::GROUP_MARK
         );
         let shown = log.masker.mask(command);
-        let group = RemoteGroup {
-            args: self.args(),
-            pgid: None,
-            armed: true,
-        };
+        let group = action::RemoteGroup::new(self.args());
         let spawn = Spawn {
             stdin,
             remote: Some(group),
@@ -510,91 +490,10 @@ fn dir_digest(dir: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex(&listing.finalize()), total))
 }
 
-/// The process group of a command on a host, killed there when the command is stopped
-/// (a timeout, an abort) before it ends by itself.
-pub struct RemoteGroup {
-    args: Vec<OsString>,
-    pgid: Option<i32>,
-    armed: bool,
-}
-
-impl RemoteGroup {
-    /// Whether `line` (of standard error) is the command naming its group; then it is
-    /// kept, not logged.
-    pub fn names_group(&mut self, line: &str) -> bool {
-        if self.pgid.is_some() {
-            return false;
-        }
-        match line
-            .strip_prefix(GROUP_MARK)
-            .and_then(|p| p.trim().parse().ok())
-        {
-            Some(p) => {
-                self.pgid = Some(p);
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn disarm(&mut self) {
-        self.armed = false;
-    }
-
-    fn kill_command(&self) -> Option<std::process::Command> {
-        let pgid = self.pgid.filter(|p| *p > 1)?;
-        let mut cmd = std::process::Command::new("ssh");
-        cmd.args(&self.args)
-            .arg(format!("kill -9 -- -{pgid} 2>/dev/null; true"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        Some(cmd)
-    }
-
-    /// Kills the group on the host and waits for it to be done.
-    pub async fn kill(mut self) {
-        self.armed = false;
-        if let Some(cmd) = self.kill_command() {
-            let mut cmd = tokio::process::Command::from(cmd);
-            let _ = tokio::time::timeout(Duration::from_secs(15), cmd.status()).await;
-        }
-    }
-}
-
-impl Drop for RemoteGroup {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        // Dropped with the command's future: the kill goes on in a thread that the run
-        // waits for before it ends ([`close_all`]).
-        if let Some(mut cmd) = self.kill_command() {
-            let handle = std::thread::spawn(move || {
-                if let Ok(mut child) = cmd.spawn() {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-                    while std::time::Instant::now() < deadline {
-                        if let Ok(Some(_)) = child.try_wait() {
-                            return;
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            });
-            pending_kills().lock().expect("not poisoned").push(handle);
-        }
-    }
-}
-
 /// Closes the connections of `rb`'s hosts that this process opened for the run whose
 /// logs are in `log_dir` (`ssh -O exit`).
 pub async fn close_run(rb: &Runbook, log_dir: &Path) {
-    let kills: Vec<_> = std::mem::take(&mut *pending_kills().lock().expect("not poisoned"));
-    for k in kills {
-        let _ = tokio::task::spawn_blocking(move || k.join()).await;
-    }
+    action::remote_kills_done().await;
     let control = control_dir(log_dir);
     let names: Vec<String> = {
         let mut c = connected().lock().expect("not poisoned");

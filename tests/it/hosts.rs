@@ -355,7 +355,7 @@ fn a_timeout_kills_the_command_on_the_host_not_only_the_local_ssh() {
         r#"  - id: slow
     kind: patch
     on: web
-    timeout: 2s
+    timeout: 8s
     on_failure: abort
     run: {{ shell: "sleep 60 & echo $! > {l}/pid; wait" }}
 "#
@@ -382,7 +382,7 @@ fn a_timeout_kills_the_command_on_the_host_not_only_the_local_ssh() {
     std::fs::remove_file(lab.path("pid")).unwrap();
     w.write(
         "rb.yaml",
-        &runbook(&lab, &steps.replace("    timeout: 2s\n", "")),
+        &runbook(&lab, &steps.replace("    timeout: 8s\n", "")),
     );
     let mut running = w
         .command(&[

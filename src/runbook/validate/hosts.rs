@@ -9,6 +9,15 @@ use crate::runbook::inventory;
 /// What `on:` may always name.
 pub const ALL: &str = "all";
 
+/// Options the runner sets itself: a runbook cannot change them.
+pub const RESERVED_OPTIONS: &[&str] = &[
+    "batchmode",
+    "stricthostkeychecking",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+];
+
 /// Fields `{{host.*}}` offers.
 pub const HOST_FIELDS: &[&str] = &["name", "address", "port", "user", "vars", "groups"];
 
@@ -21,7 +30,7 @@ fn ssh_word(s: &str) -> bool {
 /// An OpenSSH option name (`ServerAliveInterval`) and a value on one line.
 fn check_options(cx: &mut Ctx, path: &FieldPath, options: &IndexMap<String, Text>) {
     for (k, v) in options {
-        if crate::engine::ssh::RESERVED_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) {
+        if RESERVED_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) {
             cx.error_key(
                 path.key(k),
                 format!("ssh option `{k}` is the runner's own (never prompting, checking host keys as `ssh.known_hosts` says, one connection per host): it cannot be set"),
