@@ -42,7 +42,12 @@ impl<'a> Runner<'a> {
             &log_dir,
             self.read_only,
         );
-        let items = match worker.items(step).await {
+        // The items; a `copy` whose source is missing fails before any host is touched.
+        let listed = worker
+            .items(step)
+            .await
+            .and_then(|items| worker.before_hosts(step, &items).map(|()| items));
+        let items = match listed {
             Ok(items) => items,
             Err(e) => {
                 return self
@@ -54,16 +59,6 @@ impl<'a> Runner<'a> {
                     .await;
             }
         };
-        // A `copy` whose source is missing fails before any host is touched.
-        if let Err(e) = worker.before_hosts(step, &items) {
-            return self
-                .record(Event::StepFailed {
-                    step: id,
-                    attempt,
-                    error: e,
-                })
-                .await;
-        }
         let total = items.len();
         let names = worker.item_names(step, &items);
         let stems = crate::engine::items::stems(&id, &names);
