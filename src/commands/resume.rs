@@ -111,6 +111,11 @@ async fn decided(
             ),
         ));
     }
+    // Hosts whose command was under way say what became of it.
+    runner
+        .settle_hosts_in_doubt()
+        .await
+        .map_err(Failure::invalid)?;
     let only_items = only_failed_hosts(runner, only)?;
     let events = decide::resume(
         runner.rb,

@@ -235,6 +235,7 @@ impl<'a> Remote<'a> {
         timeout: Option<Duration>,
         log: &mut StepLog,
         stdin: Option<std::fs::File>,
+        key: Option<&str>,
     ) -> Outcome {
         if let Err(e) = self.connect().await {
             return Outcome::Failed(e);
@@ -247,12 +248,22 @@ impl<'a> Remote<'a> {
             inner.push_str(&format!("cd {} && ", quote(dir)));
         }
         inner.push_str(command);
-        // The host's shell runs `setsid`, whose `sh` names its new process group.
-        let remote = format!(
-            "exec setsid -w sh -c 'printf \"{mark}%s\\n\" \"$$\" >&2; exec sh -c \"$1\"' runbook {}",
-            quote(&inner),
-            mark = action::GROUP_MARK
-        );
+        // The host's shell runs `setsid`, whose `sh` names its new process group; with
+        // a key, it also leaves there that the command started and how it ended.
+        let remote = match key {
+            None => format!(
+                "exec setsid -w sh -c 'printf \"{mark}%s\\n\" \"$$\" >&2; exec sh -c \"$1\"' runbook {}",
+                quote(&inner),
+                mark = action::GROUP_MARK
+            ),
+            Some(key) => format!(
+                "exec setsid -w sh -c 'printf \"{mark}%s\\n\" \"$$\" >&2; d=\"$HOME/{OUTCOMES}\"; mkdir -p \"$d\" 2>/dev/null; \
+                 : > \"$d/$2.started\" 2>/dev/null; sh -c \"$1\"; rc=$?; echo \"$rc\" > \"$d/$2.exit\" 2>/dev/null; exit $rc' runbook {} {}",
+                quote(&inner),
+                quote(key),
+                mark = action::GROUP_MARK
+            ),
+        };
         let shown = log.masker.mask(command);
         let group = action::RemoteGroup::new(self.args());
         let spawn = Spawn {
@@ -300,6 +311,7 @@ impl<'a> Remote<'a> {
         mode: Option<u32>,
         work_dir: &Path,
         log: &mut StepLog,
+        key: Option<&str>,
     ) -> Outcome {
         let local = match Local::of(src, work_dir).await {
             Ok(l) => l,
@@ -341,7 +353,7 @@ impl<'a> Remote<'a> {
             &format!("copy {} to {}:{dest}", src.display(), self.host.name),
         );
         let outcome = self
-            .shell(&script, &IndexMap::new(), None, None, log, Some(stdin))
+            .shell(&script, &IndexMap::new(), None, None, log, Some(stdin), key)
             .await;
         if local.dir {
             let _ = std::fs::remove_file(&local.upload);
@@ -361,6 +373,49 @@ impl<'a> Remote<'a> {
                 e.rsplit_once(": ").map_or(e.as_str(), |(_, why)| why)
             )),
             other => other,
+        }
+    }
+}
+
+/// Where on a host (under its home) commands leave their outcomes.
+const OUTCOMES: &str = ".runbook/outcomes";
+
+/// What a host says of a command a runner started under a key (see [`Remote::shell`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Left {
+    /// It ended with this exit status.
+    Exited(i32),
+    /// It started and has not ended (it may still run, or have died with its host).
+    Started,
+    /// It never started.
+    NotStarted,
+}
+
+impl Remote<'_> {
+    /// What the host says of the command started under `key`.
+    pub async fn left(&self, key: &str) -> Result<Left, String> {
+        self.connect().await?;
+        let script = format!(
+            "d=\"$HOME/{OUTCOMES}\"; if [ -f \"$d/{key}.exit\" ]; then echo \"exit $(cat \"$d/{key}.exit\")\"; elif [ -e \"$d/{key}.started\" ]; then echo started; else echo none; fi"
+        );
+        let mut cmd = self.command(&script);
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .map_err(|_| format!("ssh to `{}`: timed out", self.host.name))?
+            .map_err(|e| format!("cannot start `ssh`: {e}"))?;
+        if !out.status.success() {
+            return Err(self.ssh_error(&String::from_utf8_lossy(&out.stderr), out.status));
+        }
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        match said.strip_prefix("exit ") {
+            Some(rc) => rc
+                .trim()
+                .parse()
+                .map(Left::Exited)
+                .map_err(|_| format!("host `{}` left `{said}`", self.host.name)),
+            None if said == "started" => Ok(Left::Started),
+            None => Ok(Left::NotStarted),
         }
     }
 }

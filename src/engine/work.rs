@@ -354,6 +354,13 @@ impl<'w> Worker<'w> {
     /// (a kind whose work is its checks).
     async fn act(&self, step: &Step, ctx: &Value, log: &mut StepLog) -> Outcome {
         match &step.run {
+            // On a host, the command leaves its outcome there, under a key of this run,
+            // unit and attempt: a resume after a crash reads it instead of guessing.
+            Some(a) if self.remote(ctx).is_some() => {
+                let unit = ctx["step"].as_str().unwrap_or_default();
+                let key = host_key(self.run_id, unit, self.state.step(&step.id).attempts);
+                self.action_keyed(a, ctx, log, Some(&key)).await
+            }
             Some(a) => self.action(a, ctx, log).await,
             None if has_builtin_work(step) => self.builtin(step.kind, &step.with, ctx, log).await,
             None => Outcome::Succeeded(IndexMap::new()),
@@ -402,6 +409,17 @@ impl<'w> Worker<'w> {
     }
 
     pub async fn action(&self, a: &Action, ctx: &Value, log: &mut StepLog) -> Outcome {
+        self.action_keyed(a, ctx, log, None).await
+    }
+
+    /// An action; on a host, with `key` its outcome is left there (see `act`).
+    async fn action_keyed(
+        &self,
+        a: &Action,
+        ctx: &Value,
+        log: &mut StepLog,
+        key: Option<&str>,
+    ) -> Outcome {
         match a {
             Action::Shell {
                 command,
@@ -419,7 +437,7 @@ impl<'w> Worker<'w> {
                     Ok((command, env, cwd)) if self.remote(ctx).is_some() => {
                         let remote = self.remote(ctx).expect("checked");
                         remote
-                            .shell(&command, &env, cwd.as_deref(), *timeout, log, None)
+                            .shell(&command, &env, cwd.as_deref(), *timeout, log, None, key)
                             .await
                     }
                     Ok((command, env, cwd)) => {
@@ -460,7 +478,7 @@ impl<'w> Worker<'w> {
                 match rendered {
                     Ok((src, dest)) => {
                         remote
-                            .copy(Path::new(&src), &dest, *mode, &self.work_dir(), log)
+                            .copy(Path::new(&src), &dest, *mode, &self.work_dir(), log, key)
                             .await
                     }
                     Err(e) => Outcome::Failed(e),
@@ -558,7 +576,7 @@ impl<'w> Worker<'w> {
                 let ran = match self.remote(ctx) {
                     Some(remote) => {
                         remote
-                            .shell(&command, &env, None, limit, &mut log, None)
+                            .shell(&command, &env, None, limit, &mut log, None, None)
                             .await
                     }
                     None => action::shell(&command, &env, None, limit, &mut log).await,
@@ -689,6 +707,14 @@ impl<'w> Worker<'w> {
         let outcome = self.undo_once(step, action, &ctx, &mut log).await;
         log.noted(outcome)
     }
+}
+
+/// The name under which a host step's unit (`STEP.HOST`) leaves the outcome of its
+/// attempt on the host.
+pub(crate) fn host_key(run_id: &str, unit: &str, attempt: u32) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{run_id}\n{unit}\n{attempt}").as_bytes());
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether a step without `run:` has built-in work of its kind to do (a `verify` step

@@ -79,30 +79,34 @@ fn a_runner_killed_in_the_middle_of_a_wave_resumes_with_the_hosts_not_done() {
     clean.write("rb.yaml", &runbook(&clean_lab, &steps(&l)));
     let out = clean.execute_json("rb.yaml", "clean");
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let seq = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"]["type"] == "item_succeeded" && e["event"]["name"] == "h2")
-        .and_then(|e| e["seq"].as_i64())
-        .expect("h2's outcome in the log");
-
-    let lab = Lab::new(4);
-    let w = World::sqlite();
-    let l = lab.dir.path().display().to_string();
-    w.write("rb.yaml", &runbook(&lab, &steps(&l)));
-    w.execute_killed_after("rb.yaml", "killed", seq);
-    assert_eq!(lab.lines("marker-h1").len(), 1);
-    assert_eq!(lab.lines("marker-h2").len(), 1);
-    assert!(lab.lines("marker-h3").is_empty());
-    let out = w.run(&["resume", "killed"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    for h in ["h1", "h2", "h3", "h4"] {
-        assert_eq!(
-            lab.lines(&format!("marker-{h}")),
-            [h],
-            "{h} ran exactly once"
-        );
+    let seq_of = |kind: &str, name: &str| {
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"]["type"] == kind && e["event"]["name"] == name)
+            .and_then(|e| e["seq"].as_i64())
+            .expect("the event in the log")
+    };
+    // Killed after h2's outcome is committed, and after h3's start is (before its
+    // command runs: the host says it never started, so it runs once).
+    let kills = [seq_of("item_succeeded", "h2"), seq_of("item_started", "h3")];
+    for seq in kills {
+        let lab = Lab::new(4);
+        let w = World::sqlite();
+        let l = lab.dir.path().display().to_string();
+        w.write("rb.yaml", &runbook(&lab, &steps(&l)));
+        w.execute_killed_after("rb.yaml", "killed", seq);
+        for (i, h) in ["h1", "h2", "h3", "h4"].iter().enumerate() {
+            let want = usize::from(i < 2);
+            let got = lab.lines(&format!("marker-{h}")).len();
+            assert_eq!(got, want, "{h} before the resume (kill after {seq})");
+        }
+        let out = w.run(&["resume", "killed"]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        for h in ["h1", "h2", "h3", "h4"] {
+            let got = lab.lines(&format!("marker-{h}"));
+            assert_eq!(got, [h], "{h} ran exactly once (kill after {seq})");
+        }
     }
 }
 
@@ -530,5 +534,56 @@ fn approve_between_waves_waits_for_a_person_and_a_rejection_fails_the_step() {
                 "{stdout}"
             );
         }
+    }
+}
+
+#[test]
+fn a_host_whose_command_ran_on_after_the_runner_was_killed_is_recorded_not_run_again() {
+    let lab = Lab::new(3);
+    let w = World::sqlite();
+    let l = lab.dir.path().display();
+    let steps = format!(
+        r#"  - id: patch
+    kind: patch
+    on: web
+    run: {{ shell: "echo {{{{host.name}}}} >> {l}/marker-{{{{host.name}}}}; if [ {{{{host.name}}}} = h2 ]; then sleep 2; fi" }}
+"#
+    );
+    w.write("rb.yaml", &runbook(&lab, &steps));
+    let mut running = w
+        .command(&["execute", "rb.yaml", "--yes", "--now", "--run-id", "cut"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while lab.lines("marker-h2").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "h2 did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Killed while h2's command runs on the host.
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let mut out = w.run(&["resume", "cut"]);
+    for _ in 0..100 {
+        if !out.stderr.contains("still running") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        out = w.run(&["resume", "cut"]);
+    }
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("host h2 finished its command after the runner stopped"),
+        "{}",
+        out.stdout
+    );
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(
+            lab.lines(&format!("marker-{h}")),
+            [h],
+            "{h} ran exactly once"
+        );
     }
 }

@@ -396,3 +396,96 @@ async fn sleep_until_maybe(deadline: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+impl Runner<'_> {
+    /// After a crash: a host step's hosts whose command was under way when the runner
+    /// stopped are asked what became of it (each left its outcome on the host, under a
+    /// key of the run, the host and the attempt). A command that ended is recorded as it
+    /// ended, not run again; one that never started is let run again; one that started and
+    /// has not ended (or a host that cannot be asked) stays in doubt for a person.
+    /// Returns how many hosts were settled.
+    pub async fn settle_hosts_in_doubt(&mut self) -> Result<usize, EngineError> {
+        use crate::engine::ssh::{Left, Remote};
+        let rb = self.rb;
+        let mut settled = 0;
+        for &i in &rb.order {
+            let step = &rb.steps[i];
+            let Some(ForEach::Hosts(hosts)) = &step.for_each else {
+                continue;
+            };
+            let run = self.state.step(&step.id);
+            if !run.in_doubt() {
+                continue;
+            }
+            let running: Vec<usize> = run
+                .items
+                .iter()
+                .filter(|(_, s)| **s == ItemStatus::Running)
+                .map(|(ix, _)| *ix)
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            let attempt = run.attempts;
+            let (names, stems) = {
+                let worker = self.worker();
+                let Ok(items) = worker.items(step).await else {
+                    continue;
+                };
+                let names = worker.item_names(step, &items);
+                let stems = crate::engine::items::stems(&step.id, &names);
+                (names, stems)
+            };
+            let mut events = Vec::new();
+            let mut not_started = Vec::new();
+            let mut unknown = 0;
+            for ix in running {
+                let Some(host) = hosts.get(ix).map(|&h| &rb.inventory.hosts[h]) else {
+                    unknown += 1;
+                    continue;
+                };
+                let key = crate::engine::work::host_key(&self.run_id, &stems[ix], attempt);
+                let said = Remote::new(rb, host, &self.log_dir).left(&key).await;
+                let (step_id, name) = (step.id.clone(), names[ix].clone());
+                match said {
+                    Ok(Left::Exited(0)) => {
+                        self.out.note(&format!(
+                            "step {step_id}: host {name} finished its command after the runner stopped: recorded from the host, not run again"
+                        ));
+                        events.push(Event::ItemSucceeded {
+                            step: step_id,
+                            index: ix,
+                            name,
+                            outputs: IndexMap::new(),
+                        });
+                    }
+                    Ok(Left::Exited(rc)) => events.push(Event::ItemFailed {
+                        step: step_id,
+                        index: ix,
+                        name,
+                        error: format!(
+                            "exited with status {rc} (read from the host after the runner stopped)"
+                        ),
+                    }),
+                    Ok(Left::NotStarted) => not_started.push(ix),
+                    Ok(Left::Started) | Err(_) => unknown += 1,
+                }
+            }
+            settled += events.len();
+            if !events.is_empty() {
+                self.record_all(events).await?;
+            }
+            if unknown == 0 && !not_started.is_empty() {
+                settled += not_started.len();
+                self.record(Event::RunResumed {
+                    decision: crate::engine::event::Decision::Retry,
+                    by: "runbook (the hosts say these commands never started)".into(),
+                    reason: None,
+                    only: not_started,
+                })
+                .await?;
+            }
+        }
+        Ok(settled)
+    }
+}
