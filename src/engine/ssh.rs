@@ -234,9 +234,9 @@ impl<'a> Remote<'a> {
         cwd: Option<&str>,
         timeout: Option<Duration>,
         log: &mut StepLog,
-        stdin: Option<std::fs::File>,
-        key: Option<&str>,
+        with: With<'_>,
     ) -> Outcome {
+        let With { stdin, key } = with;
         if let Err(e) = self.connect().await {
             return Outcome::Failed(e);
         }
@@ -353,7 +353,17 @@ impl<'a> Remote<'a> {
             &format!("copy {} to {}:{dest}", src.display(), self.host.name),
         );
         let outcome = self
-            .shell(&script, &IndexMap::new(), None, None, log, Some(stdin), key)
+            .shell(
+                &script,
+                &IndexMap::new(),
+                None,
+                None,
+                log,
+                With {
+                    stdin: Some(stdin),
+                    key,
+                },
+            )
             .await;
         if local.dir {
             let _ = std::fs::remove_file(&local.upload);
@@ -375,6 +385,14 @@ impl<'a> Remote<'a> {
             other => other,
         }
     }
+}
+
+/// What a command on a host gets besides its text: its standard input, and the key under
+/// which it leaves its outcome on the host (a host step's own action).
+#[derive(Default)]
+pub struct With<'k> {
+    pub stdin: Option<std::fs::File>,
+    pub key: Option<&'k str>,
 }
 
 /// Where on a host (under its home) commands leave their outcomes.

@@ -437,7 +437,14 @@ impl<'w> Worker<'w> {
                     Ok((command, env, cwd)) if self.remote(ctx).is_some() => {
                         let remote = self.remote(ctx).expect("checked");
                         remote
-                            .shell(&command, &env, cwd.as_deref(), *timeout, log, None, key)
+                            .shell(
+                                &command,
+                                &env,
+                                cwd.as_deref(),
+                                *timeout,
+                                log,
+                                super::ssh::With { stdin: None, key },
+                            )
                             .await
                     }
                     Ok((command, env, cwd)) => {
@@ -576,7 +583,7 @@ impl<'w> Worker<'w> {
                 let ran = match self.remote(ctx) {
                     Some(remote) => {
                         remote
-                            .shell(&command, &env, None, limit, &mut log, None, None)
+                            .shell(&command, &env, None, limit, &mut log, Default::default())
                             .await
                     }
                     None => action::shell(&command, &env, None, limit, &mut log).await,
