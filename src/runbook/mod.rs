@@ -5,6 +5,7 @@ mod de;
 pub mod inventory;
 mod load;
 mod model;
+pub mod online;
 mod raw;
 mod template;
 mod validate;

@@ -156,6 +156,32 @@ pub struct MigrateWith {
     /// Versions whose changed up file is accepted: the new checksum is recorded.
     #[serde(default)]
     pub accept_changed: Vec<Whole>,
+    /// Online migrations (PostgreSQL): `start` expands and backfills the next one,
+    /// `complete` contracts it, `abort` removes all it added.
+    #[serde(default)]
+    pub phase: Option<Phase>,
+    /// The schema whose tables the migration changes (default `public`); the versioned
+    /// schemas are `SCHEMA_vN`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// The time one backfill batch aims at (default 100ms).
+    #[serde(default)]
+    pub batch_time: Option<String>,
+    /// A wait between backfill batches (default none).
+    #[serde(default)]
+    pub pause: Option<String>,
+    /// The backfill waits while a replica's replay lag is over this.
+    #[serde(default)]
+    pub max_lag: Option<String>,
+}
+
+/// What a `migrate` step does with the next online migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Start,
+    Complete,
+    Abort,
 }
 
 /// `with` of an `optimise` step.

@@ -19,6 +19,14 @@ pub struct Migration {
     pub checksum: String,
     /// The down file's name and text, when there is one.
     pub down: Option<(String, String)>,
+    /// An online migration (`NNNN_name.yaml`): `up_file` and `up_sql` are its file and
+    /// text, applied with `phase: start`, `complete` or `abort`.
+    pub online: bool,
+}
+
+/// Whether a file is an online migration by its name (`NNNN_name.yaml`).
+pub fn is_online_file(file: &str) -> bool {
+    file.ends_with(".yaml") || file.ends_with(".yml")
 }
 
 /// SHA-256, lowercase hex.
@@ -32,6 +40,15 @@ fn sha256(bytes: &[u8]) -> String {
 /// What a file name says: `Some((version, stem, is_up))` for a migration file, `None` for
 /// a file that is not SQL (a README), an error for SQL that is named wrongly.
 fn classify(file: &str) -> Result<Option<(u64, &str, bool)>, String> {
+    if !file.starts_with('.') && is_online_file(file) {
+        // An online migration when it is named like one; other YAML is not a migration.
+        let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+        return Ok(stem.split_once('_').and_then(|(digits, name)| {
+            let v: u64 = digits.parse().ok().filter(|v| *v > 0)?;
+            (digits.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty())
+                .then_some((v, stem, true))
+        }));
+    }
     if file.starts_with('.') || !file.ends_with(".sql") {
         return Ok(None);
     }
@@ -67,7 +84,7 @@ pub fn check_dir(dir: &Path, needs_down: bool) -> Result<(), String> {
     let migrations = load(dir)?;
     let missing: Vec<String> = migrations
         .iter()
-        .filter(|m| m.down.is_none())
+        .filter(|m| m.down.is_none() && !m.online)
         .map(|m| format!("{}.down.sql", m.name))
         .collect();
     if needs_down && !missing.is_empty() {
@@ -127,6 +144,7 @@ pub fn load(dir: &Path) -> Result<Vec<Migration>, String> {
                     version,
                     name: stem,
                     checksum: sha256(up_sql.as_bytes()),
+                    online: is_online_file(&up),
                     up_file: up,
                     up_sql,
                     down,
@@ -192,6 +210,12 @@ fn check_names(names: &[String], dir: &str) -> Result<Vec<Named>, String> {
             Some((d, down_stem)) if down_stem != stem => {
                 problems.push(format!(
                     "{d} does not match {file} (same version, another name)"
+                ));
+                None
+            }
+            Some((d, _)) if is_online_file(file) => {
+                problems.push(format!(
+                    "{d}: an online migration ({file}) has no down file; `phase: abort` undoes it"
                 ));
                 None
             }

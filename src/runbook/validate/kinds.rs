@@ -155,6 +155,29 @@ fn check_migrations(
         );
         if let Err(e) = crate::sql::migrations::check_dir(std::path::Path::new(dir), needs_down) {
             cx.error(path.key("with").key("dir"), e);
+            return;
+        }
+        // Online migrations: each operation checked, problems at their place in the file.
+        for m in crate::sql::migrations::load(std::path::Path::new(dir)).unwrap_or_default() {
+            if !m.online {
+                continue;
+            }
+            if let Err(errors) = crate::runbook::online::parse(&m.up_sql) {
+                let file = std::path::Path::new(dir)
+                    .join(&m.up_file)
+                    .display()
+                    .to_string();
+                let shared = std::sync::Arc::new((file, m.up_sql.clone()));
+                for e in errors {
+                    let pos = Pos::new(e.line, e.col.saturating_sub(1));
+                    let mut d = Diagnostic::at(FieldPath::root(), e.message).with_span(Span {
+                        start: pos,
+                        end: Pos::new(e.line, e.col),
+                    });
+                    d.file = Some(shared.clone());
+                    cx.push(d);
+                }
+            }
         }
     }
 }

@@ -33,6 +33,7 @@
 
 mod apply;
 mod files;
+mod online;
 mod tracking;
 
 use std::collections::BTreeMap;
@@ -107,7 +108,10 @@ async fn run(p: &MigrateWith, log: &mut StepLog) -> Result<IndexMap<String, Valu
         }
     };
     let mut db = Db { conn };
-    let result = migrate_on(&mut db, p, &policy, &migrations, latest, log).await;
+    let result = match p.phase {
+        Some(phase) => online::run(&mut db.conn, p, phase, &policy, &migrations, log).await,
+        None => migrate_on(&mut db, p, &policy, &migrations, latest, log).await,
+    };
     db.conn.close().await;
     result
 }
@@ -125,7 +129,13 @@ async fn migrate_on(
     let current = applied.last().map_or(0, |a| a.version);
     let accept: Vec<u64> = p.accept_changed.iter().map(|w| w.0).collect();
     let accepted = check_applied(migrations, &applied, &accept, &p.dir)?;
-    let target = target_version(p, migrations, latest)?;
+    let mut target = target_version(p, migrations, latest)?;
+    // Without `to`, a classic step goes up to the next online migration, not through it.
+    if p.to.is_none()
+        && let Some(first) = migrations.iter().find(|m| m.online && m.version > current)
+    {
+        target = target.min(first.version - 1);
+    }
     log.line(
         "migrate",
         &format!(
@@ -135,6 +145,17 @@ async fn migrate_on(
     );
     // Everything is checked before anything changes: the down files a way down needs.
     let by_version: BTreeMap<u64, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    // An online migration is applied by its phases, never by a classic step.
+    let (low, high) = (current.min(target) + 1, current.max(target));
+    if let Some(m) = (low..=high)
+        .filter_map(|v| by_version.get(&v))
+        .find(|m| m.online)
+    {
+        return Err(format!(
+            "version {} ({}) is an online migration: apply it with `phase: start` (then `complete`), undo it with `phase: abort`; the database stays at version {current}",
+            m.version, m.up_file
+        ));
+    }
     if target < current {
         check_down_files(&by_version, target, current, &p.dir)?;
     }

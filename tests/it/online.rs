@@ -1,0 +1,332 @@
+//! Online migrations (`NNNN_name.yaml`, `phase: start | complete | abort`) on the local
+//! PostgreSQL server, a fresh database per test: the expand half (columns, triggers, the
+//! two versioned schemas of views), the batched backfill, `abort` leaving schema and data
+//! as they were, `complete` leaving the new shape, and the refusals.
+
+use crate::common;
+
+use common::psql;
+use common::world::World;
+
+/// A database of a test, dropped when the test ends.
+struct Database(String);
+
+impl std::ops::Deref for Database {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        common::world::drop_database_later(self.0.rsplit('/').next().unwrap());
+    }
+}
+
+/// A fresh database with `orders` (10,000 rows, a primary key) and `accounts` (no
+/// primary key).
+fn database(w: &World, tag: &str) -> Database {
+    let name = format!(
+        "online_{tag}_{}",
+        w.path("")
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(['.', '-'], "_")
+    );
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
+    psql("postgres", &format!("CREATE DATABASE {name}"));
+    psql(
+        &name,
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, account_id int NOT NULL, qty int NOT NULL, price_cents int NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO orders (account_id, qty, price_cents) SELECT g % 97, 1 + g % 7, 100 + g % 1000 FROM generate_series(1, 10000) g;
+         CREATE TABLE accounts (id int NOT NULL, name text NOT NULL);
+         INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 300) g;",
+    );
+    Database(format!("postgres://postgres@127.0.0.1:5432/{name}"))
+}
+
+const MIGRATION: &str = r#"operations:
+  - add_column:
+      table: orders
+      column: { name: total_cents, type: bigint, nullable: false }
+      up: "qty * price_cents"
+  - rename_column: { table: accounts, from: name, to: display_name }
+  - alter_column:
+      table: orders
+      column: qty
+      type: bigint
+      up: "qty::bigint"
+      down: "least(qty, 2147483647)::int"
+  - create_index: { table: orders, columns: [account_id, created_at] }
+"#;
+
+fn runbook(db: &str, phase: &str) -> String {
+    format!(
+        "runbook: online\nsteps:\n  - id: m\n    kind: migrate\n    with: {{ database: \"{db}\", dir: migrations, phase: {phase}, batch_time: 20ms }}\n"
+    )
+}
+
+fn schema_and_data(db: &str) -> (String, String) {
+    let name = db.rsplit('/').next().unwrap();
+    let out = common::pg_tool("pg_dump")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "--schema-only",
+            "-d",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Without the random key of `\restrict` lines.
+    let schema: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let data = psql(
+        db,
+        "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM (SELECT o::text AS t FROM orders o UNION ALL SELECT a::text FROM accounts a) x",
+    );
+    (schema, data)
+}
+
+#[test]
+fn start_then_abort_leaves_schema_and_data_as_they_were() {
+    let w = World::sqlite();
+    let db = database(&w, "abort");
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write("migrations/0001_order_totals.yaml", MIGRATION);
+    let before = schema_and_data(&db);
+    w.write("start.yaml", &runbook(&db, "start"));
+    let out = w.run(&[
+        "execute",
+        "start.yaml",
+        "--yes",
+        "--now",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("\"rows_backfilled\":10000"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\"new_schema\":\"public_v1\""),
+        "{}",
+        out.stdout
+    );
+    // Both versions read and write through their own schema.
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM orders WHERE total_cents IS DISTINCT FROM qty * price_cents"
+        ),
+        "0"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SET search_path = public_v1; SELECT display_name FROM accounts WHERE id = 7"
+        ),
+        "account 7"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SET search_path = public_v0; SELECT name FROM accounts WHERE id = 7"
+        ),
+        "account 7"
+    );
+    psql(
+        &db,
+        "SET search_path = public_v0; INSERT INTO orders (account_id, qty, price_cents) VALUES (1, 3, 250)",
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT total_cents FROM orders ORDER BY id DESC LIMIT 1"
+        ),
+        "750"
+    );
+    psql(
+        &db,
+        "SET search_path = public_v1; INSERT INTO orders (account_id, qty, price_cents, total_cents) VALUES (1, 4, 10, 40)",
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT qty FROM public.orders ORDER BY id DESC LIMIT 1"
+        ),
+        "4"
+    );
+    psql(&db, "DELETE FROM orders WHERE id > 10000");
+    // A NOT NULL column the new version leaves empty is refused.
+    let out = common::pg_tool("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "-d", &db, "-c", "SET search_path = public_v1; INSERT INTO orders (account_id, qty, price_cents) VALUES (1, 1, 1)"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Two at once, and complete before start, are refused (nothing changed).
+    w.write(
+        "migrations/0002_more.yaml",
+        "operations:\n  - add_column: { table: orders, column: { name: note, type: text } }\n",
+    );
+    w.write("abort.yaml", &runbook(&db, "abort"));
+    let out = w.run(&["execute", "abort.yaml", "--yes", "--now"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let after = schema_and_data(&db);
+    assert_eq!(before.1, after.1, "the data");
+    assert_eq!(before.0, after.0, "the schema");
+    let out = w.run(&["execute", "abort.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout.contains("no online migration is started"),
+        "{}",
+        out.stdout
+    );
+    w.write("complete.yaml", &runbook(&db, "complete"));
+    let out = w.run(&["execute", "complete.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout
+            .contains("there is nothing to complete; `phase: start` comes first"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn complete_leaves_the_new_shape_only_and_the_new_version_keeps_working() {
+    let w = World::sqlite();
+    let db = database(&w, "complete");
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write("migrations/0001_order_totals.yaml", MIGRATION);
+    w.write("start.yaml", &runbook(&db, "start"));
+    let out = w.run(&["execute", "start.yaml", "--yes", "--now"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // A second online migration cannot start while this one is under way.
+    w.write(
+        "migrations/0002_more.yaml",
+        "operations:\n  - add_column: { table: orders, column: { name: note, type: text } }\n",
+    );
+    w.write("complete.yaml", &runbook(&db, "complete"));
+    let out = w.run(&["execute", "complete.yaml", "--yes", "--now"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        psql(&db, "SELECT to_regnamespace('public_v0') IS NULL"),
+        "t"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'orders'"
+        ),
+        "id:bigint,account_id:integer,price_cents:integer,created_at:timestamp with time zone,total_cents:bigint,qty:bigint"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'total_cents' AND table_schema = 'public'"
+        ),
+        "NO"
+    );
+    assert_eq!(
+        psql(&db, "SELECT display_name FROM accounts WHERE id = 3"),
+        "account 3"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_account_id_created_at_idx'"
+        ),
+        "1"
+    );
+    // The new version, on its schema, goes on working.
+    psql(
+        &db,
+        "SET search_path = public_v1; INSERT INTO orders (account_id, qty, price_cents, total_cents) VALUES (2, 5, 10, 50)",
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SET search_path = public_v1; SELECT qty FROM orders ORDER BY id DESC LIMIT 1"
+        ),
+        "5"
+    );
+    assert_eq!(
+        psql(&db, "SELECT max(version) FROM runbook_migrations"),
+        "1"
+    );
+    assert_eq!(
+        psql(&db, "SELECT to_regclass('runbook_online') IS NULL"),
+        "t"
+    );
+    let out = w.run(&["execute", "complete.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+}
+
+#[test]
+fn operations_without_a_safe_online_form_and_missing_tables_are_refused() {
+    let w = World::sqlite();
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write(
+        "migrations/0001_bad.yaml",
+        "operations:\n  - drop_column: { table: orders, column: qty }\n  - add_column: { table: orders, column: { name: c, type: int, nullable: false } }\n  - alter_column: { table: orders, column: qty, type: bigint }\n",
+    );
+    w.write(
+        "rb.yaml",
+        &runbook("postgres://postgres@127.0.0.1:5432/x", "start"),
+    );
+    let out = w.run(&["validate", "rb.yaml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--> migrations/0001_bad.yaml:2:5"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("`drop_column` has no safe online form"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("NOT NULL column `c` needs `up` (or a `default`)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("a type change needs `up`"),
+        "{}",
+        out.stderr
+    );
+    // A table that does not exist: refused before anything changes.
+    let db = database(&w, "missing");
+    w.write(
+        "migrations/0001_bad.yaml",
+        "operations:\n  - add_column: { table: order, column: { name: c, type: int } }\n",
+    );
+    w.write("rb.yaml", &runbook(&db, "start"));
+    let before = schema_and_data(&db);
+    let out = w.run(&["execute", "rb.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout
+            .contains("table `public.order` does not exist; did you mean `orders`?"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(before, schema_and_data(&db));
+}
