@@ -330,3 +330,72 @@ fn operations_without_a_safe_online_form_and_missing_tables_are_refused() {
     );
     assert_eq!(before, schema_and_data(&db));
 }
+
+#[test]
+fn a_backfill_killed_half_way_goes_on_from_its_cursor_and_abort_still_restores_everything() {
+    let w = World::sqlite();
+    let db = database(&w, "killed");
+    psql(
+        &db,
+        "INSERT INTO orders (account_id, qty, price_cents) SELECT g % 97, 1 + g % 7, 100 + g % 1000 FROM generate_series(1, 90000) g",
+    );
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write("migrations/0001_order_totals.yaml", MIGRATION);
+    let before = schema_and_data(&db);
+    // Small batches with a pause, so that the kill lands in the middle.
+    w.write(
+        "start.yaml",
+        &runbook(&db, "start").replace("batch_time: 20ms", "batch_time: 5ms, pause: 20ms"),
+    );
+    let mut running = w
+        .command(&["execute", "start.yaml", "--yes", "--now", "--run-id", "cut"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let there = psql(&db, "SELECT to_regclass('runbook_online') IS NOT NULL") == "t";
+        let done = if there {
+            psql(&db, "SELECT coalesce(max(rows), 0) FROM runbook_online")
+        } else {
+            String::new()
+        };
+        if done.parse::<i64>().unwrap_or(0) > 5000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backfill did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let part: i64 = psql(&db, "SELECT rows FROM runbook_online")
+        .parse()
+        .unwrap();
+    assert!(part > 0 && part < 100_000, "{part}");
+    // The step was in doubt; run again, it goes on from the cursor.
+    let out = w.run(&["resume", "cut", "--retry"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let log = std::fs::read_to_string(w.path("state/logs/cut/m.log")).unwrap();
+    assert!(log.contains("going on from its backfill"), "{log}");
+    assert!(log.contains("rows/s"), "{log}");
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT count(*) FROM orders WHERE total_cents IS DISTINCT FROM qty * price_cents"
+        ),
+        "0"
+    );
+    let s = w.status_json("cut");
+    assert_eq!(
+        s["steps"]["m"]["outputs"]["rows_backfilled"], 100_000,
+        "{s}"
+    );
+    w.write("abort.yaml", &runbook(&db, "abort"));
+    let out = w.run(&["execute", "abort.yaml", "--yes", "--now"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(before, schema_and_data(&db));
+}

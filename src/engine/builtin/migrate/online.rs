@@ -468,6 +468,14 @@ impl Online<'_> {
         }
         let mut n = FIRST_BATCH;
         let mut total = 0i64;
+        // About how many rows there are, for the progress lines (`runbook status`).
+        let estimate = self
+            .one(&format!("SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = '{t}'::regclass"))
+            .await?
+            .as_i64()
+            .unwrap_or(0);
+        let began_all = Instant::now();
+        let mut said = Instant::now();
         loop {
             if let Some(max) = max_lag {
                 self.wait_for_replicas(max).await?;
@@ -509,6 +517,25 @@ impl Online<'_> {
                 _ => break,
             }
             total += done;
+            if said.elapsed() >= Duration::from_secs(1) {
+                said = Instant::now();
+                let rate = total as f64 / began_all.elapsed().as_secs_f64().max(0.001);
+                let eta = if estimate > total && rate > 0.0 {
+                    format!(
+                        ", about {}s to go",
+                        ((estimate - total) as f64 / rate).ceil() as i64
+                    )
+                } else {
+                    String::new()
+                };
+                self.log.line(
+                    "migrate",
+                    &format!(
+                        "backfill of `{table}`: {total} of about {estimate} rows, {} rows/s{eta}",
+                        rate as i64
+                    ),
+                );
+            }
             // The next batch sized to take `batch_time`.
             let scale = batch_time.as_secs_f64() / took.as_secs_f64().max(0.001);
             n = ((n as f64 * scale.clamp(0.5, 2.0)) as i64).clamp(100, MAX_BATCH);
@@ -516,8 +543,14 @@ impl Online<'_> {
                 tokio::time::sleep(pause).await;
             }
         }
-        self.log
-            .line("migrate", &format!("backfilled {total} rows of `{table}`"));
+        let rate = total as f64 / began_all.elapsed().as_secs_f64().max(0.001);
+        self.log.line(
+            "migrate",
+            &format!(
+                "backfilled {total} rows of `{table}` ({} rows/s)",
+                rate as i64
+            ),
+        );
         Ok(total)
     }
 
