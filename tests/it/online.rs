@@ -399,3 +399,57 @@ fn a_backfill_killed_half_way_goes_on_from_its_cursor_and_abort_still_restores_e
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     assert_eq!(before, schema_and_data(&db));
 }
+
+#[test]
+fn a_long_transaction_holding_a_lock_makes_start_fail_fast_changing_nothing() {
+    let w = World::sqlite();
+    let db = database(&w, "locked");
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write("migrations/0001_order_totals.yaml", MIGRATION);
+    let before = schema_and_data(&db);
+    let mut holder = common::pg_tool("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-d",
+            &db,
+            "-c",
+            "BEGIN; SELECT count(*) FROM orders; SELECT pg_sleep(30);",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while psql(
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'orders' AND l.pid <> pg_backend_pid()",
+    ) == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    w.write(
+        "start.yaml",
+        &runbook(&db, "start").replace("batch_time: 20ms", "lock_timeout: 100ms, retries: 1"),
+    );
+    let began = std::time::Instant::now();
+    let out = w.run(&["execute", "start.yaml", "--yes", "--now"]);
+    let took = began.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("lock") && out.stdout.contains("nothing of it was changed"),
+        "{}",
+        out.stdout
+    );
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    assert_eq!(before, schema_and_data(&db));
+}
