@@ -507,6 +507,8 @@ impl Online<'_> {
                     tl = lit(table),
                 ),
             };
+            // The batch sets the new columns itself: the triggers let it be.
+            let sql = format!("SET LOCAL runbook.backfill = 'on';\n{sql}");
             let began = Instant::now();
             let got = self.rows(&sql, true).await.map_err(|e| format!("backfilling `{table}`: {e}; the backfill goes on from where it was when the step runs again"))?;
             let took = began.elapsed();
@@ -940,7 +942,7 @@ fn expand_sql(
         }
         let f = q(&trigger_name(v, &table));
         sql.push_str(&format!(
-            "CREATE FUNCTION {s}.{f}() RETURNS trigger LANGUAGE plpgsql AS $runbook$\nBEGIN\n  IF NOT (string_to_array(replace(current_setting('search_path'), ' ', ''), ',') && ARRAY[{n1}, {n2}]) THEN\n{old_side}  ELSE\n{new_side}  END IF;\n  RETURN NEW;\nEND\n$runbook$;\n\
+            "CREATE FUNCTION {s}.{f}() RETURNS trigger LANGUAGE plpgsql AS $runbook$\nBEGIN\n  IF current_setting('runbook.backfill', true) = 'on' THEN\n    RETURN NEW;\n  END IF;\n  IF NOT (string_to_array(replace(current_setting('search_path'), ' ', ''), ',') && ARRAY[{n1}, {n2}]) THEN\n{old_side}  ELSE\n{new_side}  END IF;\n  RETURN NEW;\nEND\n$runbook$;\n\
              CREATE TRIGGER {f} BEFORE INSERT OR UPDATE ON {s}.{t} FOR EACH ROW EXECUTE FUNCTION {s}.{f}();\n",
             n1 = lit(new), n2 = lit(&format!("\"{new}\"")), t = q(&table)
         ));
