@@ -453,3 +453,84 @@ fn a_long_transaction_holding_a_lock_makes_start_fail_fast_changing_nothing() {
     assert!(took < std::time::Duration::from_secs(15), "{took:?}");
     assert_eq!(before, schema_and_data(&db));
 }
+
+#[test]
+fn a_classic_step_stops_before_an_online_migration_and_refuses_to_cross_one() {
+    let w = World::sqlite();
+    let db = database(&w, "classic");
+    std::fs::create_dir_all(w.path("migrations")).unwrap();
+    w.write(
+        "migrations/0001_notes.up.sql",
+        "ALTER TABLE orders ADD COLUMN note text;",
+    );
+    w.write(
+        "migrations/0001_notes.down.sql",
+        "ALTER TABLE orders DROP COLUMN note;",
+    );
+    w.write("migrations/0002_order_totals.yaml", MIGRATION);
+    let classic = format!(
+        "runbook: classic\nsteps:\n  - id: m\n    kind: migrate\n    with: {{ database: \"{}\", dir: migrations }}\n",
+        &*db
+    );
+    w.write("classic.yaml", &classic);
+    let out = w.run(&[
+        "execute",
+        "classic.yaml",
+        "--yes",
+        "--now",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("\"to_version\":1"), "{}", out.stdout);
+    w.write(
+        "to.yaml",
+        &classic.replace("dir: migrations", "dir: migrations, to: 2"),
+    );
+    let out = w.run(&["execute", "to.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout
+            .contains("is an online migration: apply it with `phase: start`"),
+        "{}",
+        out.stdout
+    );
+    // `to` with `phase` is refused when the file is checked.
+    w.write(
+        "both.yaml",
+        &classic.replace("dir: migrations", "dir: migrations, phase: start, to: 2"),
+    );
+    let out = w.run(&["validate", "both.yaml"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("`to` is for classic migrations"),
+        "{}",
+        out.stderr
+    );
+    // Start goes on from version 1: the online migration is version 2.
+    w.write(
+        "start.yaml",
+        &classic.replace("dir: migrations", "dir: migrations, phase: start"),
+    );
+    let out = w.run(&[
+        "execute",
+        "start.yaml",
+        "--yes",
+        "--now",
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("\"new_schema\":\"public_v2\""),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        psql(
+            &db,
+            "SET search_path = public_v1; SELECT count(*) > 0 FROM orders WHERE note IS NULL"
+        ),
+        "t"
+    );
+}

@@ -142,16 +142,28 @@ fn check_migrations(
     with: &IndexMap<String, Value>,
     rollback: Option<&Action>,
 ) {
+    if with.contains_key("phase") {
+        for field in ["to", "accept_changed"] {
+            if with.contains_key(field) {
+                cx.error_key(
+                    path.key("with").key(field),
+                    format!("`{field}` is for classic migrations; `phase` works on the next online migration"),
+                );
+            }
+        }
+    }
     if let Some(Value::String(dir)) = with.get("dir")
         && !dir.contains("{{")
         && std::path::Path::new(dir).is_dir()
     {
+        // A rollback migrating down needs the down files; one that aborts an online
+        // migration does not.
         let needs_down = matches!(
             rollback,
             Some(Action::Builtin {
                 kind: Kind::Migrate,
-                ..
-            })
+                with,
+            }) if !with.contains_key("phase")
         );
         if let Err(e) = crate::sql::migrations::check_dir(std::path::Path::new(dir), needs_down) {
             cx.error(path.key("with").key("dir"), e);
