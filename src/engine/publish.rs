@@ -202,6 +202,12 @@ impl<'a> Publisher<'a> {
         ctx["summary"] = Value::from(rb.summary.as_deref().map(|s| text(s, base)));
         ctx["runbook"] = Value::from(rb.id.as_str());
         ctx["components"] = Value::from(rb.status_page.components.join(", "));
+        // A runbook that never closes the service (online steps only): it stays up.
+        ctx["open"] = Value::Bool(
+            !rb.steps
+                .iter()
+                .any(|s| s.kind == crate::runbook::Kind::Close),
+        );
         ctx["eta"] = Value::from(eta.map(|ms| crate::duration::near(ms, now_ms, tz)));
         ctx["step"] = match step {
             Some(s) => json!({

@@ -216,6 +216,13 @@ fn complete_leaves_the_new_shape_only_and_the_new_version_keeps_working() {
     w.write("start.yaml", &runbook(&db, "start"));
     let out = w.run(&["execute", "start.yaml", "--yes", "--now"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // Without a `close` step, customers are told the service stays up.
+    assert!(
+        out.stdout
+            .contains("online has started. The service stays available throughout."),
+        "{}",
+        out.stdout
+    );
     // A second online migration cannot start while this one is under way.
     w.write(
         "migrations/0002_more.yaml",

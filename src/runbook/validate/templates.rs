@@ -35,7 +35,15 @@ pub(super) struct Site {
 }
 
 /// Values a public update template may use besides `vars`, `run` and `window`.
-pub const UPDATE_ROOTS: &[&str] = &["title", "summary", "runbook", "eta", "components", "step"];
+pub const UPDATE_ROOTS: &[&str] = &[
+    "title",
+    "summary",
+    "runbook",
+    "eta",
+    "components",
+    "step",
+    "open",
+];
 /// Values `{{step.*}}` offers in an update template.
 pub const UPDATE_STEP_FIELDS: &[&str] = &["id", "title", "number", "total"];
 
