@@ -587,14 +587,7 @@ impl Online<'_> {
         let s = q(&self.schema);
         let old = self.old_schema(v);
         let mut sql = format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", q(&old));
-        for table in triggered_tables(ops) {
-            sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS {} ON {s}.{};\nDROP FUNCTION IF EXISTS {s}.{}();\n",
-                q(&trigger_name(v, &table)),
-                q(&table),
-                q(&trigger_name(v, &table))
-            ));
-        }
+        sql.push_str(&drop_triggers(v, ops, &s));
         for op in ops {
             match op {
                 Op::AddColumn { table, name, nullable: false, .. } => sql.push_str(&format!(
@@ -664,14 +657,7 @@ impl Online<'_> {
         if st.created_old {
             sql.push_str(&format!("DROP SCHEMA IF EXISTS {} CASCADE;\n", q(&old)));
         }
-        for table in triggered_tables(ops) {
-            sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS {} ON {s}.{};\nDROP FUNCTION IF EXISTS {s}.{}();\n",
-                q(&trigger_name(v, &table)),
-                q(&table),
-                q(&trigger_name(v, &table))
-            ));
-        }
+        sql.push_str(&drop_triggers(v, ops, &s));
         for op in ops {
             match op {
                 Op::AddColumn { table, name, .. } => sql.push_str(&format!(
@@ -713,6 +699,20 @@ impl Online<'_> {
         }
         Ok(())
     }
+}
+
+/// Drops the sync triggers of migration `v` (and their functions) from schema `s` (quoted).
+fn drop_triggers(v: u64, ops: &[Op], s: &str) -> String {
+    triggered_tables(ops)
+        .iter()
+        .map(|table| {
+            let f = q(&trigger_name(v, table));
+            format!(
+                "DROP TRIGGER IF EXISTS {f} ON {s}.{};\nDROP FUNCTION IF EXISTS {s}.{f}();\n",
+                q(table)
+            )
+        })
+        .collect()
 }
 
 fn trigger_name(v: u64, table: &str) -> String {
