@@ -156,7 +156,11 @@ async fn steps_rendered(rb: &Runbook, runner: &Runner<'_>) -> usize {
                 with: s.with.clone(),
             })
         });
-        let ctx = worker.context(first.as_ref());
+        // The first item's context as its work would have it (a host step's `{{host.*}}`).
+        let ctx = match &first {
+            Some(item) => worker.unit_context(s, crate::engine::work::Unit::Item(0, item, &s.id)),
+            None => worker.context(None),
+        };
         for (label, a) in [
             ("run", action.as_ref()),
             ("rollback", s.rollback.as_deref()),

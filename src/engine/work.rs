@@ -112,7 +112,7 @@ impl<'w> Worker<'w> {
 
     /// The context of a unit: the run's values, `{{item}}` for an item, and the step's
     /// name as `{{step}}`.
-    fn unit_context(&self, step: &Step, unit: Unit<'_>) -> Value {
+    pub(crate) fn unit_context(&self, step: &Step, unit: Unit<'_>) -> Value {
         let item = match unit {
             Unit::Step => None,
             Unit::Item(_, v, _) => Some(v),

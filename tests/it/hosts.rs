@@ -202,6 +202,12 @@ fn an_unreachable_host_fails_in_one_line_and_the_others_go_on() {
         "{}",
         out.stdout
     );
+    // What each host would run, rendered for the first host.
+    assert!(
+        out.stdout.contains("run (first item): shell: echo 'h1' >>"),
+        "{}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains("UNREACHABLE: ssh to `gone`"),
         "{}",
