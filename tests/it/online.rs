@@ -377,6 +377,19 @@ fn a_backfill_killed_half_way_goes_on_from_its_cursor_and_abort_still_restores_e
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // `runbook status` shows the backfill's progress (rows, rows/s, time to go).
+    loop {
+        let o = w.run(&["status", "cut", "--format", "json"]);
+        if o.stdout.contains("backfill of `orders`") && o.stdout.contains("to go") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress in status: {}",
+            o.stdout
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     running.kill().unwrap();
     running.wait().unwrap();
     let part: i64 = psql(&db, "SELECT rows FROM runbook_online")

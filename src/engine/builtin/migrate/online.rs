@@ -468,12 +468,20 @@ impl Online<'_> {
         }
         let mut n = FIRST_BATCH;
         let mut total = 0i64;
-        // About how many rows there are, for the progress lines (`runbook status`).
-        let estimate = self
+        // About how many rows there are, for the progress lines (`runbook status`): the
+        // planner's estimate, or a count when the table was never analysed.
+        let mut estimate = self
             .one(&format!("SELECT greatest(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = '{t}'::regclass"))
             .await?
             .as_i64()
             .unwrap_or(0);
+        if estimate == 0 {
+            estimate = self
+                .one(&format!("SELECT count(*)::bigint AS n FROM {t}"))
+                .await?
+                .as_i64()
+                .unwrap_or(0);
+        }
         let began_all = Instant::now();
         let mut said = Instant::now();
         loop {
