@@ -82,6 +82,20 @@ pub enum Event {
     StepSkipped { step: String, reason: String },
     /// A failure the runbook tolerates (`on_failure: continue`); the run goes on.
     FailureIgnored { step: String },
+    /// How far the running step's work has come, as it reports it (a backfill's rows):
+    /// `done` of `total`, when it expects to end, and where it is (`cursor`).
+    StepProgress {
+        step: String,
+        done: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        what: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<Value>,
+    },
     /// One fan-out item started.
     ItemStarted {
         step: String,
@@ -341,6 +355,7 @@ impl Event {
             | RetryScheduled { step, .. }
             | StepSkipped { step, .. }
             | FailureIgnored { step }
+            | StepProgress { step, .. }
             | ItemStarted { step, .. }
             | ItemSucceeded { step, .. }
             | ItemFailed { step, .. }
@@ -371,6 +386,7 @@ impl Event {
             RetryScheduled { .. } => "retry_scheduled",
             StepSkipped { .. } => "step_skipped",
             FailureIgnored { .. } => "failure_ignored",
+            StepProgress { .. } => "step_progress",
             ItemStarted { .. } => "item_started",
             ItemSucceeded { .. } => "item_succeeded",
             ItemFailed { .. } => "item_failed",

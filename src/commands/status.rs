@@ -210,6 +210,13 @@ impl Shown<'_> {
                             .collect::<Vec<_>>(),
                     },
                     "output": self.log_tail(id, 5),
+                    "progress": s.progress.as_ref().map(|p| json!({
+                        "done": p.done,
+                        "total": p.total,
+                        "eta_ms": p.eta_ms,
+                        "what": p.what,
+                        "at_ms": p.at_ms,
+                    })),
                     "cancelled": s.cancelled,
                 });
                 (id.clone(), step)
@@ -330,6 +337,34 @@ impl Shown<'_> {
             if let Some(Value::String(e)) = outputs.get(LOG_ERROR) {
                 outln!("      WARNING: {}: {e}", name(ix));
             }
+        }
+        if let Some(p) = s
+            .progress
+            .as_ref()
+            .filter(|_| s.status == crate::engine::state::StepStatus::Running)
+        {
+            let share = p
+                .total
+                .filter(|t| *t > 0)
+                .map(|t| format!(" ({}%)", (p.done * 100 / t).min(100)))
+                .unwrap_or_default();
+            let of = p
+                .total
+                .map(|t| format!(" of about {t}"))
+                .unwrap_or_default();
+            let left = p
+                .eta_ms
+                .map(|eta| {
+                    let ms = (eta - crate::store::now_ms()).max(0) as u64;
+                    format!(
+                        ", about {} to go",
+                        crate::duration::fmt_duration(std::time::Duration::from_secs(
+                            ms.div_ceil(1000)
+                        ))
+                    )
+                })
+                .unwrap_or_default();
+            outln!("      progress: {}{of} {}{share}{left}", p.done, p.what);
         }
         for line in self.log_tail(id, 3) {
             outln!("      | {line}");

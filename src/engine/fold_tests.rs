@@ -346,6 +346,7 @@ fn label(event: &Event) -> String {
         | E::RetryScheduled { .. }
         | E::StepSkipped { .. }
         | E::FailureIgnored { .. }
+        | E::StepProgress { .. }
         | E::ItemStarted { .. }
         | E::ItemSucceeded { .. }
         | E::ItemFailed { .. }

@@ -11,6 +11,7 @@ pub mod items;
 /// The journal's vocabulary ([`crate::journal`]), at the path the engine's code uses.
 pub use crate::journal as event;
 pub mod mask;
+pub mod progress;
 pub mod publish;
 pub mod quote;
 pub mod run;

@@ -42,6 +42,15 @@ const CANCELLATION_RETRY: crate::retry::Backoff = crate::retry::Backoff::immedia
 const PUBLISH_RETRY: crate::retry::Backoff =
     crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
+/// How often a step's progress is journaled at most.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Events another writer may append while a step works that change nothing the engine
+/// decides: public updates and progress reports.
+fn harmless(e: &Event) -> bool {
+    matches!(e, Event::Published(_) | Event::StepProgress { .. })
+}
+
 /// How often a runner at work looks for an operator's `runbook abort`.
 const ABORT_POLL: Duration = Duration::from_secs(1);
 
@@ -200,7 +209,7 @@ impl<'a> Runner<'a> {
             self.state.apply(&r.event, r.at_ms)?;
             self.seq = r.seq;
             self.out.event(&self.run_id, &r);
-            only_updates &= matches!(r.event, Event::Published(_));
+            only_updates &= harmless(&r.event);
         }
         Ok(only_updates)
     }
@@ -326,10 +335,7 @@ impl<'a> Runner<'a> {
             .clock
             .io(self.store.load_after(&self.run_id, head.load(SeqCst)))
             .await?;
-        if newer
-            .iter()
-            .any(|r| !matches!(r.event, Event::Published(_)))
-        {
+        if newer.iter().any(|r| !harmless(&r.event)) {
             return Ok(());
         }
         if let Some(last) = newer.last() {
@@ -344,6 +350,29 @@ impl<'a> Runner<'a> {
             .store
             .append(&self.run_id, next, std::slice::from_ref(e), at);
         self.clock.io(append).await.map(|_| ())
+    }
+
+    /// While step `step` works: its progress reports journaled, at most one every
+    /// [`PROGRESS_EVERY`], after the public updates and progress since (never after
+    /// anything else).
+    pub(super) async fn journal_progress(&self, step: &Step) {
+        let head = std::sync::atomic::AtomicI64::new(self.seq);
+        loop {
+            self.clock.sleep(PROGRESS_EVERY).await;
+            let Some(r) = crate::engine::progress::take(&self.run_id, &step.id) else {
+                continue;
+            };
+            let e = self.mask_event(Event::StepProgress {
+                step: step.id.clone(),
+                done: r.done,
+                total: r.total,
+                eta_ms: r.eta_ms,
+                what: r.what,
+                cursor: r.cursor,
+            });
+            // A store that refuses it now is told the next report instead.
+            let _ = self.publish_after(&head, &e).await;
+        }
     }
 
     fn mask_event(&self, event: Event) -> Event {

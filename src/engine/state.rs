@@ -97,6 +97,17 @@ pub enum ItemStatus {
     Failed,
 }
 
+/// How far a step's running work has come, as it last reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub done: u64,
+    pub total: Option<u64>,
+    pub eta_ms: Option<i64>,
+    /// What is counted (`rows of orders`).
+    pub what: String,
+    pub at_ms: i64,
+}
+
 /// What the journal says about one step.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StepRun {
@@ -130,6 +141,8 @@ pub struct StepRun {
     /// Failed items a `resume --retry --only` left failed: they still count against
     /// `max_failures` when the step ends, but do not stop the hosts retried from starting.
     pub kept_failed: std::collections::BTreeSet<usize>,
+    /// The running work's last report of its progress (`step_progress`).
+    pub progress: Option<Progress>,
     /// A host step waiting for approval between waves: the wave (1-based) it would start.
     pub awaiting_wave: Option<usize>,
     /// Waves (1-based) of a host step a person let start, and the first one refused

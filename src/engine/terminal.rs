@@ -211,6 +211,16 @@ pub fn describe(e: &Event) -> String {
     use Event::*;
     match e {
         RunStarted { runbook, title, .. } => format!("run of `{runbook}` started: {title}"),
+        StepProgress {
+            step,
+            done,
+            total,
+            what,
+            ..
+        } => match total {
+            Some(t) => format!("step {step}: {done} of about {t} {what}"),
+            None => format!("step {step}: {done} {what}"),
+        },
         StepChecking { step, attempt } => {
             format!("step {step}: checking preconditions (attempt {attempt})")
         }

@@ -170,6 +170,8 @@ fn timeline(events: &[Recorded], title: &dyn Fn(&str) -> String) -> Vec<Timeline
         so_far.apply(r);
         let name = |step: &str| format!("`{step}` ({})", title(step));
         let text = match &r.event {
+            // Progress reports are for the run as it goes, not the timeline after it.
+            Event::StepProgress { .. } => None,
             Event::RunStarted {
                 runbook, operator, ..
             } => Some(format!("run of `{runbook}` started by {operator}")),

@@ -380,7 +380,24 @@ fn a_backfill_killed_half_way_goes_on_from_its_cursor_and_abort_still_restores_e
     // `runbook status` shows the backfill's progress (rows, rows/s, time to go).
     loop {
         let o = w.run(&["status", "cut", "--format", "json"]);
-        if o.stdout.contains("backfill of `orders`") && o.stdout.contains("to go") {
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let progress = &v["steps"]["m"]["progress"];
+        if o.stdout.contains("backfill of `orders`")
+            && o.stdout.contains("to go")
+            && progress["done"].as_u64().is_some_and(|d| d > 0)
+        {
+            // Journaled: `step_progress`, with how many of about how many, and when.
+            assert_eq!(
+                progress["what"], "rows of `orders` backfilled",
+                "{progress}"
+            );
+            assert!(progress["total"].as_u64().unwrap() >= 100_000, "{progress}");
+            assert!(progress["eta_ms"].as_i64().is_some(), "{progress}");
+            let text = w.run(&["status", "cut"]).stdout;
+            assert!(
+                text.contains("progress: ") && text.contains("% ") || text.contains("%)"),
+                "{text}"
+            );
             break;
         }
         assert!(

@@ -122,6 +122,7 @@ impl<'a> Runner<'a> {
                 tokio::select! {
                     out = work => out,
                     () = self.announce_overrun(step) => unreachable!("never returns"),
+                    () = self.journal_progress(step) => unreachable!("never returns"),
                 }
             };
             match step.timeout {

@@ -13,6 +13,26 @@ type Transition = Result<Option<R>, S>;
 /// Folds `event` (about `step`) into `step`, the run being `run`.
 pub(super) fn apply(step: &mut StepRun, run: R, event: &E, at_ms: i64) -> Transition {
     match event {
+        // A report of the running work; one that comes late (the step has ended) is kept
+        // as a fact and changes nothing.
+        E::StepProgress {
+            done,
+            total,
+            eta_ms,
+            what,
+            ..
+        } => {
+            if matches!(step.status, S::Running) {
+                step.progress = Some(super::Progress {
+                    done: *done,
+                    total: *total,
+                    eta_ms: *eta_ms,
+                    what: what.clone(),
+                    at_ms,
+                });
+            }
+            Ok(None)
+        }
         E::StepChecking { .. } | E::PreconditionFailed { .. } | E::StepStarted { .. } => {
             attempt_start(step, run, event, at_ms)
         }
@@ -50,6 +70,7 @@ fn working(run: R) -> bool {
 
 /// An attempt begins: its preconditions, then its action.
 fn attempt_start(step: &mut StepRun, run: R, event: &E, at_ms: i64) -> Transition {
+    step.progress = None;
     match event {
         E::StepChecking { attempt, .. } => {
             if !active(run) || step.status != S::Pending || *attempt != step.attempts + 1 {

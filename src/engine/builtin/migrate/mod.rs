@@ -60,7 +60,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `migrate`: brings the database to `to` (default the latest migration in `dir`).
 pub async fn migrate(p: &MigrateWith, env: Env<'_>) -> Outcome {
-    match run(p, env.log).await {
+    match run(p, env.log, (env.run_id, env.step)).await {
         Ok(outputs) => Outcome::Succeeded(outputs),
         Err(e) => Outcome::Failed(e),
     }
@@ -72,7 +72,12 @@ struct Policy {
     retries: u64,
 }
 
-async fn run(p: &MigrateWith, log: &mut StepLog) -> Result<IndexMap<String, Value>, String> {
+/// `unit`: the run and step, under which progress is reported.
+async fn run(
+    p: &MigrateWith,
+    log: &mut StepLog,
+    unit: (&str, &str),
+) -> Result<IndexMap<String, Value>, String> {
     let lock_timeout = match &p.lock_timeout {
         None => DEFAULT_LOCK_TIMEOUT,
         Some(t) => crate::duration::parse_duration(t)
@@ -109,7 +114,7 @@ async fn run(p: &MigrateWith, log: &mut StepLog) -> Result<IndexMap<String, Valu
     };
     let mut db = Db { conn };
     let result = match p.phase {
-        Some(phase) => online::run(&mut db.conn, p, phase, &policy, &migrations, log).await,
+        Some(phase) => online::run(&mut db.conn, p, phase, &policy, &migrations, log, unit).await,
         None => migrate_on(&mut db, p, &policy, &migrations, latest, log).await,
     };
     db.conn.close().await;

@@ -69,6 +69,7 @@ pub(super) async fn run(
     policy: &Policy,
     migrations: &[Migration],
     log: &mut StepLog,
+    unit: (&str, &str),
 ) -> Result<IndexMap<String, Value>, String> {
     if !conn.is_postgres() {
         return Err("online migrations (`phase`) need PostgreSQL".into());
@@ -84,6 +85,7 @@ pub(super) async fn run(
         schema,
         policy,
         log,
+        unit: (unit.0.to_owned(), unit.1.to_owned()),
     };
     o.phase(p, phase, migrations).await
 }
@@ -93,6 +95,8 @@ struct Online<'a> {
     schema: String,
     policy: &'a Policy,
     log: &'a mut StepLog,
+    /// The run and step the work is for (its progress is reported under them).
+    unit: (String, String),
 }
 
 impl Online<'_> {
@@ -544,6 +548,19 @@ impl Online<'_> {
                         "backfill of `{table}`: {total} of about {estimate} rows, {} rows/s{eta}",
                         rate as i64
                     ),
+                );
+                let left_ms = (estimate > total && rate > 0.0)
+                    .then(|| ((estimate - total) as f64 / rate * 1000.0) as i64);
+                crate::engine::progress::report(
+                    &self.unit.0,
+                    &self.unit.1,
+                    crate::engine::progress::Report {
+                        done: total as u64,
+                        total: Some(estimate.max(total) as u64),
+                        eta_ms: left_ms.map(|l| crate::store::now_ms() + l),
+                        what: format!("rows of `{table}` backfilled"),
+                        cursor: cursor.clone().map(|c| serde_json::json!({ table: c })),
+                    },
                 );
             }
             // The next batch sized to take `batch_time`.
