@@ -167,6 +167,12 @@ pub enum Change<'a> {
     Other,
     /// A step's action started (the step under way).
     StepStarted(&'a str),
+    /// The running step's work reported how far it has come: `done` of about `total`.
+    StepProgress {
+        step: &'a str,
+        done: u64,
+        total: Option<u64>,
+    },
     ServiceClosed,
     ServiceReopened,
     RollbackStarted,
@@ -239,6 +245,13 @@ impl History {
         self.apply_approval(&r.event, at);
         match &r.event {
             Event::StepStarted { step, .. } => Change::StepStarted(step),
+            Event::StepProgress {
+                step, done, total, ..
+            } => Change::StepProgress {
+                step,
+                done: *done,
+                total: *total,
+            },
             Event::ServiceClosed => {
                 self.closures.push(Closure {
                     closed_ms: at,

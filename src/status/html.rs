@@ -235,11 +235,20 @@ fn maintenance(page: &Page, m: &Maintenance) -> Value {
         .as_ref()
         .filter(|p| p.current > 0 && m.active())
         .map_or(Value::Null, |p| {
+            let done = p
+                .step_percent
+                .map(|pc| format!(" ({pc}% done)"))
+                .unwrap_or_default();
             let text = match p.step_title.as_deref() {
-                Some(title) => format!("Step {} of {}: {title}", p.current, p.total),
-                None => format!("Step {} of {}", p.current, p.total),
+                Some(title) => format!("Step {} of {}: {title}{done}", p.current, p.total),
+                None => format!("Step {} of {}{done}", p.current, p.total),
             };
-            json!({ "text": text, "current": p.current, "total": p.total.max(p.current) })
+            json!({
+                "text": text,
+                "current": p.current,
+                "total": p.total.max(p.current),
+                "percent": p.step_percent,
+            })
         });
     let eta = m
         .eta_shown(page.now_ms)

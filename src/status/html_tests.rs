@@ -461,3 +461,30 @@ fn status_words() {
     assert_eq!(status_label(""), "");
     assert_eq!(href("a b/ü"), "/maintenances/a%20b%2F%C3%BC");
 }
+
+#[test]
+fn the_running_step_shows_how_much_of_its_work_is_done() {
+    let mut stream = running();
+    if let Stream::Run { events, .. } = &mut stream {
+        events.push(rec(
+            10,
+            T0 + 7 * MIN,
+            Event::StepProgress {
+                step: "s4".into(),
+                done: 450,
+                total: Some(1000),
+                eta_ms: Some(T0 + 9 * MIN),
+                what: "rows of `orders` backfilled".into(),
+                cursor: None,
+            },
+        ));
+    }
+    let (_, snap) = snap(&[stream], T0 + 10 * MIN);
+    let index = body(&snap, "/");
+    assert!(
+        index.contains("Step 4 of 9: Step title 4 (45% done)"),
+        "{index}"
+    );
+    // What the work counts is not for customers.
+    assert!(!index.contains("orders"), "{index}");
+}

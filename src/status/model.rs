@@ -167,6 +167,9 @@ pub struct Progress {
     pub current: usize,
     pub total: usize,
     pub step_title: Option<String>,
+    /// How much of the current step's work is done, in percent, when it reports it (an
+    /// online migration's backfill).
+    pub step_percent: Option<u8>,
 }
 
 /// A maintenance: scheduled by `runbook schedule`, carried out by a run, or both.

@@ -139,6 +139,7 @@ fn fold_notice(id: &str, events: &[NoticeRecorded], tz: Tz) -> Option<Maintenanc
                         current: 0,
                         total: a.public_steps,
                         step_title: None,
+                        step_percent: None,
                     }),
                     eta_ms: None,
                     closed: false,
@@ -214,6 +215,7 @@ fn fold_run(
         current: 0,
         total: public_steps.len(),
         step_title: None,
+        step_percent: None,
     });
     let mut history = History::default();
     history.apply(&events[0]);
@@ -228,7 +230,19 @@ fn fold_run(
                         current: pos + 1,
                         total: public_steps.len(),
                         step_title: public_steps[pos].title.clone(),
+                        step_percent: None,
                     });
+                }
+            }
+            Change::StepProgress { step, done, total } => {
+                let current = public_steps
+                    .iter()
+                    .position(|s| s.id == step)
+                    .map(|p| p + 1);
+                if let (Some(p), Some(total)) = (m.progress.as_mut(), total.filter(|t| *t > 0))
+                    && current == Some(p.current)
+                {
+                    p.step_percent = Some((done.saturating_mul(100) / total).min(100) as u8);
                 }
             }
             Change::ServiceClosed => {
