@@ -228,6 +228,13 @@ fn complete_leaves_the_new_shape_only_and_the_new_version_keeps_working() {
         "migrations/0002_more.yaml",
         "operations:\n  - add_column: { table: orders, column: { name: note, type: text } }\n",
     );
+    let out = w.run(&["execute", "start.yaml", "--yes", "--now"]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stdout.contains("online migration 1 (0001_order_totals) is already started: complete or abort it before starting 0002_more.yaml"),
+        "{}",
+        out.stdout
+    );
     w.write("complete.yaml", &runbook(&db, "complete"));
     let out = w.run(&["execute", "complete.yaml", "--yes", "--now"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);

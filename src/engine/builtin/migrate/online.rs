@@ -212,11 +212,24 @@ impl Online<'_> {
                     ));
                 }
                 if let Some(s) = &under_way
-                    && s.checksum != m.checksum
+                    && (s.checksum != m.checksum || s.name != m.name)
                 {
                     return Err(format!(
-                        "{} changed since it was started; abort the migration started from the old file first",
-                        m.up_file
+                        "online migration {} ({}) is already started from another file than {}: complete or abort it before starting another",
+                        s.version, s.name, m.up_file
+                    ));
+                }
+                // Started in full, with another online migration after it: that one
+                // waits until this one is completed (or aborted).
+                if let Some(s) = &under_way
+                    && s.phase == "started"
+                    && let Some(later) = migrations
+                        .iter()
+                        .find(|x| x.online && x.version > s.version)
+                {
+                    return Err(format!(
+                        "online migration {} ({}) is already started: complete or abort it before starting {}; nothing was changed",
+                        s.version, s.name, later.up_file
                     ));
                 }
                 self.start(m, under_way, p).await
