@@ -172,6 +172,7 @@ pub enum Change<'a> {
         step: &'a str,
         done: u64,
         total: Option<u64>,
+        eta_ms: Option<i64>,
     },
     ServiceClosed,
     ServiceReopened,
@@ -246,11 +247,16 @@ impl History {
         match &r.event {
             Event::StepStarted { step, .. } => Change::StepStarted(step),
             Event::StepProgress {
-                step, done, total, ..
+                step,
+                done,
+                total,
+                eta_ms,
+                ..
             } => Change::StepProgress {
                 step,
                 done: *done,
                 total: *total,
+                eta_ms: *eta_ms,
             },
             Event::ServiceClosed => {
                 self.closures.push(Closure {

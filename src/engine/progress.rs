@@ -1,6 +1,6 @@
-//! How a built-in step's work reports how far it has come (a backfill's rows), for the
-//! runner to journal (`step_progress`) while the work goes on: the work only reads the
-//! run and never records, so its last report waits here, by run and step.
+//! How a built-in step's work reports how far it has come (a backfill's rows, after
+//! each batch), for the runner to journal (`step_progress`) while the work goes on: the
+//! work only reads the run and never records, so its reports wait here, by run and step.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -17,25 +17,32 @@ pub struct Report {
     pub cursor: Option<Value>,
 }
 
-type Reports = Mutex<HashMap<(String, String), Report>>;
+type Reports = Mutex<HashMap<(String, String), Vec<Report>>>;
 
 fn reports() -> &'static Reports {
     static R: OnceLock<Reports> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 
-/// The work of `step` in run `run_id` has come this far (the latest report wins).
+/// Reports kept for one step until the runner takes them (a runner that does not, in
+/// a test say, holds no more than this).
+const KEPT: usize = 1000;
+
+/// The work of `step` in run `run_id` has come this far.
 pub fn report(run_id: &str, step: &str, r: Report) {
-    reports()
-        .lock()
-        .expect("not poisoned")
-        .insert((run_id.to_owned(), step.to_owned()), r);
+    let mut all = reports().lock().expect("not poisoned");
+    let kept = all.entry((run_id.to_owned(), step.to_owned())).or_default();
+    if kept.len() >= KEPT {
+        kept.remove(0);
+    }
+    kept.push(r);
 }
 
-/// The latest report of `step` not taken yet.
-pub fn take(run_id: &str, step: &str) -> Option<Report> {
+/// The reports of `step` not taken yet, in order.
+pub fn take(run_id: &str, step: &str) -> Vec<Report> {
     reports()
         .lock()
         .expect("not poisoned")
         .remove(&(run_id.to_owned(), step.to_owned()))
+        .unwrap_or_default()
 }

@@ -43,7 +43,7 @@ const PUBLISH_RETRY: crate::retry::Backoff =
     crate::retry::Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
 
 /// How often a step's progress is journaled at most.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 /// Events another writer may append while a step works that change nothing the engine
 /// decides: public updates and progress reports.
@@ -330,6 +330,16 @@ impl<'a> Runner<'a> {
         head: &std::sync::atomic::AtomicI64,
         e: &Event,
     ) -> Result<(), StoreError> {
+        self.append_after(head, std::slice::from_ref(e)).await
+    }
+
+    /// `events` appended in one commit after the harmless events recorded since `head`
+    /// (which it moves on), or nothing after anything else.
+    async fn append_after(
+        &self,
+        head: &std::sync::atomic::AtomicI64,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let newer = self
             .clock
@@ -346,32 +356,39 @@ impl<'a> Runner<'a> {
         }
         let next = head.load(SeqCst) + 1;
         let at = self.clock.now_ms();
-        let append = self
-            .store
-            .append(&self.run_id, next, std::slice::from_ref(e), at);
-        self.clock.io(append).await.map(|_| ())
+        let append = self.store.append(&self.run_id, next, events, at);
+        let recorded = self.clock.io(append).await?;
+        if let Some(last) = recorded.last() {
+            head.store(last.seq, SeqCst);
+        }
+        Ok(())
     }
 
-    /// While step `step` works: its progress reports journaled, at most one every
-    /// [`PROGRESS_EVERY`], after the public updates and progress since (never after
-    /// anything else).
+    /// While step `step` works: its progress reports journaled (every one, so a
+    /// backfill's cursor after each batch), in one commit every [`PROGRESS_EVERY`], after
+    /// the public updates and progress since (never after anything else).
     pub(super) async fn journal_progress(&self, step: &Step) {
         let head = std::sync::atomic::AtomicI64::new(self.seq);
         loop {
             self.clock.sleep(PROGRESS_EVERY).await;
-            let Some(r) = crate::engine::progress::take(&self.run_id, &step.id) else {
+            let events: Vec<Event> = crate::engine::progress::take(&self.run_id, &step.id)
+                .into_iter()
+                .map(|r| {
+                    self.mask_event(Event::StepProgress {
+                        step: step.id.clone(),
+                        done: r.done,
+                        total: r.total,
+                        eta_ms: r.eta_ms,
+                        what: r.what,
+                        cursor: r.cursor,
+                    })
+                })
+                .collect();
+            if events.is_empty() {
                 continue;
-            };
-            let e = self.mask_event(Event::StepProgress {
-                step: step.id.clone(),
-                done: r.done,
-                total: r.total,
-                eta_ms: r.eta_ms,
-                what: r.what,
-                cursor: r.cursor,
-            });
-            // A store that refuses it now is told the next report instead.
-            let _ = self.publish_after(&head, &e).await;
+            }
+            // A store that refuses them now is told the next reports instead.
+            let _ = self.append_after(&head, &events).await;
         }
     }
 

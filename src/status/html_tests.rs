@@ -473,7 +473,7 @@ fn the_running_step_shows_how_much_of_its_work_is_done() {
                 step: "s4".into(),
                 done: 450,
                 total: Some(1000),
-                eta_ms: Some(T0 + 9 * MIN),
+                eta_ms: Some(T0 + 120 * MIN),
                 what: "rows of `orders` backfilled".into(),
                 cursor: None,
             },

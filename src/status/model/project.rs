@@ -234,7 +234,12 @@ fn fold_run(
                     });
                 }
             }
-            Change::StepProgress { step, done, total } => {
+            Change::StepProgress {
+                step,
+                done,
+                total,
+                eta_ms,
+            } => {
                 let current = public_steps
                     .iter()
                     .position(|s| s.id == step)
@@ -243,6 +248,12 @@ fn fold_run(
                     && current == Some(p.current)
                 {
                     p.step_percent = Some((done.saturating_mul(100) / total).min(100) as u8);
+                }
+                // The maintenance cannot end before the running step's work does.
+                if let Some(eta) = eta_ms
+                    && m.eta_ms.is_some_and(|shown| eta > shown)
+                {
+                    m.eta_ms = Some(eta);
                 }
             }
             Change::ServiceClosed => {

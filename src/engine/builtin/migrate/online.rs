@@ -562,20 +562,22 @@ impl Online<'_> {
                         rate as i64
                     ),
                 );
-                let left_ms = (estimate > total && rate > 0.0)
-                    .then(|| ((estimate - total) as f64 / rate * 1000.0) as i64);
-                crate::engine::progress::report(
-                    &self.unit.0,
-                    &self.unit.1,
-                    crate::engine::progress::Report {
-                        done: total as u64,
-                        total: Some(estimate.max(total) as u64),
-                        eta_ms: left_ms.map(|l| crate::store::now_ms() + l),
-                        what: format!("rows of `{table}` backfilled"),
-                        cursor: cursor.clone().map(|c| serde_json::json!({ table: c })),
-                    },
-                );
             }
+            // Every batch's progress and cursor, for the journal.
+            let rate = total as f64 / began_all.elapsed().as_secs_f64().max(0.001);
+            let left_ms = (estimate > total && rate > 0.0)
+                .then(|| ((estimate - total) as f64 / rate * 1000.0) as i64);
+            crate::engine::progress::report(
+                &self.unit.0,
+                &self.unit.1,
+                crate::engine::progress::Report {
+                    done: total as u64,
+                    total: Some(estimate.max(total) as u64),
+                    eta_ms: left_ms.map(|l| crate::store::now_ms() + l),
+                    what: format!("rows of `{table}` backfilled"),
+                    cursor: cursor.clone().map(|c| serde_json::json!({ table: c })),
+                },
+            );
             // The next batch sized to take `batch_time`.
             let scale = batch_time.as_secs_f64() / took.as_secs_f64().max(0.001);
             n = ((n as f64 * scale.clamp(0.5, 2.0)) as i64).clamp(100, MAX_BATCH);
