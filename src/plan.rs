@@ -86,6 +86,9 @@ pub struct PlannedStep<'a> {
     pub items: Option<usize>,
     /// A host step (`on:`): how many hosts it runs on (after `--limit`).
     pub hosts: Option<usize>,
+    /// An online migration step (`migrate` with `phase`): `start`, `complete` or
+    /// `abort`; it does not close the service.
+    pub online: Option<String>,
     /// A host step in waves: how many of its hosts are done by the end of each wave.
     pub waves: Option<Vec<usize>>,
     /// How this step is undone when a later failure rolls the run back.
@@ -203,6 +206,14 @@ pub fn plan_learned<'a>(
             checkpoint: s.checkpoint,
             requires: &s.requires,
             items: rb.item_count(s),
+            online: match s.run.as_deref() {
+                None if s.kind == Kind::Migrate => s
+                    .with
+                    .get("phase")
+                    .and_then(|p| p.as_str())
+                    .map(str::to_owned),
+                _ => None,
+            },
             hosts: match &s.for_each {
                 Some(crate::runbook::ForEach::Hosts(h)) => Some(h.len()),
                 _ => None,
@@ -610,6 +621,11 @@ fn step_notes(s: &PlannedStep<'_>) -> Vec<String> {
     let mut notes = Vec::new();
     if s.checkpoint {
         notes.push("checkpoint".to_owned());
+    }
+    if let Some(phase) = &s.online {
+        notes.push(format!(
+            "online migration ({phase}): the service stays open"
+        ));
     }
     match (s.hosts, &s.waves) {
         (Some(n), Some(ends)) if ends.len() > 1 => {

@@ -216,6 +216,14 @@ fn complete_leaves_the_new_shape_only_and_the_new_version_keeps_working() {
     w.write("start.yaml", &runbook(&db, "start"));
     let out = w.run(&["execute", "start.yaml", "--yes", "--now"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // `plan` says the step keeps the service open.
+    let plan = w.run(&["plan", "start.yaml"]);
+    assert!(
+        plan.stdout
+            .contains("online migration (start): the service stays open"),
+        "{}",
+        plan.stdout
+    );
     // Without a `close` step, customers are told the service stays up.
     assert!(
         out.stdout
