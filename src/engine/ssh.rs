@@ -74,6 +74,15 @@ fn home(path: &str) -> OsString {
     }
 }
 
+/// A path on the host as one word for `sh`: `~/` at its start is the home directory.
+fn remote_path(p: &str) -> String {
+    match p.strip_prefix("~/") {
+        Some(rest) => format!("\"$HOME\"/{}", quote(rest)),
+        None if p == "~" => "\"$HOME\"".to_owned(),
+        None => quote(p),
+    }
+}
+
 /// Text as one word for `sh`, in single quotes.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -245,7 +254,7 @@ impl<'a> Remote<'a> {
             inner.push_str(&format!("export {k}={}; ", quote(v)));
         }
         if let Some(dir) = cwd {
-            inner.push_str(&format!("cd {} && ", quote(dir)));
+            inner.push_str(&format!("cd {} && ", remote_path(dir)));
         }
         inner.push_str(command);
         // The host's shell runs `setsid`, whose `sh` names its new process group; with
@@ -317,14 +326,14 @@ impl<'a> Remote<'a> {
             Ok(l) => l,
             Err(e) => return Outcome::Failed(e),
         };
-        let d = quote(dest);
+        let d = remote_path(dest);
         let chmod = mode
             .map(|m| format!("chmod {m:o} \"$t\"; "))
             .unwrap_or_default();
         let script = if local.dir {
             format!(
                 "set -e; t={d}.runbook-tmp.$$; o={d}.runbook-old.$$; rm -rf -- \"$t\"; mkdir -p -- \"$t\"; trap 'rm -rf -- \"$t\"' EXIT; \
-                 tar -C \"$t\" -xf -; {chmod}\
+                 tar --no-same-owner -C \"$t\" -xf -; {chmod}\
                  s=$(cd \"$t\" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1); \
                  if [ \"$s\" != {h} ]; then echo \"the upload of {src} arrived with SHA-256 $s, not {h}\" >&2; exit 1; fi; \
                  if [ -e {d} ]; then mv -- {d} \"$o\"; fi; mv -- \"$t\" {d}; rm -rf -- \"$o\"; trap - EXIT",
@@ -333,13 +342,15 @@ impl<'a> Remote<'a> {
             )
         } else {
             format!(
-                "set -e; t={d}.runbook-tmp.$$; mkdir -p -- \"$(dirname -- {d})\"; trap 'rm -f -- \"$t\"' EXIT; \
+                "set -e; if [ -d {d} ]; then echo \"the destination {shown} is a directory: name the file\" >&2; exit 1; fi; \
+                 t={d}.runbook-tmp.$$; mkdir -p -- \"$(dirname -- {d})\"; trap 'rm -f -- \"$t\"' EXIT; \
                  cat > \"$t\"; {chmod}\
                  s=$(sha256sum -- \"$t\" | cut -d' ' -f1); \
                  if [ \"$s\" != {h} ]; then echo \"the upload of {src} arrived with SHA-256 $s, not {h}\" >&2; exit 1; fi; \
                  mv -f -- \"$t\" {d}; trap - EXIT",
                 h = local.sha256,
                 src = src.display(),
+                shown = dest.replace(['\'', '"', '$', '`', '\\'], "_"),
             )
         };
         let stdin = match std::fs::File::open(&local.upload) {
@@ -469,10 +480,18 @@ impl Local {
             dir_digest(src).map_err(|e| format!("cannot read `{}`: {e}", src.display()))?;
         std::fs::create_dir_all(work_dir)
             .map_err(|e| format!("cannot make `{}`: {e}", work_dir.display()))?;
-        let upload = work_dir.join(format!("copy-{}.tar", &sha256[..16]));
-        if !upload.exists() {
-            let partial = upload.with_extension(format!("tar.{}", std::process::id()));
+        // An archive of this upload's own (hosts upload at the same time).
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let upload = work_dir.join(format!(
+            "copy-{}-{}-{n}.tar",
+            &sha256[..16],
+            std::process::id()
+        ));
+        {
+            let partial = upload.with_extension("tar.partial");
             let out = tokio::process::Command::new("tar")
+                .env("COPYFILE_DISABLE", "1")
                 .arg("-C")
                 .arg(src)
                 .arg("-cf")

@@ -268,6 +268,14 @@ fn complete_leaves_the_new_shape_only_and_the_new_version_keeps_working() {
         psql(&db, "SELECT display_name FROM accounts WHERE id = 3"),
         "account 3"
     );
+    // The changed column keeps its NOT NULL.
+    assert_eq!(
+        psql(
+            &db,
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'qty' AND table_schema = 'public'"
+        ),
+        "NO"
+    );
     assert_eq!(
         psql(
             &db,

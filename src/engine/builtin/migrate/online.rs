@@ -30,6 +30,9 @@ use crate::runbook::online::{Op, is_ident, parse};
 use crate::runbook::with::{MigrateWith, Phase};
 use crate::sql::migrations::Migration;
 
+/// The advisory lock classic migrations hold too (`runbook` in ASCII).
+const ADVISORY_KEY: i64 = 0x72_75_6e_62_6f_6f_6b;
+
 /// Where an online migration under way keeps its state (and the backfill its cursor).
 const STATE: &str = "runbook_online";
 /// The first backfill batch; later ones are sized to `batch_time`.
@@ -185,6 +188,17 @@ impl Online<'_> {
         phase: Phase,
         migrations: &[Migration],
     ) -> Result<IndexMap<String, Value>, String> {
+        // The lock classic migrations take: one migrator per database.
+        let locked = self
+            .one(&format!(
+                "SELECT pg_try_advisory_lock({ADVISORY_KEY}) AS locked"
+            ))
+            .await?;
+        if locked != Value::Bool(true) {
+            return Err(format!(
+                "another migration is running against this database (it holds the advisory lock {ADVISORY_KEY}); wait for it to end"
+            ));
+        }
         let applied = self.applied().await?;
         let under_way = self.started().await?;
         let next = applied + 1;
@@ -254,6 +268,12 @@ impl Online<'_> {
                         s.version, s.name, p.dir
                     ));
                 };
+                if m.checksum != s.checksum {
+                    return Err(format!(
+                        "{} changed since online migration {} was started: restore the file as it was started to {verb} it; nothing was changed",
+                        m.up_file, s.version
+                    ));
+                }
                 let ops =
                     parse(&m.up_sql).map_err(|e| format!("{}: {}", m.up_file, e[0].message))?;
                 if phase == Phase::Complete {
@@ -324,6 +344,28 @@ impl Online<'_> {
             None => {
                 let tables = self.tables().await?;
                 check_against(&ops, &tables, &s)?;
+                for op in &ops {
+                    if let Op::CreateIndex {
+                        table,
+                        columns,
+                        name,
+                        ..
+                    } = op
+                    {
+                        let idx = index_name(table, columns, name.as_deref());
+                        let there = self
+                            .one(&format!(
+                                "SELECT to_regclass({}) IS NOT NULL AS e",
+                                lit(&format!("{}.{}", q(&s), q(&idx)))
+                            ))
+                            .await?;
+                        if there == Value::Bool(true) {
+                            return Err(format!(
+                                "an index or table named `{idx}` already exists in `{s}`: give the index another `name`; nothing was changed"
+                            ));
+                        }
+                    }
+                }
                 let old_exists = self
                     .one(&format!(
                         "SELECT to_regnamespace({}) IS NOT NULL AS e",
@@ -331,7 +373,8 @@ impl Online<'_> {
                     ))
                     .await?
                     == Value::Bool(true);
-                let sql = expand_sql(&ops, &tables, &s, &old, &new, !old_exists, m)?;
+                let carry = self.carried(&ops, &s).await?;
+                let sql = expand_sql(&ops, &tables, &s, &old, &new, !old_exists, m, &carry)?;
                 self.locked(&format!("expanding {}", m.name), &sql).await?;
                 self.log.line(
                     "migrate",
@@ -403,6 +446,28 @@ impl Online<'_> {
                 )
                 .await?;
             }
+            if let Op::AlterColumn { table, column, .. } = op {
+                let k = not_null_check(v, &shadow(column));
+                let there = self
+                    .one(&format!(
+                        "SELECT count(*)::bigint AS n FROM pg_constraint WHERE conname = {} AND conrelid = {}::regclass",
+                        lit(&k),
+                        lit(&format!("{}.{}", q(&s), q(table)))
+                    ))
+                    .await?;
+                if there.as_i64().unwrap_or(0) > 0 {
+                    self.rows(
+                        &format!(
+                            "ALTER TABLE {}.{} VALIDATE CONSTRAINT {}",
+                            q(&s),
+                            q(table),
+                            q(&k)
+                        ),
+                        false,
+                    )
+                    .await?;
+                }
+            }
             if let Op::CreateIndex {
                 table,
                 columns,
@@ -411,6 +476,21 @@ impl Online<'_> {
             } = op
             {
                 let idx = index_name(table, columns, name.as_deref());
+                // One a failure left invalid is built again.
+                let invalid = self
+                    .one(&format!(
+                        "SELECT count(*)::bigint AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {} AND NOT i.indisvalid",
+                        lit(&s),
+                        lit(&idx)
+                    ))
+                    .await?;
+                if invalid.as_i64().unwrap_or(0) > 0 {
+                    self.rows(
+                        &format!("DROP INDEX CONCURRENTLY IF EXISTS {}.{}", q(&s), q(&idx)),
+                        false,
+                    )
+                    .await?;
+                }
                 let cols: Vec<String> = columns.iter().map(|c| q(c)).collect();
                 let sql = format!(
                     "CREATE {}INDEX CONCURRENTLY IF NOT EXISTS {} ON {}.{} ({})",
@@ -449,6 +529,45 @@ impl Online<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    /// What a changed column carries over to its new one: its default and its NOT NULL;
+    /// a column in an index or a constraint is refused (those cannot follow it).
+    async fn carried(
+        &mut self,
+        ops: &[Op],
+        s: &str,
+    ) -> Result<IndexMap<(String, String), Carry>, String> {
+        let mut out = IndexMap::new();
+        for op in ops {
+            let Op::AlterColumn { table, column, .. } = op else {
+                continue;
+            };
+            let t = lit(&format!("{}.{}", q(s), q(table)));
+            let rows = self
+                .rows(&format!(
+                    "SELECT a.attnotnull AS not_null, pg_get_expr(d.adbin, d.adrelid) AS def,                      (SELECT count(*)::bigint FROM pg_index i WHERE i.indrelid = a.attrelid AND a.attnum = ANY(i.indkey)) AS indexes,                      (SELECT count(*)::bigint FROM pg_constraint c WHERE c.conrelid = a.attrelid AND a.attnum = ANY(c.conkey)) AS constraints                      FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum                      WHERE a.attrelid = {t}::regclass AND a.attname = {}",
+                    lit(column)
+                ), false)
+                .await?;
+            let Some(r) = rows.into_iter().next() else {
+                continue;
+            };
+            let used = r["indexes"].as_i64().unwrap_or(0) + r["constraints"].as_i64().unwrap_or(0);
+            if used > 0 {
+                return Err(format!(
+                    "column `{column}` of `{s}.{table}` is in an index or a constraint, which an online type change cannot carry over to its new column; drop them first (or change the type in a classic migration); nothing was changed"
+                ));
+            }
+            out.insert(
+                (table.clone(), column.clone()),
+                Carry {
+                    not_null: r["not_null"] == Value::Bool(true),
+                    default: r["def"].as_str().map(str::to_owned),
+                },
+            );
+        }
+        Ok(out)
+    }
+
     async fn backfill(
         &mut self,
         v: u64,
@@ -509,7 +628,7 @@ impl Online<'_> {
                 Some(k) => format!(
                     "WITH b AS (SELECT {k} AS runbook_key FROM {t} {} ORDER BY {k} LIMIT {n}), \
                      u AS (UPDATE {t} SET {set} FROM b WHERE {t}.{k} = b.runbook_key RETURNING b.runbook_key), \
-                     m AS (SELECT max(runbook_key)::text AS c, count(*)::bigint AS n FROM u), \
+                     m AS (SELECT (SELECT u.runbook_key::text FROM u ORDER BY u.runbook_key DESC LIMIT 1) AS c, (SELECT count(*)::bigint FROM u) AS n), \
                      w AS (UPDATE {STATE} SET cursor = jsonb_set(cursor, ARRAY[{tl}], to_jsonb(m.c)), rows = rows + m.n FROM m WHERE version = {v} AND m.n > 0) \
                      SELECT c, n FROM m",
                     cursor
@@ -635,8 +754,13 @@ impl Online<'_> {
                     t = q(table), c = q(name), k = q(&not_null_check(v, name))
                 )),
                 Op::AlterColumn { table, column, .. } => sql.push_str(&format!(
-                    "ALTER TABLE {s}.{t} DROP COLUMN {c};\nALTER TABLE {s}.{t} RENAME COLUMN {n} TO {c};\n",
-                    t = q(table), c = q(column), n = q(&shadow(column))
+                    "ALTER TABLE {s}.{t} DROP COLUMN {c};\nALTER TABLE {s}.{t} RENAME COLUMN {n} TO {c};\n\
+                     DO $runbook$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {kl} AND conrelid = {tl}::regclass) THEN \
+                     ALTER TABLE {s}.{t} ALTER COLUMN {c} SET NOT NULL; ALTER TABLE {s}.{t} DROP CONSTRAINT {k}; END IF; END $runbook$;\n",
+                    t = q(table), c = q(column), n = q(&shadow(column)),
+                    k = q(&not_null_check(v, &shadow(column))),
+                    kl = lit(&not_null_check(v, &shadow(column))),
+                    tl = lit(&format!("{s}.{}", q(table)))
                 )),
                 Op::RenameColumn { table, from, to } => sql.push_str(&format!(
                     "ALTER TABLE {s}.{} RENAME COLUMN {} TO {};\n", q(table), q(from), q(to)
@@ -753,6 +877,13 @@ fn drop_triggers(v: u64, ops: &[Op], s: &str) -> String {
             )
         })
         .collect()
+}
+
+/// What a changed column's new column takes over from it.
+#[derive(Debug, Clone, Default)]
+struct Carry {
+    not_null: bool,
+    default: Option<String>,
 }
 
 fn trigger_name(v: u64, table: &str) -> String {
@@ -905,6 +1036,7 @@ fn expand_sql(
     new: &str,
     create_old: bool,
     m: &Migration,
+    carry: &IndexMap<(String, String), Carry>,
 ) -> Result<String, String> {
     let s = q(schema);
     let v = m.version;
@@ -944,11 +1076,28 @@ fn expand_sql(
                 column,
                 sql_type,
                 ..
-            } => sql.push_str(&format!(
-                "ALTER TABLE {s}.{} ADD COLUMN {} {sql_type};\n",
-                q(table),
-                q(&shadow(column))
-            )),
+            } => {
+                let c = carry
+                    .get(&(table.clone(), column.clone()))
+                    .cloned()
+                    .unwrap_or_default();
+                sql.push_str(&format!(
+                    "ALTER TABLE {s}.{} ADD COLUMN {} {sql_type}{};\n",
+                    q(table),
+                    q(&shadow(column)),
+                    c.default
+                        .map(|d| format!(" DEFAULT {d}"))
+                        .unwrap_or_default()
+                ));
+                if c.not_null {
+                    sql.push_str(&format!(
+                        "ALTER TABLE {s}.{} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID;\n",
+                        q(table),
+                        q(&not_null_check(v, &shadow(column))),
+                        q(&shadow(column))
+                    ));
+                }
+            }
             _ => {}
         }
     }
