@@ -528,7 +528,6 @@ impl Online<'_> {
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
     /// What a changed column carries over to its new one: its default and its NOT NULL;
     /// a column in an index or a constraint is refused (those cannot follow it).
     async fn carried(
@@ -568,6 +567,7 @@ impl Online<'_> {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn backfill(
         &mut self,
         v: u64,
@@ -1028,6 +1028,7 @@ fn check_against(
 
 /// The expand transaction: new columns, NOT VALID checks, triggers, the two schemas of
 /// views, and the state row.
+#[allow(clippy::too_many_arguments)]
 fn expand_sql(
     ops: &[Op],
     tables: &IndexMap<String, Vec<String>>,
