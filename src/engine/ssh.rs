@@ -74,6 +74,16 @@ fn home(path: &str) -> OsString {
     }
 }
 
+/// The environment's exports in a private temporary file (removed at once; the open
+/// file is what the command reads).
+fn env_file(exports: &str) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let mut f = tempfile::tempfile()?;
+    f.write_all(exports.as_bytes())?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    Ok(f)
+}
+
 /// A path on the host as one word for `sh`: `~/` at its start is the home directory.
 fn remote_path(p: &str) -> String {
     match p.strip_prefix("~/") {
@@ -245,13 +255,28 @@ impl<'a> Remote<'a> {
         log: &mut StepLog,
         with: With<'_>,
     ) -> Outcome {
-        let With { stdin, key } = with;
+        let With { mut stdin, key } = with;
         if let Err(e) = self.connect().await {
             return Outcome::Failed(e);
         }
         let mut inner = String::new();
-        for (k, v) in env {
-            inner.push_str(&format!("export {k}={}; ", quote(v)));
+        // The environment goes on standard input, not on a command line (`ps` shows
+        // those to every user); a command with its own input (`copy`) gets it inline.
+        let exports: String = env
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+            .collect();
+        if !exports.is_empty() {
+            match stdin {
+                None => match env_file(&exports) {
+                    Ok(f) => {
+                        stdin = Some(f);
+                        inner.push_str("eval \"$(cat)\"; ");
+                    }
+                    Err(e) => return Outcome::Failed(format!("cannot pass the environment: {e}")),
+                },
+                Some(_) => inner.push_str(&exports.replace('\n', "; ")),
+            }
         }
         if let Some(dir) = cwd {
             inner.push_str(&format!("cd {} && ", remote_path(dir)));

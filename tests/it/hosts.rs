@@ -593,3 +593,21 @@ fn a_host_whose_command_ran_on_after_the_runner_was_killed_is_recorded_not_run_a
         );
     }
 }
+
+#[test]
+fn a_host_command_gets_its_environment_and_working_directory() {
+    let lab = Lab::new(1);
+    let w = World::sqlite();
+    let l = lab.dir.path().display();
+    let steps = format!(
+        r#"  - id: greet
+    kind: patch
+    on: web
+    run: {{ shell: "echo \"$GREETING in $(pwd)\" >> {l}/greetings", env: {{ GREETING: "it's {{{{host.name}}}}" }}, cwd: "{l}" }}
+"#
+    );
+    w.write("rb.yaml", &runbook(&lab, &steps));
+    let out = w.execute("rb.yaml", "env");
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(lab.lines("greetings"), [format!("it's h1 in {l}")]);
+}
