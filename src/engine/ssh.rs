@@ -8,7 +8,6 @@
 //! not only the local `ssh`.
 
 use std::ffi::OsString;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -553,24 +552,10 @@ pub fn missing(src: &Path, e: &std::io::Error) -> String {
     }
 }
 
+/// A file's SHA-256 (by the backups' own reader) and size.
 fn file_digest(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((hex(&h.finalize()), size))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let sha = super::builtin::artifact::sha256_file(path)?;
+    Ok((sha, std::fs::metadata(path)?.len()))
 }
 
 /// The SHA-256 of a directory's `sha256sum` listing (`HASH  ./path` per file, sorted by
@@ -604,7 +589,7 @@ fn dir_digest(dir: &Path) -> std::io::Result<(String, u64)> {
         listing.update(&shown);
         listing.update(b"\n");
     }
-    Ok((hex(&listing.finalize()), total))
+    Ok((super::builtin::artifact::hex(&listing.finalize()), total))
 }
 
 /// Closes the connections of `rb`'s hosts that this process opened for the run whose

@@ -61,7 +61,7 @@ pub(super) fn random_suffix() -> String {
     hex(&Sha256::digest(seed.as_bytes()))[..10].to_owned()
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -195,7 +195,7 @@ pub(super) fn put_in_place(
 }
 
 /// The SHA-256 of a file.
-pub(super) fn sha256_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -2,7 +2,7 @@
 //! `migrate`, `optimise`), done as a careful DBA would by hand, with the field's own
 //! tools (`pg_dump`, `pg_restore`, SQLite's backup API) against PostgreSQL and SQLite.
 
-mod artifact;
+pub(crate) mod artifact;
 pub mod backup;
 pub mod migrate;
 pub mod optimise;

@@ -30,9 +30,6 @@ use crate::runbook::online::{Op, is_ident, parse};
 use crate::runbook::with::{MigrateWith, Phase};
 use crate::sql::migrations::Migration;
 
-/// The advisory lock classic migrations hold too (`runbook` in ASCII).
-const ADVISORY_KEY: i64 = 0x72_75_6e_62_6f_6f_6b;
-
 /// Where an online migration under way keeps its state (and the backfill its cursor).
 const STATE: &str = "runbook_online";
 /// The first backfill batch; later ones are sized to `batch_time`.
@@ -189,16 +186,7 @@ impl Online<'_> {
         migrations: &[Migration],
     ) -> Result<IndexMap<String, Value>, String> {
         // The lock classic migrations take: one migrator per database.
-        let locked = self
-            .one(&format!(
-                "SELECT pg_try_advisory_lock({ADVISORY_KEY}) AS locked"
-            ))
-            .await?;
-        if locked != Value::Bool(true) {
-            return Err(format!(
-                "another migration is running against this database (it holds the advisory lock {ADVISORY_KEY}); wait for it to end"
-            ));
-        }
+        super::tracking::advisory_lock(self.conn).await?;
         let applied = self.applied().await?;
         let under_way = self.started().await?;
         let next = applied + 1;
@@ -345,14 +333,7 @@ impl Online<'_> {
                 let tables = self.tables().await?;
                 check_against(&ops, &tables, &s)?;
                 for op in &ops {
-                    if let Op::CreateIndex {
-                        table,
-                        columns,
-                        name,
-                        ..
-                    } = op
-                    {
-                        let idx = index_name(table, columns, name.as_deref());
+                    if let Some(idx) = built_index(op) {
                         let there = self
                             .one(&format!(
                                 "SELECT to_regclass({}) IS NOT NULL AS e",
@@ -801,14 +782,7 @@ impl Online<'_> {
         let v = m.version;
         let s = q(&self.schema);
         for op in ops {
-            if let Op::CreateIndex {
-                table,
-                columns,
-                name,
-                ..
-            } = op
-            {
-                let idx = index_name(table, columns, name.as_deref());
+            if let Some(idx) = built_index(op) {
                 self.rows(
                     &format!("DROP INDEX CONCURRENTLY IF EXISTS {s}.{}", q(&idx)),
                     false,
@@ -896,6 +870,19 @@ fn shadow(column: &str) -> String {
 
 fn not_null_check(v: u64, column: &str) -> String {
     format!("runbook_v{v}_{column}_not_null")
+}
+
+/// The index a `create_index` operation builds, by name.
+fn built_index(op: &Op) -> Option<String> {
+    match op {
+        Op::CreateIndex {
+            table,
+            columns,
+            name,
+            ..
+        } => Some(index_name(table, columns, name.as_deref())),
+        _ => None,
+    }
 }
 
 fn index_name(table: &str, columns: &[String], name: Option<&str>) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::apply::{Db, Job};
-use crate::engine::target;
+use crate::engine::target::{self, Target};
 use crate::sql::migrations::Migration;
 
 /// The tracking table in the target database.
@@ -24,6 +24,24 @@ pub(super) struct Applied {
     pub(super) applied_at: String,
 }
 
+/// The session advisory lock that keeps two migrators (classic or online) off one
+/// PostgreSQL database.
+pub(super) async fn advisory_lock(conn: &mut Target) -> Result<(), String> {
+    let got = conn
+        .rows(
+            &format!("SELECT pg_try_advisory_lock({ADVISORY_KEY}) AS locked"),
+            false,
+        )
+        .await
+        .map_err(|e| format!("cannot prepare the database: {e}"))?;
+    if got.first().and_then(|r| r.get("locked")) != Some(&Value::Bool(true)) {
+        return Err(format!(
+            "another migration is running against this database (it holds the advisory lock {ADVISORY_KEY}); wait for it to end"
+        ));
+    }
+    Ok(())
+}
+
 impl Db {
     /// The lock wait bound, the advisory lock (PostgreSQL), the tracking table.
     pub(super) async fn setup(&mut self, lock_timeout: Duration) -> Result<(), String> {
@@ -34,19 +52,7 @@ impl Db {
             self.exec(&format!("SET lock_timeout = '{ms}ms'"))
                 .await
                 .map_err(fail)?;
-            let got = self
-                .conn
-                .rows(
-                    &format!("SELECT pg_try_advisory_lock({ADVISORY_KEY}) AS locked"),
-                    false,
-                )
-                .await
-                .map_err(|e| format!("cannot prepare the database: {e}"))?;
-            if got.first().and_then(|r| r.get("locked")) != Some(&Value::Bool(true)) {
-                return Err(format!(
-                    "another migration is running against this database (it holds the advisory lock {ADVISORY_KEY}); wait for it to end"
-                ));
-            }
+            advisory_lock(&mut self.conn).await?;
             self.exec(&format!(
                 "CREATE TABLE IF NOT EXISTS {TABLE} (
                     version bigint PRIMARY KEY,
