@@ -4,15 +4,16 @@
 #
 #   scripts/test-tools.sh chromium     # chromium + chromium-driver (tests/it/browser.rs)
 #   scripts/test-tools.sh feedparser   # Python feedparser in target/pyenv (tests/it/feeds.rs)
+#   scripts/test-tools.sh aiosmtpd     # Python aiosmtpd in target/pyenv (scripts/smtp-sink.py)
 #   scripts/test-tools.sh wrk          # wrk (benches/status-load.sh)
 #   scripts/test-tools.sh nginx        # nginx, the baseline of benches/status-load.sh
 #   scripts/test-tools.sh sshd         # openssh-server (tests/it/hosts.rs starts its own sshd)
 #   scripts/test-tools.sh ansible      # ansible-core in target/ansible-venv (benches/ssh.sh)
 #   scripts/test-tools.sh all          # everything above
 #
-# Debian packages come from apt-get (with sudo unless root); feedparser from PyPI into a
-# virtual environment under target/. Prints where each tool is; exits non-zero saying
-# what failed.
+# Debian packages come from apt-get (with sudo unless root); feedparser and aiosmtpd from
+# PyPI into a virtual environment under target/. Prints where each tool is; exits non-zero
+# saying what failed.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,7 +25,7 @@ die() {
 }
 
 usage() {
-  echo "usage: $0 chromium|feedparser|wrk|nginx|sshd|ansible|all ..." >&2
+  echo "usage: $0 chromium|feedparser|aiosmtpd|wrk|nginx|sshd|ansible|all ..." >&2
   exit 2
 }
 
@@ -129,24 +130,39 @@ need_ansible() {
   echo "ansible: $venv/bin/ansible-playbook ($("$venv/bin/ansible-playbook" --version 2>/dev/null | head -1))"
 }
 
-need_feedparser() {
-  if ! "$pyenv/bin/python" -c 'import feedparser' >/dev/null 2>&1; then
-    command -v python3 >/dev/null 2>&1 || apt_install python3
-    if [ ! -x "$pyenv/bin/python" ]; then
-      rm -rf "$pyenv"
-      if ! python3 -m venv "$pyenv" >&2; then
-        # Debian's python3 needs python3-venv for ensurepip.
-        rm -rf "$pyenv"
-        apt_install python3-venv
-        python3 -m venv "$pyenv" >&2 || die "python3 -m venv $pyenv failed"
-      fi
-    fi
-    "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check feedparser >&2 ||
-      die "pip install feedparser into $pyenv failed"
-    "$pyenv/bin/python" -c 'import feedparser' >/dev/null 2>&1 ||
-      die "feedparser does not import in $pyenv after install"
+# Creates the virtual environment $pyenv when it has no python yet.
+ensure_pyenv() {
+  [ -x "$pyenv/bin/python" ] && return 0
+  command -v python3 >/dev/null 2>&1 || apt_install python3
+  rm -rf "$pyenv"
+  if ! python3 -m venv "$pyenv" >&2; then
+    # Debian's python3 needs python3-venv for ensurepip.
+    rm -rf "$pyenv"
+    apt_install python3-venv
+    python3 -m venv "$pyenv" >&2 || die "python3 -m venv $pyenv failed"
   fi
+}
+
+# pip_need MODULE PACKAGE : installs PyPI PACKAGE into $pyenv unless MODULE imports there.
+pip_need() {
+  if ! "$pyenv/bin/python" -c "import $1" >/dev/null 2>&1; then
+    ensure_pyenv
+    "$pyenv/bin/python" -m pip install --quiet --disable-pip-version-check "$2" >&2 ||
+      die "pip install $2 into $pyenv failed"
+    "$pyenv/bin/python" -c "import $1" >/dev/null 2>&1 ||
+      die "$1 does not import in $pyenv after install"
+  fi
+}
+
+need_feedparser() {
+  pip_need feedparser feedparser
   echo "feedparser: $pyenv/bin/python ($("$pyenv/bin/python" -c 'import feedparser; print(feedparser.__version__)'))"
+}
+
+# aiosmtpd backs scripts/smtp-sink.py (run it with $pyenv/bin/python).
+need_aiosmtpd() {
+  pip_need aiosmtpd aiosmtpd
+  echo "aiosmtpd: $pyenv/bin/python ($("$pyenv/bin/python" -c 'import aiosmtpd; print(aiosmtpd.__version__)'))"
 }
 
 [ "$#" -gt 0 ] || usage
@@ -154,6 +170,7 @@ for tool in "$@"; do
   case "$tool" in
     chromium) need_chromium ;;
     feedparser) need_feedparser ;;
+    aiosmtpd) need_aiosmtpd ;;
     wrk) need_wrk ;;
     nginx) need_nginx ;;
     sshd) need_sshd ;;
@@ -161,6 +178,7 @@ for tool in "$@"; do
     all)
       need_chromium
       need_feedparser
+      need_aiosmtpd
       need_wrk
       need_nginx
       need_sshd

@@ -258,6 +258,18 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+    /// The status page's subscribers: list, add, remove, export.
+    Subscribers {
+        #[command(subcommand)]
+        action: SubscribersAction,
+    },
+    /// Notifications waiting to be sent, failing or given up, and the latest sent.
+    Deliveries {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long)]
+        store: Option<String>,
+    },
     /// The runs in the store, newest first.
     Runs {
         #[arg(long, value_enum, default_value_t = Format::Text)]
@@ -265,6 +277,60 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubscribersAction {
+    /// Every subscriber: id, channel, state, address, components.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Subscribe an email address or a webhook URL (taken as confirmed unless
+    /// --confirm).
+    Add {
+        /// An email address, or a webhook URL (http:// or https://).
+        address: String,
+        /// Only updates about this component (repeatable; default: all).
+        #[arg(long = "component", value_name = "NAME")]
+        components: Vec<String>,
+        /// Send a confirmation mail first (double opt-in), as the page's form does.
+        #[arg(long)]
+        confirm: bool,
+        /// Accept a webhook on a loopback or private address.
+        #[arg(long)]
+        allow_private_webhooks: bool,
+        /// The page's public URL, for the confirmation mail's links.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// The page's name, for the confirmation mail.
+        #[arg(long, default_value = "Service status")]
+        page_name: String,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Remove a subscriber (by id or address); what was still to be sent to it is
+    /// cancelled.
+    Remove {
+        subscriber: String,
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Every subscriber as CSV (or JSON).
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        #[arg(long)]
+        store: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -328,7 +394,7 @@ fn page_starter(
     Box::new(move |url: String| {
         Box::pin(async move {
             let listener = crate::status::command::bind(&addr).await?;
-            crate::status::command::spawn(listener, &url, &page).await
+            crate::commands::serve::spawn(listener, &url, &page).await
         })
     })
 }
@@ -382,7 +448,7 @@ async fn run(command: Command) -> Outcome {
         }
         Command::Serve { addr, store, page } => {
             let url = crate::store::chosen_url(store.as_deref());
-            match crate::status::command::serve(&addr, &url, &page).await {
+            match crate::commands::serve::serve(&addr, &url, &page).await {
                 Ok(()) => Ok(Exit::Ok),
                 Err(e) => Err(Failure::invalid(e)),
             }
@@ -493,6 +559,50 @@ async fn run(command: Command) -> Outcome {
                 store.as_deref(),
             )
             .await
+        }
+        Command::Subscribers { action } => {
+            use commands::subscribers::{Action, AddArgs};
+            let (action, store) = match action {
+                SubscribersAction::List { format, store } => (
+                    Action::List {
+                        json: matches!(format, Format::Json),
+                    },
+                    store,
+                ),
+                SubscribersAction::Add {
+                    address,
+                    components,
+                    confirm,
+                    allow_private_webhooks,
+                    public_url,
+                    page_name,
+                    store,
+                } => (
+                    Action::Add(AddArgs {
+                        address,
+                        components,
+                        confirm,
+                        allow_private: allow_private_webhooks,
+                        public_url,
+                        page_name,
+                    }),
+                    store,
+                ),
+                SubscribersAction::Remove { subscriber, store } => {
+                    (Action::Remove { subscriber }, store)
+                }
+                SubscribersAction::Export { format, store } => (
+                    Action::Export {
+                        json: matches!(format, ExportFormat::Json),
+                    },
+                    store,
+                ),
+            };
+            commands::subscribers::subscribers(action, store.as_deref()).await
+        }
+        Command::Deliveries { format, store } => {
+            commands::subscribers::deliveries(matches!(format, Format::Json), store.as_deref())
+                .await
         }
         Command::Runs { format, store } => {
             commands::runs(matches!(format, Format::Json), store.as_deref()).await

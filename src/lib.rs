@@ -1,5 +1,6 @@
 //! runbook: runs planned database maintenance safely and tells everyone what is happening.
 
+pub mod address;
 pub mod cli;
 pub mod commands;
 pub mod diagnostic;
@@ -8,6 +9,7 @@ pub mod engine;
 pub mod exit;
 pub mod input;
 pub mod journal;
+pub mod notify;
 pub mod plan;
 pub mod report;
 pub mod retry;

@@ -62,6 +62,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
     crate::engine::vars::apply_vars(&mut rb, &args.vars).map_err(Failure::invalid)?;
     rb.limit_to(&args.limit).map_err(Failure::invalid)?;
     secrets_set(&rb).map_err(Failure::invalid)?;
+    let team = team_targets(&rb).map_err(Failure::invalid)?;
     let bytes = crate::input::read_limited(&args.file).unwrap_or_default();
     if args.dry_run {
         let file = args.file.display().to_string();
@@ -110,6 +111,7 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         guard_strict: args.guard_strict,
         rehearsal: args.rehearsal,
         scheduled,
+        team,
     };
     if let Err(e) = start.record(&mut runner, &store, &lease).await {
         let _ = store.release(&rb.id, &run_id).await;
@@ -248,6 +250,8 @@ struct Start<'a> {
     rehearsal: bool,
     /// The scheduled maintenance (`runbook schedule`) the run carries out.
     scheduled: Option<crate::store::notice::Pending>,
+    /// Where the team hears of the run (`notify:`, addresses rendered).
+    team: Vec<crate::store::outbox::TeamTarget>,
 }
 
 impl Start<'_> {
@@ -295,6 +299,14 @@ impl Start<'_> {
             }
             *public = Some(Box::new(plan));
         }
+        // Where the team hears of the run: recorded before its first event, which the
+        // outbox's trigger may already pick up (`run_started`).
+        if !self.team.is_empty() {
+            store
+                .set_team_targets(&runner.run_id, &self.team)
+                .await
+                .map_err(crate::engine::run::EngineError::from)?;
+        }
         runner.record(start).await?;
         if let Some(p) = &scheduled {
             // Best effort: the run's own journal already names the maintenance.
@@ -302,4 +314,55 @@ impl Start<'_> {
         }
         Ok(())
     }
+}
+
+/// The runbook's `notify:` targets with their addresses rendered (`{{vars.NAME}}`,
+/// `{{secrets.NAME}}`): kept in the store's `notify_targets`, never in the journal. An
+/// address that renders to no address refuses the run before it starts.
+fn team_targets(rb: &Runbook) -> Result<Vec<crate::store::outbox::TeamTarget>, String> {
+    let secrets: serde_json::Map<String, serde_json::Value> = rb
+        .secrets
+        .iter()
+        .map(|name| (name.clone(), std::env::var(name).unwrap_or_default().into()))
+        .collect();
+    let ctx = serde_json::json!({ "vars": rb.vars, "secrets": secrets });
+    rb.notify
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let address = crate::template::render_text(&n.address, &ctx)
+                .map_err(|e| format!("notify[{i}]: {e}"))?
+                .trim()
+                .to_owned();
+            let checked = match n.channel {
+                crate::runbook::NotifyChannel::Email => crate::address::email(&address).map(|_| ()),
+                _ => crate::address::webhook(&address).map(|_| ()),
+            };
+            // The rendered address may hold a secret: the error names the field only.
+            checked.map_err(|_| {
+                format!(
+                    "notify[{i}].{}: `{}` does not render to a valid {} (check the values it uses)",
+                    n.channel.as_str(),
+                    n.address,
+                    if n.channel == crate::runbook::NotifyChannel::Email {
+                        "email address"
+                    } else {
+                        "URL"
+                    }
+                )
+            })?;
+            let mut kinds: Vec<String> = n
+                .events
+                .iter()
+                .flat_map(|e| e.kinds().iter().map(|k| (*k).to_owned()))
+                .collect();
+            kinds.dedup();
+            Ok(crate::store::outbox::TeamTarget {
+                channel: n.channel.as_str().to_owned(),
+                address,
+                events: n.events.iter().map(|e| e.name().to_owned()).collect(),
+                kinds,
+            })
+        })
+        .collect()
 }

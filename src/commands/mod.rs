@@ -39,7 +39,9 @@ mod execute;
 mod lease;
 mod resume;
 mod runs;
+pub mod serve;
 mod status;
+pub mod subscribers;
 
 use serde_json::json;
 

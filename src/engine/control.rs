@@ -36,7 +36,7 @@ pub fn host() -> String {
 
 /// Whether a process of this host is still running (a runner on this machine that died
 /// need not wait for its heartbeat to go stale).
-fn pid_alive(pid: i64) -> bool {
+pub fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };

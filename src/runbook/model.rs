@@ -31,6 +31,8 @@ pub struct Runbook {
     pub inventory: Inventory,
     /// How the runner reaches them over SSH (a host overrides).
     pub ssh: Ssh,
+    /// Team notifications (`notify:`), in the order written.
+    pub notify: Vec<Notify>,
     /// `execute --limit`: the hosts and groups host steps run on (all when empty).
     pub limit: Vec<String>,
     /// Steps as written in the file.
@@ -126,6 +128,114 @@ pub struct Host {
     pub groups: Vec<String>,
     /// Where it was defined: `line N` of the runbook, or `FILE:N` of an inventory.
     pub origin: String,
+}
+
+/// A team notification target (`notify:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notify {
+    pub channel: NotifyChannel,
+    /// URL or email address, as written (templates are rendered when the run starts).
+    pub address: String,
+    /// The events it hears of, in [`TeamEvent::ALL`]'s order.
+    pub events: Vec<TeamEvent>,
+}
+
+/// How a team target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyChannel {
+    Webhook,
+    Slack,
+    Email,
+}
+
+impl NotifyChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyChannel::Webhook => "webhook",
+            NotifyChannel::Slack => "slack",
+            NotifyChannel::Email => "email",
+        }
+    }
+}
+
+/// What a team hears of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TeamEvent {
+    RunStarted,
+    StepFailed,
+    RollbackStarted,
+    RunEnded,
+    ApprovalWaiting,
+    Overrun,
+    GuardPaused,
+}
+
+impl TeamEvent {
+    pub const ALL: [TeamEvent; 7] = [
+        TeamEvent::RunStarted,
+        TeamEvent::StepFailed,
+        TeamEvent::RollbackStarted,
+        TeamEvent::RunEnded,
+        TeamEvent::ApprovalWaiting,
+        TeamEvent::Overrun,
+        TeamEvent::GuardPaused,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TeamEvent::RunStarted => "run_started",
+            TeamEvent::StepFailed => "step_failed",
+            TeamEvent::RollbackStarted => "rollback_started",
+            TeamEvent::RunEnded => "run_ended",
+            TeamEvent::ApprovalWaiting => "approval_waiting",
+            TeamEvent::Overrun => "overrun",
+            TeamEvent::GuardPaused => "guard_paused",
+        }
+    }
+
+    pub fn named(name: &str) -> Option<TeamEvent> {
+        TeamEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The journal kinds (`Event::kind`) it may come from; which of their events it is
+    /// is [`TeamEvent::of`]'s to say.
+    pub fn kinds(self) -> &'static [&'static str] {
+        match self {
+            TeamEvent::RunStarted => &["run_started"],
+            TeamEvent::StepFailed => &["step_failed", "step_timed_out"],
+            TeamEvent::RollbackStarted => &["rollback_started"],
+            TeamEvent::RunEnded => &[
+                "run_completed",
+                "run_rolled_back",
+                "run_failed",
+                "run_aborted",
+            ],
+            TeamEvent::ApprovalWaiting => &["approval_requested"],
+            TeamEvent::Overrun => &["published"],
+            TeamEvent::GuardPaused => &["run_paused"],
+        }
+    }
+
+    /// The team event a journal event is, if any: a retried failure is no step failure
+    /// yet (only the last try's is), an overrun is its public update, and a pause the
+    /// window guard's.
+    pub fn of(kind: &str, body: &serde_json::Value) -> Option<TeamEvent> {
+        let field = |f: &str| body.get(f).and_then(|v| v.as_str());
+        Some(match kind {
+            "run_started" => TeamEvent::RunStarted,
+            "step_failed" | "step_timed_out" => TeamEvent::StepFailed,
+            "rollback_started" => TeamEvent::RollbackStarted,
+            "run_completed" | "run_rolled_back" | "run_failed" | "run_aborted" => {
+                TeamEvent::RunEnded
+            }
+            "approval_requested" => TeamEvent::ApprovalWaiting,
+            "published" if field("kind") == Some("overrun") => TeamEvent::Overrun,
+            "run_paused" if body.get("guard").is_some_and(|g| !g.is_null()) => {
+                TeamEvent::GuardPaused
+            }
+            _ => return None,
+        })
+    }
 }
 
 /// How the runner connects to hosts: defaults that a host overrides.

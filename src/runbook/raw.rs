@@ -75,6 +75,7 @@ impl<'a> RawRunbook<'a> {
             hosts: field(root, "hosts"),
             inventory: field(root, "inventory"),
             ssh: field(root, "ssh"),
+            notify: field(root, "notify"),
             steps,
         }
     }
@@ -197,6 +198,9 @@ pub struct RawRunbook<'a> {
     pub inventory: Option<Lenient<String>>,
     /// How to reach the hosts over SSH: defaults that a host overrides.
     pub ssh: Option<Lenient<RawSsh>>,
+    /// Team notifications (not public): which events go to which webhook, Slack
+    /// incoming webhook or email address.
+    pub notify: Option<Lenient<Vec<RawNotify>>>,
     /// The steps, run in order (`requires` can pull a step earlier).
     #[schemars(required)]
     pub steps: Option<Lenient<StepList<'a>>>,
@@ -329,6 +333,21 @@ pub struct RawHostDetail {
     /// Values of this host (`{{host.vars.NAME}}`).
     #[serde(default)]
     pub vars: IndexMap<String, Value>,
+}
+
+/// One team notification target: exactly one of `webhook`, `slack`, `email`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// POST each event as JSON to this URL (templates such as `{{secrets.HOOK}}` work).
+    pub webhook: Option<String>,
+    /// A Slack-compatible incoming webhook URL: a readable message.
+    pub slack: Option<String>,
+    /// Mail each event to this address (the sender needs `--smtp`).
+    pub email: Option<String>,
+    /// Which events: `run_started`, `step_failed`, `rollback_started`, `run_ended`,
+    /// `approval_waiting`, `overrun`, `guard_paused` (default: all of them).
+    pub events: Option<Vec<String>>,
 }
 
 /// SSH defaults for every host.

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::model::{self, Component, Incident, Maintenance, MaintenanceStatus, Page, Update};
 use super::snapshot::{Asset, SHORT, Snapshot};
+use crate::duration::local;
 
 const JSON: &str = "application/json; charset=utf-8";
 
@@ -134,6 +135,149 @@ fn window(m: &Maintenance, now_ms: i64) -> (Option<i64>, Option<i64>) {
     (Some(from), Some(until))
 }
 
+/// Whether subscribers hear of an update (Statuspage's `deliver_notifications`): changes
+/// of status, overruns, a person's word, and any update that changes a component's
+/// status (the service closing and reopening); not every step's start nor `announce`
+/// texts.
+pub fn delivers(u: &Update) -> bool {
+    !matches!(u.kind.as_str(), "step_started" | "announce") || !u.components.is_empty()
+}
+
+/// One public update as subscribers are told of it: the Statuspage webhook's `page` and
+/// `incident` (as of this update: later ones left out), its `component_update`s, and
+/// what a mail says.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// Statuspage's `deliver_notifications` ([`delivers`]).
+    pub deliver: bool,
+    /// The component names the maintenance (or incident) concerns; empty: none named.
+    pub components: Vec<String>,
+    /// Our id of the maintenance or incident, and whether it is an incident.
+    pub subject_id: String,
+    pub incident: bool,
+    /// `{"id", "status_indicator", "status_description"}`.
+    pub page: Value,
+    /// The incident (or scheduled maintenance) object with its `incident_updates`.
+    pub object: Value,
+    /// `(component_update, component)` for each component this update changes.
+    pub component_updates: Vec<(Value, Value)>,
+    /// For mails: the title, the status as said, the text, the maintenance's link and
+    /// its times in the page's zone.
+    pub title: String,
+    pub status: String,
+    pub status_label: String,
+    pub body: String,
+    pub url: String,
+    pub at_local: String,
+    pub window_local: Option<String>,
+    pub eta_local: Option<String>,
+    pub timezone: String,
+}
+
+/// The notification of the update `update_id` (`STREAM-SEQ`), if the page shows it.
+pub fn notification(page: &Page, update_id: &str) -> Option<Notification> {
+    let api = Api::new(page);
+    let indicator = page.indicator();
+    let page_json = json!({
+        "id": api.page_id,
+        "status_indicator": indicator.indicator,
+        "status_description": indicator.description,
+    });
+    let zone = page.page_zone();
+    let cut = |mut object: Value, id: &str| {
+        // Statuspage's object as it was at this update: the later ones left out.
+        if let Some(list) = object
+            .get_mut("incident_updates")
+            .and_then(Value::as_array_mut)
+        {
+            // Newest first, as Statuspage lists them.
+            if let Some(pos) = list.iter().position(|u| u["id"] == id) {
+                list.drain(..pos);
+            }
+        }
+        object
+    };
+    let changes = |u: &Update| -> Vec<(Value, Value)> {
+        u.components
+            .iter()
+            .filter_map(|c| {
+                let comp = page.components.iter().find(|p| p.id == c.code)?;
+                let mut comp_json = api.component(comp);
+                comp_json["status"] = json!(c.new_status.as_str());
+                Some((
+                    json!({
+                        "id": format!("{}-{}", u.id, c.code),
+                        "component_id": c.code,
+                        "created_at": model::iso(u.at_ms),
+                        "old_status": c.old_status.as_str(),
+                        "new_status": c.new_status.as_str(),
+                    }),
+                    comp_json,
+                ))
+            })
+            .collect()
+    };
+    for i in &page.incidents {
+        let Some(u) = i.updates.iter().find(|u| u.id == update_id) else {
+            continue;
+        };
+        return Some(Notification {
+            deliver: delivers(u),
+            components: i.components.clone(),
+            subject_id: i.id.clone(),
+            incident: true,
+            page: page_json,
+            object: cut(api.incident(i), update_id),
+            component_updates: changes(u),
+            title: i.name.clone(),
+            status: incident_update_status(&u.status).to_owned(),
+            status_label: label(incident_update_status(&u.status)),
+            body: u.body.clone(),
+            url: maintenance_url(page, &i.maintenance),
+            at_local: local(u.at_ms, zone),
+            window_local: None,
+            eta_local: None,
+            timezone: zone.name().to_owned(),
+        });
+    }
+    for m in &page.maintenances {
+        let Some(u) = m.updates.iter().find(|u| u.id == update_id && !u.incident) else {
+            continue;
+        };
+        let (from, until) = window(m, page.now_ms);
+        return Some(Notification {
+            deliver: delivers(u),
+            components: m.components.clone(),
+            subject_id: m.id.clone(),
+            incident: false,
+            page: page_json,
+            object: cut(api.maintenance(m), update_id),
+            component_updates: changes(u),
+            title: m.title.clone(),
+            status: maintenance_update_status(&u.status).to_owned(),
+            status_label: label(maintenance_update_status(&u.status)),
+            body: u.body.clone(),
+            url: maintenance_url(page, &m.id),
+            at_local: local(u.at_ms, zone),
+            window_local: from
+                .zip(until)
+                .map(|(f, t)| format!("{} to {}", local(f, zone), local(t, zone))),
+            eta_local: u.eta_ms.map(|t| local(t, zone)),
+            timezone: zone.name().to_owned(),
+        });
+    }
+    None
+}
+
+/// A Statuspage status as people read it (`in_progress`: "In progress").
+fn label(status: &str) -> String {
+    let mut s = status.replace('_', " ");
+    if let Some(first) = s.get_mut(0..1) {
+        first.make_ascii_uppercase();
+    }
+    s
+}
+
 /// What every object of one page shares.
 struct Api<'a> {
     page: &'a Page,
@@ -214,9 +358,7 @@ impl<'a> Api<'a> {
                     "new_status": c.new_status.as_str(),
                 })).collect::<Vec<_>>()
             }),
-            // Statuspage notifies subscribers of what is delivered: changes of status,
-            // overruns and a person's word, not every step.
-            "deliver_notifications": !matches!(u.kind.as_str(), "step_started" | "announce"),
+            "deliver_notifications": delivers(u),
             "custom_tweet": null,
             "tweet_id": null,
         })

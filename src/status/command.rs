@@ -31,6 +31,33 @@ pub struct PageArgs {
     /// either, the admin API refuses every request).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// The flags of `serve` and `execute --serve` that say how to reach people who are not
+/// looking (`crate::notify` sends).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NotifyArgs {
+    /// SMTP server for mail: `smtp://[USER@]HOST[:PORT]` (STARTTLS, port 587),
+    /// `smtps://...` (TLS, port 465); `?tls=none` for a relay without TLS. The
+    /// password is read from $RUNBOOK_SMTP_PASSWORD.
+    #[arg(long, value_name = "URL")]
+    pub smtp: Option<String>,
+    /// The `From` of mails (default: `status@` the --public-url's host).
+    #[arg(long, value_name = "ADDRESS")]
+    pub mail_from: Option<String>,
+    /// Drive a hosted status page from the runs: `statuspage` (Atlassian Statuspage;
+    /// needs $STATUSPAGE_API_KEY and the page's id).
+    #[arg(long, value_name = "SERVICE", value_parser = ["statuspage"])]
+    pub mirror: Option<String>,
+    /// The Statuspage page the mirror drives (default: $STATUSPAGE_PAGE_ID).
+    #[arg(long, value_name = "ID")]
+    pub statuspage_page_id: Option<String>,
+    /// Accept webhook subscribers on loopback or private addresses (a lab, a test):
+    /// refused by default.
+    #[arg(long)]
+    pub allow_private_webhooks: bool,
 }
 
 fn parse_zone(s: &str) -> Result<Tz, String> {
@@ -83,28 +110,13 @@ pub fn settings(page: &PageArgs, listener: &TcpListener) -> Result<(PageInfo, Co
         Config {
             frame_ancestors: page.frame_ancestors.clone(),
             admin_token: token,
+            allow_private_webhooks: page.notify.allow_private_webhooks,
         },
     ))
 }
 
-/// Starts serving in the background (for `execute --serve`).
-pub async fn spawn(
-    listener: TcpListener,
-    store_url: &str,
-    page: &PageArgs,
-) -> Result<tokio::task::JoinHandle<()>, String> {
-    let (info, cfg) = settings(page, &listener)?;
-    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
-    eprintln!("status page: {}", info.url);
-    Ok(tokio::spawn(async move {
-        if let Err(e) = super::server::serve(listener, store, info, cfg).await {
-            tracing::error!("status page stopped: {e}");
-        }
-    }))
-}
-
 /// A SQLite store in a directory that does not exist is a typo, not a new page.
-fn existing_dir(store_url: &str) -> Result<(), String> {
+pub fn existing_dir(store_url: &str) -> Result<(), String> {
     // The default store is made where it belongs (`.runbook/`), as `execute` does.
     if store_url == crate::store::DEFAULT_URL {
         return Ok(());
@@ -120,41 +132,6 @@ fn existing_dir(store_url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// `runbook serve`: until Ctrl-C or SIGTERM.
-pub async fn serve(addr: &str, store_url: &str, page: &PageArgs) -> Result<(), String> {
-    existing_dir(store_url)?;
-    let listener = bind(addr).await?;
-    let (info, cfg) = settings(page, &listener)?;
-    let store = Store::open(store_url).await.map_err(|e| e.to_string())?;
-    eprintln!(
-        "serving the status page of {} on {} (admin API {})",
-        store_url,
-        info.url,
-        if cfg.admin_token.is_some() {
-            "on"
-        } else {
-            "off: no token"
-        }
-    );
-    let stop = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async {
-                match term.as_mut() {
-                    Some(t) => { t.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
-        }
-    };
-    tokio::select! {
-        r = super::server::serve(listener, store, info, cfg) => r.map_err(|e| e.to_string()),
-        _ = stop => Ok(()),
-    }
 }
 
 /// `runbook schedule`: what to say.

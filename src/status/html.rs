@@ -37,6 +37,10 @@ const PAGES: &[(&str, &str)] = &[
         "not_found",
         include_str!("../../templates/pages/not_found.hbs"),
     ),
+    (
+        "subscribe",
+        include_str!("../../templates/pages/subscribe.hbs"),
+    ),
 ];
 
 /// Pieces the pages share.
@@ -119,6 +123,15 @@ pub fn render(page: &Page, snap: &mut Snapshot) {
             snapshot::SHORT,
         ),
     );
+    snap.insert(
+        "/subscribe",
+        Asset::new(
+            HTML,
+            subscribe_page(page, &SubscribePage::default()),
+            modified,
+            snapshot::SHORT,
+        ),
+    );
     for (path, asset) in STATIC_ASSETS.iter() {
         snap.insert(*path, asset.clone());
     }
@@ -126,6 +139,40 @@ pub fn render(page: &Page, snap: &mut Snapshot) {
         "/badge.svg",
         Asset::new(SVG, badge(page), modified, snapshot::SHORT),
     );
+}
+
+/// What a subscribe page says: the form (nothing said yet), or what was done.
+#[derive(Debug, Default)]
+pub struct SubscribePage {
+    pub heading: Option<String>,
+    pub message: Option<String>,
+    pub error: bool,
+    /// Show the form again (the first visit, or after a mistake).
+    pub form: bool,
+    /// A new webhook's signing secret, shown once.
+    pub secret: Option<String>,
+    /// An unsubscribe button for this token (an unsubscribe link opened by hand).
+    pub unsubscribe_token: Option<String>,
+}
+
+/// The subscribe page: the form of the page's components, or what subscribing did.
+pub fn subscribe_page(page: &Page, p: &SubscribePage) -> String {
+    let heading = p
+        .heading
+        .clone()
+        .unwrap_or_else(|| "Subscribe to updates".into());
+    let components: Vec<&str> = page.components.iter().map(|c| c.name.as_str()).collect();
+    let ctx = json!({
+        "site": site(page, format!("{heading} · {}", page.info.name)),
+        "heading": heading,
+        "message": p.message,
+        "error": p.error,
+        "form": p.form || (p.message.is_none() && p.secret.is_none()),
+        "secret": p.secret,
+        "components": components,
+        "unsubscribe_token": p.unsubscribe_token,
+    });
+    html("subscribe", &ctx)
 }
 
 /// Renders a page template. The templates are part of the binary and the context is

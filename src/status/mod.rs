@@ -4,14 +4,17 @@
 
 pub mod api;
 pub mod command;
+pub mod deliveries;
 pub mod feed;
 pub mod follow;
 pub mod html;
 pub mod manual;
+pub mod metrics;
 pub mod model;
 pub mod schedule;
 pub mod server;
 pub mod snapshot;
+pub mod subscribe;
 
 use model::Page;
 use snapshot::Snapshot;

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use axum::routing::{get, options, post};
+use axum::routing::{delete, get, options, post};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -22,6 +22,7 @@ use crate::store::Store;
 mod accept;
 mod admin;
 mod public;
+mod subscribe;
 
 /// How the server is set up.
 #[derive(Clone, Debug)]
@@ -30,6 +31,8 @@ pub struct Config {
     pub frame_ancestors: String,
     /// The admin API's bearer token; `None` turns the admin API off.
     pub admin_token: Option<String>,
+    /// Webhook subscribers on loopback or private addresses are accepted.
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
         Config {
             frame_ancestors: "'none'".into(),
             admin_token: None,
+            allow_private_webhooks: false,
         }
     }
 }
@@ -46,6 +50,7 @@ pub struct Shared {
     snap: watch::Receiver<Arc<Snapshot>>,
     store: Option<Store>,
     token: Option<[u8; 32]>,
+    allow_private: bool,
 }
 
 type St = axum::extract::State<Arc<Shared>>;
@@ -62,6 +67,7 @@ pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(|t| Sha256::digest(t.as_bytes()).into()),
+        allow_private: cfg.allow_private_webhooks,
     });
     // Any other path under the admin API is no endpoint (a preflight to it is answered
     // as the public side's).
@@ -85,6 +91,33 @@ pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &
             "/api/v1/admin/runs/{run}/abort",
             post(admin::abort).fallback(admin::not_allowed),
         )
+        .route(
+            "/api/v1/admin/subscribers",
+            get(admin::subscribers)
+                .post(admin::subscribe)
+                .fallback(admin::not_allowed_but("GET, POST")),
+        )
+        .route(
+            "/api/v1/admin/subscribers/{id}",
+            delete(admin::unsubscribe).fallback(admin::not_allowed_but("DELETE")),
+        )
+        .route(
+            "/api/v1/admin/deliveries",
+            get(admin::deliveries).fallback(admin::not_allowed_but("GET")),
+        )
+        .route(
+            "/metrics",
+            get(admin::metrics).fallback(admin::not_allowed_but("GET")),
+        )
+        .route(
+            "/subscribe",
+            public::read_side(get(public::asset)).post(subscribe::form),
+        )
+        .route("/subscribe/confirm", get(subscribe::confirm))
+        .route(
+            "/unsubscribe",
+            get(subscribe::unsubscribe).post(subscribe::unsubscribe),
+        )
         .route("/api/v1/admin/", no_admin_endpoint.clone())
         .route("/api/v1/admin/{*rest}", no_admin_endpoint)
         .route("/events", public::read_side(get(public::events)))
@@ -104,6 +137,10 @@ pub fn router(snap: watch::Receiver<Arc<Snapshot>>, store: Option<Store>, cfg: &
         ))
 }
 
+/// What runs beside the server on the same snapshots (the notifications' sender):
+/// started with the store and the stream of snapshots once the follower is.
+pub type Sidecar = Box<dyn FnOnce(Store, watch::Receiver<Arc<Snapshot>>) + Send>;
+
 /// Serves the page of `store` on `listener` until the process ends: follows the journal
 /// in the background and answers from memory. Nothing is accepted before the first
 /// snapshot of the store is rendered: a client connecting early waits in the listen
@@ -113,10 +150,14 @@ pub async fn serve(
     store: Store,
     info: PageInfo,
     cfg: Config,
+    sidecar: Option<Sidecar>,
 ) -> std::io::Result<()> {
     accept::raise_fd_limit();
     let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
     tokio::spawn(super::follow::follow(store.clone(), info, tx));
+    if let Some(start) = sidecar {
+        start(store.clone(), rx.clone());
+    }
     // The empty snapshot is version 0; the follower's first render is 1.
     if rx.wait_for(|s| s.version > 0).await.is_err() {
         return Err(std::io::Error::other(
@@ -173,7 +214,7 @@ impl hyper::service::Service<axum::http::Request<hyper::body::Incoming>> for Fro
 fn csp(cfg: &Config) -> HeaderValue {
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-         connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {}",
+         connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {}",
         cfg.frame_ancestors
     );
     HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'"))

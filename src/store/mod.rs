@@ -13,6 +13,7 @@ mod error;
 mod journal;
 mod lease;
 pub mod notice;
+pub mod outbox;
 mod reconnect;
 mod runs;
 mod schema;

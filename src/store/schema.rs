@@ -41,7 +41,105 @@ const MIGRATIONS: &[&str] = &[
     // and a lease given back stays as a `released` row, so its count goes on from there.
     "ALTER TABLE leases ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE leases ADD COLUMN released BIGINT NOT NULL DEFAULT 0;",
+    // Notifications (`store::outbox`): who is subscribed, where a run's team hears of
+    // it, the outbox of events not yet turned into deliveries, each message once, each
+    // delivery once (its id is its message and its recipient), and the Statuspage
+    // mirror's ids. A trigger (next migration) fills the outbox in the transaction that
+    // appends the event.
+    "CREATE TABLE IF NOT EXISTS subscribers (
+        id TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        components TEXT NOT NULL,
+        state TEXT NOT NULL,
+        token TEXT NOT NULL UNIQUE,
+        secret TEXT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        confirmed_ms BIGINT NOT NULL,
+        failing_ms BIGINT NOT NULL,
+        UNIQUE (channel, address)
+    );
+    CREATE TABLE IF NOT EXISTS notify_targets (
+        run_id TEXT NOT NULL,
+        idx BIGINT NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        events TEXT NOT NULL,
+        kinds TEXT NOT NULL,
+        PRIMARY KEY (run_id, idx)
+    );
+    CREATE TABLE IF NOT EXISTS outbox (
+        stream TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        PRIMARY KEY (stream, seq)
+    );
+    CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_ms BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS deliveries (
+        id TEXT PRIMARY KEY,
+        message TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        created_ms BIGINT NOT NULL,
+        next_ms BIGINT NOT NULL,
+        claimed_ms BIGINT NOT NULL,
+        claimed_by TEXT NOT NULL,
+        sent_ms BIGINT NOT NULL,
+        error TEXT NOT NULL,
+        position BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_ms);
+    CREATE TABLE IF NOT EXISTS mirror_ids (
+        kind TEXT NOT NULL,
+        ours TEXT NOT NULL,
+        theirs TEXT NOT NULL,
+        PRIMARY KEY (kind, ours)
+    );",
 ];
+
+/// The trigger that puts an event into the outbox in the transaction that appends it:
+/// every public update, and the events a run's `notify:` targets chose (their journal
+/// kinds, `,kind,` in `notify_targets.kinds`). One per database dialect; it is the
+/// migration after [`MIGRATIONS`].
+const OUTBOX_TRIGGER_SQLITE: &str =
+    "CREATE TRIGGER IF NOT EXISTS events_outbox AFTER INSERT ON events
+    WHEN NEW.kind = 'published'
+        OR EXISTS (SELECT 1 FROM notify_targets t
+                   WHERE t.run_id = NEW.run_id AND instr(t.kinds, ',' || NEW.kind || ',') > 0)
+    BEGIN
+        INSERT OR IGNORE INTO outbox (stream, seq, at_ms) VALUES (NEW.run_id, NEW.seq, NEW.at_ms);
+    END;";
+const OUTBOX_TRIGGER_POSTGRES: &str = "CREATE OR REPLACE FUNCTION runbook_events_outbox() RETURNS trigger AS $$
+    BEGIN
+        IF NEW.kind = 'published' OR EXISTS (SELECT 1 FROM notify_targets t
+                WHERE t.run_id = NEW.run_id AND position(',' || NEW.kind || ',' in t.kinds) > 0) THEN
+            INSERT INTO outbox (stream, seq, at_ms) VALUES (NEW.run_id, NEW.seq, NEW.at_ms)
+                ON CONFLICT DO NOTHING;
+        END IF;
+        RETURN NULL;
+    END $$ LANGUAGE plpgsql;
+    DROP TRIGGER IF EXISTS events_outbox ON events;
+    CREATE TRIGGER events_outbox AFTER INSERT ON events
+        FOR EACH ROW EXECUTE FUNCTION runbook_events_outbox();";
+
+/// The migrations in order, the dialect's own where they differ.
+fn migrations(postgres: bool) -> impl Iterator<Item = &'static str> {
+    MIGRATIONS
+        .iter()
+        .copied()
+        .chain(std::iter::once(if postgres {
+            OUTBOX_TRIGGER_POSTGRES
+        } else {
+            OUTBOX_TRIGGER_SQLITE
+        }))
+}
 
 /// A SQLite store's file before it is opened: a read-only or `mode=rw` one must exist,
 /// and an existing one must not be empty (a store truncated to nothing is refused, not
@@ -82,7 +180,7 @@ impl Store {
     /// same moment from creating the same tables twice. A store of a newer schema than
     /// this program knows is refused, and a read-only one must be at this schema.
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
-        let known = MIGRATIONS.len() as i64;
+        let known = migrations(false).count() as i64;
         if self.parsed.read_only() {
             let version = self
                 .classify(
@@ -111,8 +209,11 @@ impl Store {
         if version > known {
             return self.schema_is(version, known);
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        for (i, sql) in migrations(self.is_postgres())
+            .enumerate()
+            .skip(version as usize)
+        {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO runbook_schema (version) VALUES ($1)")
                 .bind(i as i64 + 1)
                 .execute(&mut *tx)

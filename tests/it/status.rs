@@ -62,6 +62,7 @@ fn app(store: Store, snap: Snapshot, token: Option<&str>) -> axum::Router {
         &Config {
             frame_ancestors: "'self' https://example.com".into(),
             admin_token: token.map(str::to_owned),
+            allow_private_webhooks: false,
         },
     )
 }

@@ -20,6 +20,7 @@ use crate::suggest::did_you_mean;
 mod actions;
 pub(crate) mod hosts;
 mod kinds;
+mod notify;
 mod order;
 mod references;
 mod status_page;
@@ -49,6 +50,7 @@ const TOP_FIELDS: &[&str] = &[
     "hosts",
     "inventory",
     "ssh",
+    "notify",
     "steps",
 ];
 
@@ -259,6 +261,8 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
     let inventory = hosts::inventory(&mut cx, raw_hosts, inventory_file);
     let raw_ssh = cx_lenient(&mut cx, "ssh", raw.ssh);
     let ssh = hosts::ssh(&mut cx, raw_ssh);
+    let raw_notify = cx_lenient(&mut cx, "notify", raw.notify);
+    let notify = notify::notify(&mut cx, raw_notify.unwrap_or_default(), &vars, &secrets);
 
     // Steps: ids first (from the nodes, so a broken step still lends its id to
     // references), then each step read and validated on its own.
@@ -329,6 +333,7 @@ pub(super) fn validate(raw: RawRunbook, root: &Node) -> Result<Runbook, Vec<Diag
             targets,
             inventory,
             ssh,
+            notify,
             limit: Vec::new(),
             steps,
             order,

@@ -337,3 +337,153 @@ pub(super) async fn abort(
         json!({ "run": run, "status": "aborted", "by": by }),
     ))
 }
+
+impl From<crate::status::subscribe::Refusal> for ApiError {
+    fn from(r: crate::status::subscribe::Refusal) -> Self {
+        use crate::status::subscribe::Refusal;
+        match r {
+            Refusal::BadRequest(m) => ApiError::said(StatusCode::BAD_REQUEST, m),
+            Refusal::NotFound(m) => ApiError::said(StatusCode::NOT_FOUND, m),
+            Refusal::Conflict(m) => ApiError::said(StatusCode::CONFLICT, m),
+            Refusal::Store(e) => ApiError::store(e),
+        }
+    }
+}
+
+/// A known admin endpoint asked with a method it does not take.
+pub(super) fn not_allowed_but(
+    allow: &'static str,
+) -> impl Fn() -> std::future::Ready<Response> + Clone {
+    move || {
+        let mut r = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("this endpoint takes {allow} only"),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+        std::future::ready(r)
+    }
+}
+
+/// `GET /api/v1/admin/subscribers`.
+pub(super) async fn subscribers(State(st): St, headers: HeaderMap) -> Answer {
+    authorize(&st, &headers)?;
+    let list = store_of(&st)?
+        .subscribers()
+        .await
+        .map_err(ApiError::store)?;
+    let list: Vec<serde_json::Value> = list
+        .iter()
+        .map(|s| crate::status::subscribe::public_json(s, false))
+        .collect();
+    Ok(ok(StatusCode::OK, json!({ "subscribers": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeRequest {
+    email: Option<String>,
+    webhook: Option<String>,
+    #[serde(default)]
+    components: Vec<String>,
+    /// Send an email address a confirmation mail first (default: an admin's address is
+    /// taken as confirmed).
+    #[serde(default)]
+    confirm: bool,
+}
+
+/// `POST /api/v1/admin/subscribers`.
+pub(super) async fn subscribe(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    use crate::status::subscribe::{Ask, By, Done};
+    let body = admit(&st, &headers, body)?;
+    let req: SubscribeRequest = parse(&body)?;
+    let page = st.snap.borrow().page.clone().ok_or_else(|| {
+        ApiError::said(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the page is still loading; try again",
+        )
+    })?;
+    let known: Vec<String> = page.components.iter().map(|c| c.name.clone()).collect();
+    let ask = Ask {
+        email: req.email,
+        webhook: req.webhook,
+        components: req.components,
+    };
+    let by = if req.confirm { By::Public } else { By::Admin };
+    let done = crate::status::subscribe::subscribe(
+        store_of(&st)?,
+        &page.info,
+        &known,
+        ask,
+        by,
+        st.allow_private,
+    )
+    .await?;
+    Ok(match done {
+        Done::Confirming(s) => ok(
+            StatusCode::ACCEPTED,
+            json!({ "subscriber": crate::status::subscribe::public_json(&s, false) }),
+        ),
+        Done::Active(s) => ok(
+            StatusCode::CREATED,
+            json!({ "subscriber": crate::status::subscribe::public_json(&s, true) }),
+        ),
+    })
+}
+
+/// `DELETE /api/v1/admin/subscribers/{id}` (an id, or an address).
+pub(super) async fn unsubscribe(
+    State(st): St,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize(&st, &headers)?;
+    let store = store_of(&st)?;
+    let Some(s) = store.subscriber_named(&id).await.map_err(ApiError::store)? else {
+        return Err(ApiError::said(
+            StatusCode::NOT_FOUND,
+            format!("no subscriber `{id}`"),
+        ));
+    };
+    store
+        .remove_subscriber(&s.id)
+        .await
+        .map_err(ApiError::store)?;
+    Ok(ok(
+        StatusCode::OK,
+        json!({ "removed": crate::status::subscribe::public_json(&s, false) }),
+    ))
+}
+
+/// `GET /api/v1/admin/deliveries`: what is pending and failing, and the latest sent.
+pub(super) async fn deliveries(State(st): St, headers: HeaderMap) -> Answer {
+    authorize(&st, &headers)?;
+    let store = store_of(&st)?;
+    let list = store.deliveries(100).await.map_err(ApiError::store)?;
+    let counts = store.notify_counts().await.map_err(ApiError::store)?;
+    Ok(ok(
+        StatusCode::OK,
+        crate::status::deliveries::json(&list, &counts),
+    ))
+}
+
+/// `GET /metrics`: Prometheus's text format, with the admin token.
+pub(super) async fn metrics(State(st): St, headers: HeaderMap) -> Answer {
+    authorize(&st, &headers)?;
+    let store = store_of(&st)?;
+    let text = crate::status::metrics::render(store)
+        .await
+        .map_err(ApiError::store)?;
+    let mut r = Response::new(axum::body::Body::from(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
