@@ -2,7 +2,7 @@
 """HTTP webhook sink for the notification tests and benches (stdlib only).
 
     python3 scripts/webhook-sink.py --port 0 --out hooks.jsonl [--status CODE] \
-        [--fail-first N] [--hang-first N] [--hang-seconds S]
+        [--fail-first N] [--hang-first N] [--hang-seconds S] [--delay-ms MS]
 
 Listens on 127.0.0.1 (port 0 picks a free one), HTTP/1.1 with keep-alive. Every POST
 (any path) is appended to --out as one JSON line, written and flushed before the
@@ -104,6 +104,8 @@ class Handler(BaseHTTPRequestHandler):
         status, hang = self.server.sink.take(line)
         if hang:
             time.sleep(hang)
+        elif self.server.sink.args.delay_ms:
+            time.sleep(self.server.sink.args.delay_ms / 1000.0)
         self.answer(status, "fail" if status == 500 else "ok")
 
     def not_allowed(self):
@@ -124,6 +126,8 @@ def main():
     ap.add_argument("--fail-first", type=int, default=0, metavar="N")
     ap.add_argument("--hang-first", type=int, default=0, metavar="N")
     ap.add_argument("--hang-seconds", type=float, default=60.0, metavar="S")
+    ap.add_argument("--delay-ms", type=float, default=0.0, metavar="MS",
+                    help="every other answer waits this long (a slow receiver)")
     args = ap.parse_args()
 
     ThreadingHTTPServer.request_queue_size = 128  # bursts of new connections

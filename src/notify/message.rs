@@ -103,6 +103,7 @@ pub fn team(
     at_ms: i64,
     kind: &str,
     body: &Value,
+    started: &Value,
     targets: &[TeamTarget],
 ) -> Option<Message> {
     let event = TeamEvent::of(kind, body)?;
@@ -119,13 +120,15 @@ pub fn team(
     if to.is_empty() {
         return None;
     }
-    let m = page
+    // The page may not show the run yet: its name and title are its first event's.
+    let runbook = started["runbook"].as_str().unwrap_or_default().to_owned();
+    let title = started["title"].as_str().unwrap_or(run).to_owned();
+    let shown = page
         .maintenances
         .iter()
-        .find(|m| m.run_id.as_deref() == Some(run));
-    let runbook = m.map_or_else(String::new, |m| m.runbook.clone());
-    let title = m.map_or_else(|| run.to_owned(), |m| m.title.clone());
-    let url = m.map(|m| crate::status::api::maintenance_url(page, &m.id));
+        .find(|m| m.run_id.as_deref() == Some(run))
+        .map_or(run, |m| m.id.as_str());
+    let url = Some(crate::status::api::maintenance_url(page, shown));
     let text = |f: &str| body.get(f).and_then(Value::as_str).map(str::to_owned);
     let step = text("step");
     let s = step.as_deref().unwrap_or("?");

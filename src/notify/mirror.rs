@@ -263,10 +263,12 @@ pub async fn run(
             return;
         }
     };
+    // The process before this one may have asked a moment ago: the first request
+    // waits too.
     let mut api = Api {
         m: &mirror,
         client,
-        last: None,
+        last: Some(Instant::now()),
         components: None,
     };
     let mut local = crate::store::changes();

@@ -201,14 +201,20 @@ pub async fn expand(store: &Store, settings: &Settings, page: &Page) -> Result<(
             let id = format!("{stream}-{seq}");
             match crate::status::api::notification(page, &id) {
                 Some(n) => messages.extend(message::public(settings, &n, &subscribers)),
-                None if page.now_ms < at_ms + 30_000 => continue,
+                // The page may be a moment behind the journal: wait for it, unless it
+                // has been rendered well after the update (then it does not show it).
+                None if page.now_ms < at_ms + 30_000 && now_ms() < at_ms + 600_000 => continue,
                 None => {}
             }
         }
         let targets = store.team_targets(&stream).await?;
         if !targets.is_empty() {
+            let started: Value = match store.event_at(&stream, 1).await? {
+                Some((_, b, _)) => serde_json::from_str(&b).unwrap_or(Value::Null),
+                None => Value::Null,
+            };
             messages.extend(message::team(
-                settings, page, &stream, seq, at_ms, &kind, &body, &targets,
+                settings, page, &stream, seq, at_ms, &kind, &body, &started, &targets,
             ));
         }
         store.expand(&stream, seq, &messages, now_ms()).await?;
@@ -229,6 +235,7 @@ async fn send_due(store: &Store, settings: &Settings, me: &str) -> Result<usize,
         .into_iter()
         .map(|s| (s.id.clone(), s))
         .collect();
+    // At most one per recipient (`Store::claim`): all of them at once.
     futures_util::stream::iter(due)
         .map(|c| {
             let sub = subscribers.get(&c.delivery.recipient);

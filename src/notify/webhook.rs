@@ -127,7 +127,7 @@ fn slack_text(m: &Value) -> String {
         t.push_str(&format!("\nStep: `{step}`"));
     }
     if let Some(e) = s("error") {
-        t.push_str(&format!("\nError: ```{}```", e.replace("```", "'''")));
+        t.push_str(&format!("\nError:\n```\n{}\n```", e.replace("```", "'''")));
     }
     if let Some(at) = s("at_local") {
         t.push_str(&format!("\nAt: {at}"));

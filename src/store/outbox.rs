@@ -375,7 +375,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.retry(|| async {
             let mut tx = self.pool.begin().await?;
-            let mut position = now_ms * 1000;
+            // Deliveries are sent in the order they were made.
+            let mut position: i64 =
+                sqlx::query("SELECT COALESCE(MAX(position), 0) AS p FROM deliveries")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("p")?;
             for (id, body, recipients) in messages {
                 sqlx::query(
                     "INSERT INTO messages (id, body, created_ms) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
@@ -420,9 +425,9 @@ impl Store {
         .await
     }
 
-    /// Claims up to `limit` deliveries due by `now_ms`, oldest first: of every channel
-    /// but the mirror's; or (`mirror`) the mirror's oldest pending ones, if due: they go
-    /// in order, a failed one holding back those after it.
+    /// Claims up to `limit` deliveries due by `now_ms`, oldest first, of every channel but
+    /// the mirror's (or, `mirror`, of the mirror's): at most one per recipient, its
+    /// oldest pending one, so that each recipient hears of the updates in order.
     pub async fn claim(
         &self,
         mirror: bool,
@@ -430,49 +435,61 @@ impl Store {
         now_ms: i64,
         me: &str,
     ) -> Result<Vec<Claimed>, StoreError> {
+        // A recipient's deliveries go in the order of their updates: only its oldest
+        // pending one may be claimed (a failed one holds back those after it).
         let sql = if mirror {
             "UPDATE deliveries SET claimed_ms = $1, claimed_by = $2
              WHERE state = 'pending' AND next_ms <= $3 AND claimed_ms <= $3 AND channel = 'statuspage'
-               AND id IN (SELECT id FROM deliveries WHERE state = 'pending'
-                          AND channel = 'statuspage' ORDER BY position LIMIT $4)
+               AND id IN (SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_ms <= $3
+                          AND d.claimed_ms <= $3 AND d.channel = 'statuspage'
+                          AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.recipient = d.recipient
+                                          AND e.state = 'pending' AND e.position < d.position)
+                          ORDER BY d.position LIMIT $4)
              RETURNING id"
         } else {
             "UPDATE deliveries SET claimed_ms = $1, claimed_by = $2
              WHERE state = 'pending' AND next_ms <= $3 AND claimed_ms <= $3 AND channel <> 'statuspage'
-               AND id IN (SELECT id FROM deliveries WHERE state = 'pending' AND next_ms <= $3
-                          AND claimed_ms <= $3 AND channel <> 'statuspage' ORDER BY position LIMIT $4)
+               AND id IN (SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_ms <= $3
+                          AND d.claimed_ms <= $3 AND d.channel <> 'statuspage'
+                          AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.recipient = d.recipient
+                                          AND e.state = 'pending' AND e.position < d.position)
+                          ORDER BY d.position LIMIT $4)
              RETURNING id"
         };
-        let ids = self
+        let until = now_ms + CLAIM_MS;
+        let claimed = self
             .fetch_all(
                 sql,
                 &[
-                    Bind::Int(now_ms + CLAIM_MS),
+                    Bind::Int(until),
                     Bind::Text(me),
                     Bind::Int(now_ms),
                     Bind::Int(limit),
                 ],
             )
             .await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for r in &ids {
-            let id: String = r.try_get("id")?;
-            let found = self
-                .fetch_all(
-                    "SELECT d.id, d.message, d.recipient, d.channel, d.address, d.state, d.attempts, d.created_ms,
-                            d.next_ms, d.sent_ms, d.error, m.body
-                     FROM deliveries d JOIN messages m ON m.id = d.message WHERE d.id = $1",
-                    &[Bind::Text(&id)],
-                )
-                .await?;
-            for r in &found {
-                out.push(Claimed {
-                    delivery: delivery(r)?,
-                    body: r.try_get("body")?,
-                });
-            }
+        if claimed.is_empty() {
+            return Ok(Vec::new());
         }
-        out.sort_by_key(|c| (c.delivery.created_ms, c.delivery.id.clone()));
+        // What was just claimed, with the messages' bodies, in one query.
+        let found = self
+            .fetch_all(
+                "SELECT d.id, d.message, d.recipient, d.channel, d.address, d.state, d.attempts, d.created_ms,
+                        d.next_ms, d.sent_ms, d.error, m.body
+                 FROM deliveries d JOIN messages m ON m.id = d.message
+                 WHERE d.state = 'pending' AND d.claimed_by = $1 AND d.claimed_ms = $2
+                   AND (d.channel = 'statuspage') = ($3 = 1)
+                 ORDER BY d.position",
+                &[Bind::Text(me), Bind::Int(until), Bind::Int(i64::from(mirror))],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(found.len());
+        for r in &found {
+            out.push(Claimed {
+                delivery: delivery(r)?,
+                body: r.try_get("body")?,
+            });
+        }
         Ok(out)
     }
 
@@ -506,7 +523,6 @@ impl Store {
             &[Bind::Text(id), Bind::Int(now_ms)],
         )
         .await?;
-        super::changed();
         Ok(())
     }
 
@@ -526,7 +542,6 @@ impl Store {
             &[Bind::Text(id), Bind::Text(state), Bind::Int(next), Bind::Text(error)],
         )
         .await?;
-        super::changed();
         Ok(())
     }
 

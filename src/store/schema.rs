@@ -96,6 +96,8 @@ const MIGRATIONS: &[&str] = &[
         position BIGINT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_ms);
+    CREATE INDEX IF NOT EXISTS deliveries_recipient ON deliveries (recipient, state, position);
+    CREATE INDEX IF NOT EXISTS deliveries_position ON deliveries (position);
     CREATE TABLE IF NOT EXISTS mirror_ids (
         kind TEXT NOT NULL,
         ours TEXT NOT NULL,

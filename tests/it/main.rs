@@ -23,6 +23,7 @@ mod invalid_corpus;
 mod items;
 mod lease;
 mod migrate;
+mod notify;
 mod online;
 mod readme;
 mod report;

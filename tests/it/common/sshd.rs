@@ -28,6 +28,9 @@ pub struct LabHost {
 static NEXT: AtomicU8 = AtomicU8::new(2);
 
 fn ensure_sshd() {
+    // Parallel tests install it once: two apt-gets at once fight over dpkg's lock.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if Path::new(SSHD).exists() && which("ssh") && which("setsid") {
         return;
     }
