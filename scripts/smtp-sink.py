@@ -62,6 +62,18 @@ def part_text(msg, subtype):
     return to_text(content).replace("\r\n", "\n")
 
 
+def record_envelope(envelope):
+    """The envelope, the size and the Message-ID only (no MIME parsing: for benches)."""
+    raw = bytes(envelope.original_content or b"")
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    mid = None
+    for h in head.split(b"\r\n"):
+        if h[:11].lower() == b"message-id:":
+            mid = h[11:].strip().decode("ascii", "replace")
+    return {"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
+            "size": len(raw), "message_id": mid}
+
+
 def record(envelope, session):
     raw = bytes(envelope.original_content or b"")
     line = {
@@ -92,7 +104,8 @@ def record(envelope, session):
 class Sink:
     """aiosmtpd handler; its hooks all run on the controller's one event loop thread."""
 
-    def __init__(self, out, refuse_first, refuse_all):
+    def __init__(self, out, refuse_first, refuse_all, envelope_only=False):
+        self.envelope_only = envelope_only
         self.out = out
         self.refuse_left = refuse_first
         self.refuse_all = refuse_all
@@ -108,7 +121,8 @@ class Sink:
         if self.refuse_left > 0:
             self.refuse_left -= 1
             return "451 4.3.0 try again later"
-        self.out.write(json.dumps(record(envelope, session), ensure_ascii=False) + "\n")
+        line = record_envelope(envelope) if self.envelope_only else record(envelope, session)
+        self.out.write(json.dumps(line, ensure_ascii=False) + "\n")
         self.out.flush()
         return "250 OK"
 
@@ -131,6 +145,8 @@ def main():
     ap.add_argument("--out", required=True, help="JSON lines file (appended to)")
     ap.add_argument("--refuse-first", type=int, default=0, metavar="N")
     ap.add_argument("--refuse-all", action="store_true")
+    ap.add_argument("--envelope-only", action="store_true",
+                    help="record the envelope, size and Message-ID only (no MIME parsing)")
     args = ap.parse_args()
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -148,7 +164,7 @@ def main():
     sock.setblocking(False)
 
     controller = SockController(
-        Sink(out, args.refuse_first, args.refuse_all),
+        Sink(out, args.refuse_first, args.refuse_all, args.envelope_only),
         sock,
         server_hostname="smtp-sink.localhost",  # no slow getfqdn() lookup
         auth_require_tls=False,

@@ -1,18 +1,19 @@
-//! Mail through SMTP (lettre, rustls with the system's roots): one pooled transport per
-//! sender, a plain-text and an HTML part rendered from `templates/mail/`, the
+//! Mail through SMTP (lettre, rustls with the system's roots): pooled connections (at
+//! most 8) per sender, a plain-text and an HTML part rendered from `templates/mail/`, the
 //! `List-Unsubscribe` headers of RFC 2369 and RFC 8058 (one click) on every mail to a
 //! subscriber, and a `Message-ID` made of the delivery's id, so a mail sent again after a
 //! crash is recognisably the same one.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use handlebars::Handlebars;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -66,14 +67,101 @@ static HTML: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
 /// A mail server and who mails come from.
 #[derive(Clone)]
 pub struct Mailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Smtp,
     from: Mailbox,
     /// For `Message-ID`s: the page's host.
     domain: String,
 }
 
+/// Connections to the mail server at once.
+const CONNECTIONS: usize = 8;
+
+/// How mails reach the server. `smtp://` goes through connections of our own, pooled,
+/// with `TCP_NODELAY` set: lettre writes a mail's end (`.`) apart from its body, and
+/// without it every mail waits for the server's delayed ACK (40 ms on Linux). `smtps://`
+/// (TLS from the first byte) goes through lettre's own pool.
+#[derive(Clone)]
+enum Smtp {
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+    Own(Arc<Pool>),
+}
+
+/// Plain or STARTTLS connections to one server.
+struct Pool {
+    host: String,
+    port: u16,
+    /// STARTTLS: required, or when the server offers it.
+    tls: Option<(TlsParameters, bool)>,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: tokio::sync::Mutex<Vec<AsyncSmtpConnection>>,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Pool {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, String> {
+        let tcp = tokio::time::timeout(
+            TIMEOUT,
+            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection to {}:{} within {} s",
+                self.host,
+                self.port,
+                TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let _ = tcp.set_nodelay(true);
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+            .await
+            .map_err(|e| one_line(&e))?;
+        match &self.tls {
+            Some((params, required)) if *required || conn.can_starttls() => conn
+                .starttls(params.clone(), &self.hello)
+                .await
+                .map_err(|e| format!("STARTTLS: {}", one_line(&e)))?,
+            _ => {}
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
+                .await
+                .map_err(|e| format!("authentication: {}", one_line(&e)))?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends one mail on an idle connection (or a new one); a connection that failed
+    /// in any way is closed, not used again.
+    async fn send(&self, mail: &Message) -> Result<(), String> {
+        let _permit = self.permits.acquire().await.map_err(|e| e.to_string())?;
+        let idle = self.idle.lock().await.pop();
+        let mut conn = match idle {
+            Some(c) if !c.has_broken() => c,
+            _ => self.connect().await?,
+        };
+        let bytes = mail.formatted();
+        match tokio::time::timeout(TIMEOUT, conn.send(mail.envelope(), &bytes)).await {
+            Ok(Ok(_)) => {
+                self.idle.lock().await.push(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                conn.abort().await;
+                Err(one_line(&e))
+            }
+            Err(_) => {
+                conn.abort().await;
+                Err(format!("no answer within {} s", TIMEOUT.as_secs()))
+            }
+        }
+    }
+}
+
 /// `smtp://[USER@]HOST[:PORT][?tls=required|opportunistic|none]` or `smtps://...`.
-fn transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+fn transport(url: &str) -> Result<Smtp, String> {
     let bad = |why: &str| format!("--smtp `{url}`: {why}");
     let u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     let host = u
@@ -98,21 +186,9 @@ fn transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
             other => return Err(bad(&format!("unknown parameter `{other}` (only `tls`)"))),
         }
     }
-    let params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
-    let (tls, port) = match (u.scheme(), tls.as_str()) {
-        ("smtps", "none") => return Err(bad("smtps:// is TLS: `tls=none` contradicts it")),
-        ("smtps", _) => (Tls::Wrapper(params()?), 465),
-        ("smtp", "required") => (Tls::Required(params()?), 587),
-        ("smtp", "opportunistic") => (Tls::Opportunistic(params()?), 587),
-        ("smtp", _) => (Tls::None, 25),
-        _ => return Err(bad("give smtp:// (STARTTLS) or smtps:// (TLS)")),
-    };
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(u.port().unwrap_or(port))
-        .tls(tls)
-        .timeout(Some(TIMEOUT))
-        .pool_config(PoolConfig::new().max_size(8));
-    if !u.username().is_empty() {
+    let credentials = if u.username().is_empty() {
+        None
+    } else {
         let user = percent_encoding::percent_decode_str(u.username())
             .decode_utf8_lossy()
             .into_owned();
@@ -121,9 +197,36 @@ fn transport(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
                 "it names the user `{user}`: set $RUNBOOK_SMTP_PASSWORD to its password"
             ))
         })?;
-        b = b.credentials(Credentials::new(user, password));
-    }
-    Ok(b.build())
+        Some(Credentials::new(user, password))
+    };
+    let params = || TlsParameters::new(host.clone()).map_err(|e| bad(&e.to_string()));
+    let (tls, port) = match (u.scheme(), tls.as_str()) {
+        ("smtps", "none") => return Err(bad("smtps:// is TLS: `tls=none` contradicts it")),
+        ("smtps", _) => {
+            let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+                .port(u.port().unwrap_or(465))
+                .tls(Tls::Wrapper(params()?))
+                .timeout(Some(TIMEOUT))
+                .pool_config(PoolConfig::new().max_size(CONNECTIONS as u32));
+            if let Some(c) = credentials {
+                b = b.credentials(c);
+            }
+            return Ok(Smtp::Lettre(b.build()));
+        }
+        ("smtp", "required") => (Some((params()?, true)), 587),
+        ("smtp", "opportunistic") => (Some((params()?, false)), 587),
+        ("smtp", _) => (None, 25),
+        _ => return Err(bad("give smtp:// (STARTTLS) or smtps:// (TLS)")),
+    };
+    Ok(Smtp::Own(Arc::new(Pool {
+        host,
+        port: u.port().unwrap_or(port),
+        tls,
+        credentials,
+        hello: ClientId::default(),
+        idle: tokio::sync::Mutex::new(Vec::new()),
+        permits: tokio::sync::Semaphore::new(CONNECTIONS),
+    })))
 }
 
 impl Mailer {
@@ -166,10 +269,16 @@ impl Mailer {
         sub: Option<&Subscriber>,
     ) -> Sent {
         match self.build(settings, d, body, sub) {
-            Ok(mail) => match self.transport.send(mail).await {
-                Ok(_) => Sent::Accepted,
-                Err(e) => Sent::Failed(format!("SMTP: {}", one_line(&e))),
-            },
+            Ok(mail) => {
+                let sent = match &self.transport {
+                    Smtp::Lettre(t) => t.send(mail).await.map(|_| ()).map_err(|e| one_line(&e)),
+                    Smtp::Own(pool) => pool.send(&mail).await,
+                };
+                match sent {
+                    Ok(()) => Sent::Accepted,
+                    Err(e) => Sent::Failed(format!("SMTP: {e}")),
+                }
+            }
             Err(e) => Sent::Failed(e),
         }
     }
