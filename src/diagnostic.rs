@@ -329,6 +329,22 @@ fn push_cell(out: &mut String, c: char) {
     }
 }
 
+/// An error with its causes on one line, `outer: inner: root` (a cause its outer error
+/// already says is not repeated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text.replace(['\r', '\n'], " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::Pos;

@@ -95,21 +95,27 @@ pub async fn subscribers(action: Action, store_flag: Option<&str>) -> Outcome {
         return Ok(Exit::Ok);
     };
     match action {
-        Action::List { json } => {
+        Action::List { json } | Action::Export { json } if json => {
             let list = store
                 .subscribers()
                 .await
                 .map_err(|e| Failure::invalid(e.to_string()))?;
-            if json {
-                let doc: Vec<Value> = list
-                    .iter()
-                    .map(|s| subscribe::public_json(s, false))
-                    .collect();
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&doc).expect("serializes")
-                );
-            } else if list.is_empty() {
+            let doc: Vec<Value> = list
+                .iter()
+                .map(|s| subscribe::public_json(s, false))
+                .collect();
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("serializes")
+            );
+            Ok(Exit::Ok)
+        }
+        Action::List { .. } => {
+            let list = store
+                .subscribers()
+                .await
+                .map_err(|e| Failure::invalid(e.to_string()))?;
+            if list.is_empty() {
                 outln!("no subscribers");
             } else {
                 for s in &list {
@@ -118,22 +124,11 @@ pub async fn subscribers(action: Action, store_flag: Option<&str>) -> Outcome {
             }
             Ok(Exit::Ok)
         }
-        Action::Export { json } => {
+        Action::Export { .. } => {
             let list = store
                 .subscribers()
                 .await
                 .map_err(|e| Failure::invalid(e.to_string()))?;
-            if json {
-                let doc: Vec<Value> = list
-                    .iter()
-                    .map(|s| subscribe::public_json(s, false))
-                    .collect();
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&doc).expect("serializes")
-                );
-                return Ok(Exit::Ok);
-            }
             outln!("id,channel,address,components,state,created_at,confirmed_at");
             for s in &list {
                 let cells = [

@@ -117,18 +117,18 @@ impl Pool {
         let _ = tcp.set_nodelay(true);
         let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
             .await
-            .map_err(|e| one_line(&e))?;
+            .map_err(|e| crate::diagnostic::error_chain(&e))?;
         match &self.tls {
             Some((params, required)) if *required || conn.can_starttls() => conn
                 .starttls(params.clone(), &self.hello)
                 .await
-                .map_err(|e| format!("STARTTLS: {}", one_line(&e)))?,
+                .map_err(|e| format!("STARTTLS: {}", crate::diagnostic::error_chain(&e)))?,
             _ => {}
         }
         if let Some(c) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
-                .map_err(|e| format!("authentication: {}", one_line(&e)))?;
+                .map_err(|e| format!("authentication: {}", crate::diagnostic::error_chain(&e)))?;
         }
         Ok(conn)
     }
@@ -150,7 +150,7 @@ impl Pool {
             }
             Ok(Err(e)) => {
                 conn.abort().await;
-                Err(one_line(&e))
+                Err(crate::diagnostic::error_chain(&e))
             }
             Err(_) => {
                 conn.abort().await;
@@ -271,7 +271,11 @@ impl Mailer {
         match self.build(settings, d, body, sub) {
             Ok(mail) => {
                 let sent = match &self.transport {
-                    Smtp::Lettre(t) => t.send(mail).await.map(|_| ()).map_err(|e| one_line(&e)),
+                    Smtp::Lettre(t) => t
+                        .send(mail)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| crate::diagnostic::error_chain(&e)),
                     Smtp::Own(pool) => pool.send(&mail).await,
                 };
                 match sent {
@@ -355,19 +359,4 @@ fn header(name: &str, value: String) -> HeaderValue {
         HeaderName::new_from_ascii(name.to_owned()).expect("an ASCII header name"),
         value,
     )
-}
-
-/// An error and its causes on one line.
-pub fn one_line(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text.replace(['\r', '\n'], " ")
 }

@@ -97,7 +97,7 @@ impl Api<'_> {
             let r = req
                 .send()
                 .await
-                .map_err(|e| format!("Statuspage: {}", super::email::one_line(&e)))?;
+                .map_err(|e| format!("Statuspage: {}", crate::diagnostic::error_chain(&e)))?;
             let status = r.status();
             if status.as_u16() == 429 || status.as_u16() == 420 {
                 let wait = r

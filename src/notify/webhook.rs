@@ -174,7 +174,7 @@ pub async fn send(
         Err(e) if e.is_timeout() => {
             Sent::Failed(format!("no answer within {} s", TIMEOUT.as_secs()))
         }
-        Err(e) => Sent::Failed(super::email::one_line(&e)),
+        Err(e) => Sent::Failed(crate::diagnostic::error_chain(&e)),
     }
 }
 

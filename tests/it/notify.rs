@@ -77,6 +77,20 @@ fn start_sink(args: &[&str]) -> (Proc, u16) {
     (Proc(child), port)
 }
 
+/// `scripts/smtp-sink.py` or `scripts/webhook-sink.py` writing to `out`; its port.
+fn sink(kind: &str, out: &Path, extra: &[&str]) -> (Proc, u16) {
+    let script = root().join(format!("scripts/{kind}-sink.py"));
+    let mut args = vec![
+        script.to_str().unwrap(),
+        "--port",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    start_sink(&args)
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -198,20 +212,8 @@ fn subscribe_cli(w: &World, args: &[&str]) -> Output {
 fn subscribers_hear_of_a_run(w: World) {
     let mails = w.path("mails.jsonl");
     let hooks = w.path("hooks.jsonl");
-    let (_smtp, smtp_port) = start_sink(&[
-        root().join("scripts/smtp-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        mails.to_str().unwrap(),
-    ]);
-    let (_hook, hook_port) = start_sink(&[
-        root().join("scripts/webhook-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        hooks.to_str().unwrap(),
-    ]);
+    let (_smtp, smtp_port) = sink("smtp", &mails, &[]);
+    let (_hook, hook_port) = sink("webhook", &hooks, &[]);
     w.write("rb.yaml", RUNBOOK);
     subscribe_cli(&w, &["ops@example.com"]);
     let added = subscribe_cli(
@@ -366,13 +368,7 @@ fn subscribers_hear_of_a_run_on_postgres() {
 fn subscribing_confirming_and_unsubscribing_through_the_page() {
     let w = World::sqlite();
     let mails = w.path("mails.jsonl");
-    let (_smtp, smtp_port) = start_sink(&[
-        root().join("scripts/smtp-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        mails.to_str().unwrap(),
-    ]);
+    let (_smtp, smtp_port) = sink("smtp", &mails, &[]);
     w.write("rb.yaml", RUNBOOK);
     let smtp = format!("smtp://127.0.0.1:{smtp_port}?tls=none");
     let (_serve, base) = serve(&w, &["--smtp", &smtp], &[]);
@@ -520,13 +516,7 @@ fn the_admin_api_manages_subscribers_and_serves_metrics() {
     let w = World::sqlite();
     w.write("rb.yaml", RUNBOOK);
     let hooks = w.path("hooks.jsonl");
-    let (_hook, hook_port) = start_sink(&[
-        root().join("scripts/webhook-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        hooks.to_str().unwrap(),
-    ]);
+    let (_hook, hook_port) = sink("webhook", &hooks, &[]);
     let (_serve, base) = serve(&w, &["--allow-private-webhooks"], &[]);
     let url = format!("http://127.0.0.1:{hook_port}/h");
     let (code, v) = admin(
@@ -632,13 +622,7 @@ fn the_admin_api_manages_subscribers_and_serves_metrics() {
 fn a_team_hears_of_a_failed_run_on_webhook_and_slack() {
     let w = World::sqlite();
     let hooks = w.path("hooks.jsonl");
-    let (_hook, port) = start_sink(&[
-        root().join("scripts/webhook-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        hooks.to_str().unwrap(),
-    ]);
+    let (_hook, port) = sink("webhook", &hooks, &[]);
     w.write(
         "rb.yaml",
         &format!(
@@ -712,24 +696,8 @@ fn failing_receivers_are_retried_then_given_up() {
     w.write("rb.yaml", RUNBOOK);
     let hooks = w.path("hooks.jsonl");
     let mails = w.path("mails.jsonl");
-    let (_hook, hport) = start_sink(&[
-        root().join("scripts/webhook-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        hooks.to_str().unwrap(),
-        "--status",
-        "500",
-    ]);
-    let (_smtp, sport) = start_sink(&[
-        root().join("scripts/smtp-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        mails.to_str().unwrap(),
-        "--refuse-first",
-        "2",
-    ]);
+    let (_hook, hport) = sink("webhook", &hooks, &["--status", "500"]);
+    let (_smtp, sport) = sink("smtp", &mails, &["--refuse-first", "2"]);
     subscribe_cli(
         &w,
         &[
@@ -807,15 +775,7 @@ fn a_killed_sender_sends_what_was_pending_once_after_a_restart() {
     let w = World::sqlite();
     w.write("rb.yaml", RUNBOOK);
     let hooks = w.path("hooks.jsonl");
-    let (_hook, port) = start_sink(&[
-        root().join("scripts/webhook-sink.py").to_str().unwrap(),
-        "--port",
-        "0",
-        "--out",
-        hooks.to_str().unwrap(),
-        "--delay-ms",
-        "200",
-    ]);
+    let (_hook, port) = sink("webhook", &hooks, &["--delay-ms", "200"]);
     for i in 0..150 {
         subscribe_cli(
             &w,

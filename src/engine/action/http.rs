@@ -21,25 +21,15 @@ fn client() -> Result<&'static reqwest::Client, String> {
             reqwest::Client::builder()
                 .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
                 .build()
-                .map_err(|e| format!("cannot set up the HTTP client: {}", chain(&e)))
+                .map_err(|e| {
+                    format!(
+                        "cannot set up the HTTP client: {}",
+                        crate::diagnostic::error_chain(&e)
+                    )
+                })
         })
         .as_ref()
         .map_err(Clone::clone)
-}
-
-/// An error with its causes, `outer: inner: root`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Requests used when a check gives no `timeout` of its own.
@@ -82,7 +72,7 @@ pub async fn http(h: &HttpCheck, log: &mut StepLog) -> Outcome {
                 crate::duration::fmt_duration(timeout)
             ));
         }
-        Err(e) => return fail(chain(&e)),
+        Err(e) => return fail(crate::diagnostic::error_chain(&e)),
     };
     let latency = start.elapsed();
     let text = String::from_utf8_lossy(&body);
