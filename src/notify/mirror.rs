@@ -287,7 +287,7 @@ pub async fn run(
                             Sent::Failed(e)
                         }
                     };
-                    super::settle(&store, &c, None, outcome).await;
+                    super::settle(&store, &c, outcome).await;
                 }
                 continue;
             }

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -32,8 +31,6 @@ pub mod webhook;
 
 /// Sends under way at once.
 pub const IN_FLIGHT: usize = 64;
-/// Deliveries claimed at a time.
-const BATCH: i64 = 256;
 
 /// How the sender reaches people, checked before anything is served.
 pub struct Settings {
@@ -130,8 +127,12 @@ pub async fn run(
         ));
     }
     let mut local = crate::store::changes();
+    // Sends under way, each a task: one that hangs holds its own place only, never the
+    // others'.
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         if *stop.borrow() {
+            while tasks.join_next().await.is_some() {}
             return;
         }
         let page = pages.borrow().page.clone();
@@ -140,17 +141,31 @@ pub async fn run(
         {
             tracing::warn!("notifications: cannot read the outbox: {e}");
         }
-        let sent = match send_due(&store, &settings, &me).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!("notifications: cannot claim deliveries: {e}");
-                0
+        // Claimed in batches: when a quarter of the places is free, or none is taken.
+        let free = IN_FLIGHT - tasks.len();
+        let mut more = false;
+        if tasks.is_empty() || free >= IN_FLIGHT / 4 {
+            match store.claim(false, free as i64, now_ms(), &me).await {
+                Ok(due) => {
+                    more = due.len() == free;
+                    for c in due {
+                        let (store, settings) = (store.clone(), settings.clone());
+                        tasks.spawn(async move {
+                            let outcome = send(&settings, &c).await;
+                            settle(&store, &c, outcome).await;
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!("notifications: cannot claim deliveries: {e}"),
             }
-        };
-        if sent as i64 >= BATCH {
+        }
+        if more && tasks.len() < IN_FLIGHT {
             continue;
         }
         tokio::select! {
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                while tasks.try_join_next().is_some() {}
+            }
             _ = pages.changed() => {}
             _ = local.changed() => {}
             _ = stop.changed() => {}
@@ -222,36 +237,9 @@ pub async fn expand(store: &Store, settings: &Settings, page: &Page) -> Result<(
     Ok(())
 }
 
-/// Claims what is due and sends it, [`IN_FLIGHT`] at a time; how many were claimed.
-async fn send_due(store: &Store, settings: &Settings, me: &str) -> Result<usize, StoreError> {
-    let due = store.claim(false, BATCH, now_ms(), me).await?;
-    let n = due.len();
-    if n == 0 {
-        return Ok(0);
-    }
-    let subscribers: std::collections::HashMap<String, Subscriber> = store
-        .subscribers()
-        .await?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    // At most one per recipient (`Store::claim`): all of them at once.
-    futures_util::stream::iter(due)
-        .map(|c| {
-            let sub = subscribers.get(&c.delivery.recipient);
-            async move {
-                let outcome = send(settings, &c, sub).await;
-                settle(store, &c, sub, outcome).await;
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<()>>()
-        .await;
-    Ok(n)
-}
-
 /// Sends one delivery by its channel.
-async fn send(settings: &Settings, c: &Claimed, sub: Option<&Subscriber>) -> Sent {
+async fn send(settings: &Settings, c: &Claimed) -> Sent {
+    let sub = c.subscriber.as_ref();
     let body: Value = match serde_json::from_str(&c.body) {
         Ok(v) => v,
         Err(e) => return Sent::Failed(format!("the message cannot be read: {e}")),
@@ -269,7 +257,8 @@ async fn send(settings: &Settings, c: &Claimed, sub: Option<&Subscriber>) -> Sen
 
 /// Records what a send came to: sent; or tried again later; or, a day on, given up
 /// and its subscriber marked failing.
-async fn settle(store: &Store, c: &Claimed, sub: Option<&Subscriber>, outcome: Sent) {
+async fn settle(store: &Store, c: &Claimed, outcome: Sent) {
+    let sub = c.subscriber.as_ref();
     let d = &c.delivery;
     let now = now_ms();
     let recorded = match outcome {

@@ -94,6 +94,8 @@ pub struct Delivery {
 pub struct Claimed {
     pub delivery: Delivery,
     pub body: String,
+    /// Its subscriber (none for a team target or the mirror, or one removed since).
+    pub subscriber: Option<Subscriber>,
 }
 
 /// A run's team notification target, as recorded when the run starts.
@@ -475,8 +477,13 @@ impl Store {
         let found = self
             .fetch_all(
                 "SELECT d.id, d.message, d.recipient, d.channel, d.address, d.state, d.attempts, d.created_ms,
-                        d.next_ms, d.sent_ms, d.error, m.body
+                        d.next_ms, d.sent_ms, d.error, m.body,
+                        COALESCE(s.id, '') AS s_id, COALESCE(s.components, '') AS s_components,
+                        COALESCE(s.state, '') AS s_state, COALESCE(s.token, '') AS s_token,
+                        COALESCE(s.secret, '') AS s_secret, COALESCE(s.created_ms, 0) AS s_created_ms,
+                        COALESCE(s.confirmed_ms, 0) AS s_confirmed_ms
                  FROM deliveries d JOIN messages m ON m.id = d.message
+                      LEFT JOIN subscribers s ON s.id = d.recipient
                  WHERE d.state = 'pending' AND d.claimed_by = $1 AND d.claimed_ms = $2
                    AND (d.channel = 'statuspage') = ($3 = 1)
                  ORDER BY d.position",
@@ -485,9 +492,32 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(found.len());
         for r in &found {
+            let d = delivery(r)?;
+            let id: String = r.try_get("s_id")?;
+            let subscriber = if id.is_empty() {
+                None
+            } else {
+                let components: String = r.try_get("s_components")?;
+                Some(Subscriber {
+                    id,
+                    channel: d.channel.clone(),
+                    address: d.address.clone(),
+                    components: components
+                        .split(',')
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    state: r.try_get("s_state")?,
+                    token: r.try_get("s_token")?,
+                    secret: r.try_get("s_secret")?,
+                    created_ms: r.try_get("s_created_ms")?,
+                    confirmed_ms: r.try_get("s_confirmed_ms")?,
+                })
+            };
             out.push(Claimed {
-                delivery: delivery(r)?,
+                delivery: d,
                 body: r.try_get("body")?,
+                subscriber,
             });
         }
         Ok(out)

@@ -997,3 +997,52 @@ fn notification_flags_that_cannot_work_are_refused() {
         assert!(out.stderr.contains(want), "{flags:?}: {}", out.stderr);
     }
 }
+
+/// A webhook that hangs holds only its own place: every other recipient hears of the
+/// run long before the hung request's 30 s are up, and the page answers meanwhile.
+#[test]
+fn a_hanging_webhook_holds_back_no_one_else() {
+    let w = World::sqlite();
+    w.write("rb.yaml", RUNBOOK);
+    let hooks = w.path("hooks.jsonl");
+    let (_hook, port) = sink(
+        "webhook",
+        &hooks,
+        &["--hang-first", "1", "--hang-seconds", "40"],
+    );
+    for name in ["a", "b"] {
+        subscribe_cli(
+            &w,
+            &[
+                &format!("http://127.0.0.1:{port}/{name}"),
+                "--allow-private-webhooks",
+            ],
+        );
+    }
+    let (_serve, base) = serve(&w, &["--allow-private-webhooks"], &[]);
+    let started = Instant::now();
+    assert_eq!(w.execute("rb.yaml", "run-1").code, 0);
+    let got = wait_lines(&hooks, "the other recipient's posts", |l| {
+        let Some(hung) = l.iter().find(|h| h["n"] == 1) else {
+            return false;
+        };
+        l.iter().filter(|h| h["path"] != hung["path"]).count() >= 8
+    });
+    let hung = got.iter().find(|h| h["n"] == 1).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the others were not held behind the hung request ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        got.iter().filter(|h| h["path"] == hung["path"]).count(),
+        1,
+        "the hung recipient's later updates wait behind its first: {got:#?}"
+    );
+    let (code, _) = http("GET", &format!("{base}/api/v2/summary.json"), &[], None);
+    assert_eq!(code, 200);
+    let d = w.run(&["deliveries", "--format", "json"]);
+    let v: Value = serde_json::from_str(&d.stdout).unwrap();
+    assert_eq!(v["counts"]["webhook"]["sent"], 8, "{v}");
+    assert_eq!(v["counts"]["webhook"]["pending"], 8, "{v}");
+}
