@@ -90,6 +90,13 @@ pub async fn execute(args: ExecuteArgs) -> Outcome {
         confirm(&rb, &run_id)?;
     }
     let out = Reporter::new(args.log_format, &rb);
+    if !team.is_empty() && server.is_none() {
+        // Team notifications go through the store's outbox: a server sends them.
+        out.note(&format!(
+            "notify: {} target(s) hear of this run through a `runbook serve` on this store (or `--serve`)",
+            team.len()
+        ));
+    }
     if !args.now {
         wait_for_window(&out, &rb).await;
     }

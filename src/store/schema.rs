@@ -159,9 +159,13 @@ pub(super) async fn check_file(url: &str, path: &Path, mode: Mode) -> Result<(),
         }
         None => Ok(()),
         Some((_, false)) => Err(open_err(format!("`{}` is not a file", path.display()))),
+        // A store another process just made in WAL mode has its first pages in the
+        // write-ahead log until a checkpoint: empty, but no store truncated.
+        Some((0, true)) if wal_has_pages(path) => Ok(()),
         Some((0, true)) => {
             tokio::time::sleep(Duration::from_millis(300)).await;
             match len() {
+                Some((0, _)) if wal_has_pages(path) => Ok(()),
                 Some((0, _)) => Err(StoreError::Damaged {
                     store: url.to_owned(),
                     reason: format!(
@@ -174,6 +178,13 @@ pub(super) async fn check_file(url: &str, path: &Path, mode: Mode) -> Result<(),
         }
         Some(_) => Ok(()),
     }
+}
+
+/// Whether the SQLite file at `path` has a write-ahead log with pages in it.
+fn wal_has_pages(path: &Path) -> bool {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(std::path::PathBuf::from(wal)).is_ok_and(|m| m.len() > 0)
 }
 
 impl Store {

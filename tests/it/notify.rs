@@ -1046,3 +1046,60 @@ fn a_hanging_webhook_holds_back_no_one_else() {
     assert_eq!(v["counts"]["webhook"]["sent"], 8, "{v}");
     assert_eq!(v["counts"]["webhook"]["pending"], 8, "{v}");
 }
+
+/// An `email` team target hears of an approval waiting (with the command that answers
+/// it) and of the run's end; events it did not choose are not sent.
+#[test]
+fn a_team_email_hears_of_an_approval_waiting() {
+    let w = World::sqlite();
+    let mails = w.path("mails.jsonl");
+    let (_smtp, port) = sink("smtp", &mails, &[]);
+    w.write(
+        "rb.yaml",
+        r#"runbook: gate
+title: Gate test
+notify:
+  - email: dba@example.com
+    events: [approval_waiting, run_ended]
+steps:
+  - { id: prepare, kind: patch, run: { shell: "true" } }
+  - { id: go, kind: approve, timeout: 1s, on_timeout: approve }
+"#,
+    );
+    let smtp = format!("smtp://127.0.0.1:{port}?tls=none");
+    let (_serve, _) = serve(&w, &["--smtp", &smtp], &[]);
+    let out = w.execute("rb.yaml", "run-g");
+    assert_eq!(out.code, 0, "{out:?}");
+    let got = wait_lines(&mails, "two team mails", |l| l.len() >= 2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&mails).len(), 2, "only the events chosen: {got:#?}");
+    assert!(
+        got.iter()
+            .all(|m| m["rcpt_tos"] == json!(["dba@example.com"]))
+    );
+    let waiting = got
+        .iter()
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .contains("waits for approval")
+        })
+        .expect("the approval mail");
+    let text = waiting["text"].as_str().unwrap();
+    assert!(text.contains("runbook approve run-g go"), "{text}");
+    assert!(
+        waiting["html"].as_str().unwrap().contains("<table>"),
+        "{waiting}"
+    );
+    assert!(
+        waiting["headers"].get("list-unsubscribe").is_none(),
+        "a team mail is no subscription"
+    );
+    assert!(got.iter().any(|m| {
+        m["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Run run-g of gate completed")
+    }));
+}
