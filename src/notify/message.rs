@@ -40,7 +40,7 @@ pub fn public(settings: &Settings, n: &Notification, subscribers: &[Subscriber])
         .iter()
         .filter(|s| s.state == "active" && concerns(s, &n.components))
         .collect();
-    let mut to: Vec<Recipient> = matching.iter().map(|s| super::recipient(s)).collect();
+    let mut to: Vec<Recipient> = matching.iter().map(|s| Recipient::from(*s)).collect();
     if settings.mirror.is_some() {
         to.push(Recipient {
             id: "mirror".into(),
@@ -76,7 +76,7 @@ pub fn public(settings: &Settings, n: &Notification, subscribers: &[Subscriber])
     let hooks: Vec<Recipient> = matching
         .iter()
         .filter(|s| s.channel == "webhook")
-        .map(|s| super::recipient(s))
+        .map(|s| Recipient::from(*s))
         .collect();
     if !hooks.is_empty() {
         for (update, component) in &n.component_updates {

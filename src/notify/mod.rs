@@ -21,7 +21,7 @@ use crate::retry::Backoff;
 use crate::status::command::NotifyArgs;
 use crate::status::model::Page;
 use crate::status::snapshot::Snapshot;
-use crate::store::outbox::{Claimed, Recipient, Subscriber};
+use crate::store::outbox::Claimed;
 use crate::store::{Store, StoreError, now_ms};
 
 pub mod email;
@@ -290,14 +290,5 @@ async fn settle(store: &Store, c: &Claimed, outcome: Sent) {
     };
     if let Err(e) = recorded {
         tracing::error!("notifications: cannot record delivery {}: {e}", d.id);
-    }
-}
-
-/// A recipient of a subscriber.
-fn recipient(s: &Subscriber) -> Recipient {
-    Recipient {
-        id: s.id.clone(),
-        channel: s.channel.clone(),
-        address: s.address.clone(),
     }
 }

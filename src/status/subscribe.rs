@@ -201,11 +201,7 @@ async fn enqueue_confirmation(
         .enqueue(
             &format!("confirm-{}-{now}", s.id),
             &body.to_string(),
-            &Recipient {
-                id: s.id.clone(),
-                channel: s.channel.clone(),
-                address: s.address.clone(),
-            },
+            &Recipient::from(s),
             now,
         )
         .await

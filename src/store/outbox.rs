@@ -71,6 +71,16 @@ pub struct Recipient {
     pub address: String,
 }
 
+impl From<&Subscriber> for Recipient {
+    fn from(s: &Subscriber) -> Recipient {
+        Recipient {
+            id: s.id.clone(),
+            channel: s.channel.clone(),
+            address: s.address.clone(),
+        }
+    }
+}
+
 /// A delivery as the books have it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -123,17 +133,29 @@ pub struct Counts {
     pub failing: Vec<(String, i64)>,
 }
 
+/// The columns of a subscriber, as [`subscriber`] reads them.
+macro_rules! subscriber_select {
+    () => {
+        "SELECT id, channel, address, components, state, token, secret, created_ms, confirmed_ms FROM subscribers"
+    };
+}
+
+/// A list stored as `a,b,c` (components, events, journal kinds); empty: none.
+fn comma_list(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn subscriber(r: &AnyRow) -> Result<Subscriber, sqlx::Error> {
     let components: String = r.try_get("components")?;
     Ok(Subscriber {
         id: r.try_get("id")?,
         channel: r.try_get("channel")?,
         address: r.try_get("address")?,
-        components: components
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        components: comma_list(&components),
         state: r.try_get("state")?,
         token: r.try_get("token")?,
         secret: r.try_get("secret")?,
@@ -212,8 +234,7 @@ impl Store {
     ) -> Result<Option<Subscriber>, StoreError> {
         let found = self
             .fetch_all(
-                "SELECT id, channel, address, components, state, token, secret, created_ms, confirmed_ms
-                 FROM subscribers WHERE channel = $1 AND address = $2",
+                concat!(subscriber_select!(), " WHERE channel = $1 AND address = $2"),
                 &[Bind::Text(channel), Bind::Text(address)],
             )
             .await?;
@@ -224,8 +245,7 @@ impl Store {
     pub async fn subscribers(&self) -> Result<Vec<Subscriber>, StoreError> {
         let found = self
             .fetch_all(
-                "SELECT id, channel, address, components, state, token, secret, created_ms, confirmed_ms
-                 FROM subscribers ORDER BY created_ms, id",
+                concat!(subscriber_select!(), " ORDER BY created_ms, id"),
                 &[],
             )
             .await?;
@@ -236,8 +256,7 @@ impl Store {
     pub async fn subscriber_by_token(&self, token: &str) -> Result<Option<Subscriber>, StoreError> {
         let found = self
             .fetch_all(
-                "SELECT id, channel, address, components, state, token, secret, created_ms, confirmed_ms
-                 FROM subscribers WHERE token = $1",
+                concat!(subscriber_select!(), " WHERE token = $1"),
                 &[Bind::Text(token)],
             )
             .await?;
@@ -248,8 +267,10 @@ impl Store {
     pub async fn subscriber_named(&self, name: &str) -> Result<Option<Subscriber>, StoreError> {
         let found = self
             .fetch_all(
-                "SELECT id, channel, address, components, state, token, secret, created_ms, confirmed_ms
-                 FROM subscribers WHERE id = $1 OR address = $1 ORDER BY id",
+                concat!(
+                    subscriber_select!(),
+                    " WHERE id = $1 OR address = $1 ORDER BY id"
+                ),
                 &[Bind::Text(name)],
             )
             .await?;
@@ -338,18 +359,12 @@ impl Store {
                 &[Bind::Text(run_id)],
             )
             .await?;
-        let list = |s: String| {
-            s.split(',')
-                .filter(|e| !e.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
         rows(found, |r| {
             Ok(TeamTarget {
                 channel: r.try_get("channel")?,
                 address: r.try_get("address")?,
-                events: list(r.try_get("events")?),
-                kinds: list(r.try_get("kinds")?),
+                events: comma_list(&r.try_get::<String, _>("events")?),
+                kinds: comma_list(&r.try_get::<String, _>("kinds")?),
             })
         })
     }
@@ -502,11 +517,7 @@ impl Store {
                     id,
                     channel: d.channel.clone(),
                     address: d.address.clone(),
-                    components: components
-                        .split(',')
-                        .filter(|c| !c.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
+                    components: comma_list(&components),
                     state: r.try_get("s_state")?,
                     token: r.try_get("s_token")?,
                     secret: r.try_get("s_secret")?,
@@ -596,21 +607,6 @@ impl Store {
             delivery,
         )?);
         Ok(out)
-    }
-
-    /// Whether a subscriber's deliveries have all failed since `since_ms` and none was
-    /// accepted since: the day a webhook is given up after.
-    pub async fn last_sent_to(&self, recipient: &str) -> Result<i64, StoreError> {
-        let found = self
-            .fetch_all(
-                "SELECT COALESCE(MAX(sent_ms), 0) AS t FROM deliveries WHERE recipient = $1 AND state = 'sent'",
-                &[Bind::Text(recipient)],
-            )
-            .await?;
-        Ok(match found.first() {
-            Some(r) => r.try_get("t")?,
-            None => 0,
-        })
     }
 
     /// The counts `/metrics` and `runbook deliveries` show.
